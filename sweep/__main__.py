@@ -1,0 +1,51 @@
+"""``python -m sweep``: run a Hydra (multi)run of cells against an Ollama-compatible server.
+
+Thin on purpose: it pins the sweep id, hands the config to :func:`sweep.job.run_job`
+and turns configuration errors and Ctrl-C into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from sweep import backends
+from sweep.config import register
+from sweep.job import run_job
+from sweep.plan import ConfigError
+from sweep.sweep_id import pin_sweep_id
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    hydra_dir = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+    try:
+        run_job(cfg, Path(hydra_dir).parent)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        backends.stop_embedded()
+        raise SystemExit(2) from None
+
+
+def _run() -> None:
+    sweep_dir = pin_sweep_id(sys.argv)
+    try:
+        main()
+    except KeyboardInterrupt:
+        backends.stop_embedded()
+        print(f"\ninterrupted: every completed trial is saved in {sweep_dir}\n"
+              f"resume with: python -m sweep {' '.join(sys.argv[1:])} resume=true", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    finally:
+        backends.stop_embedded()
+
+
+if __name__ == "__main__":
+    _run()

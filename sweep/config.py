@@ -1,0 +1,118 @@
+"""Structured configs: the one place where config keys, types and defaults live.
+
+The dataclasses are registered in Hydra's ConfigStore as the schema behind the
+YAML groups in ``conf/``, so a typo or a wrong type on the command line
+(``chimera.num_ctx=abc``) fails in Hydra before any request is sent.  Value
+checks that types cannot express (``trials=-1``) live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which model the server should run."""
+
+    name: str = MISSING  # the server's own name, e.g. gemma3:270m or gemma3:latest
+
+
+@dataclass
+class ChimeraConfig:
+    """Inference options sent in Ollama's ``options``; ``None`` means "not sent".
+
+    ``preset`` is only a label stored with every trial (``baseline`` or ``chimera``),
+    so the analysis can compare the two.
+    """
+
+    preset: str = "baseline"
+    num_gpu: Optional[int] = None
+    num_ctx: Optional[int] = None
+    num_thread: Optional[int] = None
+    num_batch: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    repeat_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    num_predict: Optional[int] = None
+
+
+@dataclass
+class BackendConfig:
+    """Where requests go, and how long we wait.
+
+    ``embedded`` starts our own llama.cpp server on 127.0.0.1 for the sweep;
+    ``ollama`` talks to ``base_url``.  Secrets never live here: ``api_key_env``
+    and ``headers_env`` name environment variables that are read at run time.
+    """
+
+    kind: str = "embedded"
+    base_url: Optional[str] = None
+    model_dir: Optional[str] = None          # embedded: extra .gguf files to serve
+    connect_timeout_s: float = 10.0
+    stall_timeout_s: float = 120.0           # no chunk for this long → status `stall`
+    request_timeout_s: float = 900.0         # whole request → status `timeout`
+    retries: int = 2                         # extra attempts for transient failures
+    retry_backoff_s: float = 1.0             # doubled after each retry
+    max_consecutive_failures: int = 3        # then the cell is abandoned
+    keep_alive: Optional[str] = None         # sent as keep_alive when set (e.g. "5m", "0")
+    api_key_env: str = "OLLAMA_API_KEY"      # bearer token, if that variable is set
+    headers_env: str = "CHIMERA_SWEEP_HEADERS"  # "Name: value; Other: value", if set
+
+
+@dataclass
+class WorkloadConfig:
+    """What is asked: a prompt list (inline or from a file) through one endpoint."""
+
+    name: str = "report"
+    prompts: List[str] = field(default_factory=lambda: ["Generate a technical report"])
+    prompt_file: Optional[str] = None        # .txt: one prompt per line; .jsonl: {"id", "prompt"}
+    system: Optional[str] = None
+    endpoint: str = "generate"               # generate | chat
+
+
+@dataclass
+class GridConfig:
+    """An explicit cell list for experiments that are not a plain cartesian product.
+
+    Cells are: one ``baseline`` cell (every option unset but ``fixed``) if
+    ``baseline`` is true, then the product of ``axes`` applied on top of the
+    chimera preset.  A multirun over ``cell=range(0,N)`` runs one cell per job.
+    """
+
+    baseline: bool = True
+    axes: Dict[str, List[Any]] = field(default_factory=dict)
+    fixed: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepConfig:
+    """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
+
+    model: ModelConfig = MISSING
+    chimera: ChimeraConfig = MISSING
+    backend: BackendConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    trials: int = 3
+    warmup: int = 1
+    resume: bool = False
+    sweep_id: str = "${now:%Y%m%d-%H%M%S}"
+    output_root: str = "outputs/sweeps"
+    grid: Optional[GridConfig] = None
+    cell: Optional[int] = None
+
+
+def register() -> None:
+    """Put the schemas where the YAML files in ``conf/`` find them."""
+    cs = ConfigStore.instance()
+    cs.store(name="sweep_schema", node=SweepConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="chimera", name="chimera_schema", node=ChimeraConfig)
+    cs.store(group="backend", name="backend_schema", node=BackendConfig)
+    cs.store(group="workload", name="workload_schema", node=WorkloadConfig)

@@ -1,0 +1,241 @@
+"""Config → cells: what to run, with a stable identity, checked before any request.
+
+A *cell* is one point of the grid (model × options × workload on one backend).
+Its hash covers everything that changes what is measured, so resuming a sweep
+matches cells by content, never by directory name, and changing a parameter
+makes a new cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.records import OPTION_KEYS
+
+
+class ConfigError(ValueError):
+    """Bad configuration: reported as one line before any request is sent."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point.  ``options`` holds only the options that are set."""
+
+    preset: str
+    model: str
+    backend: str
+    base_url: str | None  # None for the embedded backend: its port is chosen at start
+    options: Mapping[str, Any]
+    workload: str
+    prompts: tuple[Prompt, ...]
+    system: str | None
+    endpoint: str
+    keep_alive: str | None
+
+    @property
+    def cell_hash(self) -> str:
+        """16 hex chars of sha256 over the cell's resolved content (not its name)."""
+        identity = {
+            "preset": self.preset, "model": self.model, "backend": self.backend,
+            "base_url": self.base_url, "options": dict(self.options), "workload": self.workload,
+            "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
+            "endpoint": self.endpoint, "keep_alive": self.keep_alive,
+        }
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def cell_id(self) -> str:
+        """A readable label: preset, model and the options that are set."""
+        parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
+        return " ".join(parts)
+
+    @property
+    def file_stem(self) -> str:
+        """A file name that cannot escape the sweep directory, unique by hash."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.cell_id.replace(" ", "-")).strip("._-")
+        return f"{safe[:96]}-{self.cell_hash}"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One request of a cell's schedule."""
+
+    trial: int
+    prompt: Prompt
+    warmup: bool
+
+
+# ---------------------------------------------------------------- validation
+
+_OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "num_gpu": (-1, None), "num_ctx": (1, None), "num_thread": (1, None), "num_batch": (1, None),
+    "temperature": (0, None), "top_p": (0, 1), "top_k": (0, None), "repeat_penalty": (0, None),
+    "seed": (None, None), "num_predict": (-2, None),
+}
+
+
+def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ConfigError(f"invalid option {name}={value}: must be {bounds}")
+
+
+def normalize_base_url(url: str) -> str:
+    """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"invalid backend.base_url '{url}': use http://host:port or https://host:port")
+    return url.rstrip("/")
+
+
+_FLOAT_OPTIONS = frozenset({"temperature", "top_p", "repeat_penalty"})
+
+
+def validate_options(options: Mapping[str, Any]) -> None:
+    """Types and ranges of set options (grid values arrive untyped from YAML)."""
+    for name, value in options.items():
+        numeric = (int, float) if name in _FLOAT_OPTIONS else (int,)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            kind = "a number" if name in _FLOAT_OPTIONS else "an integer"
+            raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
+        lo, hi = _OPTION_RANGES[name]
+        _check_range(name, value, lo, hi)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks the structured types cannot express; raises :class:`ConfigError`."""
+    if cfg.trials < 1:
+        raise ConfigError(f"invalid trials={cfg.trials}: must be >= 1")
+    if cfg.warmup < 0:
+        raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
+    b = cfg.backend
+    if b.kind not in ("embedded", "ollama"):
+        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend=embedded or backend=ollama")
+    if b.kind == "ollama":
+        if not b.base_url:
+            raise ConfigError("backend.base_url is empty: set OLLAMA_HOST or backend.base_url=http://host:11434")
+        normalize_base_url(b.base_url)
+    for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
+        if b[key] <= 0:
+            raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
+    if b.retries < 0 or b.retry_backoff_s < 0:
+        raise ConfigError("invalid backend.retries / backend.retry_backoff_s: must be >= 0")
+    if b.max_consecutive_failures < 1:
+        raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
+    if cfg.workload.endpoint not in ("generate", "chat"):
+        raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
+    if cfg.grid is not None:
+        unknown = set(cfg.grid.axes) | set(cfg.grid.fixed)
+        unknown -= set(OPTION_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown grid option(s) {sorted(unknown)}: use {', '.join(OPTION_KEYS)}")
+        n = grid_size(cfg)
+        if cfg.cell is not None and not 0 <= cfg.cell < n:
+            raise ConfigError(f"invalid cell={cfg.cell}: this grid has {n} cells (0..{n - 1})")
+
+
+# ---------------------------------------------------------------- prompts
+
+def load_prompts(workload: DictConfig) -> tuple[Prompt, ...]:
+    """Inline prompts, or a prompt file (read as text, never executed)."""
+    if workload.prompt_file:
+        path = Path(workload.prompt_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"prompt file '{path}' not found: fix workload.prompt_file")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            prompts = []
+            for i, line in enumerate(l for l in text.splitlines() if l.strip()):
+                try:
+                    obj = json.loads(line)
+                    prompts.append(Prompt(str(obj.get("id", i)), str(obj["prompt"])))
+                except (ValueError, KeyError, AttributeError):
+                    raise ConfigError(f"{path}: line {i + 1} is not a JSON object with a 'prompt'") from None
+        else:
+            prompts = [Prompt(str(i), line) for i, line in enumerate(l.strip() for l in text.splitlines() if l.strip())]
+    else:
+        prompts = [Prompt(str(i), str(p)) for i, p in enumerate(workload.prompts)]
+    if not prompts:
+        raise ConfigError(f"workload '{workload.name}' has no prompts: set workload.prompts or workload.prompt_file")
+    return tuple(prompts)
+
+
+# ---------------------------------------------------------------- cells
+
+def _set_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep only set options, in the canonical order."""
+    return {k: values[k] for k in OPTION_KEYS if values.get(k) is not None}
+
+
+def grid_size(cfg: DictConfig) -> int:
+    n = 1
+    for levels in cfg.grid.axes.values():
+        n *= len(levels)
+    return n + (1 if cfg.grid.baseline else 0)
+
+
+def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(preset, options) per cell: from the grid if there is one, else the chimera config."""
+    chimera = OmegaConf.to_container(cfg.chimera, resolve=True)
+    preset = chimera.pop("preset")
+    if cfg.grid is None:
+        return [(preset, _set_options(chimera))]
+    fixed = OmegaConf.to_container(cfg.grid.fixed, resolve=True)
+    sets: list[tuple[str, dict[str, Any]]] = []
+    if cfg.grid.baseline:
+        sets.append(("baseline", _set_options(fixed)))
+    axes = OmegaConf.to_container(cfg.grid.axes, resolve=True)
+    for combo in itertools.product(*axes.values()):
+        values = {**chimera, **dict(zip(axes, combo)), **fixed}
+        sets.append((preset, _set_options(values)))
+    return sets
+
+
+def plan_cells(cfg: DictConfig) -> list[Cell]:
+    """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
+    validate(cfg)
+    prompts = load_prompts(cfg.workload)
+    base_url = normalize_base_url(cfg.backend.base_url) if cfg.backend.kind == "ollama" else None
+    option_sets = _option_sets(cfg)
+    if cfg.grid is not None and cfg.cell is not None:
+        option_sets = [option_sets[cfg.cell]]
+    cells = []
+    for preset, options in option_sets:
+        validate_options(options)
+        cells.append(Cell(
+            preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
+            options=options, workload=cfg.workload.name, prompts=prompts,
+            system=cfg.workload.system, endpoint=cfg.workload.endpoint,
+            keep_alive=cfg.backend.keep_alive,
+        ))
+    return cells
+
+
+def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:
+    """Warm-ups first (on the first prompt), then trials interleaving the prompts.
+
+    Interleaving (trial-major) spreads slow drift (thermals, caches) over all
+    prompts instead of loading it onto the last one.
+    """
+    specs = [TrialSpec(i, cell.prompts[0], True) for i in range(warmup)]
+    for t in range(trials):
+        specs.extend(TrialSpec(t, p, False) for p in cell.prompts)
+    return specs

@@ -1,0 +1,117 @@
+"""Trial rows on disk: one Parquet file per cell, written atomically.
+
+A cell's file is rewritten (temp file + fsync + rename) after every trial, so a
+crash, a SIGKILL or a full disk loses at most the trial in flight, and a reader
+never sees half a file.  Files only grow: a rewrite always holds every row the
+previous version held.  Everything that is not trial data in a sweep directory
+starts with ``_`` so that ``pandas.read_parquet(sweep_dir)`` reads only trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sweep.plan import ConfigError
+from sweep.records import TrialRecord, to_table
+
+PROVENANCE_KEY = b"chimera.provenance"
+
+
+def ensure_writable(directory: Path) -> None:
+    """Fail before measuring if the output directory cannot take files."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix="_probe-", delete=True) as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise ConfigError(
+            f"output directory '{directory}' is not writable ({exc.strerror or exc}): "
+            "choose another with output_root=DIR"
+        ) from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so the file appears whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """An older file's rows in today's schema: columns added since then are null."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class CellStore:
+    """The rows of one cell: loaded from an earlier run if there is one, saved after each trial."""
+
+    def __init__(self, path: Path, provenance: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.provenance = provenance or {}
+        self.previous: pa.Table | None = pq.read_table(path) if path.exists() else None
+        self.records: list[TrialRecord] = []
+
+    def previous_rows(self) -> list[dict[str, Any]]:
+        return self.previous.to_pylist() if self.previous is not None else []
+
+    def append(self, record: TrialRecord) -> Path:
+        """Add a record and persist the whole cell; returns where it landed."""
+        self.records.append(record)
+        return self.save()
+
+    def table(self) -> pa.Table:
+        table = to_table(self.records)
+        if self.previous is not None:
+            table = pa.concat_tables([_conform(self.previous, table.schema), table])
+        metadata = {PROVENANCE_KEY: json.dumps(self.provenance, default=str).encode()}
+        return table.replace_schema_metadata(metadata)
+
+    def save(self) -> Path:
+        """Atomic rewrite; if the directory fails mid-sweep, rescue to a temp path."""
+        table = self.table()
+        try:
+            write_atomic(table, self.path)
+            return self.path
+        except OSError as exc:
+            rescue = Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / self.path.parent.name / self.path.name
+            write_atomic(table, rescue)
+            print(f"could not write {self.path} ({exc.strerror or exc}); trials saved to {rescue}", flush=True)
+            return rescue
+
+
+def cell_files(sweep_dir: Path) -> Sequence[Path]:
+    return sorted(p for p in sweep_dir.glob("*.parquet") if not p.name.startswith(("_", ".")))

@@ -1,0 +1,61 @@
+"""End-of-sweep summary (a Hydra callback): what was measured, what failed, how to re-run.
+
+It reads the sweep's Parquet, not in-memory state, so it also tells the truth
+about cells measured by earlier (resumed) runs and by other processes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from sweep.store import cell_files
+
+
+def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
+    """A table of cells and the list of cells that are not complete."""
+    table = Table(title=f"sweep {sweep_dir.name}", title_justify="left")
+    for col in ("cell", "ok trials", "failed attempts", "state"):
+        table.add_column(col)
+    unfinished = []
+    for path in cell_files(sweep_dir):
+        rows = pq.read_table(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
+        measured = [r for r in rows if not r["warmup"]]
+        ok = sum(r["status"] == "ok" for r in measured)
+        failed = sum(r["status"] != "ok" for r in rows)
+        expected = trials * len({r["prompt_id"] for r in rows}) if rows else trials
+        state = "complete" if ok >= expected else "INCOMPLETE"
+        if ok < expected:
+            unfinished.append(rows[0]["cell_id"] if rows else path.stem)
+        table.add_row(rows[0]["cell_id"] if rows else path.stem, f"{ok}/{expected}", str(failed), state)
+    return table, unfinished
+
+
+class SweepSummary(Callback):
+    """Prints the summary once, at the end of a run or multirun."""
+
+    def _report(self, config: DictConfig, hydra_dir: str) -> None:
+        sweep_dir = Path(hydra_dir).parent
+        if not sweep_dir.is_dir():
+            return
+        console = Console(stderr=True, highlight=False)
+        table, unfinished = summarize(sweep_dir, int(config.trials))
+        console.print(table)
+        console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")
+        if unfinished:
+            args = " ".join(a for a in sys.argv[1:] if not a.startswith(("resume=", "sweep_id=")))
+            console.print(f"[yellow]{len(unfinished)} cell(s) incomplete[/]; finish them with:\n"
+                          f"  python -m sweep {args} resume=true sweep_id={sweep_dir.name}")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._report(config, config.hydra.run.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._report(config, config.hydra.sweep.dir)

@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin"]

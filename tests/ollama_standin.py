@@ -1,0 +1,231 @@
+"""A scripted, fault-injecting Ollama stand-in on 127.0.0.1.
+
+It speaks Ollama's wire format (NDJSON over chunked HTTP/1.1, nanosecond
+timing fields, one final ``done: true`` chunk) with timings and faults chosen
+by the test, so the runner's maths and error handling are checked against
+known values over a real socket.  Each generate/chat request takes the next
+queued :class:`Script` (or the default one) and the request body is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("none", "http_500", "http_404", "kill_mid_stream", "stall", "garbage_line",
+          "no_final_chunk", "error_line", "slow_first_byte", "refuse")
+
+
+@dataclass
+class Script:
+    """How the stand-in answers one streamed request."""
+
+    tokens: list[str] = field(default_factory=lambda: ["Hello", " world", ",", " this", " is", " a", " test", "."])
+    first_token_delay_s: float = 0.05   # request received → first content chunk
+    token_interval_s: float = 0.01      # between content chunks
+    fault: str = "none"
+    fault_after: int = 3                # content chunks sent before the fault strikes
+    stall_s: float = 5.0                # how long a `stall` / `slow_first_byte` stays silent
+    # the server timings reported in the final chunk (nanoseconds)
+    load_duration: int = 1_500_000
+    prompt_eval_count: int = 12
+    prompt_eval_duration: int = 40_000_000
+    eval_duration: int = 400_000_000
+    eval_count: int | None = None       # default: len(tokens)
+    done_reason: str = "stop"
+
+
+class StandIn:
+    """A live stand-in server; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, models: tuple[str, ...] = ("gemma3:latest", "llama3.1:8b-instruct-q4_0"),
+                 version: str = "0.12.3") -> None:
+        self.models = list(models)
+        self.version = version
+        self.default = Script()
+        self.scripts: deque[Script] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def queue(self, *scripts: Script) -> None:
+        with self._lock:
+            self.scripts.extend(scripts)
+
+    def next_script(self) -> Script:
+        with self._lock:
+            return self.scripts.popleft() if self.scripts else self.default
+
+    def record(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(body)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> StandIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+
+
+def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+        # ------------------------------------------------------------ helpers
+        def _json(self, status: int, obj: Any) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _line(self, obj: Any) -> None:
+            self._chunk(json.dumps(obj).encode() + b"\n")
+
+        def _body(self) -> dict[str, Any] | None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._json(400, {"error": "invalid JSON"})
+                return None
+            return body if isinstance(body, dict) else None
+
+        def _kill(self) -> None:
+            """Drop the connection without a proper end (RST)."""
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            self.close_connection = True
+
+        # ------------------------------------------------------------ routes
+        def do_GET(self) -> None:
+            if self.path == "/api/version":
+                self._json(200, {"version": standin.version})
+            elif self.path == "/api/tags":
+                self._json(200, {"models": [{"name": m, "model": m, "size": 1, "digest": "0" * 64,
+                                             "details": {"family": "standin"}} for m in standin.models]})
+            elif self.path == "/api/ps":
+                self._json(200, {"models": []})
+            elif self.path == "/":
+                data = b"Ollama is running"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            else:
+                self._json(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            body = self._body()
+            if body is None:
+                return
+            if self.path == "/api/show":
+                name = body.get("model") or body.get("name")
+                if name not in standin.models:
+                    self._json(404, {"error": f"model '{name}' not found"})
+                else:
+                    self._json(200, {"details": {"family": "standin", "parameter_size": "1B",
+                                                 "quantization_level": "Q4_K_M"}, "model_info": {}})
+                return
+            if self.path not in ("/api/generate", "/api/chat"):
+                self._json(404, {"error": "not found"})
+                return
+            standin.record(body)
+            script = standin.next_script()
+            if body.get("model") not in standin.models or script.fault == "http_404":
+                self._json(404, {"error": f"model '{body.get('model')}' not found"})
+                return
+            if script.fault == "refuse":
+                self._kill()
+                return
+            if script.fault == "http_500":
+                self._json(500, {"error": "llama runner process has terminated: exit status 2"})
+                return
+            self._stream(script, chat=self.path == "/api/chat", model=body["model"])
+
+        def _stream(self, script: Script, *, chat: bool, model: str) -> None:
+            started = time.perf_counter()
+            if script.fault == "slow_first_byte":
+                time.sleep(script.stall_s)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            deadline = started + script.first_token_delay_s
+            for i, token in enumerate(script.tokens):
+                if i == script.fault_after and script.fault != "none":
+                    if self._fault(script, model):
+                        return
+                time.sleep(max(0.0, deadline - time.perf_counter()))
+                piece = {"message": {"role": "assistant", "content": token}} if chat else {"response": token}
+                self._line({"model": model, "created_at": _now(), **piece, "done": False})
+                deadline += script.token_interval_s
+            if script.fault == "no_final_chunk":
+                self._chunk(b"")
+                return
+            final = {"model": model, "created_at": _now(), "done": True, "done_reason": script.done_reason,
+                     "total_duration": int((time.perf_counter() - started) * 1e9),
+                     "load_duration": script.load_duration,
+                     "prompt_eval_count": script.prompt_eval_count,
+                     "prompt_eval_duration": script.prompt_eval_duration,
+                     "eval_count": len(script.tokens) if script.eval_count is None else script.eval_count,
+                     "eval_duration": script.eval_duration}
+            final.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
+            self._line(final)
+            self._chunk(b"")
+
+        def _fault(self, script: Script, model: str) -> bool:
+            """Inject the scripted fault mid-stream; True if the stream is over."""
+            if script.fault == "kill_mid_stream":
+                self._kill()
+                return True
+            if script.fault == "stall":
+                time.sleep(script.stall_s)
+                self._kill()
+                return True
+            if script.fault == "garbage_line":
+                self._chunk(b"\x00{not json\n")
+                self._chunk(b"")
+                return True
+            if script.fault == "error_line":
+                self._line({"error": "an error was encountered while running the model: out of memory"})
+                self._chunk(b"")
+                return True
+            if script.fault == "no_final_chunk":
+                self._chunk(b"")
+                return True
+            return False
+
+    return Handler
