@@ -17,6 +17,7 @@ from sweep import backends
 from sweep.config import register
 from sweep.job import run_job
 from sweep.plan import ConfigError
+from sweep.store import ensure_writable
 from sweep.sweep_id import pin_sweep_id
 
 register()
@@ -36,6 +37,11 @@ def main(cfg: DictConfig) -> None:
 
 def _run() -> None:
     sweep_dir = pin_sweep_id(sys.argv)
+    try:
+        ensure_writable(sweep_dir.parent)  # before Hydra creates its own files there
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     try:
         main()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ the first request; failing servers only ever produce rows.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from sweep.plan import Cell, ConfigError, plan_cells
 from sweep.records import TrialRecord
 from sweep.store import CellStore, ensure_writable
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+# httpx logs every request at INFO; the per-trial lines below say more, once.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _trial_line(record: TrialRecord) -> str:

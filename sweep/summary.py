@@ -45,7 +45,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(hydra_dir).parent
         if not sweep_dir.is_dir():
             return
-        console = Console(stderr=True, highlight=False)
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
         table, unfinished = summarize(sweep_dir, int(config.trials))
         console.print(table)
         console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")

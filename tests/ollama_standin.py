@@ -41,6 +41,13 @@ class Script:
     done_reason: str = "stop"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Client disconnects are part of the faults we script: no tracebacks for them."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class StandIn:
     """A live stand-in server; use as a context manager or call :meth:`close`."""
 
@@ -52,7 +59,7 @@ class StandIn:
         self.scripts: deque[Script] = deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -1,0 +1,30 @@
+"""Run ``python -m sweep`` as a user would, in a subprocess, and read what it stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sweep_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sweep", *args]
+
+
+def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(sweep_argv(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def only_sweep(output_root: Path) -> Path:
+    (sweep_dir,) = [p for p in output_root.iterdir() if p.is_dir()]
+    return sweep_dir
+
+
+def trials_of(output_root: Path) -> pd.DataFrame:
+    return pd.read_parquet(only_sweep(output_root))
