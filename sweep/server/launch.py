@@ -1,0 +1,158 @@
+"""Start and stop the embedded server from Python (used when ``backend=embedded``).
+
+Why a subprocess rather than a thread: llama.cpp holds the GIL-free CPU cores
+and can crash on a bad build; a separate process keeps the sweep's own timing
+and memory clean and lets us kill a stuck engine.  The child dies with the
+parent (PR_SET_PDEATHSIG) and ignores Ctrl-C (own session), so the parent's
+handler decides when to stop it.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Sequence
+
+from . import READY_PREFIX
+
+_PR_SET_PDEATHSIG = 1
+_STDERR_TAIL_LINES = 40
+
+
+def _child_setup() -> None:
+    """In the child before exec: die with the parent, ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except OSError:
+            pass
+
+
+class EmbeddedServer:
+    """A running ``python -m sweep.server`` child.  Context manager; stop() is idempotent."""
+
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, stderr_tail: "collections.deque[str]") -> None:
+        self._proc = proc
+        self.base_url = base_url
+        self._stderr_tail = stderr_tail
+        self._stopped = False
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def stderr_tail(self) -> str:
+        """The last lines the server wrote to stderr (for error messages)."""
+        lines = [" ".join(line.split()) for line in list(self._stderr_tail)[-5:]]
+        return " | ".join(line for line in lines if line)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after grace_s; safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._proc.poll() is None:
+            try:
+                self._proc.send_signal(signal.SIGTERM)
+                self._proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedServer(base_url={self.base_url!r}, pid={self.pid}, running={self.running})"
+
+
+def _pump(stream: IO[str], sink: "collections.deque[str]") -> None:
+    for line in stream:
+        sink.append(line)
+
+
+def _project_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+def start(
+    host: str = "127.0.0.1",
+    model_dir: str | None = None,
+    models: Sequence[str] = (),
+    startup_timeout_s: float = 180.0,
+    extra_args: Sequence[str] = (),
+) -> EmbeddedServer:
+    """Spawn the server on a free port and wait until it accepts connections.
+
+    Raises RuntimeError (one line, with the server's stderr tail) if it exits or
+    does not report ready within startup_timeout_s.
+    """
+    cmd = [sys.executable, "-m", "sweep.server", "--port", "0", "--host", host]
+    if model_dir:
+        cmd += ["--model-dir", str(model_dir)]
+    for m in models:
+        cmd += ["--model", str(m)]
+    cmd += list(extra_args)
+    env = dict(os.environ)
+    root = _project_root()
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # Ctrl-C in the terminal reaches the parent only
+        preexec_fn=_child_setup,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+    assert proc.stderr is not None and proc.stdout is not None
+    threading.Thread(target=_pump, args=(proc.stderr, tail), daemon=True).start()
+
+    lines: collections.deque[str] = collections.deque()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    server = EmbeddedServer(proc, "", tail)
+    deadline = time.monotonic() + startup_timeout_s
+    while True:
+        while lines:
+            line = lines.popleft().strip()
+            if line.startswith(READY_PREFIX):
+                server.base_url = line[len(READY_PREFIX):].strip()
+                return server
+        if proc.poll() is not None:
+            reader.join(timeout=1)
+            if any(l.startswith(READY_PREFIX) for l in lines):
+                continue
+            time.sleep(0.1)  # let the stderr pump catch the last lines
+            raise RuntimeError(
+                f"embedded server exited with code {proc.returncode} before it was ready: "
+                f"{server.stderr_tail() or '(no stderr)'}"
+            )
+        if time.monotonic() > deadline:
+            server.stop(grace_s=2)
+            raise RuntimeError(
+                f"embedded server not ready after {startup_timeout_s:.0f}s: "
+                f"{server.stderr_tail() or '(no stderr)'}"
+            )
+        time.sleep(0.02)
