@@ -58,6 +58,7 @@ class StandIn:
         self.default = Script()
         self.scripts: deque[Script] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -77,9 +78,10 @@ class StandIn:
         with self._lock:
             return self.scripts.popleft() if self.scripts else self.default
 
-    def record(self, body: dict[str, Any]) -> None:
+    def record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         with self._lock:
             self.requests.append(body)
+            self.request_headers.append(headers)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -168,7 +170,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if self.path not in ("/api/generate", "/api/chat"):
                 self._json(404, {"error": "not found"})
                 return
-            standin.record(body)
+            standin.record(body, dict(self.headers))
             script = standin.next_script()
             if body.get("model") not in standin.models or script.fault == "http_404":
                 self._json(404, {"error": f"model '{body.get('model')}' not found"})
