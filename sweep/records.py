@@ -84,6 +84,21 @@ class TrialRecord:
     num_batch: int | None = _col("tokens", "prompt batch size")
     attempt: int | None = _col("", "1 + retries used for this trial")
     content_chunks: int | None = _col("", "chunks with non-empty text received")
+    # --- telemetry during the trial (null when not measured; GPU columns need an NVIDIA driver)
+    gpu_name: str | None = _col("", "GPU model(s) on the server machine, ' + '-joined when several")
+    gpu_count: int | None = _col("", "GPUs sampled")
+    gpu_util_pct_mean: float | None = _col("%", "mean GPU utilisation (mean over GPUs)")
+    gpu_util_pct_max: float | None = _col("%", "highest GPU utilisation sample (any GPU)")
+    gpu_mem_used_mb_max: float | None = _col("MB", "peak GPU memory used (sum over GPUs)")
+    gpu_power_w_mean: float | None = _col("W", "mean board power (sum over GPUs)")
+    gpu_energy_j: float | None = _col("J", "energy over the trial (energy counter, else ∫ power dt; sum over GPUs)")
+    gpu_temp_c_max: float | None = _col("°C", "hottest GPU temperature sample")
+    gpu_sm_clock_mhz_mean: float | None = _col("MHz", "mean SM clock (mean over GPUs)")
+    joules_per_token: float | None = _col("J/token", "gpu_energy_j / eval_count")
+    cpu_pct_system: float | None = _col("%", "mean whole-machine CPU utilisation (100 = all cores busy)")
+    cpu_pct_process: float | None = _col("%", "mean CPU of the server process (100 = one core busy)")
+    server_rss_mb_max: float | None = _col("MB", "peak resident memory of the server process")
+    telemetry_samples: int | None = _col("", "samples taken during the trial")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
