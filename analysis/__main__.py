@@ -1,0 +1,96 @@
+"""``python -m analysis [PATH ...]``: trial rows → report tables (Markdown on stdout, files in _report/).
+
+Thin on purpose: parse flags, call :func:`analysis.load.load` and
+:func:`analysis.report.build`, and turn input problems into one stderr line and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from analysis.load import InputError, load, newest_sweep
+from analysis.report import build
+from analysis.tables import Options
+
+EXIT_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit 2), like bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"error: {message} (see python -m analysis --help)\n")
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be ≥ 1")
+    return v
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m analysis",
+        description="Analyse sweep trials: per-cell statistics, rankings, baseline vs chimera, "
+        "parameter sensitivity, run-order effects. Writes report.md, CSVs, report.tex and figures "
+        "into <input>/_report/ and prints the Markdown.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="sweep directory, Parquet file/directory or CSV; several are concatenated "
+                        "(default: the newest sweep under outputs/sweeps/)")
+    p.add_argument("--out", type=Path, help="output directory (default: <input>/_report)")
+    p.add_argument("--top", type=_positive, default=5, metavar="K", help="cells per ranking (default 5)")
+    p.add_argument("--population-sd", action="store_true",
+                   help="report population sd (ddof=0) and its CV, to reproduce older reports")
+    p.add_argument("--test", choices=("welch", "mannwhitney"), default="welch",
+                   help="baseline-vs-chimera test (default welch)")
+    p.add_argument("--correction", choices=("holm", "bh"), default="holm",
+                   help="multiple-comparison correction (default holm)")
+    p.add_argument("--sensitivity-test", choices=("anova", "kruskal"), default="anova",
+                   help="test of a parameter's effect across its levels (default anova)")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="bootstrap CIs for cell means and baseline-vs-chimera differences")
+    p.add_argument("--bootstrap-method", choices=("bca", "percentile"), default="bca")
+    p.add_argument("--resamples", type=_positive, default=9999, metavar="N", help="bootstrap resamples (default 9999)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
+    p.add_argument("--quiet", action="store_true", help="do not print the Markdown to stdout")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if not 0 < args.alpha < 1:
+        print("error: --alpha must be between 0 and 1", file=sys.stderr)
+        return EXIT_INPUT
+    opts = Options(
+        top=args.top, ddof=0 if args.population_sd else 1, test=args.test,
+        correction=args.correction, sensitivity_test=args.sensitivity_test,
+        bootstrap=args.bootstrap, bootstrap_method=args.bootstrap_method,
+        resamples=args.resamples, seed=args.seed, alpha=args.alpha,
+    )
+    try:
+        paths = args.paths
+        if not paths:
+            paths = [newest_sweep()]
+            print(f"analysing the newest sweep: {paths[0]}", file=sys.stderr)
+        loaded = load(paths)
+        report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    if not args.quiet:
+        sys.stdout.write(report.markdown)
+    print(f"report written to {report.out_dir}/report.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Report figures (matplotlib, Agg): PNG for the Markdown report, SVG for papers.
+
+Each figure is readable on its own: a title saying what and over which trials,
+axis labels with units, and n in every category label.  Large sweeps are cut
+to the ``max_cells`` most relevant cells (the title says so) so labels stay
+legible.  Figures read the numbers from the tables' frames, never recompute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.columns import THROUGHPUT, TTFT  # noqa: E402
+from analysis.tables import Analysis  # noqa: E402
+
+MAX_CELLS = 30
+LABEL_CHARS = 70
+VERDICT_COLOURS = {"faster": "#1a9850", "slower": "#d73027"}
+
+
+def _short(text: str, limit: int = LABEL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _labels(an: Analysis, keys: pd.Index, n: pd.Series) -> list[str]:
+    cells = an.cells.loc[keys]
+    base = cells["cell"] if not an.multi_dataset else cells["dataset"] + ": " + cells["cell"]
+    return [_short(f"{b} (n={int(k)})") for b, k in zip(base, n.loc[keys])]
+
+
+def _save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _height(rows: int) -> float:
+    return max(3.0, 0.32 * rows + 1.5)
+
+
+def throughput_cells(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
+    """Mean throughput per cell with its CI as error bars (best cells when there are many)."""
+    cs = an.cellstats
+    if f"{THROUGHPUT}:mean" not in cs:
+        return []
+    s = cs[f"{THROUGHPUT}:mean"].dropna().sort_values(ascending=False)
+    keys = s.index[:max_cells][::-1]
+    mean = cs.loc[keys, f"{THROUGHPUT}:mean"].to_numpy()
+    lo = cs.loc[keys, f"{THROUGHPUT}:ci_lo"].to_numpy()
+    hi = cs.loc[keys, f"{THROUGHPUT}:ci_hi"].to_numpy()
+    err = np.vstack([mean - lo, hi - mean])
+    fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
+    y = np.arange(len(keys))
+    ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", color="#2c7fb8", ecolor="#555", capsize=3)
+    ax.set_yticks(y, _labels(an, keys, cs[f"{THROUGHPUT}:n"]), fontsize=8)
+    ax.set_xlabel("throughput (tok/s), mean with 95 % CI")
+    sub = f"top {len(keys)} of {len(s)} cells" if len(s) > len(keys) else f"{len(s)} cells"
+    ax.set_title(f"Throughput per cell ({sub}; n = measured trials)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out, "throughput_per_cell")
+
+
+def ttft_distribution(df: pd.DataFrame, an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
+    """TTFT distribution per cell: box plot with the individual trials as a jittered strip."""
+    cs = an.cellstats
+    if f"{TTFT}:mean" not in cs:
+        return []
+    s = cs[f"{TTFT}:p50"].dropna().sort_values()
+    keys = s.index[:max_cells][::-1]
+    m = df.loc[df["measured"] & df["cell_key"].isin(keys) & df[TTFT].notna(), ["cell_key", TTFT]]
+    groups = m.groupby("cell_key")[TTFT]
+    data = [groups.get_group(k).to_numpy() if k in groups.groups else np.array([]) for k in keys]
+    fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
+    y = np.arange(len(keys))
+    ax.boxplot(data, positions=y, vert=False, widths=0.6, showfliers=False,
+               medianprops={"color": "#d95f02"})
+    rng = np.random.default_rng(0)
+    for yi, d in zip(y, data):
+        if d.size > 200:
+            d = rng.choice(d, 200, replace=False)
+        ax.scatter(d, yi + rng.uniform(-0.2, 0.2, d.size), s=6, alpha=0.4, color="#1b9e77", zorder=3)
+    ax.set_yticks(y, _labels(an, keys, cs[f"{TTFT}:n"]), fontsize=8)
+    ax.set_xlabel("time to first token (ms)")
+    sub = f"{len(keys)} lowest-median of {len(s)} cells" if len(s) > len(keys) else f"{len(s)} cells"
+    ax.set_title(f"TTFT distribution per cell ({sub}; box = quartiles, dots = trials)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out, "ttft_distribution")
+
+
+def sensitivity(an: Analysis, out: Path) -> list[Path]:
+    """One figure per swept parameter: marginal mean ± CI of throughput and TTFT per level."""
+    t = an.get("sensitivity_levels")
+    if t is None:
+        return []
+    lv = t.frame
+    paths: list[Path] = []
+    panels = [(lab, unit) for lab, unit in (("tok/s", "throughput (tok/s)"), ("TTFT ms", "TTFT (ms)"))
+              if f"{lab} mean" in lv.columns]
+    ci = next((c.split(" ")[-2] for c in lv.columns if c.endswith(" lo")), "CI95")
+    for param, g in lv.groupby("parameter", sort=False):
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, (lab, unit) in zip(axes[0], panels):
+            x = np.arange(len(g))
+            mean = g[f"{lab} mean"].to_numpy(float)
+            err = np.vstack([mean - g[f"{lab} {ci} lo"].to_numpy(float), g[f"{lab} {ci} hi"].to_numpy(float) - mean])
+            ax.errorbar(x, mean, yerr=np.nan_to_num(err), fmt="o-", capsize=4, color="#2c7fb8")
+            ax.set_xticks(x, [f"{lv_}\n(n={int(n)})" for lv_, n in zip(g["level"], g[f"{lab} n"])], fontsize=8)
+            ax.set_xlabel(str(param))
+            ax.set_ylabel(f"{unit}, marginal mean ± 95 % CI")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"Sensitivity to {param} (n = trials per level)")
+        fig.tight_layout()
+        paths += _save(fig, out, f"sensitivity_{param}")
+    return paths
+
+
+def forest(an: Analysis, out: Path, max_rows: int = 40) -> list[Path]:
+    """Forest plot of Δ % (chimera vs baseline) with CIs, coloured by verdict."""
+    t = an.get("baseline_vs_chimera")
+    if t is None:
+        return []
+    f = t.frame
+    ci = next(c for c in f.columns if c.startswith("Δ % CI") and c.endswith(" lo"))[: -len(" lo")]
+    metrics = list(dict.fromkeys(f["metric"]))
+    rows = max(min(int((f["metric"] == m).sum()), max_rows) for m in metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), _height(rows)), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        g = f[f["metric"] == metric].sort_values("Δ %", key=lambda s: s.abs(), ascending=False).head(max_rows)
+        g = g.sort_values("Δ %")
+        y = np.arange(len(g))
+        pct = g["Δ %"].to_numpy(float)
+        err = np.vstack([pct - g[f"{ci} lo"].to_numpy(float), g[f"{ci} hi"].to_numpy(float) - pct])
+        colours = [VERDICT_COLOURS.get(v, "#777777") for v in g["verdict"]]
+        for yi, p, e0, e1, c in zip(y, pct, err[0], err[1], colours):
+            ax.errorbar(p, yi, xerr=[[np.nan_to_num(e0)], [np.nan_to_num(e1)]], fmt="s", color=c, capsize=3)
+        name = g["dataset"] + ": " + g["cell"] if "dataset" in g else g["cell"]
+        ax.set_yticks(y, [_short(f"{c} (n={int(n)})") for c, n in zip(name, g["n chimera"])], fontsize=8)
+        ax.axvline(0, color="black", lw=1)
+        better = "higher" if metric == "tok/s" else "lower"
+        ax.set_xlabel(f"Δ {metric} vs baseline (%), 95 % CI  ({better} is better)")
+        ax.set_title(f"{metric}: chimera vs baseline")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Baseline vs chimera (green = faster, red = slower, grey = no significant difference)")
+    fig.tight_layout()
+    return _save(fig, out, "baseline_vs_chimera_forest")
+
+
+def make_all(df: pd.DataFrame, an: Analysis, out: Path) -> dict[str, list[Path]]:
+    """Every figure, keyed by the report section it belongs to."""
+    return {
+        "comprehensive": throughput_cells(an, out) + ttft_distribution(df, an, out),
+        "baseline_vs_chimera": forest(an, out),
+        "sensitivity": sensitivity(an, out),
+    }

@@ -1,0 +1,261 @@
+"""Any input (sweep dir, Parquet file/dir, CSV; several at once) → one tidy trial frame.
+
+The only module that touches files.  It also collects provenance (``_run.json``
+beside the trials, or Parquet key-value metadata ``chimera.provenance``) and
+turns every problem with the input into :class:`InputError`, which the CLI
+prints as one line (exit 2) instead of a traceback.
+
+The tidy frame adds a few columns the rest of the package relies on:
+``dataset`` (sweep id, or the input's name), ``cell`` (readable cell label),
+``cell_key`` (int code of dataset × cell), ``is_warmup``, ``is_failed`` and
+``measured`` (ok and not warm-up: the rows statistics use).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.columns import HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
+
+PROVENANCE_KEY = b"chimera.provenance"
+RUN_FILE = "_run.json"
+SWEEPS_ROOT = Path("outputs/sweeps")
+
+
+class InputError(Exception):
+    """Bad input the user can fix; the message is one line and says how."""
+
+
+@dataclass
+class Source:
+    """One input path as given, and what was read from it."""
+
+    path: Path
+    label: str
+    rows: int
+    files: int
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Loaded:
+    """The tidy frame plus where it came from."""
+
+    frame: pd.DataFrame
+    sources: list[Source]
+    provenance: dict[str, list[dict[str, Any]]]  # dataset label → distinct provenance dicts
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.frame["dataset"].unique().tolist())
+
+
+# ---------------------------------------------------------------- finding inputs
+
+
+def newest_sweep(root: Path = SWEEPS_ROOT) -> Path:
+    """The most recently modified sweep directory under ``root``."""
+    dirs = [p for p in root.glob("*") if p.is_dir() and not p.name.startswith(("_", "."))] if root.is_dir() else []
+    if not dirs:
+        raise InputError(f"no sweeps under {root}/ — run a sweep first or pass a PATH (sweep dir, .parquet or .csv)")
+    return max(dirs, key=lambda p: p.stat().st_mtime)
+
+
+def _trial_files(directory: Path) -> list[Path]:
+    """Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
+    out = []
+    for p in sorted(directory.rglob("*.parquet")):
+        rel = p.relative_to(directory).parts
+        if any(part.startswith(("_", ".")) for part in rel):
+            continue
+        out.append(p)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _parquet_provenance(table: pa.Table) -> dict[str, Any] | None:
+    meta = table.schema.metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {"raw": raw.decode("utf-8", "replace")}
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    tables, prov = [], []
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]} — remove or replace the file") from None
+        p = _parquet_provenance(t)
+        if p is not None and p not in prov:
+            prov.append(p)
+        tables.append(t.replace_schema_metadata(None))
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+        frame = table.to_pandas()
+    except (pa.ArrowException, ValueError):
+        frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return frame, prov
+
+
+def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
+    """One input path → (raw frame, number of files, provenance dicts)."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist — pass a sweep directory, a .parquet file or a .csv")
+    prov: list[dict[str, Any]] = []
+    run_json = (path if path.is_dir() else path.parent) / RUN_FILE
+    if run_json.is_file():
+        p = _read_json(run_json)
+        if p is not None:
+            prov.append(p)
+    if path.is_dir():
+        files = _trial_files(path)
+        if not files:
+            raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
+        frame, meta_prov = _read_parquet_files(files)
+        return frame, len(files), prov + [p for p in meta_prov if p not in prov]
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        try:
+            frame = pd.read_csv(path, low_memory=False)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"cannot read {path} as CSV: {str(exc).splitlines()[0]} — check the file") from None
+        return frame, 1, prov
+    if suffix in (".parquet", ".pq"):
+        frame, meta_prov = _read_parquet_files([path])
+        return frame, 1, prov + [p for p in meta_prov if p not in prov]
+    raise InputError(f"{path}: unknown file type {suffix or '(none)'} — pass a .parquet, a .csv or a sweep directory")
+
+
+# ---------------------------------------------------------------- tidying
+
+
+def _as_bool(s: pd.Series) -> pd.Series:
+    """Booleans from bool/0-1/'true'/'false' columns; null → False."""
+    if s.dtype == bool:
+        return s
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        return s.fillna(0).astype(float) != 0
+    low = s.astype("string").str.strip().str.lower()
+    return low.isin(["true", "1", "yes", "t", "1.0"]).fillna(False).astype(bool)
+
+
+def _derive_cells(df: pd.DataFrame) -> pd.Series:
+    """A readable cell label from the parameter columns present (when ``cell_id`` is missing)."""
+    ident = [c for c in ("preset", "model", "workload", "backend") if c in df.columns]
+    opts = [c for c in OPTION_KEYS if c in df.columns and df[c].notna().any()]
+    cols = ident + opts
+    if not cols:
+        raise InputError("no column identifies cells (need cell_id, or model/preset/option columns such as num_gpu)")
+    codes = df.groupby(cols, dropna=False, sort=False).ngroup()
+    firsts = df.loc[~codes.duplicated(), cols]
+    labels = {}
+    for code, (_, row) in zip(codes[~codes.duplicated()], firsts.iterrows()):
+        parts = [str(row[c]) for c in ident if pd.notna(row[c])]
+        parts += [f"{c}={format_level(c, row[c])}" for c in opts if pd.notna(row[c])]
+        labels[code] = " ".join(parts) or "default"
+    return codes.map(labels)
+
+
+def format_level(column: str, value: Any) -> str:
+    """A parameter value as text: ints without '.0', floats as floats, null as 'default'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "default"
+    if column in INT_OPTIONS:
+        try:
+            return str(int(value))
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, (float, np.floating)):
+        return str(float(value))
+    return str(value)
+
+
+def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Normalise one source's raw frame: types, defaults, dataset and cell columns."""
+    df = frame.copy()
+    if not any(m.column in df.columns for m in HEADLINE):
+        raise InputError(
+            f"{label}: no throughput_tok_s or ttft_ms column — convert the data to the trial columns (sweep/records.py)"
+        )
+    for c in NUMERIC_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    if "status" not in df.columns:
+        df["status"] = "ok"
+    df["status"] = df["status"].fillna("ok").astype(str)
+    df["is_warmup"] = _as_bool(df["warmup"]) if "warmup" in df.columns else False
+    df["is_failed"] = (df["status"] != "ok") & ~df["is_warmup"]
+    df["measured"] = (df["status"] == "ok") & ~df["is_warmup"]
+    if "started_at" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["started_at"]):
+        df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
+    if "sweep_id" in df.columns:
+        df["dataset"] = df["sweep_id"].fillna(label).astype(str)
+    else:
+        df["dataset"] = label
+    if "cell_id" in df.columns and df["cell_id"].notna().all():
+        df["cell"] = df["cell_id"].astype(str)
+    elif "cell_id" in df.columns and df["cell_id"].notna().any():
+        derived = _derive_cells(df)
+        df["cell"] = df["cell_id"].where(df["cell_id"].notna(), derived).astype(str)
+    else:
+        df["cell"] = _derive_cells(df)
+    return df
+
+
+def _label_for(path: Path, used: set[str]) -> str:
+    base = path.name if path.is_dir() else path.stem
+    label, i = base, 2
+    while label in used:
+        label, i = f"{base}#{i}", i + 1
+    used.add(label)
+    return label
+
+
+def load(paths: Sequence[str | Path]) -> Loaded:
+    """Read and tidy every path, concatenate, and key cells by (dataset, cell)."""
+    if not paths:
+        root = newest_sweep()
+        paths = [root]
+    frames, sources, used = [], [], set()
+    provenance: dict[str, list[dict[str, Any]]] = {}
+    for raw in paths:
+        path = Path(raw)
+        frame, nfiles, prov = _read_source(path)
+        label = _label_for(path, used)
+        if len(frame) == 0:
+            raise InputError(f"{path} holds no rows — pass a sweep that has run trials")
+        df = tidy(frame, label)
+        frames.append(df)
+        sources.append(Source(path, label, len(df), nfiles, prov))
+        for ds in df["dataset"].unique():
+            bucket = provenance.setdefault(str(ds), [])
+            bucket.extend(p for p in prov if p not in bucket)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if not df["measured"].any():
+        raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
+    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
+    codes, _ = pd.factorize(key, sort=True)
+    df["cell_key"] = codes
+    return Loaded(df, sources, provenance)

@@ -1,0 +1,185 @@
+"""Assemble the report: header + environment + every table, written as MD, CSV and LaTeX.
+
+Order of work is one-way: :func:`analysis.load.load` → :func:`analysis.tables.analyse`
+→ :mod:`analysis.render` (text) and :mod:`analysis.figures` (images) → files in
+``_report/``.  This module owns only the layout (section order, the header
+block, file names), never numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from analysis import render
+from analysis.load import Loaded
+from analysis.tables import Analysis, Options, Table, analyse
+
+REPORT_DIR = "_report"
+
+# Section headings, in report order: table name → (number, heading).
+SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("comprehensive", "1. Comprehensive results", ("comprehensive",)),
+    ("rankings", "2. Rankings", ("rank_throughput", "rank_ttft", "rank_consistency")),
+    ("baseline_vs_chimera", "3. Baseline vs chimera", ("baseline_vs_chimera",)),
+    ("sensitivity", "4. Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),
+    ("population", "5. Population summary", ("population",)),
+    ("run_order", "6. Run order / cold start", ("run_order",)),
+)
+
+
+@dataclass
+class Report:
+    """What was written, for the CLI and tests."""
+
+    markdown: str
+    out_dir: Path
+    analysis: Analysis
+    files: list[Path]
+
+
+def default_out_dir(loaded: Loaded) -> Path:
+    """``<input dir>/_report`` for one input; ``<first>/_report/vs_<others>`` for several.
+
+    Several inputs get a sub-directory so a comparison never overwrites the
+    first sweep's own report.
+    """
+    first = loaded.sources[0].path
+    base = (first if first.is_dir() else first.parent) / REPORT_DIR
+    if len(loaded.sources) == 1:
+        return base
+    return base / ("vs_" + "+".join(s.label for s in loaded.sources[1:]))
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(obj, dict):
+        out: list[tuple[str, str]] = []
+        for k, v in obj.items():
+            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    text = obj if isinstance(obj, str) else json.dumps(obj, default=str)
+    return [(prefix, text if len(text) <= 160 else text[:157] + "...")]
+
+
+def _list(values: Sequence[Any], limit: int = 8) -> str:
+    vals = [str(v) for v in values]
+    return ", ".join(vals[:limit]) + (f", … ({len(vals)} in all)" if len(vals) > limit else "") if vals else "–"
+
+
+def header(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> str:
+    """The 'what was analysed' block: inputs, ids, rows, cells, exclusions, methods."""
+    df = loaded.frame
+    opts = an.options
+    lines = ["# Sweep analysis report", ""]
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python -m analysis" + (" " + " ".join(argv) if argv else "")
+    lines += [f"Generated {now} by `{cmd}`.", "", "## What was analysed", ""]
+    src = Table("inputs", "Inputs", pd.DataFrame({
+        "input": [str(s.path) for s in loaded.sources],
+        "label": [s.label for s in loaded.sources],
+        "files": [s.files for s in loaded.sources],
+        "rows": [s.rows for s in loaded.sources],
+    }))
+    lines += [render.to_markdown(src), ""]
+    warm = int(df["is_warmup"].sum())
+    failed = df.loc[df["is_failed"], "status"].value_counts()
+    fail_txt = ", ".join(f"{k} {v}" for k, v in failed.items()) if len(failed) else "none"
+    cells = an.cells
+    lines += [
+        f"- **Rows**: {len(df):,} — measured {int(df['measured'].sum()):,}; excluded: "
+        f"{warm:,} warm-up, {int(df['is_failed'].sum()):,} failed ({fail_txt}).",
+        f"- **Datasets** (sweep ids): {_list(loaded.datasets)}",
+        f"- **Cells**: {len(cells):,}"
+        + (f" ({_list([f'{k} {v}' for k, v in cells['preset'].value_counts().items()])})" if "preset" in cells else ""),
+    ]
+    for col, name in (("model", "Models"), ("backend", "Backends"), ("base_url", "Servers"), ("workload", "Workloads")):
+        if col in df.columns:
+            lines.append(f"- **{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
+    ci = (f"bootstrap {opts.bootstrap_method}, {opts.resamples} resamples, seed {opts.seed}"
+          if opts.bootstrap else "Student t")
+    lines += [
+        f"- **Methods**: {round(opts.confidence * 100)} % CIs ({ci}); sd {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}; "
+        f"comparison test {'Welch t' if opts.test == 'welch' else 'Mann–Whitney U'}, "
+        f"{'Holm' if opts.correction == 'holm' else 'Benjamini–Hochberg'} correction, α = {opts.alpha}; "
+        f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}.",
+    ]
+    if an.multi_dataset:
+        lines.append("- Several datasets are combined: tables carry a `dataset` column; cells are never pooled across datasets.")
+    lines.append("")
+    prov = {k: v for k, v in loaded.provenance.items() if v}
+    if prov:
+        lines += ["## Environment", ""]
+        rows = []
+        for ds, dicts in sorted(prov.items()):
+            for i, d in enumerate(dicts):
+                tag = ds if len(dicts) == 1 else f"{ds} [{i + 1}]"
+                rows += [(tag, k, v) for k, v in _flatten(d)]
+        env = pd.DataFrame(rows, columns=["dataset", "key", "value"])
+        if env["dataset"].nunique() == 1:
+            env = env.drop(columns="dataset")
+        lines += [render.to_markdown(Table("environment", "Environment", env)), ""]
+    return "\n".join(lines)
+
+
+def _section(table: Table, csv_name: str) -> str:
+    parts = [f"### {table.title}", ""]
+    if table.note:
+        parts += [f"*{table.note}*", ""]
+    parts += [render.to_markdown(table), "", f"CSV: `{csv_name}`", ""]
+    return "\n".join(parts)
+
+
+LATEX_PREAMBLE = r"""\documentclass{article}
+\usepackage[landscape,margin=1cm]{geometry}
+\usepackage{booktabs}
+\usepackage{adjustbox}
+\usepackage[utf8]{inputenc}
+\begin{document}
+"""
+
+
+def build(
+    loaded: Loaded,
+    opts: Options | None = None,
+    out_dir: Path | None = None,
+    figures: bool = True,
+    argv: Sequence[str] | None = None,
+) -> Report:
+    """Analyse ``loaded`` and write report.md, one CSV per table, report.tex and figures."""
+    opts = opts or Options()
+    an = analyse(loaded.frame, opts)
+    out = out_dir or default_out_dir(loaded)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    figs: dict[str, list[Path]] = {}
+    if figures:
+        from analysis import figures as figmod  # matplotlib import is slow; only when asked
+
+        figs = figmod.make_all(loaded.frame, an, out / "figures")
+        files += [p for ps in figs.values() for p in ps]
+    md = [header(loaded, an, argv)]
+    tex = [LATEX_PREAMBLE]
+    for key, heading, names in SECTIONS:
+        tables = [t for n in names if (t := an.get(n)) is not None]
+        md += [f"## {heading}", ""]
+        if key in an.notes:
+            md += [an.notes[key], ""]
+        for t in tables:
+            csv_path = out / f"{t.name}.csv"
+            csv_path.write_text(render.to_csv(t))
+            files.append(csv_path)
+            md.append(_section(t, csv_path.name))
+            tex += [render.to_latex(t), ""]
+        for png in (p for p in figs.get(key, []) if p.suffix == ".png"):
+            md += [f"![{png.stem}]({png.relative_to(out).as_posix()})", ""]
+    tex.append(r"\end{document}")
+    text = "\n".join(md).rstrip() + "\n"
+    (out / "report.md").write_text(text)
+    (out / "report.tex").write_text("\n".join(tex) + "\n")
+    files += [out / "report.md", out / "report.tex"]
+    return Report(text, out, an, files)
