@@ -22,6 +22,8 @@ INT_OPTIONS: frozenset[str] = frozenset(
 )
 # Identity columns that are not options but can be swept or must match for a comparison.
 IDENTITY_KEYS: tuple[str, ...] = ("preset", "model", "workload", "backend", "base_url")
+# Hardware label: rows on different GPUs are never pooled into one dataset.
+GPU_NAME = "gpu_name"
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
 SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend")
 # A baseline cell must match a chimera cell on these (those present in the data).
@@ -55,11 +57,16 @@ DURATIONS: tuple[Metric, ...] = (
 # Optional columns (telemetry, client-side extras): tabulated as per-cell means when present.
 OPTIONAL: tuple[Metric, ...] = (
     Metric("e2e_ms", "e2e ms", False, 1),
+    Metric("client_tok_s", "client tok/s", True, 2),
+    Metric("gpu_util_pct_mean", "GPU util %", False, 1),
+    Metric("gpu_mem_used_mb_max", "GPU mem MB max", False, 0),
     Metric("gpu_power_w_mean", "GPU W", False, 1),
     Metric("gpu_energy_j", "GPU J", False, 1),
-    Metric("joules_per_token", "J/tok", False, 3),
-    Metric("cpu_pct_process", "CPU %", False, 1),
-    Metric("server_rss_mb", "RSS MB", False, 1),
+    Metric("gpu_temp_c_max", "GPU °C max", False, 1),
+    Metric("joules_per_token", "J/tok", False, 4),
+    Metric("cpu_pct_process", "server CPU %", False, 1),
+    Metric("server_rss_mb_max", "server RSS MB max", False, 0),
+    Metric("server_rss_mb", "server RSS MB", False, 0),   # name used by early telemetry drafts
 )
 TOKENS = "eval_count"
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.columns import HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
+from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
 
 PROVENANCE_KEY = b"chimera.provenance"
 RUN_FILE = "_run.json"
@@ -224,6 +224,22 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return df
 
 
+def _split_by_gpu(df: pd.DataFrame) -> pd.DataFrame:
+    """Label a dataset per GPU when one dataset holds rows from several GPU models.
+
+    Cell ids do not name the hardware, so without this, trials from two machines
+    would silently pool into one cell.
+    """
+    if GPU_NAME not in df.columns or df[GPU_NAME].nunique() < 2:
+        return df
+    per = df.groupby("dataset")[GPU_NAME].nunique()
+    mixed = df["dataset"].isin(per[per > 1].index)
+    if mixed.any():
+        gpu = df.loc[mixed, GPU_NAME].astype(object).fillna("no GPU").astype(str)
+        df.loc[mixed, "dataset"] = df.loc[mixed, "dataset"].astype(str) + " [" + gpu + "]"
+    return df
+
+
 def _label_for(path: Path, used: set[str]) -> str:
     base = path.name if path.is_dir() else path.stem
     label, i = base, 2
@@ -253,6 +269,7 @@ def load(paths: Sequence[str | Path]) -> Loaded:
             bucket = provenance.setdefault(str(ds), [])
             bucket.extend(p for p in prov if p not in bucket)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df = _split_by_gpu(df)
     if not df["measured"].any():
         raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
     key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])

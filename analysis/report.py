@@ -97,7 +97,8 @@ def header(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> str:
         f"- **Cells**: {len(cells):,}"
         + (f" ({_list([f'{k} {v}' for k, v in cells['preset'].value_counts().items()])})" if "preset" in cells else ""),
     ]
-    for col, name in (("model", "Models"), ("backend", "Backends"), ("base_url", "Servers"), ("workload", "Workloads")):
+    for col, name in (("model", "Models"), ("backend", "Backends"), ("base_url", "Servers"),
+                      ("workload", "Workloads"), ("gpu_name", "GPUs")):
         if col in df.columns:
             lines.append(f"- **{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
     ci = (f"bootstrap {opts.bootstrap_method}, {opts.resamples} resamples, seed {opts.seed}"
