@@ -1,0 +1,89 @@
+"""Trial storage on a real filesystem: whole files only, older schemas, rescue on a failing directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sweep.plan import ConfigError
+from sweep.records import SCHEMA, TrialRecord
+from sweep.store import PROVENANCE_KEY, CellStore, cell_files, ensure_writable, write_atomic
+
+
+def _record(trial: int) -> TrialRecord:
+    return TrialRecord(sweep_id="s", cell_id="c", cell_hash="h", trial=trial, warmup=False, status="ok",
+                       prompt_id="0", eval_count=10 + trial)
+
+
+def test_rows_accumulate_and_carry_provenance(tmp_path: Path) -> None:
+    store = CellStore(tmp_path / "cell.parquet", {"python": "3.x"})
+    for trial in range(3):
+        store.append(_record(trial))
+    table = pq.read_table(tmp_path / "cell.parquet")
+    assert table.column("eval_count").to_pylist() == [10, 11, 12]
+    assert table.schema.remove_metadata() == SCHEMA
+    assert json.loads(table.schema.metadata[PROVENANCE_KEY]) == {"python": "3.x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.parquet"]  # no temp files left behind
+
+
+def test_reopened_store_keeps_earlier_rows_first(tmp_path: Path) -> None:
+    path = tmp_path / "cell.parquet"
+    CellStore(path).append(_record(0))
+    again = CellStore(path)
+    again.append(_record(1))
+    assert pq.read_table(path).column("trial").to_pylist() == [0, 1]
+
+
+def test_file_from_an_older_schema_gains_null_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.parquet"
+    pq.write_table(pa.table({"sweep_id": ["s"], "cell_hash": ["h"], "trial": [0], "warmup": [False],
+                             "status": ["ok"], "prompt_id": ["0"], "throughput_tok_s": [42.0]}), path)
+    store = CellStore(path)
+    store.append(_record(1))
+    table = pq.read_table(path)
+    assert table.column("throughput_tok_s").to_pylist() == [42.0, None]
+    assert table.column("gpu_energy_j").null_count == 2
+
+
+def test_failed_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
+    path = tmp_path / "cell.parquet"
+    CellStore(path).append(_record(0))
+    before = path.read_bytes()
+    with pytest.raises((TypeError, AttributeError)):
+        write_atomic("not a table", path)  # type: ignore[arg-type]  # fails after the temp file exists
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.parquet"]
+
+
+def test_directory_lost_mid_sweep_rescues_the_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The sweep dir turning into something unwritable mid-sweep: the trials go to a printed rescue path."""
+    sweep_dir = tmp_path / "sweep"
+    store = CellStore(sweep_dir / "cell.parquet")
+    store.append(_record(0))
+    shutil.rmtree(sweep_dir)
+    sweep_dir.write_text("not a directory any more")
+    landed = store.append(_record(1))
+    try:
+        assert landed != sweep_dir / "cell.parquet"
+        assert str(landed) in capsys.readouterr().out
+        assert pq.read_table(landed).column("trial").to_pylist() == [0, 1]
+    finally:
+        landed.unlink(missing_ok=True)
+
+
+def test_unwritable_output_dir_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="output_root="):
+        ensure_writable(blocker / "sweeps")
+
+
+def test_cell_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
+    for name in ("a.parquet", "_run.parquet", ".a.parquet.tmp.parquet", "b.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in cell_files(tmp_path)] == ["a.parquet", "b.parquet"]
