@@ -1,0 +1,341 @@
+"""Embedded server over HTTP against llama-cpp-python in-process: same model, same work.
+
+What is compared, per model and per ``num_thread``:
+
+* **HTTP**: ``python -m sweep.server`` started with :func:`sweep.server.launch.start`,
+  measured by our own runner (:func:`sweep.runner.measure_trial`), giving the
+  server's ``eval_count / eval_duration`` (``throughput_tok_s``) and the client's
+  ``(chunks - 1) / (last - first arrival)`` (``client_tok_s``).
+* **in-process**: ``llama_cpp.Llama`` on the same GGUF file, built with the same
+  load-time parameters (the options dict is parsed by the server's own
+  :func:`~sweep.server.options.parse_options`, so both sides get identical
+  ``n_ctx``/``n_batch``/``n_threads`` and sampling), the same prompt text (the
+  server's own template step), greedy (temperature 0, fixed seed), the same
+  token limit and the same stop rule (an end-of-generation token ends both; the
+  server has no "ignore EOS", so the prompt was chosen to run past the limit and
+  the token counts are checked).  Timed like the two HTTP figures: ``n / (last -
+  first token)`` (the server's formula), ``(n - 1) / (last - first token)`` (the
+  client's formula) and, for reference, decode compute alone (time inside
+  ``Llama.eval`` for the tokens after the first).
+
+The two sides never run at the same time: each round of a (model, threads)
+block starts a server, warms up, measures, stops it, then loads the model
+in-process, warms up, measures and frees it (or the other way round: the order
+alternates).  The ratio is taken per round and averaged, because the speed of
+this shared machine drifts by ±10 % over minutes, more than the difference
+being measured.  On 2 cores one extra busy thread distorts the figures, so
+nothing else should run meanwhile; the "other CPU" column shows if something did.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from sweep.ollama import OllamaClient
+from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.records import TrialRecord
+from sweep.runner import measure_trial
+from sweep.server import launch
+from sweep.server.models import default_registry
+from sweep.server.options import LoadParams, SamplingParams, parse_options
+from sweep.server.templates import generate_prompt
+
+MODELS = ("gemma3:270m", "smollm2:135m")
+# Greedy decoding of this prompt runs past 300 tokens on both models without an
+# end-of-generation token (checked), so every run generates exactly num_predict.
+PROMPT = "Generate a technical report about GPU inference."
+N_CTX, N_BATCH, SEED = 2048, 512, 42
+GOAL = 0.9
+WARMUP_TOKENS = 8  # per round and side: loads the model, warms caches
+
+
+@dataclass
+class Run:
+    """One generation's figures (tok/s, ms) and its text."""
+
+    tokens: int
+    server_tok_s: float      # n / (last - first token): the server's eval_count / eval_duration
+    client_tok_s: float      # (n - 1) / (last - first token/chunk)
+    ttft_ms: float
+    compute_tok_s: float | None = None  # in-process only: decode tokens / time inside Llama.eval
+    text: str = ""
+
+
+@dataclass
+class Block:
+    model: str
+    threads: int
+    http: list[Run] = field(default_factory=list)
+    local: list[Run] = field(default_factory=list)
+    ratios_server: list[float] = field(default_factory=list)  # one per round: paired, so drift cancels
+    ratios_client: list[float] = field(default_factory=list)
+    other_cpu: float = 0.0  # cores used by processes other than ours while the block ran
+
+    def add_round(self, http: list[Run], local: list[Run]) -> None:
+        self.http += http
+        self.local += local
+        self.ratios_server.append(_mean([r.server_tok_s for r in http]) / _mean([r.server_tok_s for r in local]))
+        self.ratios_client.append(_mean([r.client_tok_s for r in http]) / _mean([r.client_tok_s for r in local]))
+
+
+class OtherLoad:
+    """CPU used by *other* processes over an interval, in cores (0 = a quiet machine).
+
+    Machine-wide busy time from /proc/stat minus our own and our waited-for
+    children's CPU time (the server child counts once it has been stopped).
+    Two threads of llama.cpp on two cores slow down badly when anything else
+    runs, so a block with a high value here should be measured again.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+        except (OSError, ValueError, IndexError):
+            busy = math.nan
+        t = os.times()
+        return time.monotonic(), busy, t.user + t.system + t.children_user + t.children_system
+
+    def cores(self) -> float:
+        (w0, b0, o0), (w1, b1, o1) = self.start, self._sample()
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / (w1 - w0)) if w1 > w0 else math.nan
+
+
+def thread_counts() -> list[int]:
+    cores = os.cpu_count() or 1
+    return sorted({1, 2, cores})
+
+
+def options_for(threads: int, num_predict: int) -> dict[str, Any]:
+    """The Ollama options both sides use (the in-process side parses them like the server)."""
+    return {"num_ctx": N_CTX, "num_batch": N_BATCH, "num_thread": threads,
+            "num_predict": num_predict, "temperature": 0, "seed": SEED}
+
+
+# ---------------------------------------------------------------- HTTP side
+
+def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
+    """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
+    with launch.start() as server, OllamaClient(server.base_url) as client:
+        def trial(i: int, tokens: int) -> TrialRecord:
+            cell = Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
+                        "engine-bench", (Prompt("0", PROMPT),), None, "generate", None)
+            rec = measure_trial(client, cell, TrialSpec(i, cell.prompts[0], i == 0),
+                                request_timeout_s=600, base=TrialRecord())
+            if rec.status != "ok":
+                raise RuntimeError(f"{model} over HTTP: {rec.status}: {rec.error}")
+            return rec
+
+        trial(0, WARMUP_TOKENS)  # same load-time options: the measured trials do not reload
+        runs = []
+        for i in range(1, reps + 1):
+            rec = trial(i, num_predict)
+            runs.append(Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
+                            client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0),
+                            text=rec.response or ""))
+    return runs
+
+
+# ---------------------------------------------------------------- in-process side
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """llama.cpp prints a few lines at load time even with verbose=False: keep the table clean."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _timed_llama_class() -> type:
+    from llama_cpp import Llama
+
+    class TimedLlama(Llama):  # type: ignore[misc, valid-type]
+        """Accumulates the time spent in eval() (llama_decode), after the flag is set."""
+
+        eval_ns = 0
+        eval_calls = 0
+        timing = False
+
+        def eval(self, tokens: Any) -> None:
+            if not self.timing:
+                return super().eval(tokens)
+            t0 = time.perf_counter_ns()
+            super().eval(tokens)
+            self.eval_ns += time.perf_counter_ns() - t0
+            self.eval_calls += 1
+
+    return TimedLlama
+
+
+def load_in_process(path: str, load: LoadParams) -> Any:
+    """The same constructor arguments the server's engine uses for these LoadParams."""
+    kwargs: dict[str, Any] = dict(n_ctx=load.n_ctx, n_batch=load.n_batch, n_ubatch=load.n_batch,
+                                  n_gpu_layers=load.n_gpu_layers, use_mmap=load.use_mmap, verbose=False)
+    if load.n_threads:
+        kwargs["n_threads"] = kwargs["n_threads_batch"] = load.n_threads
+    with _quiet_stderr():
+        return _timed_llama_class()(path, **kwargs)
+
+
+def generate_once(llm: Any, prompt_tokens: list[int], s: SamplingParams, reset: bool) -> Run:
+    """One greedy generation, stamped like the server's engine stamps its tokens."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    if reset:
+        llm.reset()
+    llm.set_seed(s.seed & 0xFFFFFFFF)
+    llm.last_n_tokens_size = s.repeat_last_n
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces: list[str] = []
+    n = 0
+    t_first = t_last = 0
+    llm.timing, llm.eval_ns, llm.eval_calls = False, 0, 0
+    t_start = time.perf_counter_ns()
+    gen = llm.generate(prompt_tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                       typical_p=s.typical_p, repeat_penalty=s.repeat_penalty,
+                       presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
+                       mirostat_mode=s.mirostat, mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta,
+                       reset=True)
+    try:
+        for tok in gen:
+            t_last = time.perf_counter_ns()
+            if not t_first:
+                t_first = t_last
+                llm.timing = True  # from here on, every eval() is one decode step
+            if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                break
+            n += 1
+            pieces.append(decoder.decode(llm.detokenize([tok])))
+            if n >= s.num_predict:
+                break
+    finally:
+        gen.close()
+        llm.timing = False
+    span_s = (t_last - t_first) / 1e9
+    return Run(tokens=n,
+               server_tok_s=n / span_s if span_s > 0 else math.nan,
+               client_tok_s=(n - 1) / span_s if span_s > 0 else math.nan,
+               ttft_ms=(t_first - t_start) / 1e6,
+               compute_tok_s=llm.eval_calls / (llm.eval_ns / 1e9) if llm.eval_ns else math.nan,
+               text="".join(pieces))
+
+
+def measure_in_process(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
+    entry = default_registry().get(model)
+    load, sampling = parse_options(options_for(threads, num_predict))
+    text = generate_prompt(entry, PROMPT, None, None, False)
+    # The server resets the cache before each request for Gemma (sliding window) and
+    # reuses the prompt prefix for SmolLM2; do the same so prompt work matches too.
+    reset = f"{entry.architecture}.attention.sliding_window" in entry.header.metadata
+    llm = load_in_process(str(entry.path), load)
+    try:
+        tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
+        generate_once(llm, tokens, dataclasses.replace(sampling, num_predict=WARMUP_TOKENS), reset)
+        return [generate_once(llm, tokens, sampling, reset) for _ in range(reps)]
+    finally:
+        llm.close()
+        del llm
+
+
+# ---------------------------------------------------------------- report
+
+def _ms(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else math.nan
+
+
+def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> None:
+    print(f"tok/s, mean ± sd over {rounds} rounds × {reps} repetitions of {num_predict} greedy tokens "
+          f"(prompt {PROMPT!r}, num_ctx {N_CTX}, num_batch {N_BATCH})")
+    head = (f"{'model':<13} {'thr':>3} | {'HTTP server':>13} {'in-proc':>13} {'ratio':>11} | "
+            f"{'HTTP client':>13} {'in-proc':>13} {'ratio':>11} | {'decode only':>13} | "
+            f"{'TTFT ms http':>12} {'in-proc':>7} | tokens same text other CPU")
+    print(head)
+    print("-" * len(head))
+    worst = math.inf
+    for b in blocks:
+        r_server, r_client = _mean(b.ratios_server), _mean(b.ratios_client)
+        worst = min(worst, r_server, r_client)
+        tokens = sorted({r.tokens for r in b.http + b.local})
+        same = "yes" if b.http and b.local and b.http[0].text == b.local[0].text else "NO"
+        print(f"{b.model:<13} {b.threads:>3} | {_ms([r.server_tok_s for r in b.http]):>13} "
+              f"{_ms([r.server_tok_s for r in b.local]):>13} {_ms(b.ratios_server, 2):>11} | "
+              f"{_ms([r.client_tok_s for r in b.http]):>13} {_ms([r.client_tok_s for r in b.local]):>13} "
+              f"{_ms(b.ratios_client, 2):>11} | "
+              f"{_ms([r.compute_tok_s for r in b.local if r.compute_tok_s]):>13} | "
+              f"{_mean([r.ttft_ms for r in b.http]):12.1f} {_mean([r.ttft_ms for r in b.local]):7.1f} | "
+              f"{','.join(map(str, tokens)):>6} {same:>9} {b.other_cpu:9.2f}")
+    print("HTTP server = eval_count / eval_duration from the final chunk (throughput_tok_s); HTTP client = "
+          "(chunks - 1) / (last - first arrival) in our runner (client_tok_s);")
+    print("in-proc = the same formula on the tokens Llama.generate yields in this process; ratio = HTTP / "
+          "in-process per round (paired), mean ± sd over rounds;")
+    print("decode only = in-process decode steps / time inside Llama.eval (no sampling, no Python between "
+          "tokens); other CPU = cores busy with other processes (above ~0.1 the figures are disturbed).")
+    verdict = "met" if worst >= GOAL else "NOT met"
+    print(f"lowest HTTP/in-process ratio: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
+
+
+def run(quick: bool = False) -> None:
+    rounds, reps, num_predict = (2, 1, 32) if quick else (3, 3, 128)
+    models = [m for m in MODELS if _available(m)]
+    blocks: list[Block] = []
+    for model in models:
+        for threads in thread_counts():
+            block = Block(model, threads)
+            load = OtherLoad()
+            started = time.perf_counter()
+            for r in range(rounds):
+                # never both at once: the server is stopped before the in-process model loads,
+                # and the in-process model is freed before the next server starts
+                if (r + len(blocks)) % 2 == 0:
+                    http = measure_http(model, threads, num_predict, reps)
+                    local = measure_in_process(model, threads, num_predict, reps)
+                else:
+                    local = measure_in_process(model, threads, num_predict, reps)
+                    http = measure_http(model, threads, num_predict, reps)
+                block.add_round(http, local)
+            block.other_cpu = load.cores()
+            print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
+            blocks.append(block)
+    print_table(blocks, rounds, reps, num_predict)
+
+
+def _available(model: str) -> bool:
+    try:
+        default_registry().get(model)
+        return True
+    except KeyError:
+        print(f"  {model}: not installed, skipped")
+        return False
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)
