@@ -272,8 +272,13 @@ class Engine:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         slot.eog = lambda tok, _v=vocab: bool(llama_cpp.llama_vocab_is_eog(_v, tok))
         slot.llama, slot.params = llm, params
-        slot.n_ctx = int(llm.n_ctx())
-        slot.size = int(llama_cpp.llama_model_size(llm.model)) + kv_cache_bytes(slot.entry, slot.n_ctx)
+        # llama.cpp rounds the context up (to a multiple of 256) but llama-cpp-python's token
+        # buffer holds exactly the requested n_ctx: going past it fails with a numpy
+        # broadcast error.  So truncate and stop at the requested size (what Ollama reports
+        # too) and count the allocated one only in the memory size.
+        allocated = int(llm.n_ctx())
+        slot.n_ctx = min(allocated, params.n_ctx)
+        slot.size = int(llama_cpp.llama_model_size(llm.model)) + kv_cache_bytes(slot.entry, allocated)
         log.info("loaded %s with %s", slot.entry.name, params)
 
     def _set_expiry(self, slot: _Slot, keep_alive_s: float) -> None:
@@ -425,8 +430,8 @@ class Engine:
             tokens = [llm.token_bos()]
         if len(tokens) >= n_ctx:  # Ollama truncates from the front too; keep room to answer
             keep = max(1, n_ctx // 2)
-            head = tokens[:1] if tokens[0] == llm.token_bos() else []
-            tokens = head + tokens[-(keep - len(head)):]
+            head = tokens[:1] if keep > 1 and tokens[0] == llm.token_bos() else []
+            tokens = head + tokens[len(tokens) - (keep - len(head)):]
         return tokens
 
     @staticmethod
