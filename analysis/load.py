@@ -52,6 +52,7 @@ class Loaded:
     frame: pd.DataFrame
     sources: list[Source]
     provenance: dict[str, list[dict[str, Any]]]  # dataset label → distinct provenance dicts
+    held_fixed: dict[str, str] = field(default_factory=dict)  # preset → options every cell of it shares
 
     @property
     def datasets(self) -> list[str]:
@@ -224,6 +225,51 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return df
 
 
+def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
+    """The embedded engine's address is an ephemeral port: one label, so resumed runs still match."""
+    if "backend" in df.columns and "base_url" in df.columns:
+        embedded = df["backend"].astype(str).eq("embedded") & df["base_url"].notna()
+        df.loc[embedded, "base_url"] = "embedded (127.0.0.1)"
+    return df
+
+
+_LABEL_IDENTITY = ("model", "workload")
+
+
+def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Shorten cell labels to the preset plus what varies, and say what is held fixed.
+
+    Full cell ids repeat every option of the preset (``chimera gemma3:270m
+    num_gpu=80 … num_predict=64``), which buries the one or two swept values a
+    reader looks for.  Within each preset only the options that differ between
+    its cells are kept; model and workload appear when they vary at all.  If
+    two cells of one dataset would end up with the same label, the full ids stay.
+    """
+    if "preset" not in df.columns:
+        return df, {}
+    opts = [c for c in OPTION_KEYS if c in df.columns]
+    ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
+    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts]]
+    new: dict[tuple[str, str], str] = {}
+    fixed: dict[str, str] = {}
+    for preset, group in cells.groupby("preset", dropna=False, sort=False):
+        varying = [c for c in opts if group[c].nunique(dropna=False) > 1]
+        held = [c for c in opts if c not in varying and group[c].notna().all()]
+        fixed[str(preset)] = " ".join(f"{c}={format_level(c, group[c].iloc[0])}" for c in held) or "server defaults"
+        for row in group.itertuples(index=False):
+            values = row._asdict()
+            parts = [str(preset)] + [str(values[c]) for c in ident]
+            parts += [f"{c}={format_level(c, values[c])}" for c in varying]
+            new[(row.dataset, row.cell)] = " ".join(parts)
+    labels = pd.Series(new)
+    if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():
+        return df, {}
+    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
+    df["cell_id_full"] = df["cell"]
+    df["cell"] = labels.reindex(key).to_numpy()
+    return df, fixed
+
+
 def _split_by_gpu(df: pd.DataFrame) -> pd.DataFrame:
     """Label a dataset per GPU when one dataset holds rows from several GPU models.
 
@@ -269,10 +315,11 @@ def load(paths: Sequence[str | Path]) -> Loaded:
             bucket = provenance.setdefault(str(ds), [])
             bucket.extend(p for p in prov if p not in bucket)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    df = _split_by_gpu(df)
+    df = _split_by_gpu(_embedded_server_label(df))
+    df, fixed = compact_labels(df)
     if not df["measured"].any():
         raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
     key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
     codes, _ = pd.factorize(key, sort=True)
     df["cell_key"] = codes
-    return Loaded(df, sources, provenance)
+    return Loaded(df, sources, provenance, fixed)

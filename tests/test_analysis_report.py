@@ -70,7 +70,7 @@ def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Pat
     result = _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {r["cell"]: r for r in _csv(tmp_path / "out" / "comprehensive.csv")}
-    base, chim = rows["baseline m"], rows["chimera m num_ctx=512"]
+    base, chim = rows["baseline"], rows["chimera"]  # labels: preset + what varies (nothing here)
     assert (base["n"], base["tok/s mean"], base["tok/s sd"], base["tok/s CV %"]) == ("3", "12.00", "2.00", "16.67")
     assert (base["tok/s CI95 lo"], base["tok/s CI95 hi"]) == ("7.03", "16.97")
     assert (base["TTFT ms mean"], base["TTFT ms sd"], base["TTFT ms p50"], base["TTFT ms p95"]) == \
@@ -78,7 +78,7 @@ def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Pat
     assert (base["tokens"], base["failed"], base["warm-ups"]) == ("300", "0", "1")
     assert (chim["n"], chim["tok/s mean"], chim["failed"], chim["warm-ups"]) == ("3", "22.00", "1", "0")
     # The Markdown on stdout is the same table with the same numbers.
-    assert "| baseline m | 3 | 12.00 | 2.00 | 16.67 | 7.03 | 16.97 |" in result.stdout
+    assert "| baseline | 3 | 12.00 | 2.00 | 16.67 | 7.03 | 16.97 |" in result.stdout
 
 
 def test_baseline_vs_chimera_welch_and_verdict(tmp_path: Path, trials_csv: Path) -> None:
@@ -131,7 +131,7 @@ def test_two_inputs_are_labelled_never_pooled(tmp_path: Path) -> None:
     assert _analyse(a, b, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     rows = _csv(tmp_path / "out" / "comprehensive.csv")
     assert len(rows) == 4 and "dataset" in rows[0]
-    means = sorted(r["tok/s mean"] for r in rows if r["cell"] == "baseline m")
+    means = sorted(r["tok/s mean"] for r in rows if r["cell"] == "baseline")
     assert means == ["112.00", "12.00"]  # each dataset's own cell, not a pooled mean of 62
 
 
@@ -177,6 +177,8 @@ def test_sensitivity_marginal_means_and_anova_by_hand(tmp_path: Path) -> None:
                  for r in chimera]
     path = _write(tmp_path / "grid.csv", rows)
     assert _analyse(path, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
+    cells = [r["cell"] for r in _csv(tmp_path / "out" / "comprehensive.csv")]
+    assert sorted(cells) == ["baseline", "chimera num_ctx=1024", "chimera num_ctx=2048", "chimera num_ctx=512"]
     levels = {r["level"]: r["tok/s mean"] for r in _csv(tmp_path / "out" / "sensitivity_levels.csv")}
     assert levels == {"512": "22.00", "1024": "32.00", "2048": "33.00"}
     summary = _csv(tmp_path / "out" / "sensitivity_summary.csv")[0]
@@ -184,3 +186,23 @@ def test_sensitivity_marginal_means_and_anova_by_hand(tmp_path: Path) -> None:
     assert float(summary["tok/s p"]) == pytest.approx(0.000929, rel=1e-3)
     assert summary["tok/s effect"] == "significant"
     assert summary["TTFT ms effect"] == "not significant"
+
+
+def test_cells_identical_in_options_keep_their_full_ids(tmp_path: Path) -> None:
+    """Two cells that differ only in something the columns don't show (e.g. a system prompt)."""
+    rows = _rows()
+    rows += [r | {"cell_id": r["cell_id"] + " system=terse"} for r in rows if r["preset"] == "chimera"]
+    path = _write(tmp_path / "same.csv", rows)
+    assert _analyse(path, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
+    cells = sorted(r["cell"] for r in _csv(tmp_path / "out" / "comprehensive.csv"))
+    assert cells == ["baseline m", "chimera m num_ctx=512", "chimera m num_ctx=512 system=terse"]
+
+
+def test_embedded_server_port_does_not_split_a_resumed_sweep(tmp_path: Path) -> None:
+    """Resuming restarts the embedded engine on another port; baseline and chimera still pair."""
+    rows = [r | {"backend": "embedded",
+                 "base_url": "http://127.0.0.1:40001" if r["preset"] == "baseline" else "http://127.0.0.1:40002"}
+            for r in _rows()]
+    path = _write(tmp_path / "embedded.csv", rows)
+    assert _analyse(path, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
+    assert {r["verdict"] for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")} == {"faster"}
