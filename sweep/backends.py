@@ -36,6 +36,16 @@ def base_url_for(backend: DictConfig) -> str:
     return _embedded[key].base_url
 
 
+def server_pid(backend: DictConfig, base_url: str) -> int | None:
+    """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
+    if backend.kind == "embedded":
+        server = _embedded.get(backend.model_dir)
+        return server.pid if server is not None else None
+    from sweep.telemetry import find_local_ollama_pid
+
+    return find_local_ollama_pid(base_url)
+
+
 def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
     """What to do about a model the server does not have."""
     if backend.kind == "ollama":

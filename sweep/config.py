@@ -92,6 +92,14 @@ class GridConfig:
 
 
 @dataclass
+class TelemetryConfig:
+    """Sampling of the machine during each trial (GPU via NVML when a driver exists, CPU/RSS always)."""
+
+    enabled: bool = True
+    interval_s: float = 0.1
+
+
+@dataclass
 class SweepConfig:
     """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
 
@@ -104,6 +112,7 @@ class SweepConfig:
     resume: bool = False
     sweep_id: str = "${now:%Y%m%d-%H%M%S}"
     output_root: str = "outputs/sweeps"
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
 

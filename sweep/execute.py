@@ -17,7 +17,8 @@ from sweep.ollama import OllamaClient
 from sweep.plan import Cell, TrialSpec, schedule
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, measure_trial
-from sweep.store import CellStore
+from sweep.store import CellStore, TraceStore
+from sweep.telemetry import Telemetry, joules_per_token, sample_rows
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,18 @@ def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) 
     return warmups + missing
 
 
+@dataclass
+class Watch:
+    """Telemetry for a cell: the job's sampler factory and where the cell's samples go."""
+
+    telemetry: Telemetry
+    traces: TraceStore
+
+
 def run_cell(client: OllamaClient, cell: Cell, store: CellStore, *, sweep_id: str, trials: int,
              warmup: int, policy: Policy,
-             on_record: Callable[[TrialRecord], None] | None = None) -> CellOutcome:
+             on_record: Callable[[TrialRecord], None] | None = None,
+             watch: Watch | None = None) -> CellOutcome:
     """Measure what is missing of ``cell`` and store every attempt."""
     previous = store.previous_rows()
     outcome = CellOutcome(cell, store.path, expected=trials * len(cell.prompts), records=store.records)
@@ -96,7 +106,7 @@ def run_cell(client: OllamaClient, cell: Cell, store: CellStore, *, sweep_id: st
     base = base_record(cell, sweep_id, client.base_url)
     consecutive_failures = 0
     for spec in _todo(cell, trials, warmup, previous):
-        record = _attempt(client, cell, spec, base, store, policy, outcome, on_record)
+        record = _attempt(client, cell, spec, base, store, policy, outcome, on_record, watch)
         if record.status == STATUS_OK:
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
@@ -110,11 +120,10 @@ def run_cell(client: OllamaClient, cell: Cell, store: CellStore, *, sweep_id: st
 
 def _attempt(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecord, store: CellStore,
              policy: Policy, outcome: CellOutcome,
-             on_record: Callable[[TrialRecord], None] | None) -> TrialRecord:
+             on_record: Callable[[TrialRecord], None] | None, watch: Watch | None) -> TrialRecord:
     """One trial with bounded retries and exponential backoff for transient failures."""
     for attempt in range(1, policy.retries + 2):
-        record = measure_trial(client, cell, spec, request_timeout_s=policy.request_timeout_s, base=base)
-        record.attempt = attempt
+        record = _measured(client, cell, spec, base, policy, watch, attempt)
         store.append(record)
         outcome.ran += 1
         if on_record:
@@ -125,4 +134,23 @@ def _attempt(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecor
         if not _is_transient(record) or attempt > policy.retries:
             return record
         time.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
+    return record
+
+
+def _measured(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecord, policy: Policy,
+              watch: Watch | None, attempt: int) -> TrialRecord:
+    """One request, with the machine sampled around it when telemetry is on."""
+    sampler = watch.telemetry.sampler().start() if watch else None
+    try:
+        record = measure_trial(client, cell, spec, request_timeout_s=policy.request_timeout_s, base=base)
+    finally:
+        columns = sampler.stop() if sampler else {}
+    record.attempt = attempt
+    for name, value in columns.items():
+        setattr(record, name, value)
+    record.joules_per_token = joules_per_token(record.gpu_energy_j, record.eval_count)
+    if watch and sampler:
+        identity = {"cell_id": record.cell_id, "cell_hash": record.cell_hash, "trial": record.trial,
+                    "warmup": record.warmup, "attempt": attempt, "started_at": record.started_at}
+        watch.traces.extend(sample_rows(sampler.samples, identity))
     return record

@@ -8,23 +8,27 @@ the first request; failing servers only ever produce rows.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends
-from sweep.execute import CellOutcome, Policy, run_cell
+from sweep import backends, provenance
+from sweep.execute import CellOutcome, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, headers_from_env
 from sweep.plan import Cell, ConfigError, plan_cells
 from sweep.records import TrialRecord
-from sweep.store import CellStore, ensure_writable
+from sweep.store import CellStore, TraceStore, ensure_writable
+from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
 
 
 def _trial_line(record: TrialRecord) -> str:
@@ -34,6 +38,14 @@ def _trial_line(record: TrialRecord) -> str:
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
     return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
+
+
+def _tags(client: OllamaClient) -> list[dict[str, Any]]:
+    """``/api/tags`` for model digests; a server without it still gets measured."""
+    try:
+        return client.tags()
+    except (httpx.HTTPError, ValueError):
+        return []
 
 
 def policy_from(backend: DictConfig) -> Policy:
@@ -61,17 +73,29 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     outcomes = []
     with client:
         server_version = client.version()
-        served = [m.get("name", "") for m in client.tags()] if b.kind == "embedded" else []
+        tags = {m.get("name", ""): m for m in _tags(client)}
+        served = list(tags) if b.kind == "embedded" else []
+        models = {}
         for cell in cells:
-            client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-        provenance = {"sweep_id": cfg.sweep_id, "server_version": server_version, "command": sys.argv,
-                      "config": OmegaConf.to_container(cfg, resolve=True)}
+            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
+                               say=lambda line: console.print(f"[dim]{line}[/]"))
+                     if cfg.telemetry.enabled else None)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
+                                 gpus=telemetry.gpus if telemetry else process_gpus())
+        provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
+                                                              "config": config, "command": env["command"]}
+                                               for c in cells})
         for cell in cells:
-            store = _open_store(cell, sweep_dir, cfg.resume, provenance)
+            store = _open_store(cell, sweep_dir, cfg.resume, {"sweep_id": cfg.sweep_id, **env})
+            watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
+                     if telemetry else None)
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
             outcome = run_cell(client, cell, store, sweep_id=cfg.sweep_id, trials=cfg.trials,
                                warmup=cfg.warmup, policy=policy_from(b),
-                               on_record=lambda r: console.print(_trial_line(r)))
+                               on_record=lambda r: console.print(_trial_line(r)), watch=watch)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "

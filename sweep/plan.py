@@ -140,6 +140,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid backend.retries / backend.retry_backoff_s: must be >= 0")
     if b.max_consecutive_failures < 1:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
+    if cfg.telemetry.interval_s <= 0:
+        raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
     if cfg.workload.endpoint not in ("generate", "chat"):
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
     if cfg.grid is not None:

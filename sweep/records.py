@@ -89,7 +89,7 @@ class TrialRecord:
     gpu_count: int | None = _col("", "GPUs sampled")
     gpu_util_pct_mean: float | None = _col("%", "mean GPU utilisation (mean over GPUs)")
     gpu_util_pct_max: float | None = _col("%", "highest GPU utilisation sample (any GPU)")
-    gpu_mem_used_mb_max: float | None = _col("MB", "peak GPU memory used (sum over GPUs)")
+    gpu_mem_used_mb_max: float | None = _col("MiB", "peak GPU memory used (sum over GPUs; MiB as nvidia-smi shows it)")
     gpu_power_w_mean: float | None = _col("W", "mean board power (sum over GPUs)")
     gpu_energy_j: float | None = _col("J", "energy over the trial (energy counter, else ∫ power dt; sum over GPUs)")
     gpu_temp_c_max: float | None = _col("°C", "hottest GPU temperature sample")
@@ -97,7 +97,7 @@ class TrialRecord:
     joules_per_token: float | None = _col("J/token", "gpu_energy_j / eval_count")
     cpu_pct_system: float | None = _col("%", "mean whole-machine CPU utilisation (100 = all cores busy)")
     cpu_pct_process: float | None = _col("%", "mean CPU of the server process (100 = one core busy)")
-    server_rss_mb_max: float | None = _col("MB", "peak resident memory of the server process")
+    server_rss_mb_max: float | None = _col("MiB", "peak resident memory of the server process (embedded engine, or a local ollama)")
     telemetry_samples: int | None = _col("", "samples taken during the trial")
 
 

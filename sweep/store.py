@@ -67,6 +67,22 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """A JSON file that appears whole or not at all (same temp + fsync + rename as the trials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """An older file's rows in today's schema: columns added since then are null."""
     columns = [
@@ -111,6 +127,30 @@ class CellStore:
             write_atomic(table, rescue)
             print(f"could not write {self.path} ({exc.strerror or exc}); trials saved to {rescue}", flush=True)
             return rescue
+
+
+class TraceStore:
+    """Telemetry samples of one cell (``_telemetry/<cell>.parquet``), rewritten atomically like its trials.
+
+    Secondary data: if it cannot be written, the sweep says so and goes on
+    measuring; the trial rows (with their telemetry aggregates) are what counts.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.tables: list[pa.Table] = [_conform(pq.read_table(path), schema)] if path.exists() else []
+        self.broken = False
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        if self.broken or not rows:
+            return
+        self.tables.append(pa.Table.from_pylist(rows, schema=self.schema))
+        try:
+            write_atomic(pa.concat_tables(self.tables), self.path)
+        except OSError as exc:
+            self.broken = True
+            print(f"telemetry samples not saved ({exc.strerror or exc}): {self.path}", flush=True)
 
 
 def cell_files(sweep_dir: Path) -> Sequence[Path]:

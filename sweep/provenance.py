@@ -1,0 +1,136 @@
+"""Where a dataset came from: the tool, the software, the machine, the server, the models, the config.
+
+Collected once per job and stored twice: as Parquet key-value metadata of
+every cell file (so a single file copied elsewhere still says what made it) and
+as ``<sweep>/_run.json`` (one place to read for the whole sweep).  Throughput
+numbers without the machine that made them are not comparable; this makes the
+environment part of the data instead of something to remember.
+
+Secrets never get here: the config holds only the *names* of the environment
+variables with API keys or headers, and nothing reads their values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sweep.store import write_json_atomic
+from sweep.telemetry import Gpus
+
+RUN_FILE = "_run.json"
+PACKAGES = ("chimera-sweep", "hydra-core", "omegaconf", "httpx", "pandas", "pyarrow", "scipy",
+            "llama-cpp-python", "nvidia-ml-py", "psutil")
+_PROJECT = Path(__file__).resolve().parent.parent
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(directory: Path = _PROJECT) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout the tool runs from (nulls outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(gpus: Gpus) -> dict[str, Any]:
+    return {
+        "os": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "gpus": gpus.names,
+        "gpu_driver": gpus.driver_version,
+        "cuda_driver": gpus.cuda_driver_version,
+        "gpu_telemetry": "on" if gpus.available else f"off: {gpus.off_reason}",
+    }
+
+
+def model_record(show: dict[str, Any], tag: dict[str, Any] | None) -> dict[str, Any]:
+    """What identifies a model build: digest (from /api/tags) and details (from /api/show)."""
+    details = show.get("details") or (tag or {}).get("details") or {}
+    return {
+        "digest": (tag or {}).get("digest") or show.get("digest"),
+        "family": details.get("family"),
+        "parameter_size": details.get("parameter_size"),
+        "quantization_level": details.get("quantization_level"),
+        "format": details.get("format"),
+    }
+
+
+def collect(*, config: dict[str, Any], backend: str, server_version: str | None,
+            models: dict[str, dict[str, Any]], gpus: Gpus, argv: list[str] | None = None) -> dict[str, Any]:
+    """The provenance dict of one job."""
+    versions = package_versions()
+    return {
+        "tool": {"version": versions.pop("chimera-sweep"), **git_state()},
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "machine": machine(gpus),
+        "server": {"backend": backend, "version": server_version},
+        "models": models,
+        "command": list(sys.argv if argv is None else argv),
+        "config": config,
+    }
+
+
+@contextlib.contextmanager
+def _locked(sweep_dir: Path) -> Iterator[None]:
+    """Serialise read-modify-write of ``_run.json`` between jobs of a parallel launcher."""
+    with open(sweep_dir / "_run.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_run(sweep_dir: Path, provenance: dict[str, Any], cells: dict[str, dict[str, Any]]) -> Path:
+    """Merge this job into ``_run.json``: the newest environment, and each cell's resolved config.
+
+    Jobs of one sweep share the environment; their configs differ, so they are
+    kept per cell file (``cells``: file stem → the cell's config and command).
+    """
+    path = sweep_dir / RUN_FILE
+    with _locked(sweep_dir):
+        previous: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            previous = json.loads(path.read_text())
+        merged = {key: value for key, value in provenance.items() if key not in ("config", "command")}
+        merged["cells"] = {**previous.get("cells", {}), **cells}
+        write_json_atomic(merged, path)
+    return path
