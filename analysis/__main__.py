@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=_positive, default=9999, metavar="N", help="bootstrap resamples (default 9999)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--telemetry-cell", metavar="TEXT",
+                   help="draw telemetry over time for the cell whose label contains TEXT "
+                        "(default: the cell with the most samples)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown to stdout")
     return p
@@ -82,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = [newest_sweep()]
             print(f"analysing the newest sweep: {paths[0]}", file=sys.stderr)
         loaded = load(paths)
-        report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv)
+        report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv,
+                       telemetry_cell=args.telemetry_cell)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -65,6 +65,7 @@ OPTIONAL: tuple[Metric, ...] = (
     Metric("gpu_temp_c_max", "GPU °C max", False, 1),
     Metric("joules_per_token", "J/tok", False, 4),
     Metric("cpu_pct_process", "server CPU %", False, 1),
+    Metric("cpu_pct_system", "machine CPU %", False, 1),
     Metric("server_rss_mb_max", "server RSS MB max", False, 0),
     Metric("server_rss_mb", "server RSS MB", False, 0),   # name used by early telemetry drafts
 )

@@ -82,7 +82,7 @@ def ttft_distribution(df: pd.DataFrame, an: Analysis, out: Path, max_cells: int 
     data = [groups.get_group(k).to_numpy() if k in groups.groups else np.array([]) for k in keys]
     fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
     y = np.arange(len(keys))
-    ax.boxplot(data, positions=y, vert=False, widths=0.6, showfliers=False,
+    ax.boxplot(data, positions=y, orientation="horizontal", widths=0.6, showfliers=False,
                medianprops={"color": "#d95f02"})
     rng = np.random.default_rng(0)
     for yi, d in zip(y, data):
@@ -155,10 +155,60 @@ def forest(an: Analysis, out: Path, max_rows: int = 40) -> list[Path]:
     return _save(fig, out, "baseline_vs_chimera_forest")
 
 
-def make_all(df: pd.DataFrame, an: Analysis, out: Path) -> dict[str, list[Path]]:
+def pick_trace_cell(traces: pd.DataFrame, wanted: str | None) -> str | None:
+    """The cell to draw: the first whose label contains ``wanted``, else the one with most samples."""
+    counts = traces["cell"].value_counts()
+    if wanted:
+        matches = [c for c in counts.index if wanted in c]
+        return matches[0] if matches else None
+    return counts.index[0] if len(counts) else None
+
+
+# (column, axis label, how samples of several GPUs combine) — GPU series first, CPU when there is no GPU
+_GPU_SERIES = (("gpu_power_w", "GPU power (W, sum)", "sum"), ("gpu_util_pct", "GPU utilisation (%, mean)", "mean"))
+_CPU_SERIES = (("cpu_pct_process", "server CPU (%, 100 = one core)", "first"),
+               ("server_rss_mb", "server RSS (MB)", "first"))
+
+
+def telemetry_over_time(traces: pd.DataFrame, cell: str, out: Path) -> list[Path]:
+    """Power and utilisation (or server CPU and memory without a GPU) across one cell's trials.
+
+    Trials are laid end to end on one time axis (seconds since the cell's first
+    request), warm-ups shaded, so a cold start or thermal drift is visible.
+    """
+    d = traces[traces["cell"] == cell].copy()
+    gpu = d["gpu_power_w"].notna().any() or d["gpu_util_pct"].notna().any()
+    series = _GPU_SERIES if gpu else _CPU_SERIES
+    t0 = d["started_at"].min()
+    d["time_s"] = (d["started_at"] - t0).dt.total_seconds() + d["t_s"]
+    keys = ["started_at", "trial", "warmup", "attempt", "t_s", "time_s"]
+    fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.4 * len(series) + 0.8), sharex=True)
+    for ax, (column, label, how) in zip(np.atleast_1d(axes), series):
+        s = d.groupby(keys, sort=True)[column].agg(how).dropna().reset_index()
+        for _, trial in s.groupby(["started_at", "attempt"]):
+            colour = "#999" if trial["warmup"].iloc[0] else "#2c7fb8"
+            ax.plot(trial["time_s"], trial[column], marker=".", ms=3, lw=1, color=colour)
+            if trial["warmup"].iloc[0]:
+                ax.axvspan(trial["time_s"].min(), trial["time_s"].max(), color="#ddd", alpha=0.5, lw=0)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[-1].set_xlabel("time since the cell's first request (s); grey = warm-up trials")
+    source = "NVML" if gpu else "psutil (no GPU telemetry)"
+    fig.suptitle(_short(f"Telemetry over time: {cell} ({source})", 110))
+    fig.tight_layout()
+    return _save(fig, out, "telemetry_over_time")
+
+
+def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | None = None,
+             telemetry_cell: str | None = None) -> dict[str, list[Path]]:
     """Every figure, keyed by the report section it belongs to."""
-    return {
+    figs = {
         "comprehensive": throughput_cells(an, out) + ttft_distribution(df, an, out),
         "baseline_vs_chimera": forest(an, out),
         "sensitivity": sensitivity(an, out),
     }
+    if traces is not None and len(traces):
+        cell = pick_trace_cell(traces, telemetry_cell)
+        if cell is not None:
+            figs["telemetry"] = telemetry_over_time(traces, cell, out)
+    return figs

@@ -53,6 +53,7 @@ class Loaded:
     sources: list[Source]
     provenance: dict[str, list[dict[str, Any]]]  # dataset label → distinct provenance dicts
     held_fixed: dict[str, str] = field(default_factory=dict)  # preset → options every cell of it shares
+    traces: pd.DataFrame | None = None  # telemetry samples (sweep dirs' _telemetry/), with a `cell` column
 
     @property
     def datasets(self) -> list[str]:
@@ -118,6 +119,31 @@ def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str,
     except (pa.ArrowException, ValueError):
         frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     return frame, prov
+
+
+TRACES_DIR = "_telemetry"
+
+
+def _read_traces(path: Path) -> pd.DataFrame | None:
+    """The per-sample telemetry a sweep wrote beside its trials; unreadable files are skipped."""
+    directory = (path if path.is_dir() else path.parent) / TRACES_DIR
+    frames = []
+    for f in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+        try:
+            frames.append(pq.read_table(f).to_pandas())
+        except (OSError, pa.ArrowException):
+            continue
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _label_traces(traces: list[pd.DataFrame], df: pd.DataFrame) -> pd.DataFrame | None:
+    """Give the samples the trial rows' cell labels (matched by cell hash)."""
+    if not traces or "cell_hash" not in df.columns:
+        return None
+    frame = pd.concat(traces, ignore_index=True)
+    labels = df.drop_duplicates("cell_hash").set_index("cell_hash")["cell"]
+    frame["cell"] = frame["cell_hash"].map(labels)
+    return frame[frame["cell"].notna()]
 
 
 def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
@@ -300,7 +326,7 @@ def load(paths: Sequence[str | Path]) -> Loaded:
     if not paths:
         root = newest_sweep()
         paths = [root]
-    frames, sources, used = [], [], set()
+    frames, sources, used, traces = [], [], set(), []
     provenance: dict[str, list[dict[str, Any]]] = {}
     for raw in paths:
         path = Path(raw)
@@ -310,6 +336,8 @@ def load(paths: Sequence[str | Path]) -> Loaded:
             raise InputError(f"{path} holds no rows — pass a sweep that has run trials")
         df = tidy(frame, label)
         frames.append(df)
+        if (trace := _read_traces(path)) is not None:
+            traces.append(trace)
         sources.append(Source(path, label, len(df), nfiles, prov))
         for ds in df["dataset"].unique():
             bucket = provenance.setdefault(str(ds), [])
@@ -322,4 +350,4 @@ def load(paths: Sequence[str | Path]) -> Loaded:
     key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
     codes, _ = pd.factorize(key, sort=True)
     df["cell_key"] = codes
-    return Loaded(df, sources, provenance, fixed)
+    return Loaded(df, sources, provenance, fixed, _label_traces(traces, df))

@@ -9,7 +9,6 @@ block, file names), never numbers.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis import render
+from analysis.environment import environment_frame
 from analysis.load import Loaded
 from analysis.tables import Analysis, Options, Table, analyse
 
@@ -30,6 +30,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("sensitivity", "4. Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),
     ("population", "5. Population summary", ("population",)),
     ("run_order", "6. Run order / cold start", ("run_order",)),
+    ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
 )
 
 
@@ -54,16 +55,6 @@ def default_out_dir(loaded: Loaded) -> Path:
     if len(loaded.sources) == 1:
         return base
     return base / ("vs_" + "+".join(s.label for s in loaded.sources[1:]))
-
-
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(obj, dict):
-        out: list[tuple[str, str]] = []
-        for k, v in obj.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    text = obj if isinstance(obj, str) else json.dumps(obj, default=str)
-    return [(prefix, text if len(text) <= 160 else text[:157] + "...")]
 
 
 def _list(values: Sequence[Any], limit: int = 8) -> str:
@@ -109,21 +100,17 @@ def header(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> str:
         f"{'Holm' if opts.correction == 'holm' else 'Benjamini–Hochberg'} correction, α = {opts.alpha}; "
         f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}.",
     ]
+    if loaded.held_fixed:
+        held = "; ".join(f"{preset}: {opts}" for preset, opts in loaded.held_fixed.items())
+        lines.append(f"- **Held fixed** (cell labels show only what varies): {held}.")
     if an.multi_dataset:
         lines.append("- Several datasets are combined: tables carry a `dataset` column; cells are never pooled across datasets.")
     lines.append("")
     prov = {k: v for k, v in loaded.provenance.items() if v}
     if prov:
-        lines += ["## Environment", ""]
-        rows = []
-        for ds, dicts in sorted(prov.items()):
-            for i, d in enumerate(dicts):
-                tag = ds if len(dicts) == 1 else f"{ds} [{i + 1}]"
-                rows += [(tag, k, v) for k, v in _flatten(d)]
-        env = pd.DataFrame(rows, columns=["dataset", "key", "value"])
-        if env["dataset"].nunique() == 1:
-            env = env.drop(columns="dataset")
-        lines += [render.to_markdown(Table("environment", "Environment", env)), ""]
+        env = environment_frame(prov)
+        if len(env):
+            lines += ["## Environment", "", render.to_markdown(Table("environment", "Environment", env)), ""]
     return "\n".join(lines)
 
 
@@ -150,6 +137,7 @@ def build(
     out_dir: Path | None = None,
     figures: bool = True,
     argv: Sequence[str] | None = None,
+    telemetry_cell: str | None = None,
 ) -> Report:
     """Analyse ``loaded`` and write report.md, one CSV per table, report.tex and figures."""
     opts = opts or Options()
@@ -161,12 +149,14 @@ def build(
     if figures:
         from analysis import figures as figmod  # matplotlib import is slow; only when asked
 
-        figs = figmod.make_all(loaded.frame, an, out / "figures")
+        figs = figmod.make_all(loaded.frame, an, out / "figures", loaded.traces, telemetry_cell)
         files += [p for ps in figs.values() for p in ps]
     md = [header(loaded, an, argv)]
     tex = [LATEX_PREAMBLE]
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
+        if not names and key not in figs:
+            continue
         md += [f"## {heading}", ""]
         if key in an.notes:
             md += [an.notes[key], ""]
