@@ -342,6 +342,12 @@ def load(paths: Sequence[str | Path]) -> Loaded:
         for ds in df["dataset"].unique():
             bucket = provenance.setdefault(str(ds), [])
             bucket.extend(p for p in prov if p not in bucket)
+    df, fixed = combine(frames)
+    return Loaded(df, sources, provenance, fixed, _label_traces(traces, df))
+
+
+def combine(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Tidy frames → one frame keyed by (dataset, cell), with short labels and what they hold fixed."""
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df = _split_by_gpu(_embedded_server_label(df))
     df, fixed = compact_labels(df)
@@ -350,4 +356,4 @@ def load(paths: Sequence[str | Path]) -> Loaded:
     key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
     codes, _ = pd.factorize(key, sort=True)
     df["cell_key"] = codes
-    return Loaded(df, sources, provenance, fixed, _label_traces(traces, df))
+    return df, fixed

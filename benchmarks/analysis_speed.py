@@ -79,7 +79,7 @@ def synthetic_trials(rows: int = 1_000_000, cells: int = 1_000, seed: int = 0) -
 
 def run(quick: bool = False) -> None:
     """Build the synthetic trials, time tidy + all tables + Markdown, print seconds and rows/s."""
-    from analysis.load import tidy
+    from analysis.load import combine, tidy
     from analysis.render import to_markdown
     from analysis.tables import analyse
 
@@ -87,9 +87,7 @@ def run(quick: bool = False) -> None:
     cells = 100 if quick else 1_000
     raw = synthetic_trials(rows, cells)
     t0 = time.perf_counter()
-    df = tidy(raw, "bench")
-    codes, _ = pd.factorize(pd.MultiIndex.from_arrays([df["dataset"], df["cell"]]), sort=True)
-    df["cell_key"] = codes
+    df, _ = combine([tidy(raw, "bench")])   # what analysis.load.load does after reading files
     t1 = time.perf_counter()
     an = analyse(df)
     t2 = time.perf_counter()
