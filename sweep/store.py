@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,13 +51,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` so the file appears whole or not at all."""
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write to a temp file beside ``path``, fsync, rename: the file appears whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -65,22 +65,17 @@ def write_atomic(table: pa.Table, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` as Parquet, atomically."""
+    _replace_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    """A JSON file that appears whole or not at all (same temp + fsync + rename as the trials)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A JSON file, atomically (the same temp + fsync + rename as the trials)."""
+    text = json.dumps(obj, indent=2, default=str).encode("utf-8")
+    _replace_atomically(path, lambda handle: handle.write(text))
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
