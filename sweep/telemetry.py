@@ -131,21 +131,31 @@ class ServerProcess:
     its own time and one that exits does not make the total run backwards.
     """
 
+    # Listing children scans every pid in /proc (~0.5 ms here, more on a busy box) while the
+    # stream loop shares our GIL: re-list at most once a second, which still catches a
+    # runner that a cold model load starts mid-trial.
+    RELIST_S = 1.0
+
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self._cpu_s: dict[int, float] = {}
         self._last_t: float | None = None
+        self._tree: list[psutil.Process] = []
+        self._listed_at = -float("inf")
 
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return [self.root]
+    def _processes(self, now: float) -> list[psutil.Process]:
+        if now - self._listed_at >= self.RELIST_S:
+            self._listed_at = now
+            try:
+                self._tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                self._tree = [self.root]
+        return self._tree
 
     def read(self) -> tuple[float | None, float | None]:
         now = time.monotonic()
         spent, rss, alive = 0.0, 0, False
-        for proc in self._tree():
+        for proc in self._processes(now):
             try:
                 with proc.oneshot():
                     times, mem = proc.cpu_times(), proc.memory_info().rss
