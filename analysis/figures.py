@@ -48,6 +48,15 @@ def _height(rows: int) -> float:
     return max(3.0, 0.32 * rows + 1.5)
 
 
+def _cell_rows(an: Analysis, keys: pd.Index, metric: str) -> tuple[plt.Figure, plt.Axes, np.ndarray]:
+    """A figure with one labelled row per cell (label carries the cell's n)."""
+    fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
+    y = np.arange(len(keys))
+    ax.set_yticks(y, _labels(an, keys, an.cellstats[f"{metric}:n"]), fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return fig, ax, y
+
+
 def throughput_cells(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
     """Mean throughput per cell with its CI as error bars (best cells when there are many)."""
     cs = an.cellstats
@@ -59,14 +68,11 @@ def throughput_cells(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> lis
     lo = cs.loc[keys, f"{THROUGHPUT}:ci_lo"].to_numpy()
     hi = cs.loc[keys, f"{THROUGHPUT}:ci_hi"].to_numpy()
     err = np.vstack([mean - lo, hi - mean])
-    fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
-    y = np.arange(len(keys))
+    fig, ax, y = _cell_rows(an, keys, THROUGHPUT)
     ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", color="#2c7fb8", ecolor="#555", capsize=3)
-    ax.set_yticks(y, _labels(an, keys, cs[f"{THROUGHPUT}:n"]), fontsize=8)
     ax.set_xlabel("throughput (tok/s), mean with 95 % CI")
     sub = f"top {len(keys)} of {len(s)} cells" if len(s) > len(keys) else f"{len(s)} cells"
     ax.set_title(f"Throughput per cell ({sub}; n = measured trials)")
-    ax.grid(axis="x", alpha=0.3)
     return _save(fig, out, "throughput_per_cell")
 
 
@@ -80,20 +86,17 @@ def ttft_distribution(df: pd.DataFrame, an: Analysis, out: Path, max_cells: int 
     m = df.loc[df["measured"] & df["cell_key"].isin(keys) & df[TTFT].notna(), ["cell_key", TTFT]]
     groups = m.groupby("cell_key")[TTFT]
     data = [groups.get_group(k).to_numpy() if k in groups.groups else np.array([]) for k in keys]
-    fig, ax = plt.subplots(figsize=(10, _height(len(keys))))
-    y = np.arange(len(keys))
-    ax.boxplot(data, positions=y, orientation="horizontal", widths=0.6, showfliers=False,
+    fig, ax, y = _cell_rows(an, keys, TTFT)
+    ax.boxplot(data, positions=y, orientation="horizontal", widths=0.6, showfliers=False, manage_ticks=False,
                medianprops={"color": "#d95f02"})
     rng = np.random.default_rng(0)
     for yi, d in zip(y, data):
         if d.size > 200:
             d = rng.choice(d, 200, replace=False)
         ax.scatter(d, yi + rng.uniform(-0.2, 0.2, d.size), s=6, alpha=0.4, color="#1b9e77", zorder=3)
-    ax.set_yticks(y, _labels(an, keys, cs[f"{TTFT}:n"]), fontsize=8)
     ax.set_xlabel("time to first token (ms)")
     sub = f"{len(keys)} lowest-median of {len(s)} cells" if len(s) > len(keys) else f"{len(s)} cells"
     ax.set_title(f"TTFT distribution per cell ({sub}; box = quartiles, dots = trials)")
-    ax.grid(axis="x", alpha=0.3)
     return _save(fig, out, "ttft_distribution")
 
 
