@@ -82,6 +82,7 @@ def test_jsonl_prompt_file_keeps_ids(compose_cfg, tmp_path: Path) -> None:
     (["+experiment=tr111", "cell=19"], "invalid cell=19"),
     (["+experiment=quickstart", "grid.axes.num_ctx=[big]"], "invalid option num_ctx='big'"),
     (["+experiment=quickstart", "+grid.axes.num_gpus=[1]"], "unknown grid option"),
+    (["telemetry.interval_s=0"], "invalid telemetry.interval_s=0"),
 ])
 def test_bad_values_fail_before_any_request(compose_cfg, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -203,3 +203,18 @@ def test_report_draws_telemetry_over_time(standin: StandIn, tmp_path: Path) -> N
     assert (report.out_dir / "figures" / "telemetry_over_time.png").read_bytes()[:4] == b"\x89PNG"
     assert "## 7. Telemetry over time" in report.markdown
     assert "machine CPU %" in report.markdown   # the telemetry means are table columns
+
+
+def test_unwritable_samples_never_cost_a_trial(standin: StandIn, tmp_path: Path) -> None:
+    """``_telemetry`` taken by a file: one line says the samples are not saved; every trial is stored."""
+    sweep_id = "blocked"
+    (tmp_path / sweep_id).mkdir()
+    (tmp_path / sweep_id / "_telemetry").write_text("not a directory")
+    standin.queue(*[Script() for _ in range(3)])
+    result = run_sweep("backend=ollama", f"backend.base_url={standin.base_url}", "model=gemma3", "trials=2",
+                       "warmup=1", f"sweep_id={sweep_id}", f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert out.count("telemetry samples not saved") == 1 and "Traceback" not in out
+    df = pd.read_parquet(tmp_path / sweep_id)
+    assert len(df) == 3 and df["status"].eq("ok").all() and df["telemetry_samples"].ge(2).all()
