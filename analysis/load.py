@@ -102,11 +102,22 @@ def _parquet_provenance(table: pa.Table) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"value": data}
 
 
+def _read_table(path: Path) -> pa.Table:
+    """One open handle per file, so a sweep still writing (atomic renames) is read consistently.
+
+    By path, pyarrow opens the file twice and a rename in between mixes two versions.
+    An Arrow file, not Python's ``open`` (see sweep.store.read_whole, which does the
+    same; analysis does not import the sweep package).
+    """
+    with pa.OSFile(str(path), "rb") as handle:
+        return pq.read_table(handle)
+
+
 def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     tables, prov = [], []
     for f in files:
         try:
-            t = pq.read_table(f)
+            t = _read_table(f)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]} — remove or replace the file") from None
         p = _parquet_provenance(t)
@@ -130,7 +141,7 @@ def _read_traces(path: Path) -> pd.DataFrame | None:
     frames = []
     for f in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
         try:
-            frames.append(pq.read_table(f).to_pandas())
+            frames.append(_read_table(f).to_pandas())
         except (OSError, pa.ArrowException):
             continue
     return pd.concat(frames, ignore_index=True) if frames else None

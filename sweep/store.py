@@ -78,6 +78,19 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda handle: handle.write(text))
 
 
+def read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file through one open handle.
+
+    Why: reading by path opens the file more than once (footer, then pages); a
+    writer's atomic rename in between hands the reader two versions, and it
+    fails with "page was smaller than expected".  One handle pins one inode.  It is
+    Arrow's own file, not Python's ``open``: Arrow's reader threads calling back
+    into a Python file aborted the interpreter at exit in about 1 run in 5.
+    """
+    with pa.OSFile(str(path), "rb") as handle:
+        return pq.read_table(handle, columns=columns)
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """An older file's rows in today's schema: columns added since then are null."""
     columns = [
@@ -93,7 +106,7 @@ class CellStore:
     def __init__(self, path: Path, provenance: dict[str, Any] | None = None) -> None:
         self.path = path
         self.provenance = provenance or {}
-        self.previous: pa.Table | None = pq.read_table(path) if path.exists() else None
+        self.previous: pa.Table | None = read_whole(path) if path.exists() else None
         self.records: list[TrialRecord] = []
 
     def previous_rows(self) -> list[dict[str, Any]]:
@@ -134,7 +147,7 @@ class TraceStore:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        self.tables: list[pa.Table] = [_conform(pq.read_table(path), schema)] if path.exists() else []
+        self.tables: list[pa.Table] = [_conform(read_whole(path), schema)] if path.exists() else []
         self.broken = False
 
     def extend(self, rows: list[dict[str, Any]]) -> None:

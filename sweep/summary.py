@@ -10,13 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep.store import cell_files
+from sweep.store import cell_files, read_whole
 
 
 def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
@@ -26,7 +25,7 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
         table.add_column(col)
     unfinished = []
     for path in cell_files(sweep_dir):
-        rows = pq.read_table(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
+        rows = read_whole(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
         measured = [r for r in rows if not r["warmup"]]
         ok = sum(r["status"] == "ok" for r in measured)
         failed = sum(r["status"] != "ok" for r in rows)

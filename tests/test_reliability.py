@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sweep.store import read_whole
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
@@ -123,7 +124,7 @@ def _wait_for_rows(sweep_root: Path, n: int, timeout_s: float = 60) -> pd.DataFr
     while time.monotonic() < deadline:
         files = list(sweep_root.glob("*/*.parquet"))
         if files:
-            df = pd.read_parquet(files[0])
+            df = read_whole(files[0]).to_pandas()   # the sweep is still rewriting it
             if len(df) >= n:
                 return df
         time.sleep(0.05)
