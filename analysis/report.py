@@ -31,7 +31,8 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("population", "5. Population summary", ("population",)),
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
-    ("client_side", "8. Client-side share", ("client_side",)),
+    ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
+    ("client_side", "9. Client-side share", ("client_side",)),
 )
 
 
@@ -156,6 +157,8 @@ def build(
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
         if not tables and key not in figs and key not in an.notes:
+            continue
+        if key == "search" and not tables:
             continue
         md += [f"## {heading}", ""]
         if key in an.notes:

@@ -39,6 +39,7 @@ class Options:
     seed: int = 0
     alpha: float = 0.05
     confidence: float = 0.95
+    search: bool = False                                 # --search (or an Optuna sweep): the search section
 
 
 @dataclass
@@ -642,4 +643,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     cst = client_side(cells, df, multi)
     if cst is not None:
         tables.append(cst)
+    if opts.search:
+        from analysis.search import search_tables
+
+        tables += search_tables(df, cells, opts)
     return Analysis(tables, cells, cs, notes, multi, opts)

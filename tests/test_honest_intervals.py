@@ -139,7 +139,7 @@ def test_client_side_share_per_cell(tmp_path: Path) -> None:
     (row,) = _csv(tmp_path / "out" / "client_side.csv")
     assert (row["client e2e ms mean"], row["client e2e %"]) == ("100.00", "16.7")
     assert (row["client TTFT ms mean"], row["client TTFT %"]) == ("30.00", "30.0")
-    assert "8. Client-side share" in (tmp_path / "out" / "report.md").read_text()
+    assert "9. Client-side share" in (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("num_gpu, num_ctx, frac, ctx, layers, flag", [
