@@ -115,6 +115,8 @@ class SweepConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
+    dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
+    progress: bool = True                    # live progress on a terminal; false: one plain line per trial
 
 
 def register() -> None:
