@@ -29,8 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, plan_cells
-from sweep.server.options import LOAD_TIME_OPTIONS
+from sweep.plan import Cell, ConfigError, load_key, plan_cells
 from sweep.store import CellStore, read_whole
 
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
@@ -40,7 +39,7 @@ ASSUMED_RELOAD_S = 2.0      # per model (re)load when nothing was measured
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
-    """The override list of every job the basic sweeper would launch (one list for a plain run)."""
+    """The override list of every job Hydra's basic sweeper would launch (one list for a plain run)."""
     task = list(config.hydra.overrides.task)
     if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
         return [task]
@@ -91,13 +90,13 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
 def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
     """Plan every job (raises ConfigError on the first bad one), in launch order."""
     planned: list[Planned] = []
-    loaded: tuple[Any, ...] | None = None
+    loaded: dict[Any, tuple[Any, ...]] = {}    # server → what it has loaded (as plan.count_loads counts)
     for cfg in configs:
         for cell in plan_cells(cfg):
-            load = (cell.model, cell.backend, tuple((k, v) for k, v in cell.options.items() if k in LOAD_TIME_OPTIONS))
+            key = load_key(cell)
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
-            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, load != loaded))
-            loaded = load
+            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, loaded.get(key[0]) != key))
+            loaded[key[0]] = key
     return planned
 
 
@@ -207,4 +206,16 @@ class Preflight(Callback):
         self._check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("ReloadAwareSweeper"):
+            return   # the default sweeper composes, checks and orders every job itself, then calls dry_run()
         self._check(config)
+
+
+def dry_run(configs: Sequence[DictConfig]) -> None:
+    """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0."""
+    try:
+        planned = plan_all(configs)
+    except ConfigError as exc:
+        _stop(str(exc))
+    print_plan(planned, configs)
+    raise SystemExit(0)

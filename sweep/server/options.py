@@ -114,9 +114,6 @@ _LOAD_OPTIONS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "use_mmap": ("use_mmap", _bool),
 }
 
-#: Options that make the server load the model anew when they change (the rest apply per request).
-LOAD_TIME_OPTIONS = frozenset(_LOAD_OPTIONS)
-
 _SAMPLING_OPTIONS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "temperature": ("temperature", _ranged(_float, 0.0)),
     "top_k": ("top_k", _ranged(_int, 0)),
