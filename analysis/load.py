@@ -273,7 +273,8 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def _row_state(df: pd.DataFrame) -> pd.DataFrame:
-    """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
+    """``row_state``: the model state a row was measured in — cold (state=cold), reload (a measured trial
+    that loaded the model: ``reloaded``), else warm.
 
     Rows of different states never pool: a non-warm state is part of the cell label
     (``… [cold]``), so every table shows warm, cold and reload separately.
@@ -282,8 +283,10 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
         return df
     state = df[STATE].astype(object).where(df[STATE].notna(), WARM) if STATE in df.columns else WARM
     state = pd.Series(state, index=df.index, dtype=object)
-    if RELOADED in df.columns:
-        state = state.where(~_as_bool(df[RELOADED]), RELOAD)
+    cold = state == COLD
+    state = state.where(cold, WARM)          # state=reload: the rows that did not load are warm ones
+    if RELOADED in df.columns:                # a measured trial that loaded the model (warm-ups absorb loads)
+        state = state.where(~(_as_bool(df[RELOADED]) & ~cold & ~df["is_warmup"]), RELOAD)
     df[ROW_STATE] = state.astype(str)
     df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
     return df

@@ -117,6 +117,16 @@ class ObjectiveConfig:
 
 
 @dataclass
+class AutoConfig:
+    """``trials=auto``: measure until the 95 % CI half-width of ``metric`` is below ``ci_pct`` % of its mean."""
+
+    metric: str = "throughput_tok_s"
+    ci_pct: float = 2.0
+    min_trials: int = 3
+    max_trials: int = 30
+
+
+@dataclass
 class SweepConfig:
     """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
 
@@ -124,7 +134,7 @@ class SweepConfig:
     chimera: ChimeraConfig = MISSING
     backend: BackendConfig = MISSING
     workload: WorkloadConfig = MISSING
-    trials: int = 3
+    trials: Any = 3                          # measured trials per cell, or "auto" (see auto.*)
     warmup: int = 1
     resume: bool = False
     sweep_id: str = "${now:%Y%m%d-%H%M%S}"
@@ -135,6 +145,10 @@ class SweepConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
     progress: bool = True                    # live progress on a terminal; false: one plain line per trial
+    auto: AutoConfig = field(default_factory=AutoConfig)
+    state: str = "warm"                      # warm | cold (unload before every trial) | reload (flag reloads)
+    order: Optional[str] = None              # blocked | interleaved | random; null: random when baseline+chimera
+    order_seed: Optional[int] = None         # random order's seed; null: drawn and recorded in _run.json
 
 
 def register() -> None:

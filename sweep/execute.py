@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.plan import Cell, TrialSpec, schedule
+from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
+from sweep.model_state import ServerState, offload, unload, was_reloaded
+from sweep.order import round_order
+from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
 from sweep.store import CellStore, TraceStore
@@ -94,6 +99,11 @@ class CellRun:
     sweep_id: str
     watch: Watch | None = None
     on_record: Callable[[TrialRecord], None] | None = None
+    # Set by the job's design (order/state, :func:`run_cells`): columns every row gets, a step before each
+    # attempt (an unload for state=cold) and one after each call, before the row is stored (reload flag, /api/ps).
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    before_call: Callable[[], Awaitable[None]] | None = None
+    after_call: Callable[[TrialRecord], Awaitable[None]] | None = None
     outcome: CellOutcome = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,7 +112,7 @@ class CellRun:
     def base(self, spec: TrialSpec) -> TrialRecord:
         """The identity columns of one trial of this cell."""
         return dataclasses.replace(base_record(self.cell, self.sweep_id, self.target.client.base_url),
-                                   trial=spec.trial, warmup=spec.warmup, prompt_id=spec.prompt.id)
+                                   trial=spec.trial, warmup=spec.warmup, prompt_id=spec.prompt.id, **self.extra)
 
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
         """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
@@ -134,7 +144,11 @@ class CellRun:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
         base = self.base(spec)
         for attempt in range(1, self.policy.retries + 2):
+            if self.before_call:
+                await self.before_call()
             record = await self.call(spec.prompt.text, base, attempt)
+            if self.after_call:
+                await self.after_call(record)
             self.keep(record)
             if record.status == STATUS_OK or not is_transient(record) or attempt > self.policy.retries:
                 return record
@@ -191,3 +205,190 @@ async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
             outcome.abandoned = True
             break
     return outcome
+
+
+# ---------------------------------------------------------------- several cells: order, state, trials=auto
+
+
+@dataclass(frozen=True)
+class Design:
+    """How a job's cells are run (``order``, ``state``, ``trials``/``auto``, ``warmup``); see :mod:`sweep.order`."""
+
+    order: str = "blocked"
+    seed: int = 0
+    state: str = "warm"
+    trials: int | None = 3              # None: trials=auto
+    auto: Auto = Auto()
+    warmup: int = 1
+
+
+@dataclass
+class _Cursor:
+    """One cell's progress through the rounds."""
+
+    run: CellRun
+    done: set[tuple[int, str]]
+    next_warmup: int
+    values: list[float]
+    visited: bool = False
+    failures_in_a_row: int = 0
+    snapshot: dict[str, Any] = dataclasses.field(default_factory=dict)
+    need_snapshot: bool = True
+    rounds: int = 0
+    stopped: str | None = None
+
+
+@dataclass
+class DesignCost:
+    """What the order cost: warm-ups beyond each cell's first (reloads between arms), and their wall time."""
+
+    extra_warmups: int = 0
+    extra_warmup_s: float = 0.0
+    measuring_s: float = 0.0
+
+
+async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None = None) -> list[CellOutcome]:
+    """Measure every cell's missing trials in rounds, in the design's order, and store every attempt.
+
+    ``blocked`` runs all rounds of a cell before the next cell (today's order);
+    ``interleaved`` / ``random`` visit each running cell once per round.  A visit
+    starts with the warm-ups when the cell is new, or (state=warm) when the
+    previous request loaded other load-time options.  ``trials=auto`` drops a
+    cell from the rounds once :func:`sweep.adaptive.stop_reason` says so.
+    """
+    cost = cost or DesignCost()
+    server = ServerState()
+    cursors = [_cursor(run, design) for run in runs]
+    rounds = design.trials if design.trials is not None else design.auto.max_trials
+    started = time.perf_counter()
+    if design.order == "blocked":
+        for cur in cursors:
+            for r in range(rounds):
+                if cur.stopped:
+                    break
+                await _visit(cur, r, design, server, cost)
+                _check_stop(cur, r + 1, design)
+    else:
+        for r in range(rounds):
+            active = [c for c in cursors if not c.stopped]
+            if not active:
+                break
+            for cur in round_order(active, design.order, design.seed, r):
+                await _visit(cur, r, design, server, cost)
+            for cur in active:
+                _check_stop(cur, r + 1, design)
+    cost.measuring_s += time.perf_counter() - started
+    return [c.run.outcome for c in cursors]
+
+
+def _cursor(run: CellRun, design: Design) -> _Cursor:
+    previous = run.store.previous_rows()
+    cell = run.cell
+    done = already_measured(previous, cell.cell_hash)
+    outcome = run.outcome
+    outcome.expected = (design.trials or design.auto.min_trials) * len(cell.prompts)
+    outcome.measured_ok = len(done)
+    metric = design.auto.metric
+    values = [r.get(metric) for r in previous
+              if r["cell_hash"] == cell.cell_hash and r["status"] == STATUS_OK and not r["warmup"]]
+    warm = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
+    return _Cursor(run, done, warm, [v for v in values if v is not None])
+
+
+async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
+    """One round of one cell: [warm-ups,] then one trial per prompt not yet measured."""
+    run, cell = cur.run, cur.run.cell
+    specs = [TrialSpec(rnd, p, False) for p in cell.prompts if (rnd, p.id) not in cur.done]
+    if not specs or cur.stopped:
+        return
+    key = load_key(cell)
+    cur.need_snapshot = True
+    run.extra = {**run.extra, "state": design.state, "round": rnd, **cur.snapshot}
+    _install_hooks(cur, design, server, key)
+    if design.state == "warm" and design.warmup and (not cur.visited or server.last_key != key):
+        extra = cur.visited
+        t0 = time.perf_counter()
+        for _ in range(design.warmup):
+            spec = TrialSpec(cur.next_warmup, cell.prompts[0], True)
+            cur.next_warmup += 1
+            if not await _attempt(cur, spec, design):
+                return
+        if extra:
+            cost.extra_warmups += design.warmup
+            cost.extra_warmup_s += time.perf_counter() - t0
+    cur.visited = True
+    for spec in specs:
+        if not await _attempt(cur, spec, design):
+            return
+
+
+async def _attempt(cur: _Cursor, spec: TrialSpec, design: Design) -> bool:
+    """One trial (with its retries) of the cell; False once the cell is abandoned."""
+    run = cur.run
+    record = await run.attempt(spec)
+    if record.status == STATUS_OK:
+        cur.failures_in_a_row = 0
+        if not spec.warmup:
+            run.outcome.measured_ok += 1
+            cur.done.add((spec.trial, spec.prompt.id))
+            value = getattr(record, design.auto.metric, None)
+            if value is not None:
+                cur.values.append(value)
+        return True
+    cur.failures_in_a_row += 1
+    if cur.failures_in_a_row >= run.policy.max_consecutive_failures:
+        run.outcome.abandoned = True
+        _stop(cur, STOP_ABANDONED)
+        return False
+    return True
+
+
+def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple[Any, ...]) -> None:
+    """The cell's before/after steps for this visit: unload (cold), reload flag and /api/ps snapshot."""
+    run = cur.run
+    client, model = run.target.client, run.cell.model
+
+    async def before() -> None:
+        if design.state == "cold":
+            if not await unload(client, model):
+                console_note(f"    could not confirm that {model} was unloaded (GET /api/ps still lists it)")
+            server.last_key = None
+
+    async def after(record: TrialRecord) -> None:
+        record.reloaded = design.state == "cold" or was_reloaded(server.last_key, key, record.load_duration_ms)
+        server.last_key = key
+        if record.status == STATUS_OK and (cur.need_snapshot or design.state == "cold"):
+            cur.snapshot = await offload(client, model)
+            cur.need_snapshot = False
+            run.extra.update(cur.snapshot)
+        for name, value in cur.snapshot.items():
+            setattr(record, name, value)
+
+    run.before_call = before if design.state == "cold" else None
+    run.after_call = after
+
+
+def _check_stop(cur: _Cursor, rounds: int, design: Design) -> None:
+    cur.rounds = rounds
+    if cur.stopped:
+        return
+    if design.trials is None:
+        reason = stop_reason(design.auto, rounds, cur.values)
+        if reason:
+            _stop(cur, reason)
+    elif rounds >= design.trials:
+        cur.stopped = STOP_TRIALS
+
+
+def _stop(cur: _Cursor, reason: str) -> None:
+    """Mark the cell stopped and write the reason on its last stored row."""
+    cur.stopped = reason
+    store = cur.run.store
+    if store.records:
+        store.records[-1].stop_reason = reason
+        store.save()
+
+
+def console_note(line: str) -> None:
+    """A line for the user on stderr (the job's console is Hydra-side; this module stays plain)."""
+    print(line, file=sys.stderr)

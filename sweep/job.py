@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep import backends, provenance
-from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
+from sweep.adaptive import Auto
+from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
+from sweep.model_state import block_count
+from sweep.order import resolve
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
 from sweep.records import TrialRecord
 from sweep.objective import Objective, score
 from sweep.runner import Target
@@ -97,14 +101,17 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
         server_version = client.version()
         tags = {m.get("name", ""): m for m in _tags(client)}
         served = list(tags) if b.kind == "embedded" else []
-        models = {}
+        models, layers = {}, {}
         for cell in cells:
             show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
             models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+            layers[cell.model] = block_count(show)
     telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
                            say=lambda line: console.print(f"[dim]{line}[/]"))
                  if cfg.telemetry.enabled else None)
+    design = design_from(cfg, cells)
     config = OmegaConf.to_container(cfg, resolve=True)
+    config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
     env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                              gpus=telemetry.gpus if telemetry else process_gpus())
     provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
@@ -112,26 +119,59 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
                                            for c in cells})
     stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
               for cell in cells]
-    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
+    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry, design, layers))
+
+
+def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
+    """The job's order, seed, state and trials policy (the order resolved, the seed drawn when not given)."""
+    order, seed = resolve(cfg.order, [c.preset for c in cells], cfg.order_seed)
+    a = cfg.auto
+    return Design(order=order, seed=seed, state=cfg.state, trials=trials_count(cfg),
+                  auto=Auto(a.metric, float(a.ci_pct), int(a.min_trials), int(a.max_trials)),
+                  warmup=0 if cfg.state != "warm" else int(cfg.warmup))
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
-                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
-    """The cells one after the other, in one event loop with one stream client."""
+                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None,
+                   design: Design, layers: dict[str, int | None]) -> list[CellOutcome]:
+    """The cells in the design's order, in one event loop with one stream client."""
     b = cfg.backend
-    outcomes = []
     async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
+        runs = []
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                          on_record=lambda r: console.print(_trial_line(r)))
-            outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
-            outcomes.append(outcome)
+            label = f"{cell.cell_id}: " if design.order != "blocked" and len(cells) > 1 else ""
+            runs.append(CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
+                                on_record=_printer(label, cell, store, design)))
+            if layers.get(cell.model) is not None:
+                runs[-1].extra["model_layers"] = layers[cell.model]
+        if design.order != "blocked" and len(cells) > 1:
+            seed = f", order_seed={design.seed}" if design.order == "random" else ""
+            console.print(f"[bold]order[/] {design.order}{seed}: {len(cells)} cells, one trial each per round")
+        cost = DesignCost()
+        outcomes = await run_cells(runs, design, cost)
+        for outcome in outcomes:
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
+            console.print(f"  {outcome.cell.cell_id}: {outcome.measured_ok}/{outcome.expected} trials ok, "
                           f"{outcome.failed_attempts} failed attempts, {state}")
+        if cost.extra_warmups:
+            console.print(f"order={design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between cells, "
+                          f"{cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
+                          f"{cost.measuring_s:.1f} s measuring")
     return outcomes
+
+
+def _printer(label: str, cell: Cell, store: CellStore, design: Design) -> Callable[[TrialRecord], None]:
+    """Per-row console line; blocked order prints the cell header before its first row."""
+    first = [True]
+
+    def show(record: TrialRecord) -> None:
+        if first[0] and not label:
+            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
+        first[0] = False
+        console.print(f"    {label}{_trial_line(record).lstrip()}" if label else _trial_line(record))
+
+    return show

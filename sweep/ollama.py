@@ -141,6 +141,18 @@ class StreamClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def get_json(self, path: str) -> Any:
+        """A small unmeasured GET (``/api/ps``) between measured calls; httpx errors propagate."""
+        response = await self._http.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """A small unmeasured POST (an unload: ``keep_alive: 0``); httpx errors propagate."""
+        response = await self._http.post(path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
     @contextlib.asynccontextmanager
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[StreamStart]:
         """POST ``body`` to ``path``; the clock starts right before the request is written.

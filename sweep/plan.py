@@ -125,8 +125,8 @@ def validate_options(options: Mapping[str, Any]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Value checks the structured types cannot express; raises :class:`ConfigError`."""
-    if cfg.trials < 1:
-        raise ConfigError(f"invalid trials={cfg.trials}: must be >= 1")
+    trials_count(cfg)
+    validate_design(cfg)
     if cfg.warmup < 0:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
@@ -158,6 +158,46 @@ def validate(cfg: DictConfig) -> None:
         n = grid_size(cfg)
         if cfg.cell is not None and not 0 <= cfg.cell < n:
             raise ConfigError(f"invalid cell={cfg.cell}: this grid has {n} cells (0..{n - 1})")
+
+
+def trials_count(cfg: DictConfig) -> int | None:
+    """``trials`` as a number of measured trials, or None for ``trials=auto``."""
+    trials = cfg.trials
+    if isinstance(trials, str) and trials.strip().lower() == "auto":
+        return None
+    if isinstance(trials, bool) or not isinstance(trials, int):
+        try:
+            trials = int(str(trials))
+        except ValueError:
+            raise ConfigError(f"invalid trials={cfg.trials!r}: use a whole number >= 1 or trials=auto") from None
+    if trials < 1:
+        raise ConfigError(f"invalid trials={trials}: must be >= 1")
+    return trials
+
+
+STATES = ("warm", "cold", "reload")
+ORDERS = ("blocked", "interleaved", "random")
+
+
+def validate_design(cfg: DictConfig) -> None:
+    """state, order and auto.* values (one line each, before any request)."""
+    if cfg.state not in STATES:
+        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(STATES)}")
+    if cfg.order is not None and cfg.order not in ORDERS:
+        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(ORDERS)}")
+    if cfg.state == "cold" and cfg.backend.get("api", "ollama") != "ollama":
+        raise ConfigError("state=cold unloads with keep_alive 0 and checks GET /api/ps: it needs backend.api=ollama")
+    a = cfg.auto
+    if not 1 <= a.min_trials <= a.max_trials:
+        raise ConfigError(f"invalid auto.min_trials={a.min_trials} / auto.max_trials={a.max_trials}: "
+                          "need 1 <= min_trials <= max_trials")
+    if not a.ci_pct > 0:
+        raise ConfigError(f"invalid auto.ci_pct={a.ci_pct}: must be > 0 (percent of the mean)")
+    if a.metric not in _NUMERIC_METRICS:
+        raise ConfigError(f"invalid auto.metric={a.metric!r}: use one of {', '.join(_NUMERIC_METRICS)}")
+
+
+_NUMERIC_METRICS = ("throughput_tok_s", "client_tok_s", "ttft_ms", "e2e_ms", "itl_ms_mean")
 
 
 # ---------------------------------------------------------------- prompts

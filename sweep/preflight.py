@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, load_key, plan_cells
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, trials_count
 from sweep.store import CellStore, read_whole
 
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
@@ -95,7 +95,8 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
         for cell in plan_cells(cfg):
             key = load_key(cell)
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
-            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, loaded.get(key[0]) != key))
+            planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, int(cfg.warmup), done,
+                                   loaded.get(key[0]) != key))
             loaded[key[0]] = key
     return planned
 

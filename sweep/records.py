@@ -99,6 +99,15 @@ class TrialRecord:
     cpu_pct_process: float | None = _col("%", "mean CPU of the server process (100 = one core busy)")
     server_rss_mb_max: float | None = _col("MiB", "peak resident memory of the server process (embedded engine, or a local ollama)")
     telemetry_samples: int | None = _col("", "samples taken during the trial")
+    state: str | None = _col("", "model state the trial was measured in: `warm`, `cold` (unloaded before the trial) or `reload` (state=reload)")
+    reloaded: bool | None = _col("", "the request loaded the model: a load-time option or the model changed since the previous request, or load_duration ≥ 100 ms")
+    round: int | None = _col("", "round of the job's order (order=random/interleaved visit every cell once per round)")
+    size: int | None = _col("bytes", "model size in memory, from GET /api/ps after the cell's first call of the visit")
+    size_vram: int | None = _col("bytes", "part of `size` in GPU memory (/api/ps)")
+    vram_fraction: float | None = _col("", "size_vram / size: share of the model the server put on the GPU")
+    context_length: int | None = _col("tokens", "context length the server loaded (/api/ps); compare with num_ctx")
+    model_layers: int | None = _col("layers", "the model's block count (/api/show model_info); num_gpu asks for layers of it")
+    stop_reason: str | None = _col("", "trials=auto: why the cell stopped (`ci: …`, `max_trials: …`), on its last row; `abandoned`")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.objective import Objective, Score, score
+from sweep.plan import trials_count
 from sweep.store import cell_files, read_whole
 
 
@@ -72,7 +73,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        table, unfinished = summarize(sweep_dir, int(config.trials))
+        table, unfinished = summarize(sweep_dir, trials_count(config) or config.auto.min_trials)
         console.print(table)
         if len(cell_files(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))

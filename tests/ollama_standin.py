@@ -9,6 +9,8 @@ queued :class:`Script` (or the default one) and the request body is recorded.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import socket
 import threading
@@ -64,6 +66,16 @@ class StandIn:
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.hits: list[str] = []      # every request of any kind, "METHOD /path" (dry runs must send none)
+        # Model residency as GET /api/ps reports it: a request loads its model with its load-time options,
+        # keep_alive 0 unloads it.  Scripted: the size, the share in VRAM (0.0 = a server that ignores num_gpu),
+        # the context length (None: the num_ctx asked, else 4096), and the load_duration a (re)load reports
+        # (None: the script's, as before).
+        self.loaded: dict[str, dict[str, Any]] = {}
+        self.ps_size = 500_000_000
+        self.vram_fraction = 1.0
+        self.context_length: int | None = None
+        self.reload_load_duration: int | None = None
+        self.resident_before: list[list[str]] = []   # per streamed request: the models loaded when it arrived
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -89,6 +101,21 @@ class StandIn:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers)
+
+    def load(self, model: str, options: dict[str, Any]) -> bool:
+        """Make ``model`` resident with these load-time options; True when that meant a (re)load."""
+        wanted = {k: options.get(k) for k in ("num_ctx", "num_gpu", "num_batch", "num_thread")}
+        with self._lock:
+            if self.loaded.get(model) == wanted:
+                return False
+            self.loaded = {model: wanted}     # one model at a time, as a small GPU would
+            return True
+
+    def ps(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"name": m, "model": m, "size": self.ps_size, "size_vram": int(self.ps_size * self.vram_fraction),
+                     "context_length": self.context_length or opts.get("num_ctx") or 4096}
+                    for m, opts in self.loaded.items()]
 
     def close(self) -> None:
         self._server.shutdown()
@@ -153,7 +180,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(200, {"models": [{"name": m, "model": m, "size": 1, "digest": "0" * 64,
                                              "details": {"family": "standin"}} for m in standin.models]})
             elif self.path == "/api/ps":
-                self._json(200, {"models": []})
+                self._json(200, {"models": standin.ps()})
             elif self.path == "/":
                 data = b"Ollama is running"
                 self.send_response(200)
@@ -179,7 +206,17 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if self.path not in ("/api/generate", "/api/chat"):
                 self._json(404, {"error": "not found"})
                 return
+            if "prompt" not in body and "messages" not in body:        # load or unload only, as in Ollama
+                unload = str(body.get("keep_alive")) in ("0", "0s")
+                if unload:
+                    standin.loaded.pop(body.get("model"), None)
+                else:
+                    standin.load(body.get("model"), body.get("options") or {})
+                self._json(200, {"model": body.get("model"), "created_at": _now(), "response": "", "done": True,
+                                 "done_reason": "unload" if unload else "load"})
+                return
             standin.record(body, dict(self.headers))
+            standin.resident_before.append(list(standin.loaded))
             script = standin.next_script(body)
             if body.get("model") not in standin.models or script.fault == "http_404":
                 self._json(404, {"error": f"model '{body.get('model')}' not found"})
@@ -190,7 +227,11 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if script.fault == "http_500":
                 self._json(500, {"error": "llama runner process has terminated: exit status 2"})
                 return
+            if standin.load(body["model"], body.get("options") or {}) and standin.reload_load_duration is not None:
+                script = dataclasses.replace(script, load_duration=standin.reload_load_duration)
             self._stream(script, chat=self.path == "/api/chat", model=body["model"])
+            if str(body.get("keep_alive")) in ("0", "0s"):
+                standin.loaded.pop(body["model"], None)
 
         def _stream(self, script: Script, *, chat: bool, model: str) -> None:
             started = time.perf_counter()

@@ -1,0 +1,50 @@
+"""In which order the cells of one job are visited: ``order=blocked | interleaved | random``.
+
+Why: cells run one after the other (``blocked``) put slow drift — thermals,
+background load, a cache warming up — on whichever cell ran last; the demo's
+"significant" num_ctx × num_thread interaction was exactly that.  Spreading
+each cell's trials over *rounds* and visiting the cells in a fresh random
+order every round (``random``), or alternating them (``interleaved``, A B A B),
+lets drift hit every arm alike.
+
+A *round* holds one trial (per prompt) of every cell still running.  The order
+of round ``r`` under ``random`` is a permutation drawn from
+``numpy.random.default_rng([order_seed, r])``: the same seed gives the same
+order, independent of how many cells stopped early (``trials=auto``).
+
+This is the order *inside one job*.  The reload-aware sweeper
+(:mod:`hydra_plugins.chimera_sweep.reload_aware_sweeper`) orders *jobs*; a
+multirun of one cell per job is therefore always blocked, whatever ``order``
+says — run the grid in one job (no ``-m``) to interleave it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+ORDERS = ("blocked", "interleaved", "random")
+
+
+def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tuple[str, int]:
+    """The order to run and its seed: ``None`` → random when the job compares a baseline with chimera cells.
+
+    A seed that is not given is drawn here, so it can be recorded in the provenance
+    and the same order replayed with ``order_seed=<it>``.
+    """
+    if order is None:
+        order = "random" if {"baseline", "chimera"} <= {p.lower() for p in presets} else "blocked"
+    return order, seed if seed is not None else secrets.randbelow(2**31)
+
+
+def round_order(items: Sequence[T], order: str, seed: int, rnd: int) -> list[T]:
+    """The items (the cells still running) in the order round ``rnd`` visits them."""
+    if order == "random":
+        perm = np.random.default_rng([seed, rnd]).permutation(len(items))
+        return [items[i] for i in perm]
+    return list(items)
