@@ -133,6 +133,8 @@ class SweepConfig:
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # a parallel launcher may run two cells against one server at once (their numbers contaminate each other)
+    allow_shared_host: bool = False
 
 
 def register() -> None:
