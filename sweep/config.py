@@ -145,6 +145,8 @@ class SweepConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
     progress: bool = True                    # live progress on a terminal; false: one plain line per trial
+    # a parallel launcher may run two cells against one server at once (their numbers contaminate each other)
+    allow_shared_host: bool = False
     auto: AutoConfig = field(default_factory=AutoConfig)
     state: str = "warm"                      # warm | cold (unload before every trial) | reload (flag reloads)
     order: Optional[str] = None              # blocked | interleaved | random; null: random when baseline+chimera

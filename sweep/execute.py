@@ -25,6 +25,7 @@ while other calls are still streaming.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 import time
@@ -39,6 +40,7 @@ from sweep.order import round_order
 from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
+from sweep.running import Running
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
 
@@ -99,6 +101,7 @@ class CellRun:
     sweep_id: str
     watch: Watch | None = None
     on_record: Callable[[TrialRecord], None] | None = None
+    running: Running | None = None      # the sweep's running-cells registry: fills concurrent_cells
     # Set by the job's design (order/state, :func:`run_cells`): columns every row gets, a step before each
     # attempt (an unload for state=cold) and one after each call, before the row is stored (reload flag, /api/ps).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -117,10 +120,13 @@ class CellRun:
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
         """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
+        at_start = self.running.count() if self.running else None
         try:
             measured = await measure_call(self.target, self.cell, prompt, record)
         finally:
             columns = sampler.stop() if sampler else {}
+        if self.running:
+            measured.concurrent_cells = max(at_start or 0, self.running.count())
         measured.attempt = attempt
         for name, value in columns.items():
             setattr(measured, name, value)
@@ -296,7 +302,14 @@ def _cursor(run: CellRun, design: Design) -> _Cursor:
 
 
 async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
-    """One round of one cell: [warm-ups,] then one trial per prompt not yet measured."""
+    """One round of one cell, registered as running on this machine while it measures."""
+    running = cur.run.running
+    with running.cell(cur.run.cell.cell_hash) if running else contextlib.nullcontext():
+        await _visit_cell(cur, rnd, design, server, cost)
+
+
+async def _visit_cell(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
+    """[warm-ups,] then one trial per prompt not yet measured in this round."""
     run, cell = cur.run, cur.run.cell
     specs = [TrialSpec(rnd, p, False) for p in cell.prompts if (rnd, p.id) not in cur.done]
     if not specs or cur.stopped:

@@ -27,6 +27,7 @@ from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, tr
 from sweep.records import TrialRecord
 from sweep.objective import Objective, score
 from sweep.runner import Target
+from sweep.running import Running
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -139,13 +140,14 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
+        running = Running(sweep_dir)
         runs = []
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
             label = f"{cell.cell_id}: " if design.order != "blocked" and len(cells) > 1 else ""
             runs.append(CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                                on_record=_printer(label, cell, store, design)))
+                                on_record=_printer(label, cell, store, design), running=running))
             if layers.get(cell.model) is not None:
                 runs[-1].extra["model_layers"] = layers[cell.model]
         if design.order != "blocked" and len(cells) > 1:
