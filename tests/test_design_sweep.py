@@ -179,3 +179,27 @@ def test_bad_design_keys_are_one_line(standin: StandIn, tmp_path: Path, args: li
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert standin.requests == []
+
+
+def test_cold_state_on_the_embedded_engine_loads_before_every_trial(tmp_path: Path) -> None:
+    """The real engine: each cold trial reports a real load (load_duration > 0); warm trials report none.
+
+    The sweep confirms the unload through the engine's own ``/api/ps`` before every trial (it would print
+    "could not confirm" otherwise); the engine reports its CPU build truthfully: 0 bytes in VRAM.
+    """
+    pytest.importorskip("llama_cpp")
+    tiny = ("chimera.num_predict=4", "chimera.num_ctx=256", "telemetry.enabled=false", f"output_root={tmp_path}")
+    result = run_sweep("state=cold", "trials=2", *tiny, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "could not confirm" not in result.stderr
+    cold = trials_of(tmp_path)
+    assert list(cold["state"]) == ["cold", "cold"] and not cold["warmup"].any()
+    assert (cold["load_duration_ms"] > 5).all(), cold["load_duration_ms"].tolist()
+    assert (cold["size_vram"] == 0).all() and (cold["vram_fraction"] == 0).all() and (cold["size"] > 0).all()
+    assert (cold["context_length"] == 256).all()
+    warm_root = tmp_path / "warm"
+    assert run_sweep("trials=2", *tiny[:-1], f"output_root={warm_root}", timeout=240).returncode == 0
+    warm = trials_of(warm_root)
+    measured = warm[~warm["warmup"]]
+    assert (measured["load_duration_ms"] < cold["load_duration_ms"].min()).all()
+    assert not measured["reloaded"].any()
