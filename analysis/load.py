@@ -273,20 +273,21 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def _row_state(df: pd.DataFrame) -> pd.DataFrame:
-    """``row_state``: the model state a row was measured in — cold (state=cold), reload (a measured trial
-    that loaded the model: ``reloaded``), else warm.
+    """``row_state``: the model state a row was measured in — cold (state=cold), reload (state=reload and
+    the trial loaded the model: ``reloaded``), else warm.  Under state=warm a ``reloaded`` trial (warmup=0,
+    an eviction) stays in its cell, as before; the run-order table shows it.
 
     Rows of different states never pool: a non-warm state is part of the cell label
     (``… [cold]``), so every table shows warm, cold and reload separately.
     """
     if STATE not in df.columns and RELOADED not in df.columns:
         return df
-    state = df[STATE].astype(object).where(df[STATE].notna(), WARM) if STATE in df.columns else WARM
-    state = pd.Series(state, index=df.index, dtype=object)
-    cold = state == COLD
-    state = state.where(cold, WARM)          # state=reload: the rows that did not load are warm ones
-    if RELOADED in df.columns:                # a measured trial that loaded the model (warm-ups absorb loads)
-        state = state.where(~(_as_bool(df[RELOADED]) & ~cold & ~df["is_warmup"]), RELOAD)
+    asked = df[STATE].astype(object).where(df[STATE].notna(), WARM) if STATE in df.columns else WARM
+    asked = pd.Series(asked, index=df.index, dtype=object)
+    state = asked.where(asked == COLD, WARM)  # state=reload: the rows that did not load are warm ones
+    if RELOADED in df.columns:                 # under state=reload, a measured trial that loaded the model
+        split = (asked == RELOAD) & _as_bool(df[RELOADED]) & ~df["is_warmup"]
+        state = state.where(~split, RELOAD)
     df[ROW_STATE] = state.astype(str)
     df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
     return df
