@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.text import Text
 
 from sweep.records import TrialRecord
@@ -126,7 +125,9 @@ class Progress:
                              f"elapsed {_clock(time.monotonic() - s.started)}  ",
                              f"ETA {_clock(eta)}" if eta is not None else "ETA –",
                              (f"  failures {s.failures}", "red" if s.failures else "dim"))
-        bar = ProgressBar(total=float(total or 1), completed=float(s.cells_done), width=40)
+        filled = round(30 * s.cells_done / total) if total else 0
+        bar = Text.assemble(("━" * filled, "green"), ("━" * (30 - filled), "grey37"),
+                            f" {100 * s.cells_done / total:.0f} %" if total else "")
         cell = Text(f"cell {s.cell or '–'}: trial {s.trials_done}/{s.trials_total}", overflow="ellipsis",
                     no_wrap=True)
         last = Text.from_markup(f"last: {s.last}", overflow="ellipsis")
