@@ -106,6 +106,13 @@ def _engine(size: str) -> dict[str, float]:
     return {"embedded_ratio": float(got) if got is not None else math.nan}
 
 
+def _launchers(size: str) -> dict[str, float]:
+    from benchmarks import launchers
+
+    got = launchers.run(quick=size != "full")     # start-up and seconds per cell per Hydra launcher
+    return got if isinstance(got, dict) else {}
+
+
 def _runner(size: str) -> dict[str, float]:
     from benchmarks import runner_overhead
 
@@ -115,7 +122,7 @@ def _runner(size: str) -> dict[str, float]:
 # name → (function, keys it produces first); order = table order
 BENCHMARKS: dict[str, Callable[[str], dict[str, float]]] = {
     "parse": _parse, "fidelity": _fidelity, "concurrency": _concurrency, "cells": _cells,
-    "analysis": _analysis, "engine": _engine, "runner": _runner,
+    "analysis": _analysis, "engine": _engine, "runner": _runner, "launchers": _launchers,
 }
 
 
