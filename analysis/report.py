@@ -31,6 +31,8 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("population", "5. Population summary", ("population",)),
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
+    ("agent_stages", "8. Agent workflows", ("agent_stages",)),
+    ("concurrency", "9. Concurrency", ("concurrency", "concurrency_scenarios")),
 )
 
 
@@ -155,8 +157,8 @@ def build(
     tex = [LATEX_PREAMBLE]
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
-        if not names and key not in figs:
-            continue
+        if not tables and key not in figs and key not in an.notes:
+            continue  # nothing to show (e.g. agent sections of a prompt sweep)
         md += [f"## {heading}", ""]
         if key in an.notes:
             md += [an.notes[key], ""]
