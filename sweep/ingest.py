@@ -60,21 +60,32 @@ def _number(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
 
 
+# Columns a reader of benchmark data looks for first; the rest keep their order.
+_PRIORITY = ("tok/s", "tok_s", "throughput", "ttft", "latency", "_ms", " ms", "duration", "speedup", "Δ")
+
+
 def _label_column(frame: pd.DataFrame) -> str | None:
-    """A text column that names rows (cell, model, config…): few distinct values, more than one."""
+    """A text column that names rows (cell, model, config…): more than one distinct value, few of them."""
     for c in frame.columns:
         if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]):
             n = frame[c].nunique(dropna=True)
-            if 1 < n <= MAX_GROUPS and n < len(frame):
+            if 1 < n <= MAX_GROUPS:
                 return str(c)
     return None
 
 
-def summarize_table(name: str, frame: pd.DataFrame) -> str:
-    """Rows, columns, and mean/min/max of the numeric columns (grouped by a label column when one exists)."""
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric columns that vary, the usual benchmark metrics first."""
     numeric = [c for c in frame.columns
                if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-               and frame[c].notna().any() and frame[c].nunique() > 1][:MAX_NUMERIC_COLUMNS]
+               and frame[c].notna().any() and frame[c].nunique() > 1]
+    ranked = sorted(numeric, key=lambda c: next((i for i, p in enumerate(_PRIORITY) if p in str(c)), len(_PRIORITY)))
+    return [str(c) for c in ranked[:MAX_NUMERIC_COLUMNS]]
+
+
+def summarize_table(name: str, frame: pd.DataFrame) -> str:
+    """Rows, columns, and mean/min/max of the numeric columns (grouped by a label column when one exists)."""
+    numeric = _metric_columns(frame)
     lines = [f"## {name}: {len(frame)} rows × {len(frame.columns)} columns"]
     for c in numeric:
         s = frame[c].dropna()

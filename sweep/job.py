@@ -8,6 +8,7 @@ the first request; failing servers only ever produce rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sweep.runner import Target
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
@@ -36,11 +38,17 @@ TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it o
 
 def _trial_line(record: TrialRecord) -> str:
     kind = "warm-up" if record.warmup else "trial"
+    if record.stage is not None:  # agent rows: which run, which agent, which step
+        kind += f" {record.run_kind}" if record.run_kind else " workflow"
+        what = f"{record.stage}" + (f" agent {record.agent_id}" if record.agent_id is not None else "")
+    else:
+        what = f"prompt {record.prompt_id}"
     if record.status != "ok":
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
+        where = f" {what}" if record.stage is not None else ""
+        return f"    {kind} {record.trial}{where} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
+    return f"    {kind} {record.trial} {what}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -70,18 +78,22 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     cells = plan_cells(cfg)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
-    base_url = backends.base_url_for(cfg.backend)
+    urls = backends.base_urls_for(cfg.backend)
+    base_url = urls[0]
     b = cfg.backend
     headers = headers_from_env(b.api_key_env, b.headers_env)
-    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                      headers=headers) as client:
-        server_version = client.version()
-        tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
-        models = {}
-        for cell in cells:
-            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+    for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
+        with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                          headers=headers) as client:
+            version = client.version()
+            tags = {m.get("name", ""): m for m in _tags(client)}
+            served = list(tags) if b.kind == "embedded" else []
+            shown = {}
+            for cell in cells:
+                show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+                shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
+        if url == base_url:
+            server_version, models = version, shown
     telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
                            say=lambda line: console.print(f"[dim]{line}[/]"))
                  if cfg.telemetry.enabled else None)
@@ -92,24 +104,30 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
                                                           "config": config, "command": env["command"]}
                                            for c in cells})
     stores = [_open_store(cell, sweep_dir, cfg.resume, {"sweep_id": cfg.sweep_id, **env}) for cell in cells]
-    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
+    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry))
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
-                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
-    """The cells one after the other, in one event loop with one stream client."""
+                   urls: list[str], headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
+    """The cells one after the other, in one event loop with one stream client per server."""
     b = cfg.backend
     outcomes = []
-    async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                            headers=headers) as client:
-        target = Target(client, fmt, b.request_timeout_s)
+    async with contextlib.AsyncExitStack() as stack:
+        targets = [Target(await stack.enter_async_context(
+            StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                         headers=headers)), fmt, b.request_timeout_s) for url in urls]
+        target = targets[0]
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
                           on_record=lambda r: console.print(_trial_line(r)))
-            outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            if cell.agent_plan is not None:
+                outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                               isolated_runs=cfg.agents.isolated_runs)
+            else:
+                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
