@@ -20,7 +20,7 @@ from rich.console import Console
 from sweep import backends, provenance
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, plan_cells
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
 from sweep.runner import Target
 from sweep.streams import StreamFormat, format_for
@@ -75,7 +75,7 @@ def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str,
 
 def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``."""
-    cells = plan_cells(cfg)
+    cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
     urls = backends.base_urls_for(cfg.backend)
