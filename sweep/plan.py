@@ -262,6 +262,8 @@ def host_urls(backend: DictConfig) -> list[str]:
     if backend.kind != "ollama":
         return []
     return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
+
+
 # ---------------------------------------------------------------- order
 
 # Options the engine applies when it loads the model: changing one (or the model) forces a reload.
