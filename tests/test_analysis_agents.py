@@ -163,7 +163,7 @@ def test_cli_writes_concurrency_csv_md_latex_and_figure(tmp_path: Path) -> None:
             "TTFT delta ms mean", "TTFT delta ms CI95 hi"} <= set(header)
     assert table[0]["speedup mean"] == "1.406" and table[0]["efficiency % mean"] == "70.31"
     assert table[0]["tr114 speedup mean"] == "1.909" and table[0]["tr114 efficiency % sd"] == "1.14"
-    assert "## 9. Concurrency" in result.stdout and "| 1.406 |" in result.stdout
+    assert "## 10. Concurrency" in result.stdout and "| 1.406 |" in result.stdout
     tex = (out / "report.tex").read_text()
     assert "1.406" in tex and "tr114 speedup mean" in tex
     scen = list(csv.DictReader((out / "concurrency_scenarios.csv").open()))

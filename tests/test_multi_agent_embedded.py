@@ -52,7 +52,7 @@ def test_two_agents_on_two_embedded_instances_then_analysis(tmp_path) -> None:
     rows = list(csv.DictReader((sweep_dir / "_report" / "concurrency.csv").open()))
     assert len(rows) == 1 and rows[0]["agents"] == "2" and rows[0]["runs"] == "1"
     assert float(rows[0]["speedup mean"]) > 0 and float(rows[0]["tr114 speedup mean"]) > 0
-    assert "## 9. Concurrency" in report.stdout and "## 8. Agent workflows" in report.stdout
+    assert "## 10. Concurrency" in report.stdout and "## 9. Agent workflows" in report.stdout
 
 
 def test_ctrl_c_stops_every_embedded_instance(tmp_path) -> None:
