@@ -163,7 +163,8 @@ def test_cli_writes_concurrency_csv_md_latex_and_figure(tmp_path: Path) -> None:
             "TTFT delta ms mean", "TTFT delta ms CI95 hi"} <= set(header)
     assert table[0]["speedup mean"] == "1.406" and table[0]["efficiency % mean"] == "70.31"
     assert table[0]["tr114 speedup mean"] == "1.909" and table[0]["tr114 efficiency % sd"] == "1.14"
-    assert "## 10. Concurrency" in result.stdout and "| 1.406 |" in result.stdout
+    md = (out / "report.md").read_text()
+    assert "## 10. Concurrency" in md and "| 1.406 |" in md and "1.406" in (out / "report.html").read_text()
     tex = (out / "report.tex").read_text()
     assert "1.406" in tex and "tr114 speedup mean" in tex
     scen = list(csv.DictReader((out / "concurrency_scenarios.csv").open()))
