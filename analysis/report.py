@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import html, render
 from analysis.environment import environment_frame
 from analysis.load import Loaded
-from analysis.tables import Analysis, Options, Table, analyse
+from analysis.tables import Analysis, Options, Table, ci_methods, analyse
 
 REPORT_DIR = "_report"
 HTML_NAME = "report.html"   # beside report.md: one file, figures inside
@@ -33,8 +33,9 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
     ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
-    ("agent_stages", "9. Agent workflows", ("agent_stages",)),
-    ("concurrency", "10. Concurrency", ("concurrency", "concurrency_scenarios")),
+    ("client_side", "9. Client-side share", ("client_side",)),
+    ("agent_stages", "10. Agent workflows", ("agent_stages",)),
+    ("concurrency", "11. Concurrency", ("concurrency", "concurrency_scenarios")),
 )
 
 
@@ -103,8 +104,7 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
                       ("workload", "Workloads"), ("gpu_name", "GPUs")):
         if col in df.columns:
             facts.append(f"**{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
-    ci = (f"bootstrap {opts.bootstrap_method}, {opts.resamples} resamples, seed {opts.seed}"
-          if opts.bootstrap else "Student t")
+    ci = ci_methods(an.cellstats, opts)
     facts.append(
         f"**Methods**: {round(opts.confidence * 100)} % CIs ({ci}); sd {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}; "
         f"comparison test {'Welch t' if opts.test == 'welch' else 'Mann–Whitney U'}, "

@@ -24,6 +24,7 @@ from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
 from sweep.objective import Objective, score
 from sweep.runner import Target
+from sweep.running import Running
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -137,17 +138,19 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
             StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                          headers=headers)), fmt, b.request_timeout_s) for url in urls]
         target = targets[0]
+        running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                          on_record=lambda r: console.print(_trial_line(r)))
-            if cell.agent_plan is not None:
-                outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
-                                               isolated_runs=cfg.agents.isolated_runs)
-            else:
-                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+                          on_record=lambda r: console.print(_trial_line(r)), running=running)
+            with running.cell(cell.cell_hash):
+                if cell.agent_plan is not None:
+                    outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                                   isolated_runs=cfg.agents.isolated_runs)
+                else:
+                    outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "

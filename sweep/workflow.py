@@ -54,8 +54,8 @@ class Agent:
 def agents_for(main: CellRun, targets: Sequence[Target]) -> list[Agent]:
     """A CellRun per agent: the agent's host as target and its options/system in the request cell.
 
-    They share the cell's store, policy and telemetry, so every row lands in the
-    cell's file; only the request differs.
+    They share everything else of the cell's run (store, policy, telemetry,
+    progress), so every row lands in the cell's file; only the request differs.
     """
     plan = main.cell.agent_plan
     assert plan is not None
@@ -63,8 +63,7 @@ def agents_for(main: CellRun, targets: Sequence[Target]) -> list[Agent]:
     for spec in plan.agents:
         request_cell = dataclasses.replace(main.cell, options=dict(spec.options), preset=spec.preset,
                                            system=plan.system)
-        run = CellRun(targets[spec.host % len(targets)], request_cell, main.store, main.policy, main.sweep_id,
-                      main.watch, main.on_record)
+        run = dataclasses.replace(main, target=targets[spec.host % len(targets)], cell=request_cell)
         agents.append(Agent(spec, run))
     return agents
 
