@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from analysis import client_share
 from analysis.columns import (
-    AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO,
+    AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
 
 PROVENANCE_KEY = b"chimera.provenance"
@@ -302,7 +302,10 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
 
     Rows of different states never pool: a non-warm state is part of the cell label
-    (``… [cold]``), so every table shows warm, cold and reload separately.
+    (``… [cold]``), so every table shows warm, cold and reload separately.  Rows of an
+    agent workflow keep their cell: a reload inside a workflow or a concurrent run
+    (agents with different load-time options on one server) is part of what it measures,
+    and splitting its calls over two cells would break the run apart.
     """
     if STATE not in df.columns and RELOADED not in df.columns:
         return df
@@ -311,7 +314,8 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     if RELOADED in df.columns:
         state = state.where(~_as_bool(df[RELOADED]), RELOAD)
     df[ROW_STATE] = state.astype(str)
-    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
+    whole = df[WORKFLOW_ID].notna() if WORKFLOW_ID in df.columns else False
+    df["cell"] = df["cell"] + np.where(whole, "", state_suffix(df[ROW_STATE]))
     return df
 
 

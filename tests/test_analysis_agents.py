@@ -164,7 +164,7 @@ def test_cli_writes_concurrency_csv_md_latex_and_figure(tmp_path: Path) -> None:
     assert table[0]["speedup mean"] == "1.406" and table[0]["efficiency % mean"] == "70.31"
     assert table[0]["tr114 speedup mean"] == "1.909" and table[0]["tr114 efficiency % sd"] == "1.14"
     md = (out / "report.md").read_text()
-    assert "## 10. Concurrency" in md and "| 1.406 |" in md and "1.406" in (out / "report.html").read_text()
+    assert "## 11. Concurrency" in md and "| 1.406 |" in md and "1.406" in (out / "report.html").read_text()
     tex = (out / "report.tex").read_text()
     assert "1.406" in tex and "tr114 speedup mean" in tex
     scen = list(csv.DictReader((out / "concurrency_scenarios.csv").open()))
@@ -186,3 +186,11 @@ def test_prompt_sweep_has_no_agent_sections(tmp_path: Path) -> None:
     rows = [dict(cell_id="c", model="m", throughput_tok_s=10.0 + i, ttft_ms=50.0, status="ok") for i in range(3)]
     an = analyse(load([_write(tmp_path, rows, "plain.csv")]).frame)
     assert an.get("concurrency") is None and an.get("agent_stages") is None and an.concurrency is None
+
+
+def test_reload_rows_inside_a_run_keep_the_cell(tmp_path: Path) -> None:
+    rows = _homo_rows()
+    for r in rows:
+        r["reloaded"] = r["agent_id"] == 1            # e.g. hetero options on one server: agent 1 reloads
+    c = _concurrency(_write(tmp_path, rows, "reload.csv"))
+    assert len(c) == 1 and c.iloc[0]["runs"] == 2 and c.iloc[0]["speedup mean"] == pytest.approx(1.40625)
