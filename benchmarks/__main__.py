@@ -14,6 +14,7 @@ BENCHMARKS = {
     "engine": "benchmarks.engine",              # embedded server over HTTP vs llama.cpp in-process
     "analysis": "benchmarks.analysis_speed",    # 1 M trial rows → all tables
     "runner": "benchmarks.runner_overhead",     # client-side cost of our stream loop
+    "launchers": "benchmarks.launchers",        # start-up and seconds per cell per Hydra launcher
 }
 
 
