@@ -189,6 +189,12 @@ def schedule_runs(plan: AgentPlan, trials: int, warmup: int, isolated_runs: int 
     return specs
 
 
+def expected_rows(plan: AgentPlan, trials: int, isolated_runs: int | None) -> int:
+    """Measured rows (calls) a complete agent cell holds, for progress: each run's agents × stages."""
+    calls = sum(len(s.agents) for s in schedule_runs(plan, trials, 0, isolated_runs))
+    return calls * len(plan.stages)
+
+
 def completed_runs(rows: Sequence[Mapping[str, Any]], cell_hash: str, stages: int) -> set[tuple[Any, ...]]:
     """Keys of the measured runs stored earlier whose every agent finished every stage with status ok."""
     by_run: dict[str, list[Mapping[str, Any]]] = {}

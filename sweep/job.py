@@ -17,7 +17,8 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, provenance
+from sweep import backends, progress, provenance
+from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
@@ -36,21 +37,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
-
-
-def _trial_line(record: TrialRecord) -> str:
-    kind = "warm-up" if record.warmup else "trial"
-    if record.stage is not None:  # agent rows: which run, which agent, which step
-        kind += f" {record.run_kind}" if record.run_kind else " workflow"
-        what = f"{record.stage}" + (f" agent {record.agent_id}" if record.agent_id is not None else "")
-    else:
-        what = f"prompt {record.prompt_id}"
-    if record.status != "ok":
-        where = f" {what}" if record.stage is not None else ""
-        return f"    {kind} {record.trial}{where} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
-    tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
-    ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} {what}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -133,6 +119,9 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     """The cells one after the other, in one event loop with one stream client per server."""
     b = cfg.backend
     outcomes = []
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
     async with contextlib.AsyncExitStack() as stack:
         targets = [Target(await stack.enter_async_context(
             StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
@@ -142,9 +131,11 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                          on_record=lambda r: console.print(_trial_line(r)), running=running)
+            total = (expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs) if cell.agent_plan
+                     else cfg.trials * len(cell.prompts))
+            shown.cell_started(cell.cell_id, store.path.name, total)
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+                          running=running)
             with running.cell(cell.cell_hash):
                 if cell.agent_plan is not None:
                     outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
@@ -153,6 +144,5 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                     outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
-                          f"{outcome.failed_attempts} failed attempts, {state}")
+            shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
     return outcomes
