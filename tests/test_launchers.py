@@ -111,3 +111,30 @@ def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: 
                      "#SBATCH --array=0-2%3", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
         assert expected in lines, script.read_text()
     assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)
+
+
+
+@pytest.mark.parametrize("launcher", [
+    ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "chimera.num_ctx=256,512,1024,2048"),
+    ("hydra/launcher=submitit_local", "chimera.num_ctx=256,512"),          # every cell at once: 2 cells, 2 hosts
+], ids=["joblib", "submitit_local"])
+def test_parallel_launchers_give_each_running_cell_its_own_host(launcher: tuple[str, ...], tmp_path: Path) -> None:
+    with StandIn(models=("gemma3:latest",)) as a, StandIn(models=("gemma3:latest",)) as b:
+        for server in (a, b):
+            server.default = Script(token_interval_s=0.05)   # ~0.5 s per trial: cells overlap
+        result = run_sweep("-m", *launcher, "backend=ollama", f'backend.hosts=["{a.base_url}","{b.base_url}"]',
+                           "model=gemma3", "trials=3", "warmup=0", f"output_root={tmp_path}", timeout=240)
+        assert result.returncode == 0, result.stderr
+        assert ", 2 at once," in result.stderr
+        df = pd.read_parquet(only_sweep(tmp_path))
+        cells = df["num_ctx"].nunique()
+        assert len(df) == 3 * cells and df["status"].eq("ok").all()
+        assert len(a.requests) + len(b.requests) == 3 * cells and a.requests and b.requests
+    hosts = df.groupby("num_ctx")["base_url"].unique()
+    assert all(len(h) == 1 for h in hosts)                                  # a cell stays on its host
+    assert df["concurrent_cells"].max() == 2
+    spans = {c: (*_windows(rows), rows["base_url"].iloc[0]) for c, rows in df.groupby("num_ctx")}
+    for x, (x0, x1, xh) in spans.items():
+        for y, (y0, y1, yh) in spans.items():
+            if x < y and x0 < y1 and y0 < x1:
+                assert xh != yh, f"cells {x} and {y} overlapped on {xh}"   # never two at once on one host
