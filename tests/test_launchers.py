@@ -45,6 +45,7 @@ def _windows(rows: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
     return rows["started_at"].min(), end.max()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_ray_runs_two_cells_at_once_each_on_its_own_embedded_server_and_resumes_a_basic_run(
         embedded_server, ray_env: None, tmp_path: Path) -> None:
@@ -114,6 +115,7 @@ def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: 
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
     ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "chimera.num_ctx=256,512,1024,2048"),
     ("hydra/launcher=submitit_local", "chimera.num_ctx=256,512"),          # every cell at once: 2 cells, 2 hosts
