@@ -8,8 +8,8 @@ the first request; failing servers only ever produce rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, provenance
+from sweep import backends, progress, provenance
+from sweep.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
 from sweep.model_state import block_count
@@ -27,10 +28,11 @@ from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, tr
 from sweep.records import TrialRecord
 from sweep.objective import Objective, score
 from sweep.runner import Target
-from sweep.running import Running
+from sweep.running import Running, lease_host
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
@@ -38,15 +40,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
-
-
-def _trial_line(record: TrialRecord) -> str:
-    kind = "warm-up" if record.warmup else "trial"
-    if record.status != "ok":
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
-    tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
-    ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -85,6 +78,22 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
                  Objective.from_config(cfg.objective)).value
 
 
+def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
+                         cells: list[Cell]) -> list[str]:
+    """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
+
+    Why: under a parallel launcher (joblib, submitit, Ray on one machine) two
+    cells measured at once on one server slow each other down; the sweeper
+    refused plans with more cells at once than servers, and this picks the free
+    one.  The leased server goes first (the cell's target); the lease is held
+    until the job ends.  Agent cells use every server at once, round-robin.
+    """
+    if len(urls) < 2 or any(c.agent_plan is not None for c in cells):
+        return urls
+    host = held.enter_context(lease_host(sweep_dir, urls))
+    return [host] + [u for u in urls if u != host]
+
+
 def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``.
 
@@ -94,33 +103,38 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
-    base_url = backends.base_url_for(cfg.backend)
-    b = cfg.backend
-    headers = headers_from_env(b.api_key_env, b.headers_env)
-    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                      headers=headers) as client:
-        server_version = client.version()
-        tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
-        models, layers = {}, {}
-        for cell in cells:
-            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
-            layers[cell.model] = block_count(show)
-    telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                           say=lambda line: console.print(f"[dim]{line}[/]"))
-                 if cfg.telemetry.enabled else None)
-    design = design_from(cfg, cells)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
-    env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
-                             gpus=telemetry.gpus if telemetry else process_gpus())
-    provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
-                                                          "config": config, "command": env["command"]}
-                                           for c in cells})
-    stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
-              for cell in cells]
-    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry, design, layers))
+    with contextlib.ExitStack() as held:
+        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(cfg.backend), cells)
+        base_url = urls[0]
+        b = cfg.backend
+        headers = headers_from_env(b.api_key_env, b.headers_env)
+        for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
+            with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                              headers=headers) as client:
+                version = client.version()
+                tags = {m.get("name", ""): m for m in _tags(client)}
+                served = list(tags) if b.kind == "embedded" else []
+                shown, blocks = {}, {}
+                for cell in cells:
+                    show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+                    shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
+                    blocks[cell.model] = block_count(show)
+            if url == base_url:
+                server_version, models, layers = version, shown, blocks
+        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
+                               say=lambda line: console.print(f"[dim]{line}[/]"))
+                     if cfg.telemetry.enabled else None)
+        design = design_from(cfg, cells)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
+        env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
+                                 gpus=telemetry.gpus if telemetry else process_gpus())
+        provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
+                                                              "config": config, "command": env["command"]}
+                                               for c in cells})
+        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
+                  for cell in cells]
+        return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
 
 
 def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
@@ -133,32 +147,59 @@ def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
-                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None,
-                   design: Design, layers: dict[str, int | None]) -> list[CellOutcome]:
-    """The cells in the design's order, in one event loop with one stream client."""
+                   urls: list[str], headers: dict[str, str], telemetry: Telemetry | None, design: Design,
+                   layers: dict[str, int | None]) -> list[CellOutcome]:
+    """The cells in the design's order, in one event loop with one stream client per server.
+
+    Agent cells run one after the other; single-prompt cells follow ``design`` (:func:`run_cells`):
+    under ``blocked`` one at a time with a progress line each, otherwise together in rounds.
+    """
     b = cfg.backend
-    async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                            headers=headers) as client:
-        target = Target(client, fmt, b.request_timeout_s)
+    outcomes = []
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
+    async with contextlib.AsyncExitStack() as stack:
+        targets = [Target(await stack.enter_async_context(
+            StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                         headers=headers)), fmt, b.request_timeout_s) for url in urls]
+        target = targets[0]
         running = Running(sweep_dir)
-        runs = []
+        cost = DesignCost()
+        prompt_runs: list[CellRun] = []
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            label = f"{cell.cell_id}: " if design.order != "blocked" and len(cells) > 1 else ""
-            runs.append(CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                                on_record=_printer(label, cell, store, design), running=running))
-            if layers.get(cell.model) is not None:
-                runs[-1].extra["model_layers"] = layers[cell.model]
-        if design.order != "blocked" and len(cells) > 1:
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+                          running=running)
+            if cell.agent_plan is None:
+                if layers.get(cell.model) is not None:
+                    run.extra["model_layers"] = layers[cell.model]
+                prompt_runs.append(run)
+                continue
+            shown.cell_started(cell.cell_id, store.path.name,
+                               expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs))
+            with running.cell(cell.cell_hash):
+                outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                               isolated_runs=cfg.agents.isolated_runs)
+            outcomes.append(outcome)
+            _done(shown, outcome)
+        rounds = design.trials or design.auto.max_trials
+        if design.order == "blocked" or len(prompt_runs) < 2:
+            for run in prompt_runs:
+                shown.cell_started(run.cell.cell_id, run.store.path.name, rounds * len(run.cell.prompts))
+                (outcome,) = await run_cells([run], design, cost)
+                outcomes.append(outcome)
+                _done(shown, outcome)
+        else:
             seed = f", order_seed={design.seed}" if design.order == "random" else ""
-            console.print(f"[bold]order[/] {design.order}{seed}: {len(cells)} cells, one trial each per round")
-        cost = DesignCost()
-        outcomes = await run_cells(runs, design, cost)
-        for outcome in outcomes:
-            state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.cell.cell_id}: {outcome.measured_ok}/{outcome.expected} trials ok, "
-                          f"{outcome.failed_attempts} failed attempts, {state}")
+            shown.cell_started(f"{len(prompt_runs)} cells, order={design.order}{seed}, one trial each per round",
+                               "", sum(rounds * len(r.cell.prompts) for r in prompt_runs))
+            together = await run_cells(prompt_runs, design, cost)
+            outcomes += together
+            shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
+                            sum(o.failed_attempts for o in together),
+                            "complete" if all(o.complete for o in together) else "incomplete")
         if cost.extra_warmups:
             console.print(f"order={design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between cells, "
                           f"{cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
@@ -166,14 +207,6 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     return outcomes
 
 
-def _printer(label: str, cell: Cell, store: CellStore, design: Design) -> Callable[[TrialRecord], None]:
-    """Per-row console line; blocked order prints the cell header before its first row."""
-    first = [True]
-
-    def show(record: TrialRecord) -> None:
-        if first[0] and not label:
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-        first[0] = False
-        console.print(f"    {label}{_trial_line(record).lstrip()}" if label else _trial_line(record))
-
-    return show
+def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+    state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
+    shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
