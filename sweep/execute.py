@@ -1,4 +1,4 @@
-"""Run one cell: pre-flight, warm-ups, trials, retries, abandonment, resume.
+"""Run a job's cells: warm-ups, trials, retries, abandonment, resume — in the job's order and model state.
 
 Every attempt becomes a stored row (a retried failure is recorded, not hidden),
 and the cell's rows are flushed to its store after each one.  On resume, the
@@ -37,7 +37,7 @@ from typing import Any
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.model_state import ServerState, offload, unload, was_reloaded
 from sweep.order import round_order
-from sweep.plan import Cell, TrialSpec, load_key, schedule
+from sweep.plan import Cell, TrialSpec, load_key
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
 from sweep.running import Running
@@ -177,39 +177,9 @@ def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[in
     }
 
 
-def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) -> list[TrialSpec]:
-    """Missing measured trials, preceded by warm-ups (re-run, since the model is cold again).
-
-    Warm-up indices continue after earlier runs' warm-ups, so no two rows share
-    (warmup, trial, prompt_id) with status ok.
-    """
-    done = already_measured(previous, cell.cell_hash)
-    specs = schedule(cell, trials, warmup)
-    missing = [s for s in specs if not s.warmup and (s.trial, s.prompt.id) not in done]
-    if not missing:
-        return []
-    offset = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
-    warmups = [TrialSpec(s.trial + offset, s.prompt, True) for s in specs if s.warmup]
-    return warmups + missing
-
-
 async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
-    """Measure what is missing of the single-prompt cell and store every attempt."""
-    previous = run.store.previous_rows()
-    outcome = run.outcome
-    outcome.expected = trials * len(run.cell.prompts)
-    outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
-    consecutive_failures = 0
-    for spec in _todo(run.cell, trials, warmup, previous):
-        record = await run.attempt(spec)
-        if record.status == STATUS_OK:
-            consecutive_failures = 0
-            outcome.measured_ok += 0 if spec.warmup else 1
-            continue
-        consecutive_failures += 1
-        if consecutive_failures >= run.policy.max_consecutive_failures:
-            outcome.abandoned = True
-            break
+    """Measure what is missing of one single-prompt cell (warm, blocked): :func:`run_cells` of one cell."""
+    (outcome,) = await run_cells([run], Design(trials=trials, warmup=warmup))
     return outcome
 
 
