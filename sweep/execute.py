@@ -37,7 +37,7 @@ from typing import Any
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.model_state import ServerState, offload, unload, was_reloaded
 from sweep.order import round_order
-from sweep.plan import Cell, TrialSpec, load_key
+from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
 from sweep.running import Running
@@ -281,7 +281,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
 async def _visit_cell(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
     """[warm-ups,] then one trial per prompt not yet measured in this round."""
     run, cell = cur.run, cur.run.cell
-    specs = [TrialSpec(rnd, p, False) for p in cell.prompts if (rnd, p.id) not in cur.done]
+    specs = [s for s in schedule(cell, rnd + 1, 0) if s.trial == rnd and (rnd, s.prompt.id) not in cur.done]
     if not specs or cur.stopped:
         return
     key = load_key(cell)

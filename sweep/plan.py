@@ -348,3 +348,15 @@ def reload_order(items: Sequence[T], key: Callable[[T], tuple[Any, ...]]) -> lis
     either way (one per distinct key and server).
     """
     return sorted(items, key=key)
+
+
+def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:
+    """Warm-ups first (on the first prompt), then trials interleaving the prompts.
+
+    Interleaving (trial-major) spreads slow drift (thermals, caches) over all
+    prompts instead of loading it onto the last one.
+    """
+    specs = [TrialSpec(i, cell.prompts[0], True) for i in range(warmup)]
+    for t in range(trials):
+        specs.extend(TrialSpec(t, p, False) for p in cell.prompts)
+    return specs
