@@ -13,7 +13,8 @@ import time
 BENCHMARKS = {
     "engine": "benchmarks.engine",              # embedded server over HTTP vs llama.cpp in-process
     "analysis": "benchmarks.analysis_speed",    # 1 M trial rows → all tables
-    "runner": "benchmarks.runner_overhead",     # client-side cost of our stream loop
+    "runner": "benchmarks.runner_overhead",     # client-side cost per chunk at 1, 8, 64 concurrent streams
+    "store": "benchmarks.store_speed",          # cost of storing one trial as a cell grows to 10,000
 }
 
 

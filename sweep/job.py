@@ -104,12 +104,17 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
         for cell, store in zip(cells, stores):
-            watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
-                     if telemetry else None)
+            traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
+                          Watch(telemetry, traces) if telemetry and traces else None,
                           on_record=lambda r: console.print(_trial_line(r)))
-            outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            try:
+                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            finally:   # also on Ctrl-C: a finished run's parts become one file
+                store.close()
+                if traces:
+                    traces.close()
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep.store import cell_files, read_whole
+from sweep.store import cell_files, read_cell
 
 
 def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
@@ -25,7 +25,7 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
         table.add_column(col)
     unfinished = []
     for path in cell_files(sweep_dir):
-        rows = read_whole(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
+        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
         measured = [r for r in rows if not r["warmup"]]
         ok = sum(r["status"] == "ok" for r in measured)
         failed = sum(r["status"] != "ok" for r in rows)
