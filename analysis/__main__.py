@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from analysis.load import InputError, load, newest_sweep
+from analysis.load import InputError, load, newest_sweep, was_search
 from analysis.report import build
 from analysis.tables import Options
 
@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-cell", metavar="TEXT",
                    help="draw telemetry over time for the cell whose label contains TEXT "
                         "(default: the cell with the most samples)")
+    p.add_argument("--search", action="store_true",
+                   help="add the search section (best cell, optimisation history, parameter importance); "
+                        "on by itself for a sweep run with hydra/sweeper=optuna")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
     p.add_argument("--quiet", action="store_true", help="do not print the Markdown to stdout")
     return p
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top=args.top, ddof=0 if args.population_sd else 1, test=args.test,
         correction=args.correction, sensitivity_test=args.sensitivity_test,
         bootstrap=args.bootstrap, bootstrap_method=args.bootstrap_method,
-        resamples=args.resamples, seed=args.seed, alpha=args.alpha,
+        resamples=args.resamples, seed=args.seed, alpha=args.alpha, search=args.search,
     )
     try:
         paths = args.paths
@@ -85,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = [newest_sweep()]
             print(f"analysing the newest sweep: {paths[0]}", file=sys.stderr)
         loaded = load(paths)
+        if not opts.search and any(was_search(Path(p)) for p in paths):
+            opts.search = True
         report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv,
                        telemetry_cell=args.telemetry_cell)
     except InputError as exc:

@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("population", "5. Population summary", ("population",)),
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
+    ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
 )
 
 
@@ -156,6 +157,8 @@ def build(
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
         if not names and key not in figs:
+            continue
+        if key == "search" and not tables:
             continue
         md += [f"## {heading}", ""]
         if key in an.notes:
