@@ -1,8 +1,9 @@
-"""``python -m analysis [PATH ...]``: trial rows → report tables (Markdown on stdout, files in _report/).
+"""``python -m analysis [PATH ...]``: trial rows → report files in _report/ and a short summary on stdout.
 
 Thin on purpose: parse flags, call :func:`analysis.load.load` and
-:func:`analysis.report.build`, and turn input problems into one stderr line and
-exit code 2.
+:func:`analysis.report.build`, print :mod:`analysis.brief`'s summary (or the
+whole Markdown with ``--markdown``), and turn input problems into one stderr
+line and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+import webbrowser
+
+from analysis import brief
 from analysis.load import InputError, load, newest_sweep, was_search
-from analysis.report import build
+from analysis.report import HTML_NAME, build
 from analysis.tables import Options
 
 EXIT_INPUT = 2
@@ -37,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m analysis",
         description="Analyse sweep trials: per-cell statistics, rankings, baseline vs chimera, "
-        "parameter sensitivity, run-order effects. Writes report.md, CSVs, report.tex and figures "
-        "into <input>/_report/ and prints the Markdown.",
+        "parameter sensitivity, run-order effects. Writes report.html, report.md, CSVs, report.tex and "
+        "figures into <input>/_report/ and prints a short summary.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="sweep directory, Parquet file/directory or CSV; several are concatenated "
@@ -66,8 +70,20 @@ def parser() -> argparse.ArgumentParser:
                    help="add the search section (best cell, optimisation history, parameter importance); "
                         "on by itself for a sweep run with hydra/sweeper=optuna")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
-    p.add_argument("--quiet", action="store_true", help="do not print the Markdown to stdout")
+    p.add_argument("--markdown", action="store_true", help="print the whole Markdown report instead of the summary")
+    p.add_argument("--quiet", action="store_true", help="print nothing but where the report went")
+    p.add_argument("--open", action="store_true", help="open report.html in the web browser afterwards")
     return p
+
+
+def _next_command(argv: Sequence[str], paths: Sequence[str | Path], opened: bool) -> str:
+    """The command that opens this report in a browser (or, once opened, compares it with another sweep)."""
+    args = [a for a in argv if a not in ("--open", "--quiet", "--markdown")]
+    if not any(not a.startswith("-") for a in args):
+        args = [str(p) for p in paths] + args
+    if opened:
+        return f"python -m analysis {' '.join(args)} OTHER_SWEEP   (two sweeps side by side)"
+    return f"python -m analysis {' '.join(args)} --open   (the HTML report in a browser)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,9 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    if not args.quiet:
+    if args.markdown:
         sys.stdout.write(report.markdown)
-    print(f"report written to {report.out_dir}/report.md", file=sys.stderr)
+    elif not args.quiet:
+        lines = brief.summary_lines(loaded, report.analysis)
+        lines += brief.file_lines(report.out_dir, report.files, _next_command(argv, paths, args.open))
+        print("\n".join(lines))
+    if args.markdown or args.quiet:
+        print(f"report written to {report.out_dir}/{HTML_NAME}", file=sys.stderr)
+    if args.open:
+        page = (report.out_dir / HTML_NAME).resolve().as_uri()
+        if not webbrowser.open(page):
+            print(f"no web browser found: open {page} yourself", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep import backends
+from sweep import backends, cli_errors
 from sweep.config import register
 from sweep.job import objective_value, run_job
 from sweep.plan import ConfigError
@@ -44,6 +44,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _run() -> None:
+    cli_errors.flags_first(sys.argv)
     sweep_dir = pin_sweep_id(sys.argv)
     try:
         ensure_writable(sweep_dir.parent)  # before Hydra creates its own files there
@@ -51,7 +52,7 @@ def _run() -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     try:
-        main()
+        cli_errors.run(main)
     except KeyboardInterrupt:
         backends.stop_embedded()
         print(f"\ninterrupted: every completed trial is saved in {sweep_dir}\n"

@@ -133,6 +133,8 @@ class SweepConfig:
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
+    progress: bool = True                    # live progress on a terminal; false: one plain line per trial
 
 
 def register() -> None:

@@ -63,6 +63,7 @@ class StandIn:
         self.script_for: Callable[[dict[str, Any]], Script] | None = None
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.hits: list[str] = []      # every request of any kind, "METHOD /path" (dry runs must send none)
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -145,6 +146,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         # ------------------------------------------------------------ routes
         def do_GET(self) -> None:
+            standin.hits.append(f"GET {self.path}")
             if self.path == "/api/version":
                 self._json(200, {"version": standin.version})
             elif self.path == "/api/tags":
@@ -162,6 +164,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
+            standin.hits.append(f"POST {self.path}")
             body = self._body()
             if body is None:
                 return

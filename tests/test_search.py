@@ -64,7 +64,7 @@ def test_analysis_of_a_search_shows_best_history_and_importance(standin: StandIn
                        f"output_root={tmp_path}", timeout=300)
     assert result.returncode == 0, result.stderr
     sweep_dir = only_sweep(tmp_path)
-    report = run_module("analysis", str(sweep_dir), timeout=300)          # no --search: detected
+    report = run_module("analysis", str(sweep_dir), "--markdown", timeout=300)   # no --search: detected
     assert report.returncode == 0, report.stderr
     assert "## 8. Search" in report.stdout
     best = pd.read_csv(sweep_dir / "_report" / "search_best.csv")
