@@ -42,7 +42,7 @@ from typing import Any, Iterator
 
 from sweep.ollama import OllamaClient
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from sweep.server import launch
 from sweep.server.models import default_registry

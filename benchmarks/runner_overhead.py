@@ -15,7 +15,7 @@ import httpx
 
 from sweep.ollama import OllamaClient
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import _read_stream, _Stream, measure_trial
 from tests.ollama_standin import Script, StandIn
 

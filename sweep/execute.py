@@ -15,8 +15,8 @@ from typing import Any
 
 from sweep.ollama import OllamaClient
 from sweep.plan import Cell, TrialSpec, schedule
-from sweep.records import STATUS_OK, TrialRecord
-from sweep.runner import TRANSIENT_STATUSES, measure_trial
+from sweep.contract import Status, TrialRecord, is_transient
+from sweep.runner import measure_trial
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
 
@@ -58,16 +58,10 @@ def base_record(cell: Cell, sweep_id: str, base_url: str) -> TrialRecord:
     )
 
 
-def _is_transient(record: TrialRecord) -> bool:
-    if record.status in TRANSIENT_STATUSES:
-        return True
-    return record.status == "http_error" and (record.error or "").startswith(("HTTP 5", "HTTP 429"))
-
-
 def _already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
     return {
         (r["trial"], r["prompt_id"]) for r in rows
-        if r["cell_hash"] == cell_hash and r["status"] == STATUS_OK and not r["warmup"]
+        if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]
     }
 
 
@@ -107,7 +101,7 @@ def run_cell(client: OllamaClient, cell: Cell, store: CellStore, *, sweep_id: st
     consecutive_failures = 0
     for spec in _todo(cell, trials, warmup, previous):
         record = _attempt(client, cell, spec, base, store, policy, outcome, on_record, watch)
-        if record.status == STATUS_OK:
+        if record.status == Status.OK:
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
             continue
@@ -128,10 +122,10 @@ def _attempt(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecor
         outcome.ran += 1
         if on_record:
             on_record(record)
-        if record.status == STATUS_OK:
+        if record.status == Status.OK:
             return record
         outcome.failed_attempts += 1
-        if not _is_transient(record) or attempt > policy.retries:
+        if not is_transient(record.status, record.http_status) or attempt > policy.retries:
             return record
         time.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
     return record

@@ -18,12 +18,9 @@ import numpy as np
 
 from sweep.ollama import OllamaClient, error_text
 from sweep.plan import Cell, TrialSpec
-from sweep.records import TrialRecord, utc_now
+from sweep.contract import TRANSIENT_STATUSES, Status, TrialRecord, utc_now  # noqa: F401
 
 NS_PER_MS = 1_000_000
-
-# Failure kinds worth another attempt: the server or network may recover.
-TRANSIENT_STATUSES = frozenset({"connect_error", "protocol_error", "stall", "timeout", "server_error"})
 
 
 def request_body(cell: Cell, prompt: str, *, stream: bool = True) -> dict[str, Any]:
@@ -53,7 +50,8 @@ class _Stream:
     pieces: list[str] = field(default_factory=list)
     final: dict[str, Any] | None = None
     final_ns: int | None = None
-    status: str = "ok"
+    status: Status = Status.OK
+    http_status: int | None = None
     error: str | None = None
 
 
@@ -91,23 +89,23 @@ def _read_stream(lines: Any, deadline_ns: int, got: _Stream) -> None:
                 got.pieces.append(text)
             return
         elif kind == "error":
-            got.status, got.error = "server_error", value
+            got.status, got.error = Status.SERVER_ERROR, value
             return
         else:
-            got.status, got.error = "protocol_error", value
+            got.status, got.error = Status.PROTOCOL_ERROR, value
             return
         if arrived_ns > deadline_ns:
-            got.status, got.error = "timeout", "request exceeded backend.request_timeout_s"
+            got.status, got.error = Status.TIMEOUT, "request exceeded backend.request_timeout_s"
             return
-    got.status, got.error = "protocol_error", "stream ended without a final chunk (done: true)"
+    got.status, got.error = Status.PROTOCOL_ERROR, "stream ended without a final chunk (done: true)"
 
 
-def _classify(exc: httpx.HTTPError, responded: bool) -> str:
+def _classify(exc: httpx.HTTPError, responded: bool) -> Status:
     if isinstance(exc, httpx.ReadTimeout):
-        return "stall"
+        return Status.STALL
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)) or not responded:
-        return "connect_error"
-    return "protocol_error"
+        return Status.CONNECT_ERROR
+    return Status.PROTOCOL_ERROR
 
 
 def _ns_to_ms(value: Any) -> float | None:
@@ -154,15 +152,16 @@ def measure_trial(client: OllamaClient, cell: Cell, spec: TrialSpec, *,
         with client.stream(cell.endpoint, request_body(cell, spec.prompt.text)) as start:
             sent_ns = start.sent_ns
             responded = True
+            got.http_status = start.status_code
             if start.status_code != 200:
                 start.response.read()
-                got.status = "http_error"
+                got.status = Status.HTTP_ERROR
                 got.error = f"HTTP {start.status_code}: {error_text(start.response)}"
             else:
                 _read_stream(start.lines, sent_ns + int(request_timeout_s * 1e9), got)
     except httpx.HTTPError as exc:
         got.status = _classify(exc, responded)
         got.error = f"{type(exc).__name__}: {exc}".strip(": ") or type(exc).__name__
-    record.status, record.error = got.status, got.error
+    record.status, record.error, record.http_status = got.status, got.error, got.http_status
     _fill_timings(record, sent_ns, got)
     return record

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep.store import cell_files, read_whole
+from sweep.contract import Status, read_whole, trial_files
 
 
 def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
@@ -24,11 +24,11 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
-    for path in cell_files(sweep_dir):
+    for path in trial_files(sweep_dir):
         rows = read_whole(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
         measured = [r for r in rows if not r["warmup"]]
-        ok = sum(r["status"] == "ok" for r in measured)
-        failed = sum(r["status"] != "ok" for r in rows)
+        ok = sum(r["status"] == Status.OK for r in measured)
+        failed = sum(r["status"] != Status.OK for r in rows)
         expected = trials * len({r["prompt_id"] for r in rows}) if rows else trials
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:

@@ -6,7 +6,7 @@ import pytest
 
 from sweep.ollama import OllamaClient
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial, request_body
 from tests.ollama_standin import Script, StandIn
 
