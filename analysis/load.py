@@ -68,6 +68,13 @@ def newest_sweep(root: Path = Path(SWEEPS_ROOT)) -> Path:
     return newest
 
 
+def was_search(path: Path) -> bool:
+    """True for a sweep run by the Optuna sweeper: it leaves ``optimization_results.yaml`` in Hydra's sweep dir."""
+    if not path.is_dir():
+        return False
+    return any(path.glob("optimization_results.yaml")) or any(path.glob("*/optimization_results.yaml"))
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

@@ -346,9 +346,15 @@ def trace_files(sweep_dir: Path) -> list[Path]:
     return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
 
+def sweep_dirs(root: Path) -> list[Path]:
+    """The sweep directories under ``root``, most recently modified first."""
+    if not root.is_dir():
+        return []
+    sweeps = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(PRIVATE_PREFIXES)]
+    return sorted(sweeps, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def newest_sweep(root: Path) -> Path | None:
     """The most recently modified sweep directory under ``root`` (None if there is none)."""
-    if not root.is_dir():
-        return None
-    sweeps = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(PRIVATE_PREFIXES)]
-    return max(sweeps, key=lambda p: p.stat().st_mtime, default=None)
+    sweeps = sweep_dirs(root)
+    return sweeps[0] if sweeps else None
