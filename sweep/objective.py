@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
 from sweep.contract import COLUMNS, Status
 
 STATS = ("mean", "median", "p95")
