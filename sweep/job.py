@@ -20,11 +20,11 @@ from sweep import backends, provenance
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.records import TrialRecord
+from sweep.contract import TRACES_DIR, Status, TrialRecord, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable, read_cell
+from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,12 +32,9 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
-
-
 def _trial_line(record: TrialRecord) -> str:
     kind = "warm-up" if record.warmup else "trial"
-    if record.status != "ok":
+    if record.status != Status.OK:
         return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"

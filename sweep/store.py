@@ -23,8 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,10 +31,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweep.contract import (PART_PREFIX, PROVENANCE_KEY, SCHEMA, TrialRecord, conform, part_name, part_range,
+                            read_cell, read_whole, to_table)
 from sweep.plan import ConfigError
-from sweep.records import TrialRecord, to_table
-
-PROVENANCE_KEY = b"chimera.provenance"
 
 
 def ensure_writable(directory: Path) -> None:
@@ -91,59 +89,9 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda handle: handle.write(text))
 
 
-def read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file through one open handle.
-
-    Why: reading by path opens the file more than once (footer, then pages); a
-    writer's atomic rename in between hands the reader two versions, and it
-    fails with "page was smaller than expected".  One handle pins one inode.  It is
-    Arrow's own file, not Python's ``open``: Arrow's reader threads calling back
-    into a Python file aborted the interpreter at exit in about 1 run in 5.
-    """
-    with pa.OSFile(str(path), "rb") as handle:
-        return pq.read_table(handle, columns=columns)
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """An older file's rows in today's schema: columns added since then are null."""
-    columns = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 # ---------------------------------------------------------------- parts
 
-PART_PREFIX = "part-"
 FANOUT = 16   # parts of one level merged into one part of the next
-_PART = re.compile(r"^part-(\d{8})-(\d{8})\.parquet$")
-
-
-def part_name(first: int, last: int) -> str:
-    """A part covering flushes ``first``..``last`` (inclusive) of its cell."""
-    return f"{PART_PREFIX}{first:08d}-{last:08d}.parquet"
-
-
-def part_range(name: str) -> tuple[int, int] | None:
-    """``(first, last)`` of a part's file name; None for any other file."""
-    match = _PART.match(name)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def uncovered(paths: Sequence[Path]) -> list[Path]:
-    """Drop the parts that a larger part in the same directory covers (a merge caught halfway)."""
-    ranges: dict[Path, list[tuple[int, int]]] = {}
-    for p in paths:
-        r = part_range(p.name)
-        if r:
-            ranges.setdefault(p.parent, []).append(r)
-
-    def covered(p: Path) -> bool:
-        r = part_range(p.name)
-        return r is not None and any(a <= r[0] and r[1] <= b and (a, b) != r for a, b in ranges[p.parent])
-
-    return [p for p in paths if not covered(p)]
 
 
 @dataclass
@@ -234,7 +182,7 @@ class CellStore:
         """Every row of the cell: earlier runs' first, then this run's."""
         table = to_table(self.records)
         if self.previous is not None:
-            table = pa.concat_tables([_conform(self.previous, table.schema), table])
+            table = pa.concat_tables([conform(self.previous, table.schema), table])
         metadata = {PROVENANCE_KEY: json.dumps(self.provenance, default=str).encode()}
         return table.replace_schema_metadata(metadata)
 
@@ -275,20 +223,12 @@ def _into_parts(path: Path) -> None:
     staging = path.with_name(f".{path.name}.parts")
     if path.is_file():   # in today's schema, so that every part of the directory has the same columns
         old = read_whole(path)
-        write_atomic(_conform(old, to_table([]).schema).replace_schema_metadata(old.schema.metadata),
+        write_atomic(conform(old, SCHEMA).replace_schema_metadata(old.schema.metadata),
                      staging / part_name(0, 0))
         path.unlink()
     if staging.is_dir() and not path.exists():
         os.replace(staging, path)
         _fsync_dir(path.parent)
-
-
-def read_cell(path: Path) -> pa.Table:
-    """All rows of one cell (a directory of parts, or a one-file cell), in today's schema, oldest first."""
-    files = uncovered(sorted(path.glob("*.parquet"))) if path.is_dir() else [path]
-    schema = to_table([]).schema
-    tables = [_conform(read_whole(f), schema) for f in files]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 class TraceStore:
@@ -325,14 +265,3 @@ class TraceStore:
                 self.log.close(self._rows)
             except OSError:
                 self.broken = True
-
-
-def cell_files(sweep_dir: Path) -> Sequence[Path]:
-    return sorted(p for p in sweep_dir.glob("*.parquet") if not p.name.startswith(("_", ".")))
-
-
-def trial_files(directory: Path) -> list[Path]:
-    """The trial Parquet files under ``directory`` (anything under a ``_`` or ``.`` name skipped), covered parts dropped."""
-    out = [p for p in sorted(directory.rglob("*.parquet"))
-           if p.is_file() and not any(part.startswith(("_", ".")) for part in p.relative_to(directory).parts)]
-    return uncovered(out)

@@ -15,14 +15,14 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from sweep.contract import Status, cell_paths, read_cell
 from sweep.objective import Objective, Score, score
-from sweep.store import cell_files, read_cell
 
 
 def best_cell(sweep_dir: Path, objective: Objective, maximize: bool = True) -> tuple[str, Score] | None:
     """The cell with the best objective (``objective.*``), scored from its stored rows."""
     scored = []
-    for path in cell_files(sweep_dir):
+    for path in cell_paths(sweep_dir):
         rows = read_cell(path).to_pylist()
         if rows:
             scored.append((rows[0]["cell_id"], score(rows, objective)))
@@ -51,11 +51,11 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
-    for path in cell_files(sweep_dir):
+    for path in cell_paths(sweep_dir):
         rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
         measured = [r for r in rows if not r["warmup"]]
-        ok = sum(r["status"] == "ok" for r in measured)
-        failed = sum(r["status"] != "ok" for r in rows)
+        ok = sum(r["status"] == Status.OK for r in measured)
+        failed = sum(r["status"] != Status.OK for r in rows)
         expected = trials * len({r["prompt_id"] for r in rows}) if rows else trials
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
@@ -74,7 +74,7 @@ class SweepSummary(Callback):
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         table, unfinished = summarize(sweep_dir, int(config.trials))
         console.print(table)
-        if len(cell_files(sweep_dir)) > 1:
+        if len(cell_paths(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:

@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.plan import ConfigError
-from sweep.records import SCHEMA, TrialRecord, to_table
-from sweep.store import (FANOUT, PROVENANCE_KEY, CellStore, TraceStore, cell_files, ensure_writable, part_name, read_cell,
-                         read_whole, trial_files, write_atomic)
+from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, part_name, read_cell, read_whole, to_table, trial_files
+from sweep.store import FANOUT, CellStore, TraceStore, ensure_writable, write_atomic
 
 
 def _record(trial: int) -> TrialRecord:
@@ -87,10 +86,10 @@ def test_unwritable_output_dir_is_a_config_error(tmp_path: Path) -> None:
         ensure_writable(blocker / "sweeps")
 
 
-def test_cell_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
+def test_trial_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
     for name in ("a.parquet", "_run.parquet", ".a.parquet.tmp.parquet", "b.parquet"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in cell_files(tmp_path)] == ["a.parquet", "b.parquet"]
+    assert [p.name for p in trial_files(tmp_path)] == ["a.parquet", "b.parquet"]
 
 
 def _while_rewritten(path: Path, read, seconds: float = 1.0) -> tuple[int, list[str]]:
@@ -132,7 +131,7 @@ def test_analysis_reads_a_live_sweep_consistently(tmp_path: Path) -> None:
     from analysis.load import _read_parquet_files
 
     path = tmp_path / "live.parquet"
-    reads, errors = _while_rewritten(path, lambda: _read_parquet_files([path]))
+    reads, errors = _while_rewritten(path, lambda: _read_parquet_files(path))
     assert reads > 20 and errors == []
 
 
