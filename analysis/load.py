@@ -22,9 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from analysis import client_share
 from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
-from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, read_tables, read_whole, trace_files
+from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_tables, read_whole, trace_files
 from sweep.contract import newest_sweep as _newest_sweep
+
+STATE, RELOADED, ROW_STATE = "state", "reloaded", "row_state"
+WARM, COLD, RELOAD = "warm", "cold", "reload"
 
 
 class InputError(Exception):
@@ -220,11 +224,11 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     if "status" not in df.columns:
-        df["status"] = "ok"
-    df["status"] = df["status"].fillna("ok").astype(str)
+        df["status"] = Status.OK.value
+    df["status"] = df["status"].fillna(Status.OK.value).astype(str)
     df["is_warmup"] = _as_bool(df["warmup"]) if "warmup" in df.columns else False
-    df["is_failed"] = (df["status"] != "ok") & ~df["is_warmup"]
-    df["measured"] = (df["status"] == "ok") & ~df["is_warmup"]
+    df["is_failed"] = (df["status"] != Status.OK) & ~df["is_warmup"]
+    df["measured"] = (df["status"] == Status.OK) & ~df["is_warmup"]
     if "started_at" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["started_at"]):
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
     if "sweep_id" in df.columns:
@@ -238,7 +242,29 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         df["cell"] = df["cell_id"].where(df["cell_id"].notna(), derived).astype(str)
     else:
         df["cell"] = _derive_cells(df)
+    return client_share.add_columns(_row_state(df))
+
+
+def _row_state(df: pd.DataFrame) -> pd.DataFrame:
+    """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
+
+    Rows of different states never pool: a non-warm state is part of the cell label
+    (``… [cold]``), so every table shows warm, cold and reload separately.
+    """
+    if STATE not in df.columns and RELOADED not in df.columns:
+        return df
+    state = df[STATE].astype(object).where(df[STATE].notna(), WARM) if STATE in df.columns else WARM
+    state = pd.Series(state, index=df.index, dtype=object)
+    if RELOADED in df.columns:
+        state = state.where(~_as_bool(df[RELOADED]), RELOAD)
+    df[ROW_STATE] = state.astype(str)
+    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
     return df
+
+
+def state_suffix(state: pd.Series) -> pd.Series:
+    """`` [cold]`` / `` [reload]`` for non-warm rows, ``""`` for warm ones."""
+    return np.where(state == WARM, "", " [" + state + "]")
 
 
 def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
@@ -265,7 +291,8 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         return df, {}
     opts = [c for c in OPTION_KEYS if c in df.columns]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
-    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts]]
+    state = [ROW_STATE] if ROW_STATE in df.columns else []
+    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
     new: dict[tuple[str, str], str] = {}
     fixed: dict[str, str] = {}
     for preset, group in cells.groupby("preset", dropna=False, sort=False):
@@ -276,6 +303,8 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             values = row._asdict()
             parts = [str(preset)] + [str(values[c]) for c in ident]
             parts += [f"{c}={format_level(c, values[c])}" for c in varying]
+            if ROW_STATE in values and values[ROW_STATE] != WARM:
+                parts.append(f"[{values[ROW_STATE]}]")
             new[(row.dataset, row.cell)] = " ".join(parts)
     labels = pd.Series(new)
     if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():

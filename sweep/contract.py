@@ -172,6 +172,8 @@ class TrialRecord:
                                           "or a local ollama)", label="server RSS MB max", decimals=0,
                                           better=LOWER, show=EXTRA)
     telemetry_samples: int | None = col("", "samples taken during the trial")
+    concurrent_cells: int | None = col("cells", "cells of this sweep measured on this machine while this trial ran "
+                                       "(its own included: 1 = alone; the larger of the counts at its start and end)")
     http_status: int | None = col("", "HTTP status code of the response (null when none arrived); "
                                   "retries of `http_error` read it")
 

@@ -23,6 +23,7 @@ from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.contract import TRACES_DIR, Status, TrialRecord, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
+from sweep.running import Running
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -120,14 +121,16 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
+        running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
             traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
                           Watch(telemetry, traces) if telemetry and traces else None,
-                          on_record=lambda r: console.print(_trial_line(r)))
+                          on_record=lambda r: console.print(_trial_line(r)), running=running)
             try:
-                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+                with running.cell(cell.cell_hash):
+                    outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             finally:   # also on Ctrl-C: a finished run's parts become one file
                 store.close()
                 if traces:
