@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -159,7 +159,7 @@ class CellStore:
     def __init__(self, path: Path, provenance: dict[str, Any] | None = None) -> None:
         self.path = path
         self.provenance = provenance or {}
-        _into_parts(path)
+        _into_parts(path, SCHEMA)
         previous = read_cell(path) if path.is_dir() else None
         self.previous: pa.Table | None = previous if previous is not None and previous.num_rows else None
         self.records: list[TrialRecord] = []
@@ -172,7 +172,11 @@ class CellStore:
 
     def append(self, record: TrialRecord) -> Path:
         """Add a record and persist it; returns where it landed."""
-        self.records.append(record)
+        return self.extend([record])
+
+    def extend(self, records: Sequence[TrialRecord]) -> Path:
+        """Add records and persist them together (one part); returns where they landed."""
+        self.records.extend(records)
         return self.save()
 
     def _rows(self, start: int, stop: int) -> pa.Table:
@@ -215,7 +219,7 @@ def _rescue_path(path: Path) -> Path:
     return Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / path.parent.name / path.name
 
 
-def _into_parts(path: Path) -> None:
+def _into_parts(path: Path, schema: pa.Schema) -> None:
     """A one-file cell (written before parts) becomes a directory holding that file as its first part.
 
     Two renames through a hidden staging directory; a crash between them is finished on the next open.
@@ -223,7 +227,7 @@ def _into_parts(path: Path) -> None:
     staging = path.with_name(f".{path.name}.parts")
     if path.is_file():   # in today's schema, so that every part of the directory has the same columns
         old = read_whole(path)
-        write_atomic(conform(old, SCHEMA).replace_schema_metadata(old.schema.metadata),
+        write_atomic(conform(old, schema).replace_schema_metadata(old.schema.metadata),
                      staging / part_name(0, 0))
         path.unlink()
     if staging.is_dir() and not path.exists():
@@ -241,7 +245,7 @@ class TraceStore:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        _into_parts(path)
+        _into_parts(path, schema)
         self.tables: list[pa.Table] = []
         self.log = PartLog(path, {})
         self.broken = False

@@ -220,3 +220,15 @@ def test_pandas_duckdb_and_polars_read_the_sweep_directory_alike(tmp_path: Path)
     assert sorted(pl.read_parquet(f"{tmp_path}/*.parquet/*.parquet")["trial"].to_list()) == expected
     rows = duckdb.sql(f"select trial from read_parquet('{tmp_path}/*.parquet/*.parquet')").fetchall()
     assert sorted(r[0] for r in rows) == expected
+
+
+def test_rows_kept_together_are_one_part(tmp_path: Path) -> None:
+    """A concurrent run's rows (N agents) are flushed at once: one part, not N."""
+    cell = tmp_path / "cell.parquet"
+    store = CellStore(cell)
+    store.extend([_record(0), _record(1)])
+    store.append(_record(2))
+    assert _files(cell) == [part_name(0, 0), part_name(1, 1)]
+    assert pq.read_table(cell / part_name(0, 0))["trial"].to_pylist() == [0, 1]
+    store.close()
+    assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]
