@@ -308,10 +308,25 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     labels = pd.Series(new)
     if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():
         return df, {}
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
+    pairs, (datasets, cell_ids) = _pair_codes(df["dataset"], df["cell"])
+    uniq, inverse = np.unique(pairs, return_inverse=True)
+    n = len(cell_ids)
+    short = np.array([new[(datasets[p // n], cell_ids[p % n])] for p in uniq], dtype=object)
     df["cell_id_full"] = df["cell"]
-    df["cell"] = labels.reindex(key).to_numpy()
+    df["cell"] = short[inverse]
     return df, fixed
+
+
+def _pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One int64 per row for the pair (a, b), ordered as (a, b) sort; and the sorted uniques of each.
+
+    Why not a MultiIndex: turning a million-row MultiIndex into tuples was the
+    analysis's slowest step (1.5 s); two factorizations and integer maths are
+    milliseconds.
+    """
+    ca, ua = pd.factorize(a, sort=True)
+    cb, ub = pd.factorize(b, sort=True)
+    return ca.astype(np.int64) * len(ub) + cb, (np.asarray(ua, dtype=object), np.asarray(ub, dtype=object))
 
 
 def _split_by_gpu(df: pd.DataFrame) -> pd.DataFrame:
@@ -371,7 +386,6 @@ def combine(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
     df, fixed = compact_labels(df)
     if not df["measured"].any():
         raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
-    codes, _ = pd.factorize(key, sort=True)
-    df["cell_key"] = codes
+    pairs, _ = _pair_codes(df["dataset"], df["cell"])
+    df["cell_key"] = np.unique(pairs, return_inverse=True)[1].astype(np.int64)
     return df, fixed

@@ -16,11 +16,11 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, provenance
+from sweep import backends, progress, provenance
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.contract import TRACES_DIR, Status, TrialRecord, read_whole
+from sweep.contract import TRACES_DIR, read_whole
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running
@@ -33,13 +33,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _trial_line(record: TrialRecord) -> str:
-    kind = "warm-up" if record.warmup else "trial"
-    if record.status != Status.OK:
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
-    tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
-    ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -118,6 +111,9 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     """The cells one after the other, in one event loop with one stream client."""
     b = cfg.backend
     outcomes = []
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
     async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
@@ -125,13 +121,12 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                          on_record=lambda r: console.print(_trial_line(r)), running=running)
+            shown.cell_started(cell.cell_id, store.path.name, cfg.trials * len(cell.prompts))
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+                          running=running)
             with running.cell(cell.cell_hash):
                 outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
-                          f"{outcome.failed_attempts} failed attempts, {state}")
+            shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
     return outcomes
