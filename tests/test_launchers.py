@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.records import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
