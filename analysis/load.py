@@ -23,7 +23,9 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis import client_share
-from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
+from analysis.columns import (
+    AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
+)
 from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_tables, read_whole, trace_files
 from sweep.contract import newest_sweep as _newest_sweep
 
@@ -182,10 +184,29 @@ def _as_bool(s: pd.Series) -> pd.Series:
     return low.isin(["true", "1", "yes", "t", "1.0"]).fillna(False).astype(bool)
 
 
+def per_agent_columns(df: pd.DataFrame, cols: Sequence[str], by: str | list[str] = RUN_ID) -> set[str]:
+    """Columns that differ between the agents of one group (a heterogeneous run or cell).
+
+    Why: agents of one multi-agent run may send different options (``chimera_hetero``,
+    ``baseline_vs_chimera``); those columns describe agents, not the cell, so they
+    must neither split a run into cells nor name it.
+    """
+    keys = [by] if isinstance(by, str) else by
+    if not cols or AGENT_ID not in df.columns or not df[AGENT_ID].notna().any():
+        return set()  # not agent data: skip the scan (a million-row sweep pays nothing)
+    if any(k not in df.columns for k in keys) or not df[keys[-1]].notna().any():
+        return set()
+    counts = df.groupby(keys, sort=False)[list(cols)].nunique(dropna=False).max()
+    return {c for c in cols if counts[c] > 1}
+
+
 def _derive_cells(df: pd.DataFrame) -> pd.Series:
     """A readable cell label from the parameter columns present (when ``cell_id`` is missing)."""
-    ident = [c for c in ("preset", "model", "workload", "backend") if c in df.columns]
+    ident = [c for c in ("preset", "model", "workload", "backend", SCENARIO) if c in df.columns]
     opts = [c for c in OPTION_KEYS if c in df.columns and df[c].notna().any()]
+    per_agent = per_agent_columns(df, ["preset", *opts] if "preset" in ident else opts)
+    ident = [c for c in ident if c not in per_agent] + ([AGENTS] if AGENTS in df.columns else [])
+    opts = [c for c in opts if c not in per_agent]
     cols = ident + opts
     if not cols:
         raise InputError("no column identifies cells (need cell_id, or model/preset/option columns such as num_gpu)")
@@ -193,10 +214,15 @@ def _derive_cells(df: pd.DataFrame) -> pd.Series:
     firsts = df.loc[~codes.duplicated(), cols]
     labels = {}
     for code, (_, row) in zip(codes[~codes.duplicated()], firsts.iterrows()):
-        parts = [str(row[c]) for c in ident if pd.notna(row[c])]
+        parts = [_ident_text(c, row[c]) for c in ident if pd.notna(row[c])]
         parts += [f"{c}={format_level(c, row[c])}" for c in opts if pd.notna(row[c])]
         labels[code] = " ".join(parts) or "default"
     return codes.map(labels)
+
+
+def _ident_text(column: str, value: Any) -> str:
+    """An identity value in a cell label (the agent count says what it counts)."""
+    return f"agents={int(value)}" if column == AGENTS else str(value)
 
 
 def format_level(column: str, value: Any) -> str:
@@ -249,7 +275,10 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
 
     Rows of different states never pool: a non-warm state is part of the cell label
-    (``… [cold]``), so every table shows warm, cold and reload separately.
+    (``… [cold]``), so every table shows warm, cold and reload separately.  Rows of an
+    agent workflow keep their cell: a reload inside a workflow or a concurrent run
+    (agents with different load-time options on one server) is part of what it measures,
+    and splitting its calls over two cells would break the run apart.
     """
     if STATE not in df.columns and RELOADED not in df.columns:
         return df
@@ -258,7 +287,8 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     if RELOADED in df.columns:
         state = state.where(~_as_bool(df[RELOADED]), RELOAD)
     df[ROW_STATE] = state.astype(str)
-    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
+    whole = df[WORKFLOW_ID].notna() if WORKFLOW_ID in df.columns else False
+    df["cell"] = df["cell"] + np.where(whole, "", state_suffix(df[ROW_STATE]))
     return df
 
 
@@ -275,7 +305,7 @@ def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_LABEL_IDENTITY = ("model", "workload")
+_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS)
 
 
 def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -290,6 +320,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     if "preset" not in df.columns:
         return df, {}
     opts = [c for c in OPTION_KEYS if c in df.columns]
+    opts = [c for c in opts if c not in per_agent_columns(df, opts, ["dataset", "cell"])]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
     state = [ROW_STATE] if ROW_STATE in df.columns else []
     cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
@@ -301,7 +332,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         fixed[str(preset)] = " ".join(f"{c}={format_level(c, group[c].iloc[0])}" for c in held) or "server defaults"
         for row in group.itertuples(index=False):
             values = row._asdict()
-            parts = [str(preset)] + [str(values[c]) for c in ident]
+            parts = [str(preset)] + [_ident_text(c, values[c]) for c in ident if pd.notna(values[c])]
             parts += [f"{c}={format_level(c, values[c])}" for c in varying]
             if ROW_STATE in values and values[ROW_STATE] != WARM:
                 parts.append(f"[{values[ROW_STATE]}]")
@@ -309,10 +340,25 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     labels = pd.Series(new)
     if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():
         return df, {}
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
+    pairs, (datasets, cell_ids) = _pair_codes(df["dataset"], df["cell"])
+    uniq, inverse = np.unique(pairs, return_inverse=True)
+    n = len(cell_ids)
+    short = np.array([new[(datasets[p // n], cell_ids[p % n])] for p in uniq], dtype=object)
     df["cell_id_full"] = df["cell"]
-    df["cell"] = labels.reindex(key).to_numpy()
+    df["cell"] = short[inverse]
     return df, fixed
+
+
+def _pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One int64 per row for the pair (a, b), ordered as (a, b) sort; and the sorted uniques of each.
+
+    Why not a MultiIndex: turning a million-row MultiIndex into tuples was the
+    analysis's slowest step (1.5 s); two factorizations and integer maths are
+    milliseconds.
+    """
+    ca, ua = pd.factorize(a, sort=True)
+    cb, ub = pd.factorize(b, sort=True)
+    return ca.astype(np.int64) * len(ub) + cb, (np.asarray(ua, dtype=object), np.asarray(ub, dtype=object))
 
 
 def _split_by_gpu(df: pd.DataFrame) -> pd.DataFrame:
@@ -372,7 +418,6 @@ def combine(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
     df, fixed = compact_labels(df)
     if not df["measured"].any():
         raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
-    codes, _ = pd.factorize(key, sort=True)
-    df["cell_key"] = codes
+    pairs, _ = _pair_codes(df["dataset"], df["cell"])
+    df["cell_key"] = np.unique(pairs, return_inverse=True)[1].astype(np.int64)
     return df, fixed

@@ -68,6 +68,7 @@ class Analysis:
     notes: dict[str, str]               # section → sentence (e.g. why a table is absent)
     multi_dataset: bool
     options: Options
+    concurrency: pd.DataFrame | None = None   # per multi-agent cell: speedup and tr114 means with CIs (figure)
 
     def get(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -100,6 +101,11 @@ def _id_columns(cells: pd.DataFrame, index: pd.Index, multi: bool) -> pd.DataFra
 # ---------------------------------------------------------------- per-cell statistics
 
 
+def _numeric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns
+            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+
+
 def cell_statistics(
     df: pd.DataFrame, cells: pd.DataFrame, opts: Options
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -108,7 +114,7 @@ def cell_statistics(
     Returns a wide frame keyed by cell_key with "<column>:<stat>" columns, and
     the raw (n, mean, m2) moments per headline metric for later combination.
     """
-    m = df.loc[df["measured"]]
+    m = df.loc[df["measured"], _numeric_columns(df)]   # text columns are slow to copy (Arrow take) and unused here
     key = m["cell_key"]
     all_g = df.groupby("cell_key", sort=True)
     out = pd.DataFrame(index=cells.index)
@@ -283,7 +289,7 @@ def baseline_vs_chimera(
     kc, kb = pairs["cell_key"].to_numpy(), pairs["cell_key_b"].to_numpy()
     groups = None
     if opts.test == "mannwhitney" or opts.bootstrap:
-        m = df.loc[df["measured"]]
+        m = df.loc[df["measured"], _numeric_columns(df)]
         groups = m.groupby("cell_key", sort=False)
     parts = []
     for metric in HEADLINE:
@@ -566,7 +572,7 @@ def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi:
     rest_max = m.assign(_f=m.index.isin(order.drop_duplicates("cell_key").index)).loc[lambda x: ~x["_f"]].groupby("cell_key")[metric].max().reindex(n.index)
     t = _id_columns(an_cells, n.index, multi)
     t["n"] = n.to_numpy(int)
-    wu = df.loc[df["is_warmup"] & (df["status"] == Status.OK) & df[metric].notna()]
+    wu = df.loc[df["is_warmup"] & (df["status"] == Status.OK) & df[metric].notna(), ["cell_key", metric]]
     if len(wu):
         wg = wu.groupby("cell_key")[metric]
         t["warm-ups"] = wg.count().reindex(n.index, fill_value=0).to_numpy(int)
@@ -648,4 +654,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
         from analysis.search import search_tables
 
         tables += search_tables(df, cells, opts)
-    return Analysis(tables, cells, cs, notes, multi, opts)
+    from analysis.agents import analyse_agents  # imports this module's Table/Options
+
+    agent_tables, concurrency_figure = analyse_agents(df, cells, multi, opts)
+    tables += agent_tables
+    return Analysis(tables, cells, cs, notes, multi, opts, concurrency_figure)

@@ -272,7 +272,7 @@ def _mean(values: list[float]) -> float:
     return statistics.mean(values) if values else math.nan
 
 
-def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> None:
+def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> float:
     print(f"tok/s, mean ± sd over {rounds} rounds × {reps} repetitions of {num_predict} greedy tokens "
           f"(prompt {PROMPT!r}, num_ctx {N_CTX}, num_batch {N_BATCH})")
     head = (f"{'model':<13} {'thr':>3} | {'HTTP server':>13} {'in-proc':>13} {'ratio':>11} | "
@@ -301,9 +301,11 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
           "tokens); other CPU = cores busy with other processes (above ~0.1 the figures are disturbed).")
     verdict = "met" if worst >= GOAL else "NOT met"
     print(f"lowest HTTP/in-process ratio: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
+    return worst
 
 
-def run(quick: bool = False) -> None:
+def run(quick: bool = False) -> float:
+    """Measure every (model, num_thread) block, print the table; returns the lowest HTTP/in-process ratio."""
     rounds, reps, num_predict = (2, 1, 32) if quick else (3, 3, 128)
     models = [m for m in MODELS if _available(m)]
     blocks: list[Block] = []
@@ -325,7 +327,7 @@ def run(quick: bool = False) -> None:
             block.other_cpu = load.cores()
             print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
             blocks.append(block)
-    print_table(blocks, rounds, reps, num_predict)
+    return print_table(blocks, rounds, reps, num_predict)
 
 
 def _available(model: str) -> bool:

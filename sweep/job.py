@@ -8,6 +8,7 @@ the first request; failing servers only ever produce rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,30 +17,25 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, provenance
+from sweep import backends, progress, provenance
+from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.contract import TRACES_DIR, Status, TrialRecord, read_cell
+from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _trial_line(record: TrialRecord) -> str:
-    kind = "warm-up" if record.warmup else "trial"
-    if record.status != Status.OK:
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
-    tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
-    ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -87,18 +83,22 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
-    base_url = backends.base_url_for(cfg.backend)
+    urls = backends.base_urls_for(cfg.backend)
+    base_url = urls[0]
     b = cfg.backend
     headers = headers_from_env(b.api_key_env, b.headers_env)
-    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                      headers=headers) as client:
-        server_version = client.version()
-        tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
-        models = {}
-        for cell in cells:
-            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+    for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
+        with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                          headers=headers) as client:
+            version = client.version()
+            tags = {m.get("name", ""): m for m in _tags(client)}
+            served = list(tags) if b.kind == "embedded" else []
+            shown = {}
+            for cell in cells:
+                show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+                shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
+        if url == base_url:
+            server_version, models = version, shown
     telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
                            say=lambda line: console.print(f"[dim]{line}[/]"))
                  if cfg.telemetry.enabled else None)
@@ -110,33 +110,43 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
                                            for c in cells})
     stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
               for cell in cells]
-    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
+    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry))
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
-                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
-    """The cells one after the other, in one event loop with one stream client."""
+                   urls: list[str], headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
+    """The cells one after the other, in one event loop with one stream client per server."""
     b = cfg.backend
     outcomes = []
-    async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                            headers=headers) as client:
-        target = Target(client, fmt, b.request_timeout_s)
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
+    async with contextlib.AsyncExitStack() as stack:
+        targets = [Target(await stack.enter_async_context(
+            StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                         headers=headers)), fmt, b.request_timeout_s) for url in urls]
+        target = targets[0]
         running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
             traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
+            total = (expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs) if cell.agent_plan
+                     else cfg.trials * len(cell.prompts))
+            shown.cell_started(cell.cell_id, store.path.name, total)
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
-                          Watch(telemetry, traces) if telemetry and traces else None,
-                          on_record=lambda r: console.print(_trial_line(r)), running=running)
+                          Watch(telemetry, traces) if telemetry and traces else None, on_record=shown.trial,
+                          running=running)
             try:
                 with running.cell(cell.cell_hash):
-                    outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+                    if cell.agent_plan is not None:
+                        outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                                       isolated_runs=cfg.agents.isolated_runs)
+                    else:
+                        outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             finally:   # also on Ctrl-C: a finished run's parts become one file
                 store.close()
                 if traces:
                     traces.close()
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
-                          f"{outcome.failed_attempts} failed attempts, {state}")
+            shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
     return outcomes

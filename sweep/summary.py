@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from sweep import progress
+from sweep.agents import completed_runs
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.objective import Objective, Score, score
 
@@ -45,18 +47,32 @@ def best_line(sweep_dir: Path, objective: Objective, maximize: bool = True) -> s
             f"({objective.metric} mean {s.mean:.2f}, {ci}, n={s.n}{note})")
 
 
-def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
-    """A table of cells and the list of cells that are not complete."""
+_AGENT_COLUMNS = ["cell_hash", "workflow_id", "run_id", "run_kind", "agent_id", "agents", "stage", "trial"]
+
+
+def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int | None) -> tuple[int, int]:
+    """Measured trials ok / expected; for agent cells, complete runs / scheduled runs."""
+    if not any(r.get("workflow_id") for r in rows):
+        ok = sum(r["status"] == Status.OK for r in rows if not r["warmup"])
+        return ok, trials * len({r["prompt_id"] for r in rows}) if rows else trials
+    stages = len({r["stage"] for r in rows if r.get("stage")})
+    ok = len(completed_runs(rows, rows[0]["cell_hash"], stages))
+    agents = max((r.get("agents") or 0 for r in rows), default=0)
+    if not agents:
+        return ok, trials
+    return ok, trials + agents * (trials if isolated_runs is None else isolated_runs)
+
+
+def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) -> tuple[Table, list[str]]:
+    """A table of cells and the list of cells that are not complete (agent cells count runs)."""
     table = Table(title=f"sweep {sweep_dir.name}", title_justify="left")
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
     for path in cell_paths(sweep_dir):
-        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
-        measured = [r for r in rows if not r["warmup"]]
-        ok = sum(r["status"] == Status.OK for r in measured)
+        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS]).to_pylist()
         failed = sum(r["status"] != Status.OK for r in rows)
-        expected = trials * len({r["prompt_id"] for r in rows}) if rows else trials
+        ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
             unfinished.append(rows[0]["cell_id"] if rows else path.stem)
@@ -64,22 +80,54 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
     return table, unfinished
 
 
+TABLE_MAX_CELLS = 12   # more cells than this: counts and the unfinished ones instead of a row per cell
+
+
+def verdict_lines(sweep_dir: Path) -> list[str]:
+    """Baseline-vs-chimera verdicts (Δ %, CI, adjusted p) and failures, as ``python -m analysis`` prints them.
+
+    Computed in memory from the stored rows (no report files are written);
+    an analysis that cannot run (e.g. no measured trial yet) just adds nothing.
+    """
+    from analysis import brief
+    from analysis.load import InputError, load
+    from analysis.tables import analyse
+
+    try:
+        loaded = load([sweep_dir])
+        an = analyse(loaded.frame)
+    except (InputError, ValueError, KeyError):
+        return []
+    return brief.summary_lines(loaded, an)[1:]
+
+
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
     def _report(self, config: DictConfig, hydra_dir: str) -> None:
+        progress.stop()
         sweep_dir = Path(hydra_dir).parent
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        table, unfinished = summarize(sweep_dir, int(config.trials))
-        console.print(table)
+        agents = config.get("agents")
+        table, unfinished = summarize(sweep_dir, int(config.trials), agents.isolated_runs if agents else None)
+        if table.row_count <= TABLE_MAX_CELLS:
+            console.print(table)
+        else:
+            shown = ", ".join(unfinished[:5]) + (" …" if len(unfinished) > 5 else "")
+            console.print(f"sweep {sweep_dir.name}: {table.row_count} cells, {table.row_count - len(unfinished)} "
+                          f"complete" + (f", {len(unfinished)} INCOMPLETE: {shown}" if unfinished else ""))
+        for line in verdict_lines(sweep_dir):
+            if not line.startswith(("best ", "baseline vs chimera: No")):   # best: the objective's line below
+                console.print(line)
         if len(cell_paths(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:
                 console.print(line)
         console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")
+        console.print(f"next: python -m analysis {sweep_dir} --open   (report.html with every table and figure)")
         if unfinished:
             args = " ".join(a for a in sys.argv[1:] if not a.startswith(("resume=", "sweep_id=")))
             console.print(f"[yellow]{len(unfinished)} cell(s) incomplete[/]; finish them with:\n"

@@ -112,7 +112,7 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
             ("preset", pa.string()), ("model", pa.string()), ("backend", pa.string()), ("base_url", pa.string()),
             ("num_gpu", pa.int64()), ("num_ctx", pa.int64()), ("temperature", pa.float64())]
     assert [(f.name, f.type) for f in SCHEMA][:len(head)] == head
-    assert COLUMN_NAMES[-3:] == ("telemetry_samples", "concurrent_cells", "http_status")
+    assert COLUMN_NAMES[-2:] == ("run_kind", "http_status")
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 

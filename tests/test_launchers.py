@@ -9,6 +9,7 @@ few tests, tiny cells, every wait bounded.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.records import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
@@ -85,3 +86,28 @@ def test_parallel_cells_on_one_server_are_refused_unless_allowed(standin: StandI
     assert allowed.returncode == 0, allowed.stderr
     df = pd.read_parquet(only_sweep(tmp_path / "b"))
     assert len(df) == 4 and df["concurrent_cells"].between(1, 2).all() and df["concurrent_cells"].max() == 2
+
+
+def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As far as SLURM goes without a cluster: our preset → Hydra → submitit → the sbatch script it submits.
+
+    ``srun`` only has to exist; the stand-in ``sbatch`` keeps the script and refuses the job.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\ncp "$1" "$SBATCH_COPY"\necho "sbatch: error: no cluster" >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = tmp_path / "submitted.sh"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_COPY", str(script))
+    result = run_sweep("-m", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30",
+                       "chimera.num_ctx=256,512,1024", f"output_root={tmp_path / 'out'}", timeout=120)
+    assert result.returncode != 0 and "sbatch: error: no cluster" in result.stderr
+    lines = script.read_text().splitlines()
+    for expected in ("#SBATCH --partition=a100", "#SBATCH --time=30", "#SBATCH --gres=gpu:1",
+                     "#SBATCH --array=0-2%3", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
+        assert expected in lines, script.read_text()
+    assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)

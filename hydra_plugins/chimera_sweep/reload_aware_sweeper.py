@@ -10,6 +10,7 @@ keeps the typed order.  Bad values fail here, as one line, before any job runs.
 """
 
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -82,6 +83,9 @@ class ReloadAwareSweeper(BasicSweeper):
         at_once = f", {slots} at once" if slots > 1 else ""
         print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
               f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
+        from sweep.progress import PLAN_ENV
+
+        os.environ[PLAN_ENV] = str(n_cells)        # the live progress panel's "cells done / total"
         if self.config.get("dry_run"):
             from sweep.preflight import dry_run
 
