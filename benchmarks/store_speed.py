@@ -9,12 +9,12 @@ rewrites each row a few times in total, not once per later trial.
 Figures (ms per trial, real files in a temp directory on this machine's disk):
 
 - ``parts_ms_first_10``: median flush cost over the first 10 trials of a cell;
-- ``parts_ms_last_256_of_N``: median over trials N−255…N;
-- ``parts_ms_mean_N``: mean over all N trials (every merge included), and the
-  slowest single flush ``parts_ms_max_N`` (a merge);
-- ``rewrite_ms_at_10`` / ``rewrite_ms_at_N``: one whole-file rewrite of a cell
+- ``parts_ms_at_end``: median over the last 256 of the cell's N trials (``trials``);
+- ``parts_ms_mean``: mean over all N trials (every merge included), and the
+  slowest single flush ``parts_ms_max`` (a merge);
+- ``rewrite_ms_at_10`` / ``rewrite_ms_at_end``: one whole-file rewrite of a cell
   holding 10 / N rows, i.e. what the 10th / Nth trial cost before parts;
-- ``files_at_N`` and ``read_ms_at_N``: files in the cell directory after N
+- ``files_at_end`` and ``read_ms_at_end``: files in the cell directory after N
   trials (before the end-of-run merge) and the time to read them back.
 """
 
@@ -59,9 +59,9 @@ def _parts(directory: Path, n: int) -> dict[str, float]:
     read_ms = (time.perf_counter() - started) * 1e3
     assert rows == n
     return {"parts_ms_first_10": statistics.median(costs[:10]),
-            f"parts_ms_last_256_of_{n}": statistics.median(costs[-min(256, n):]),
-            f"parts_ms_mean_{n}": statistics.fmean(costs), f"parts_ms_max_{n}": max(costs),
-            f"files_at_{n}": float(files), f"read_ms_at_{n}": read_ms}
+            "parts_ms_at_end": statistics.median(costs[-min(256, n):]),
+            "parts_ms_mean": statistics.fmean(costs), "parts_ms_max": max(costs),
+            "files_at_end": float(files), "read_ms_at_end": read_ms}
 
 
 def _rewrite_ms(directory: Path, rows: int, reps: int = 3) -> float:
@@ -80,7 +80,7 @@ def measure(n: int = 10_000) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="store-bench-", dir=Path.cwd()) as tmp:
         figures = _parts(Path(tmp), n)
         figures["rewrite_ms_at_10"] = _rewrite_ms(Path(tmp), 10)
-        figures[f"rewrite_ms_at_{n}"] = _rewrite_ms(Path(tmp), n)
+        figures["rewrite_ms_at_end"] = _rewrite_ms(Path(tmp), n)
     figures["trials"] = float(n)
     return figures
 
@@ -91,14 +91,14 @@ def run(quick: bool = False) -> dict[str, float]:
     n = int(f["trials"])
     print(f"store: ms per trial flush (fsync'd), a cell of {n:,} trials")
     print(f"  append-only parts: median of the first 10 trials {f['parts_ms_first_10']:.2f} ms, "
-          f"of trials {n - 255:,}–{n:,} {f[f'parts_ms_last_256_of_{n}']:.2f} ms, "
-          f"mean of all {f[f'parts_ms_mean_{n}']:.2f} ms (slowest, a merge: {f[f'parts_ms_max_{n}']:.0f} ms)")
+          f"of trials {n - 255:,}–{n:,} {f['parts_ms_at_end']:.2f} ms, "
+          f"mean of all {f['parts_ms_mean']:.2f} ms (slowest, a merge: {f['parts_ms_max']:.0f} ms)")
     print(f"  whole-file rewrite (before): at 10 trials {f['rewrite_ms_at_10']:.2f} ms, "
-          f"at {n:,} trials {f[f'rewrite_ms_at_{n}']:.1f} ms per trial")
+          f"at {n:,} trials {f['rewrite_ms_at_end']:.1f} ms per trial")
     print(f"  growth from 10 to {n:,} trials: parts × "
-          f"{f[f'parts_ms_last_256_of_{n}'] / f['parts_ms_first_10']:.2f}, "
-          f"rewrite × {f[f'rewrite_ms_at_{n}'] / f['rewrite_ms_at_10']:.1f}")
-    print(f"  after {n:,} trials: {f[f'files_at_{n}']:.0f} files in the cell, read back in {f[f'read_ms_at_{n}']:.0f} ms")
+          f"{f['parts_ms_at_end'] / f['parts_ms_first_10']:.2f}, "
+          f"rewrite × {f['rewrite_ms_at_end'] / f['rewrite_ms_at_10']:.1f}")
+    print(f"  after {n:,} trials: {f['files_at_end']:.0f} files in the cell, read back in {f['read_ms_at_end']:.0f} ms")
     return f
 
 

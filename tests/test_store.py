@@ -232,3 +232,21 @@ def test_rows_kept_together_are_one_part(tmp_path: Path) -> None:
     assert pq.read_table(cell / part_name(0, 0))["trial"].to_pylist() == [0, 1]
     store.close()
     assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]
+
+
+def test_store_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
+    """``python -m benchmarks store --tiny``: a smoke test of the figures, not a measurement."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "store", "--tiny", "--out", str(out)], cwd=root,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for key in ("parts_ms_first_10", "parts_ms_at_end", "parts_ms_mean", "rewrite_ms_at_10", "rewrite_ms_at_end",
+                "read_ms_at_end"):
+        assert figures[key] > 0, key
+    assert figures["trials"] == 50 and figures["files_at_end"] == 50 // FANOUT + 50 % FANOUT   # 3 merged parts of 16 flushes, 2 loose ones
