@@ -76,6 +76,11 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda handle: handle.write(text))
 
 
+def rescue_path(path: Path, sweep_id: str | None) -> Path:
+    """Where a cell's rows go when its directory fails mid-sweep: per sweep id, so two sweeps never mix."""
+    return Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / (sweep_id or path.parent.name) / path.name
+
+
 class CellStore:
     """The rows of one cell: loaded from an earlier run if there is one, saved after each trial."""
 
@@ -107,7 +112,7 @@ class CellStore:
             write_atomic(table, self.path)
             return self.path
         except OSError as exc:
-            rescue = Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / self.path.parent.name / self.path.name
+            rescue = rescue_path(self.path, self.provenance.get("sweep_id"))
             write_atomic(table, rescue)
             print(f"could not write {self.path} ({exc.strerror or exc}); trials saved to {rescue}", flush=True)
             return rescue
