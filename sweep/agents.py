@@ -60,6 +60,7 @@ class AgentPlan:
     report_prompt: str
     system: str | None
     postprocess: str
+    per_agent_keys: tuple[str, ...] = ()   # options set per agent (chimera_hetero), for the label
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -78,9 +79,9 @@ class AgentPlan:
         if self.kind != MULTI_AGENT:
             return ""
         parts = [str(self.scenario), f"agents={len(self.agents)}"]
-        if len({tuple(sorted(a.options.items())) for a in self.agents}) > 1:
-            per = "|".join(",".join(f"{k}={v}" for k, v in a.options.items()) or "defaults" for a in self.agents)
-            parts.append(f"per-agent[{per}]")
+        if self.per_agent_keys:  # e.g. "per-agent num_gpu=60/80 num_ctx=512/1024" (agent 0 / agent 1)
+            parts.append("per-agent " + " ".join(
+                f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
         return " ".join(parts)
 
 
@@ -153,8 +154,9 @@ def plan_agents(cfg: DictConfig, preset: str, options: Mapping[str, Any], option
         specs.append(AgentSpec(i, agent_preset, ordered, i % max(1, hosts)))
     workflow = cfg.agents.workflow if kind == MULTI_AGENT else "report"
     w = cfg.workload
+    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if scenario == "chimera_hetero" else ()
     return AgentPlan(kind, workflow, scenario, tuple(specs), hosts, data_dir, w.analysis_prompt, w.report_prompt,
-                     cfg.agent.system if cfg.agent.system is not None else w.system, cfg.agent.postprocess)
+                     cfg.agent.system if cfg.agent.system is not None else w.system, cfg.agent.postprocess, keys)
 
 
 # ---------------------------------------------------------------- runs

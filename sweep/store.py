@@ -89,6 +89,11 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda handle: handle.write(text))
 
 
+def rescue_path(path: Path, sweep_id: str | None) -> Path:
+    """Where a cell's rows go when its directory fails mid-sweep: per sweep id, so two sweeps never mix."""
+    return Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / (sweep_id or path.parent.name) / path.name
+
+
 # ---------------------------------------------------------------- parts
 
 FANOUT = 16   # parts of one level merged into one part of the next
@@ -198,7 +203,7 @@ class CellStore:
                 self.flushed = len(self.records)
                 return self.path
             except OSError as exc:
-                self.rescued = _rescue_path(self.path)
+                self.rescued = rescue_path(self.path, self.provenance.get("sweep_id"))
                 print(f"could not write {self.path} ({exc.strerror or exc}); trials saved to {self.rescued}",
                       flush=True)
         if self.rescued is None:
@@ -213,10 +218,6 @@ class CellStore:
                 self.log.close(self._rows)
             except OSError as exc:   # the parts stay as they are: still one consistent dataset
                 print(f"could not merge the parts of {self.path} ({exc.strerror or exc})", flush=True)
-
-
-def _rescue_path(path: Path) -> Path:
-    return Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / path.parent.name / path.name
 
 
 def _into_parts(path: Path, schema: pa.Schema) -> None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep import progress
+from sweep import layout, progress
 from sweep.agents import completed_runs
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.objective import Objective, Score, score
@@ -104,9 +104,9 @@ def verdict_lines(sweep_dir: Path) -> list[str]:
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
-    def _report(self, config: DictConfig, hydra_dir: str) -> None:
+    def _report(self, config: DictConfig) -> None:
         progress.stop()
-        sweep_dir = Path(hydra_dir).parent
+        sweep_dir = layout.sweep_dir(config.hydra)
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -134,7 +134,8 @@ class SweepSummary(Callback):
                           f"  python -m sweep {args} resume=true sweep_id={sweep_dir.name}")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._report(config, config.hydra.run.dir)
+        self._report(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._report(config, config.hydra.sweep.dir)
+        layout.tidy_hydra_files(layout.sweep_dir(config.hydra))   # the sweeper's own files, written last
+        self._report(config)
