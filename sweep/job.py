@@ -22,12 +22,12 @@ from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.records import TrialRecord
+from sweep.contract import TRACES_DIR, read_whole
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
+from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workflow import run_agent_cell
 
@@ -36,7 +36,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:

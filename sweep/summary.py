@@ -18,14 +18,14 @@ from rich.table import Table
 
 from sweep import progress
 from sweep.agents import completed_runs
+from sweep.contract import Status, read_whole, trial_files
 from sweep.objective import Objective, Score, score
-from sweep.store import cell_files, read_whole
 
 
 def best_cell(sweep_dir: Path, objective: Objective, maximize: bool = True) -> tuple[str, Score] | None:
     """The cell with the best objective (``objective.*``), scored from its stored rows."""
     scored = []
-    for path in cell_files(sweep_dir):
+    for path in trial_files(sweep_dir):
         rows = read_whole(path).to_pylist()
         if rows:
             scored.append((rows[0]["cell_id"], score(rows, objective)))
@@ -54,7 +54,7 @@ _AGENT_COLUMNS = ["cell_hash", "workflow_id", "run_id", "run_kind", "agent_id", 
 def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int | None) -> tuple[int, int]:
     """Measured trials ok / expected; for agent cells, complete runs / scheduled runs."""
     if not any(r.get("workflow_id") for r in rows):
-        ok = sum(r["status"] == "ok" for r in rows if not r["warmup"])
+        ok = sum(r["status"] == Status.OK for r in rows if not r["warmup"])
         return ok, trials * len({r["prompt_id"] for r in rows}) if rows else trials
     stages = len({r["stage"] for r in rows if r.get("stage")})
     ok = len(completed_runs(rows, rows[0]["cell_hash"], stages))
@@ -70,11 +70,11 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
-    for path in cell_files(sweep_dir):
+    for path in trial_files(sweep_dir):
         names = set(pq.read_schema(path).names)
         wanted = ["cell_id", "prompt_id", "warmup", "status"] + [c for c in _AGENT_COLUMNS if c in names]
         rows = read_whole(path, columns=wanted).to_pylist()
-        failed = sum(r["status"] != "ok" for r in rows)
+        failed = sum(r["status"] != Status.OK for r in rows)
         ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
@@ -124,7 +124,7 @@ class SweepSummary(Callback):
         for line in verdict_lines(sweep_dir):
             if not line.startswith(("best ", "baseline vs chimera: No")):   # best: the objective's line below
                 console.print(line)
-        if len(cell_files(sweep_dir)) > 1:
+        if len(trial_files(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:

@@ -36,11 +36,11 @@ from sweep.execute import CellOutcome, CellRun, base_record, in_order, is_transi
 from sweep.ingest import ingest
 from sweep.plan import Cell
 from sweep.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
-from sweep.records import OPTION_KEYS, STATUS_OK, TrialRecord
+from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
 
 NS_PER_MS = 1_000_000
-SKIPPED = "skipped"
+SKIPPED = Status.SKIPPED
 
 
 @dataclass
@@ -109,7 +109,7 @@ async def run_workflow(agent: Agent, plan: AgentPlan, base: TrialRecord, attempt
         analysis = await _call(agent, fill(plan.analysis_prompt, SUMMARY, summary.text, budget), base,
                                ANALYSIS_STAGE, attempt)
         rows.append(analysis)
-        if analysis.status == STATUS_OK:
+        if analysis.status == Status.OK:
             findings = postprocess(analysis.response or "", plan.postprocess)
             report = await _call(agent, fill(plan.report_prompt, ANALYSIS, findings, budget), base, REPORT_STAGE,
                                  attempt)
@@ -163,7 +163,7 @@ async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bo
         rows = await run_once(main, agents, spec, attempt)
         for row in rows:
             main.keep(row)
-        failed = [r for r in rows if r.status != STATUS_OK]
+        failed = [r for r in rows if r.status != Status.OK]
         if not failed:
             return True
         real = [r for r in failed if r.status != SKIPPED]
