@@ -12,7 +12,7 @@ outcome), so a workload is written against one object:
 - ``await run.call(prompt, record, attempt)`` — one measured streamed call with
   telemetry sampled around it; not stored (use it for each LLM call of a
   workflow, several at once with ``asyncio.gather``);
-- ``run.keep(record)`` — store a row, count it, report it;
+- ``run.keep(*records)`` — store rows (one flush: one part on disk), count them, report them;
 - ``await run.attempt(spec)`` — the single-prompt trial: call, keep, retry
   transient failures with backoff.
 
@@ -29,17 +29,18 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
+from sweep.contract import Status, TrialRecord
+from sweep.contract import is_transient as _transient
 from sweep.model_state import ServerState, offload, unload, was_reloaded
 from sweep.order import round_order
 from sweep.plan import Cell, TrialSpec, load_key, schedule
-from sweep.records import STATUS_OK, TrialRecord
-from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
+from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
@@ -137,14 +138,15 @@ class CellRun:
             self.watch.traces.extend(sample_rows(sampler.samples, identity))
         return measured
 
-    def keep(self, record: TrialRecord) -> None:
-        """Store a row (flushed to disk now), count it, and report it."""
-        self.store.append(record)
-        self.outcome.ran += 1
-        if record.status != STATUS_OK:
-            self.outcome.failed_attempts += 1
-        if self.on_record:
-            self.on_record(record)
+    def keep(self, *records: TrialRecord) -> None:
+        """Store rows (flushed to disk now, several rows as one part), count them, and report them."""
+        self.store.extend(records)
+        for record in records:
+            self.outcome.ran += 1
+            if record.status != Status.OK:
+                self.outcome.failed_attempts += 1
+            if self.on_record:
+                self.on_record(record)
 
     async def attempt(self, spec: TrialSpec) -> TrialRecord:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
@@ -156,30 +158,67 @@ class CellRun:
             if self.after_call:
                 await self.after_call(record)
             self.keep(record)
-            if record.status == STATUS_OK or not is_transient(record) or attempt > self.policy.retries:
+            if record.status == Status.OK or not is_transient(record) or attempt > self.policy.retries:
                 return record
             await asyncio.sleep(self.policy.retry_backoff_s * 2 ** (attempt - 1))
         return record
 
 
 def is_transient(record: TrialRecord) -> bool:
-    """Worth another attempt: the server or the network may recover."""
-    if record.status in TRANSIENT_STATUSES:
-        return True
-    return record.status == "http_error" and (record.error or "").startswith(("HTTP 5", "HTTP 429"))
+    """Worth another attempt: the server or the network may recover (an HTTP error only for 5xx or 429)."""
+    return _transient(record.status, record.http_status)
 
 
 def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
     """(trial, prompt_id) of the measured trials that succeeded in earlier runs."""
     return {
         (r["trial"], r["prompt_id"]) for r in rows
-        if r["cell_hash"] == cell_hash and r["status"] == STATUS_OK and not r["warmup"]
+        if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]
     }
 
 
+def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) -> list[TrialSpec]:
+    """Missing measured trials, preceded by warm-ups (re-run, since the model is cold again).
+
+    Warm-up indices continue after earlier runs' warm-ups, so no two rows share
+    (warmup, trial, prompt_id) with status ok.
+    """
+    done = already_measured(previous, cell.cell_hash)
+    specs = schedule(cell, trials, warmup)
+    missing = [s for s in specs if not s.warmup and (s.trial, s.prompt.id) not in done]
+    if not missing:
+        return []
+    offset = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
+    warmups = [TrialSpec(s.trial + offset, s.prompt, True) for s in specs if s.warmup]
+    return warmups + missing
+
+
 async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
-    """Measure what is missing of one single-prompt cell (warm, blocked): :func:`run_cells` of one cell."""
-    (outcome,) = await run_cells([run], Design(trials=trials, warmup=warmup))
+    """Measure what is missing of the single-prompt cell and store every attempt."""
+    previous = run.store.previous_rows()
+    run.outcome.expected = trials * len(run.cell.prompts)
+    run.outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
+
+    async def ok(spec: TrialSpec) -> bool:
+        return (await run.attempt(spec)).status == Status.OK
+
+    return await in_order(run, _todo(run.cell, trials, warmup, previous), ok)
+
+
+async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
+    """Run ``specs`` (trials, or agent runs: anything with ``warmup``) one after the other, counting the
+    measured ones that succeed; ``max_consecutive_failures`` failures in a row abandon the cell."""
+    outcome = run.outcome
+    consecutive_failures = 0
+    for spec in specs:
+        if await attempt(spec):
+            consecutive_failures = 0
+            outcome.measured_ok += 0 if spec.warmup else 1
+            continue
+        consecutive_failures += 1
+        if consecutive_failures >= run.policy.max_consecutive_failures:
+            outcome.abandoned = True
+            break
     return outcome
 
 
@@ -212,6 +251,7 @@ class _Cursor:
     need_snapshot: bool = True
     rounds: int = 0
     stopped: str | None = None
+    last_of_round: bool = False
 
 
 @dataclass
@@ -266,7 +306,7 @@ def _cursor(run: CellRun, design: Design) -> _Cursor:
     outcome.measured_ok = len(done)
     metric = design.auto.metric
     values = [r.get(metric) for r in previous
-              if r["cell_hash"] == cell.cell_hash and r["status"] == STATUS_OK and not r["warmup"]]
+              if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]]
     warm = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
     return _Cursor(run, done, warm, [v for v in values if v is not None])
 
@@ -300,7 +340,8 @@ async def _visit_cell(cur: _Cursor, rnd: int, design: Design, server: ServerStat
             cost.extra_warmups += design.warmup
             cost.extra_warmup_s += time.perf_counter() - t0
     cur.visited = True
-    for spec in specs:
+    for i, spec in enumerate(specs):
+        cur.last_of_round = i == len(specs) - 1
         if not await _attempt(cur, spec, design):
             return
 
@@ -309,7 +350,7 @@ async def _attempt(cur: _Cursor, spec: TrialSpec, design: Design) -> bool:
     """One trial (with its retries) of the cell; False once the cell is abandoned."""
     run = cur.run
     record = await run.attempt(spec)
-    if record.status == STATUS_OK:
+    if record.status == Status.OK:
         cur.failures_in_a_row = 0
         if not spec.warmup:
             run.outcome.measured_ok += 1
@@ -340,12 +381,16 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
     async def after(record: TrialRecord) -> None:
         record.reloaded = design.state == "cold" or was_reloaded(server.last_key, key, record.load_duration_ms)
         server.last_key = key
-        if record.status == STATUS_OK and (cur.need_snapshot or design.state == "cold"):
+        if record.status == Status.OK and (cur.need_snapshot or design.state == "cold"):
             cur.snapshot = await offload(client, model)
             cur.need_snapshot = False
             run.extra.update(cur.snapshot)
         for name, value in cur.snapshot.items():
             setattr(record, name, value)
+        value = getattr(record, design.auto.metric, None)
+        if (design.trials is None and cur.last_of_round and not record.warmup and record.status == Status.OK
+                and value is not None):      # trials=auto: the reason goes on the row that ends the cell
+            record.stop_reason = stop_reason(design.auto, cur.rounds + 1, [*cur.values, value])
 
     run.before_call = before if design.state == "cold" else None
     run.after_call = after
@@ -364,12 +409,8 @@ def _check_stop(cur: _Cursor, rounds: int, design: Design) -> None:
 
 
 def _stop(cur: _Cursor, reason: str) -> None:
-    """Mark the cell stopped and write the reason on its last stored row."""
+    """Mark the cell stopped (trials=auto wrote the reason on its last row before storing it)."""
     cur.stopped = reason
-    store = cur.run.store
-    if store.records:
-        store.records[-1].stop_reason = reason
-        store.save()
 
 
 def console_note(line: str) -> None:

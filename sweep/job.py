@@ -25,12 +25,12 @@ from sweep.model_state import block_count
 from sweep.order import resolve
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
-from sweep.records import TrialRecord
+from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
+from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workflow import run_agent_cell
 
@@ -39,7 +39,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -73,7 +72,7 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
     if len(outcomes) != 1:
         return None
     (outcome,) = outcomes
-    rows = read_whole(outcome.path).to_pylist() if outcome.path.exists() else []
+    rows = read_cell(outcome.path).to_pylist() if outcome.path.exists() else []
     return score([r for r in rows if r["cell_hash"] == outcome.cell.cell_hash],
                  Objective.from_config(cfg.objective)).value
 
@@ -166,36 +165,46 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         target = targets[0]
         running = Running(sweep_dir)
         cost = DesignCost()
-        prompt_runs: list[CellRun] = []
+        prompt_runs: list[tuple[CellRun, TraceStore | None]] = []
         for cell, store in zip(cells, stores):
-            watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
-                     if telemetry else None)
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+            traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
+                          Watch(telemetry, traces) if telemetry and traces else None, on_record=shown.trial,
                           running=running)
             if cell.agent_plan is None:
                 if layers.get(cell.model) is not None:
                     run.extra["model_layers"] = layers[cell.model]
-                prompt_runs.append(run)
+                prompt_runs.append((run, traces))
                 continue
             shown.cell_started(cell.cell_id, store.path.name,
                                expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs))
-            with running.cell(cell.cell_hash):
-                outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
-                                               isolated_runs=cfg.agents.isolated_runs)
+            try:
+                with running.cell(cell.cell_hash):
+                    outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                                   isolated_runs=cfg.agents.isolated_runs)
+            finally:   # also on Ctrl-C: a finished run's parts become one file
+                _close(run, traces)
             outcomes.append(outcome)
             _done(shown, outcome)
         rounds = design.trials or design.auto.max_trials
         if design.order == "blocked" or len(prompt_runs) < 2:
-            for run in prompt_runs:
+            for run, traces in prompt_runs:
                 shown.cell_started(run.cell.cell_id, run.store.path.name, rounds * len(run.cell.prompts))
-                (outcome,) = await run_cells([run], design, cost)
+                try:
+                    (outcome,) = await run_cells([run], design, cost)
+                finally:
+                    _close(run, traces)
                 outcomes.append(outcome)
                 _done(shown, outcome)
-        else:
+        elif prompt_runs:
             seed = f", order_seed={design.seed}" if design.order == "random" else ""
             shown.cell_started(f"{len(prompt_runs)} cells, order={design.order}{seed}, one trial each per round",
-                               "", sum(rounds * len(r.cell.prompts) for r in prompt_runs))
-            together = await run_cells(prompt_runs, design, cost)
+                               "", sum(rounds * len(r.cell.prompts) for r, _ in prompt_runs))
+            try:
+                together = await run_cells([r for r, _ in prompt_runs], design, cost)
+            finally:
+                for run, traces in prompt_runs:
+                    _close(run, traces)
             outcomes += together
             shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
                             sum(o.failed_attempts for o in together),
@@ -205,6 +214,13 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                           f"{cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
                           f"{cost.measuring_s:.1f} s measuring")
     return outcomes
+
+
+def _close(run: CellRun, traces: TraceStore | None) -> None:
+    """A finished run's parts become one file (trials and telemetry)."""
+    run.store.close()
+    if traces:
+        traces.close()
 
 
 def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
