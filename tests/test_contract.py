@@ -112,7 +112,9 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
             ("preset", pa.string()), ("model", pa.string()), ("backend", pa.string()), ("base_url", pa.string()),
             ("num_gpu", pa.int64()), ("num_ctx", pa.int64()), ("temperature", pa.float64())]
     assert [(f.name, f.type) for f in SCHEMA][:len(head)] == head
-    assert COLUMN_NAMES[-2:] == ("run_kind", "http_status")
+    i = COLUMN_NAMES.index("run_kind")                       # later columns (issue 16's) follow these
+    assert COLUMN_NAMES[i:i + 2] == ("run_kind", "http_status")
+    assert COLUMN_NAMES[-1] == "stop_reason"
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 
