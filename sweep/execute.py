@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,13 +180,22 @@ def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) 
 async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
     """Measure what is missing of the single-prompt cell and store every attempt."""
     previous = run.store.previous_rows()
+    run.outcome.expected = trials * len(run.cell.prompts)
+    run.outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
+
+    async def ok(spec: TrialSpec) -> bool:
+        return (await run.attempt(spec)).status == Status.OK
+
+    return await in_order(run, _todo(run.cell, trials, warmup, previous), ok)
+
+
+async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
+    """Run ``specs`` (trials, or agent runs: anything with ``warmup``) one after the other, counting the
+    measured ones that succeed; ``max_consecutive_failures`` failures in a row abandon the cell."""
     outcome = run.outcome
-    outcome.expected = trials * len(run.cell.prompts)
-    outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
     consecutive_failures = 0
-    for spec in _todo(run.cell, trials, warmup, previous):
-        record = await run.attempt(spec)
-        if record.status == Status.OK:
+    for spec in specs:
+        if await attempt(spec):
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
             continue
