@@ -63,3 +63,15 @@ def test_a_404_is_not_retried_because_of_its_code(standin: StandIn, tmp_path: Pa
     df = trials_of(tmp_path)
     failed = df[df["status"] == "http_error"]
     assert failed["attempt"].tolist() == [1] and failed["http_status"].tolist() == [404]
+
+
+def test_a_missing_engine_fails_on_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import fixtures_server
+
+    monkeypatch.setattr(fixtures_server, "ON_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="missing on CI"):
+        fixtures_server.require(False, "llama-cpp-python is not installed")
+    monkeypatch.setattr(fixtures_server, "ON_CI", False)
+    with pytest.raises(pytest.skip.Exception):
+        fixtures_server.require(False, "llama-cpp-python is not installed")
+    fixtures_server.require(True, "present")   # nothing happens
