@@ -119,10 +119,6 @@ class OllamaAPI:
         except ModelNotFound as exc:
             raise BadRequest(404, str(exc)) from exc
 
-    @staticmethod
-    def _details(entry: ModelEntry) -> dict[str, Any]:
-        return entry.details()
-
     def _tag(self, entry: ModelEntry) -> dict[str, Any]:
         return {
             "name": entry.name,
