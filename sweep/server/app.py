@@ -1,5 +1,8 @@
 """Starlette routes speaking Ollama's HTTP API (field names, units, error shapes).
 
+The OpenAI-compatible ``/v1`` routes that Ollama also serves live in
+:mod:`sweep.server.openai_routes` and share these handlers' checks and engine.
+
 Why a worker thread per generation and an asyncio queue: llama.cpp calls block,
 so each request runs :meth:`Engine.run` in its own thread, which pushes events
 into the event loop; the response streams them as NDJSON as they come.  A client
@@ -412,6 +415,9 @@ def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,
         Route("/api/generate", wrap(api.generate), methods=["POST"]),
         Route("/api/chat", wrap(api.chat), methods=["POST"]),
     ]
+    from .openai_routes import openai_routes  # the /v1 routes build on this module's handlers
+
+    routes += openai_routes(api)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
