@@ -137,10 +137,14 @@ def build_tools(args: str, force: bool) -> Path:
     with tempfile.TemporaryDirectory(prefix="chimera-llama-tools-") as tmp:
         source = _vendored_tree(Path(tmp))
         build = Path(tmp) / "build"
-        subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-Wno-dev", *_TOOLS_CMAKE, *args.split()],
-                       check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1),
-                        "--target", *TOOLS], check=True, stdout=subprocess.DEVNULL)
+        log = target.parent / f"{target.name}.build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:  # compiler warnings by the thousand: kept in a file, shown on failure
+            for step in (["cmake", "-S", str(source), "-B", str(build), "-Wno-dev", *_TOOLS_CMAKE, *args.split()],
+                         ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 1), "--target", *TOOLS]):
+                if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                    tail = log.read_text(errors="replace").splitlines()[-30:]
+                    sys.exit("llama.cpp tools build failed:\n" + "\n".join(tail) + f"\n(full log: {log})")
         staging = target.with_name(target.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(build / "bin", staging, symlinks=True)

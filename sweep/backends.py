@@ -1,8 +1,11 @@
-"""Where a job's requests go: a real Ollama's address, or our embedded server.
+"""Where a job's requests go: a real Ollama's or OpenAI-compatible server's address, our
+embedded server, or a llama.cpp ``llama-server`` started for the sweep.
 
 The embedded server is started once per process (a multirun's jobs share it,
 so model loads show up only where options really change) and stopped at exit,
-on Ctrl-C and on errors.
+on Ctrl-C and on errors.  llama-server takes the load-time options as flags,
+so :func:`prepare_cell` (re)starts it before a cell when they change
+(see :mod:`sweep.llama_server`).
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep.plan import ConfigError, normalize_base_url
+from sweep.plan import Cell, ConfigError, normalize_base_url
 
 _embedded: dict[str | None, Any] = {}
 
 
-def base_url_for(backend: DictConfig) -> str:
-    """The server address for this backend, starting the embedded engine if needed."""
-    if backend.kind == "ollama":
+def base_url_for(backend: DictConfig, first: Cell | None = None) -> str:
+    """The server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
+    if backend.kind in ("ollama", "openai"):
         return normalize_base_url(backend.base_url)
+    if backend.kind == "llama_server":
+        if first is None:
+            raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
+        return prepare_cell(backend, first)
     key = backend.model_dir
     if key not in _embedded:
         from sweep.server import launch  # imported lazily: `backend=ollama` needs no engine
@@ -36,11 +43,38 @@ def base_url_for(backend: DictConfig) -> str:
     return _embedded[key].base_url
 
 
+def prepare_cell(backend: DictConfig, cell: Cell) -> str:
+    """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
+    if backend.kind != "llama_server":
+        return base_url_for(backend)
+    from sweep import llama_server
+
+    try:
+        return llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir).base_url
+    except RuntimeError as exc:
+        raise ConfigError(f"llama-server did not start ({exc})") from None
+
+
+def server_version(backend: DictConfig) -> str | None:
+    """For servers that have no /api/version: llama-server's own version, else unknown."""
+    if backend.kind != "llama_server":
+        return None
+    from sweep import llama_server
+
+    return llama_server.version(llama_server.binary())
+
+
 def server_pid(backend: DictConfig, base_url: str) -> int | None:
     """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
     if backend.kind == "embedded":
         server = _embedded.get(backend.model_dir)
         return server.pid if server is not None else None
+    if backend.kind == "llama_server":
+        from sweep import llama_server
+
+        return llama_server.MANAGER.server.pid if llama_server.MANAGER.server is not None else None
+    if backend.kind == "openai":
+        return None
     from sweep.telemetry import find_local_ollama_pid
 
     return find_local_ollama_pid(base_url)

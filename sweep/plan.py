@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """Bad configuration: reported as one line before any request is sent."""
 
 
+# embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
+BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
+OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/openai_sse.py)
+
+
 @dataclass(frozen=True)
 class Prompt:
     id: str
@@ -127,11 +132,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.warmup < 0:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
-    if b.kind not in ("embedded", "ollama"):
-        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend=embedded or backend=ollama")
-    if b.kind == "ollama":
+    if b.kind not in BACKEND_KINDS:
+        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
+    if b.kind in ("ollama", "openai"):
         if not b.base_url:
-            raise ConfigError("backend.base_url is empty: set OLLAMA_HOST or backend.base_url=http://host:11434")
+            example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
+            raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
         if b[key] <= 0:
@@ -142,7 +148,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
-    if cfg.workload.endpoint not in ("generate", "chat"):
+    if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
     if cfg.grid is not None:
         unknown = set(cfg.grid.axes) | set(cfg.grid.fixed)
@@ -215,13 +221,18 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
     validate(cfg)
     prompts = load_prompts(cfg.workload)
-    base_url = normalize_base_url(cfg.backend.base_url) if cfg.backend.kind == "ollama" else None
+    base_url = normalize_base_url(cfg.backend.base_url) if cfg.backend.kind in ("ollama", "openai") else None
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
     cells = []
     for preset, options in option_sets:
         validate_options(options)
+        if cfg.backend.kind in OPENAI_KINDS:
+            from sweep.openai_sse import check_cell  # the format module knows what the API can carry
+
+            check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
+                       keep_alive=cfg.backend.keep_alive)
         cells.append(Cell(
             preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
             options=options, workload=cfg.workload.name, prompts=prompts,

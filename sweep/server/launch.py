@@ -26,8 +26,8 @@ _PR_SET_PDEATHSIG = 1
 _STDERR_TAIL_LINES = 40
 
 
-def _child_setup() -> None:
-    """In the child before exec: die with the parent, ignore SIGINT."""
+def die_with_parent() -> None:
+    """In a child before exec: die with the parent (SIGKILL), ignore SIGINT.  Also used for llama-server."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
@@ -123,7 +123,7 @@ def start(
         text=True,
         env=env,
         start_new_session=True,  # Ctrl-C in the terminal reaches the parent only
-        preexec_fn=_child_setup,
+        preexec_fn=die_with_parent,
     )
     tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
     assert proc.stderr is not None and proc.stdout is not None
