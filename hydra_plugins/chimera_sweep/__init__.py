@@ -1,0 +1,1 @@
+"""chimera-sweep's Hydra plugins (Hydra only instantiates plugins found under ``hydra_plugins``)."""

@@ -1,0 +1,79 @@
+"""``hydra/sweeper=reload_aware`` (the default): Hydra's basic grid, run in an order that spares model loads.
+
+Hydra's basic sweeper runs the product of the overrides in the order they were
+typed, so ``chimera.num_ctx=256,512 model=a,b`` reloads the model for every
+cell.  This sweeper composes each job's config (Hydra's basic sweeper composes
+them all anyway, to check them), asks :mod:`sweep.plan` for the cells and
+their load keys, runs the jobs grouped by server, model and load-time options,
+and prints how many model loads the plan needs.  ``hydra.sweeper.order=typed``
+keeps the typed order.  Bad values fail here, as one line, before any job runs.
+"""
+
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+
+ORDERS = ("reload_aware", "typed")
+
+
+@dataclass
+class ReloadAwareSweeperConf:
+    _target_: str = "hydra_plugins.chimera_sweep.reload_aware_sweeper.ReloadAwareSweeper"
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+    order: str = "reload_aware"   # or "typed": Hydra's own order
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="reload_aware", node=ReloadAwareSweeperConf,
+                             provider="chimera-sweep")
+
+
+class ReloadAwareSweeper(BasicSweeper):
+    """Hydra's basic sweeper with the job list reordered by :func:`sweep.plan.reload_order`."""
+
+    def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
+                 order: str = "reload_aware") -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        if order not in ORDERS:
+            raise HydraException(f"invalid hydra.sweeper.order={order}: use {' or '.join(ORDERS)}")
+        self.order = order
+
+    # BasicSweeper.sweep() calls self.split_arguments(...): as an instance method it sees the config.
+    def split_arguments(self, overrides: List[Override],  # type: ignore[override]
+                        max_batch_size: Optional[int]) -> List[List[List[str]]]:
+        (jobs,) = BasicSweeper.split_arguments(overrides, None)
+        jobs = self._ordered(jobs)
+        size = max_batch_size or len(jobs)
+        return [jobs[i:i + size] for i in range(0, len(jobs), size)] or [[]]
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Already done: :meth:`_ordered` composed every job."""
+
+    def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
+        from sweep.plan import ConfigError, count_loads, load_key, plan_cells, reload_order
+
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        keyed: List[Any] = []
+        for overrides in jobs:
+            cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            try:
+                cells = plan_cells(cfg)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            keyed.append((overrides, sorted(load_key(c) for c in cells)))
+        typed_loads = count_loads([k for _, keys in keyed for k in keys])
+        if self.order == "reload_aware":
+            keyed = reload_order(keyed, key=lambda job: job[1][0])
+        loads = count_loads([k for _, keys in keyed for k in keys])
+        n_cells = sum(len(keys) for _, keys in keyed)
+        print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s), {loads} model load(s) "
+              f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
+        return [overrides for overrides, _ in keyed]
