@@ -11,6 +11,7 @@ so :func:`prepare_cell` (re)starts it before a cell when they change
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
@@ -20,14 +21,15 @@ from sweep.plan import Cell, ConfigError, normalize_base_url
 _embedded: dict[str | None, Any] = {}
 
 
-def base_url_for(backend: DictConfig, first: Cell | None = None) -> str:
+def base_url_for(backend: DictConfig, first: Cell | None = None,
+                 say: Callable[[str], None] | None = None) -> str:
     """The server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
     if backend.kind in ("ollama", "openai"):
         return normalize_base_url(backend.base_url)
     if backend.kind == "llama_server":
         if first is None:
             raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
-        return prepare_cell(backend, first)
+        return prepare_cell(backend, first, say)
     key = backend.model_dir
     if key not in _embedded:
         from sweep.server import launch  # imported lazily: `backend=ollama` needs no engine
@@ -43,16 +45,21 @@ def base_url_for(backend: DictConfig, first: Cell | None = None) -> str:
     return _embedded[key].base_url
 
 
-def prepare_cell(backend: DictConfig, cell: Cell) -> str:
+def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | None = None) -> str:
     """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
     if backend.kind != "llama_server":
         return base_url_for(backend)
     from sweep import llama_server
 
+    before = llama_server.MANAGER.server
     try:
-        return llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir).base_url
+        server = llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir)
     except RuntimeError as exc:
         raise ConfigError(f"llama-server did not start ({exc})") from None
+    if server is not before and say is not None:
+        say(f"llama-server started: pid {server.pid}, port {server.port}, flags "
+            f"{' '.join(server.launch.flags) or '(defaults)'} (model {server.launch.path.name})")
+    return server.base_url
 
 
 def server_version(backend: DictConfig) -> str | None:
@@ -94,3 +101,27 @@ def stop_embedded() -> None:
     while _embedded:
         _, server = _embedded.popitem()
         server.stop()
+
+
+def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
+                     cells: list[Cell]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """Before the first trial on an OpenAI-compatible server: the model is served; version and model identity.
+
+    llama-server's models are our own GGUFs, so their digest and details come
+    from the file; a remote server's models are known by name only.
+    """
+    from sweep import provenance
+    from sweep.openai_sse import served_models
+
+    names = sorted({c.model for c in cells})
+    served_models(base_url, headers, names, connect_timeout_s=backend.connect_timeout_s)
+    models: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if backend.kind == "llama_server":
+            from sweep.server.models import default_registry
+
+            entry = default_registry(backend.model_dir).get(name)
+            models[name] = provenance.model_record({"details": entry.details()}, {"digest": entry.digest})
+        else:
+            models[name] = provenance.model_record({}, None)
+    return server_version(backend), models

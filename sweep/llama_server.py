@@ -202,8 +202,3 @@ class Manager:
 
 
 MANAGER = Manager()
-
-
-def describe(options: Mapping[str, Any]) -> str:
-    """The flags as one readable string, for the progress line."""
-    return " ".join(flags_for(options)) or "(llama-server defaults)"

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweep.plan import Cell, ConfigError
+from sweep.plan import LOAD_TIME_OPTIONS, Cell, ConfigError
 
 # Line kinds (the runner's contract, see sweep.streams).
 CONTENT, META, FINAL, ERROR, BAD, SKIP = "content", "meta", "final", "error", "bad", "skip"
@@ -32,8 +32,6 @@ FIELDS: dict[str, str] = {
     "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
     "num_predict": "max_tokens", "repeat_penalty": "repeat_penalty",
 }
-#: Options fixed when the server loads the model: no request field can carry them.
-LOAD_TIME = ("num_ctx", "num_gpu", "num_thread", "num_batch")
 
 _ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions", "generate": "/completions"}
 
@@ -42,14 +40,15 @@ def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, end
                keep_alive: str | None) -> None:
     """Refuse, in one line naming the option and the backend, what the OpenAI API cannot carry.
 
-    ``backend=llama_server`` carries the load-time options as the server's
-    command-line flags, so only ``backend=openai`` refuses those.
+    Load-time options (fixed when the server loads the model) have no request
+    field; ``backend=llama_server`` carries them as the server's command-line
+    flags, so only ``backend=openai`` refuses those.
     """
     for name in options:
-        if name in FIELDS or (kind == "llama_server" and name in LOAD_TIME):
+        if name in FIELDS or (kind == "llama_server" and name in LOAD_TIME_OPTIONS):
             continue
         how = ("it is fixed when the server starts: remove it, or use backend=llama_server, which starts "
-               "llama-server with it" if name in LOAD_TIME else "the OpenAI API has no field for it: remove it")
+               "llama-server with it" if name in LOAD_TIME_OPTIONS else "the OpenAI API has no field for it: remove it")
         raise ConfigError(f"option {name} cannot be sent to backend={kind}: {how}")
     if keep_alive is not None:
         raise ConfigError(f"backend.keep_alive cannot be sent to backend={kind}: the OpenAI API has no "

@@ -94,3 +94,12 @@ def test_unsupported_is_refused_in_one_line(kind, options, kwargs, fragment) -> 
 def test_llama_server_carries_load_time_options() -> None:
     sse.check_cell("llama_server", {"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
                                     "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
+
+
+def test_every_load_time_option_has_a_llama_server_flag() -> None:
+    from sweep.llama_server import FLAGS, flags_for
+    from sweep.plan import LOAD_TIME_OPTIONS
+
+    assert set(FLAGS) == set(LOAD_TIME_OPTIONS)
+    assert flags_for({"num_ctx": 512, "num_thread": 2, "num_batch": 64, "temperature": 0.5}) == (
+        "-c", "512", "-t", "2", "-b", "64", "-ub", "64")

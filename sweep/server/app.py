@@ -31,6 +31,7 @@ from .engine import Done, Engine, EngineError, Job, Piece
 from .models import GEMMA_TEMPLATE, ModelEntry, ModelNotFound, Registry
 from .options import OptionError, describe_defaults, parse_keep_alive, parse_options
 from .templates import PromptError, generate_prompt, render_chat
+from .vram import process_vram_bytes
 
 log = logging.getLogger("sweep.server.app")
 
@@ -182,6 +183,9 @@ class OllamaAPI:
 
     async def ps(self, request: Request) -> Response:
         infos = self.engine.loaded()
+        # measured VRAM of this process (0 on a CPU build), shared among loaded models by size
+        vram = await asyncio.to_thread(process_vram_bytes) if infos else 0
+        total = sum(i.size for i in infos) or 1
         models = await asyncio.to_thread(
             lambda: [
                 {
@@ -191,7 +195,7 @@ class OllamaAPI:
                     "digest": i.entry.digest,
                     "details": i.entry.details(),
                     "expires_at": _iso(i.expires_at),
-                    "size_vram": 0,  # CPU build: nothing is in VRAM
+                    "size_vram": vram * i.size // total,
                     "context_length": i.context_length,
                 }
                 for i in infos
