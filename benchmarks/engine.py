@@ -40,10 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sweep.ollama import OllamaClient
 from sweep.plan import Cell, Prompt, TrialSpec
 from sweep.records import TrialRecord
 from sweep.runner import measure_trial
+from sweep.streams import OLLAMA
 from sweep.server import launch
 from sweep.server.models import default_registry
 from sweep.server.options import LoadParams, SamplingParams, parse_options
@@ -131,12 +131,12 @@ def options_for(threads: int, num_predict: int) -> dict[str, Any]:
 
 def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
     """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
-    with launch.start() as server, OllamaClient(server.base_url) as client:
+    with launch.start() as server:
         def trial(i: int, tokens: int) -> TrialRecord:
             cell = Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
                         "engine-bench", (Prompt("0", PROMPT),), None, "generate", None)
-            rec = measure_trial(client, cell, TrialSpec(i, cell.prompts[0], i == 0),
-                                request_timeout_s=600, base=TrialRecord())
+            rec = measure_trial(server.base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=OLLAMA,
+                                request_timeout_s=600)
             if rec.status != "ok":
                 raise RuntimeError(f"{model} over HTTP: {rec.status}: {rec.error}")
             return rec

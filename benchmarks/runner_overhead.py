@@ -1,66 +1,165 @@
-"""What our stream loop costs per chunk, against bare httpx line iteration.
+"""What our measurement path costs per chunk, alone and with 1, 8 and 64 concurrent streams.
 
-The stand-in streams chunks with no delay, so the client is the bottleneck:
-the difference per chunk is the runner's own overhead (parse, stamp, keep).
-At 30–100 tok/s a chunk arrives every 10–30 ms; the overhead should be
-microseconds, i.e. far below 1 % of an inter-token gap.
+The stand-in runs in its own process, so the client's CPU time (``process_time``)
+is the runner's own: httpx reading the socket plus our stamp-split-interpret
+loop.  Per streamed chunk (one token line) that CPU is what the event loop is
+busy with; with N concurrent streams it is also how late, at most, one stream's
+stamp can be taken because another stream's chunk was being handled.
+
+Figures:
+
+- ``loop_us_per_line``: the hot loop alone on in-memory bytes (no socket);
+- ``cpu_us_per_chunk_{1,8,64}``: client CPU per chunk with N concurrent streams
+  from a stand-in that sends without delay (the client is the bottleneck);
+- ``bare_cpu_us_per_chunk_{1,8,64}``: the same with a bare ``aiter_bytes`` loop,
+  so ``cpu_us_per_chunk − bare`` is what our loop adds over httpx;
+- ``itl_error_ms_{1,8,64}``: paced stand-in (``PACED_GAP_MS`` between tokens),
+  median measured ITL minus the scripted gap: the distortion a user would see;
+- ``old_*`` / ``new_*``: TTFT, ITL and client tok/s of the blocking path before
+  the async core and of this one, on the same paced script.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import httpx
-
-from sweep.ollama import OllamaClient
+from sweep.ollama import StreamClient
 from sweep.plan import Cell, Prompt, TrialSpec
 from sweep.records import TrialRecord
-from sweep.runner import _read_stream, _Stream, measure_trial
+from sweep.runner import Target, _read_stream, _Stream, measure_call, measure_trial
+from sweep.streams import OLLAMA
+
+REPO = Path(__file__).resolve().parent.parent
+PACED_GAP_MS = 20.0
+CONCURRENCY = (1, 8, 64)
+CELL = Cell("chimera", "gemma3:latest", "ollama", None, {}, "bench", (Prompt("0", "x"),), None, "generate", None)
+
+_STANDIN = """
+import sys, time
 from tests.ollama_standin import Script, StandIn
+s = StandIn()
+s.default = Script(tokens=["tok"] * int(sys.argv[1]), first_token_delay_s=float(sys.argv[2]),
+                   token_interval_s=float(sys.argv[3]))
+print(s.base_url, flush=True)
+sys.stdin.read()
+"""
 
 
-def _bare(base_url: str, body: dict) -> float:
-    started = time.perf_counter()
-    with httpx.Client(base_url=base_url) as client, client.stream("POST", "/api/generate", json=body) as r:
-        for _ in r.iter_lines():
+@contextlib.contextmanager
+def standin_process(tokens: int, first_s: float, gap_s: float) -> Iterator[str]:
+    """A stand-in in its own process (its CPU is not ours); yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-c", _STANDIN, str(tokens), str(first_s), str(gap_s)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def _bare(client: StreamClient) -> None:
+    async with client.stream("/api/generate", {"model": CELL.model, "prompt": "x", "stream": True}) as start:
+        async for _ in start.response.aiter_bytes():
             pass
-    return time.perf_counter() - started
 
 
-def _loop_cost_us(lines: int) -> float:
-    """The hot loop alone on in-memory lines: µs per line (stamp + classify + keep)."""
-    chunk = '{"model":"gemma3:latest","created_at":"2026-01-01T00:00:00Z","response":" tok","done":false}'
-    final = '{"model":"gemma3:latest","done":true,"eval_count":1,"eval_duration":1}'
-    feed = [(time.perf_counter_ns(), chunk)] * lines + [(0, final)]
+async def _concurrent(base_url: str, streams: int, *, bare: bool) -> list[TrialRecord]:
+    async with StreamClient(base_url) as client:
+        target = Target(client, OLLAMA, 600.0)
+        if bare:
+            await asyncio.gather(*(_bare(client) for _ in range(streams)))
+            return []
+        return list(await asyncio.gather(*(measure_call(target, CELL, "x", TrialRecord()) for _ in range(streams))))
+
+
+def _cpu_us_per_chunk(base_url: str, streams: int, chunks: int, *, bare: bool) -> float:
+    started = time.process_time()
+    records = asyncio.run(_concurrent(base_url, streams, bare=bare))
+    spent = time.process_time() - started
+    bad = [(r.status, r.error, r.content_chunks) for r in records if r.status != "ok" or r.content_chunks != chunks]
+    assert not bad, bad[:3]
+    return spent / (streams * chunks) * 1e6
+
+
+def loop_us_per_line(lines: int = 100_000) -> float:
+    """The hot loop alone on in-memory bytes: µs per line (split + stamp + classify + keep)."""
+    chunk = b'{"model":"gemma3:latest","created_at":"2026-01-01T00:00:00Z","response":" tok","done":false}\n'
+    final = b'{"model":"gemma3:latest","done":true,"eval_count":1,"eval_duration":1}\n'
+
+    async def feed() -> Any:
+        for _ in range(lines):
+            yield chunk
+        yield final
+
     started = time.perf_counter()
-    _read_stream(iter(feed), 2**62, _Stream())
+    asyncio.run(_read_stream(feed(), OLLAMA, 2**62, _Stream()))
     return (time.perf_counter() - started) / lines * 1e6
 
 
-def run(quick: bool = False) -> None:
-    chunks, reps = (2000, 3) if quick else (5000, 7)
-    cell = Cell("chimera", "gemma3:latest", "ollama", None, {}, "bench", (Prompt("0", "x"),), None, "generate", None)
-    with StandIn() as standin:
-        standin.default = Script(tokens=["tok"] * chunks, first_token_delay_s=0, token_interval_s=0)
-        body = {"model": cell.model, "prompt": "x", "stream": True}
-        bare = [_bare(standin.base_url, body) for _ in range(reps)]
-        ours = []
-        with OllamaClient(standin.base_url) as client:
-            for _ in range(reps):
-                started = time.perf_counter()
-                record = measure_trial(client, cell, TrialSpec(0, cell.prompts[0], False),
-                                       request_timeout_s=60, base=TrialRecord())
-                ours.append(time.perf_counter() - started)
-                assert record.status == "ok" and record.content_chunks == chunks
-    b, o = statistics.median(bare), statistics.median(ours)
-    per_chunk_us = (o - b) / chunks * 1e6
-    loop_us = statistics.median(_loop_cost_us(100_000) for _ in range(3))
-    print(f"stream loop alone: {loop_us:.2f} µs per line ({loop_us / 33_000 * 100:.4f} % of a 33 ms gap)")
-    print(f"over loopback, chunks per trial: {chunks}, repetitions: {reps} (the stand-in is the bottleneck)")
-    print(f"bare httpx iter_lines: {chunks / b:,.0f} chunks/s   runner: {chunks / o:,.0f} chunks/s")
-    print(f"runner/bare time ratio: {o / b:.2f}   overhead: {per_chunk_us:.1f} µs per chunk "
-          f"({per_chunk_us / 33_000 * 100:.3f} % of a 33 ms gap at 30 tok/s)")
+def _old_vs_new(base_url: str, reps: int) -> dict[str, float]:
+    from tests.sync_reference import measure_sync
+
+    old, new = [], []
+    for _ in range(reps):
+        old.append(measure_sync(base_url, CELL, "x", OLLAMA))
+        new.append(measure_trial(base_url, CELL, TrialSpec(0, CELL.prompts[0], False), fmt=OLLAMA))
+    out = {}
+    for label, records in (("old", old), ("new", new)):
+        for name in ("ttft_ms", "itl_ms_mean", "itl_ms_p99", "client_tok_s"):
+            out[f"{label}_{name}"] = statistics.median(getattr(r, name) for r in records)
+    return out
+
+
+def measure(quick: bool = False) -> dict[str, float]:
+    """Every figure of this benchmark, as a dict (see the module docstring)."""
+    chunks, reps = (500, 3) if quick else (2000, 5)
+    figures: dict[str, float] = {"loop_us_per_line": statistics.median(loop_us_per_line() for _ in range(3))}
+    for n in CONCURRENCY:
+        per_stream = max(chunks // n, 50)   # similar total work at every N
+        with standin_process(per_stream, 0.0, 0.0) as url:
+            figures[f"cpu_us_per_chunk_{n}"] = statistics.median(
+                _cpu_us_per_chunk(url, n, per_stream, bare=False) for _ in range(reps))
+            figures[f"bare_cpu_us_per_chunk_{n}"] = statistics.median(
+                _cpu_us_per_chunk(url, n, per_stream, bare=True) for _ in range(reps))
+    paced_tokens = 30 if quick else 60
+    with standin_process(paced_tokens, 0.05, PACED_GAP_MS / 1000) as url:
+        for n in CONCURRENCY:
+            records = asyncio.run(_concurrent(url, n, bare=False))
+            assert all(r.status == "ok" for r in records)
+            figures[f"itl_error_ms_{n}"] = statistics.median(r.itl_ms_mean for r in records) - PACED_GAP_MS
+            figures[f"itl_p99_ms_{n}"] = statistics.median(r.itl_ms_p99 for r in records)
+        figures.update(_old_vs_new(url, reps))
+    return figures
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    """Measure and print; returns the figures for the benchmarks table."""
+    f = measure(quick)
+    print(f"stream loop alone: {f['loop_us_per_line']:.2f} µs per line "
+          f"({f['loop_us_per_line'] / 33_000 * 100:.4f} % of a 33 ms gap at 30 tok/s)")
+    print("client CPU per chunk (stand-in in its own process, sending without delay):")
+    for n in CONCURRENCY:
+        ours, bare = f[f"cpu_us_per_chunk_{n}"], f[f"bare_cpu_us_per_chunk_{n}"]
+        print(f"  {n:>2} concurrent streams: runner {ours:6.1f} µs, bare httpx {bare:6.1f} µs, "
+              f"ours adds {ours - bare:5.1f} µs per chunk")
+    print(f"paced stand-in ({PACED_GAP_MS:.0f} ms gaps): measured ITL − scripted gap, median over streams:")
+    for n in CONCURRENCY:
+        print(f"  {n:>2} concurrent streams: {f[f'itl_error_ms_{n}']:+.3f} ms (ITL p99 {f[f'itl_p99_ms_{n}']:.2f} ms)")
+    print("old blocking path vs async path, same paced script (medians):")
+    for name, unit in (("ttft_ms", "ms"), ("itl_ms_mean", "ms"), ("itl_ms_p99", "ms"), ("client_tok_s", "tok/s")):
+        print(f"  {name:<13} old {f['old_' + name]:8.2f}  new {f['new_' + name]:8.2f} {unit}")
+    return f
 
 
 if __name__ == "__main__":

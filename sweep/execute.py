@@ -1,22 +1,39 @@
 """Run one cell: pre-flight, warm-ups, trials, retries, abandonment, resume.
 
 Every attempt becomes a stored row (a retried failure is recorded, not hidden),
-and the cell's file is saved after each one.  On resume, the measured trials
-already on disk for this cell's hash are kept and only the missing ones run.
+and the cell's rows are flushed to its store after each one.  On resume, the
+measured trials already on disk for this cell's hash are kept and only the
+missing ones run.
+
+:class:`CellRun` carries what a cell run needs (the call target, the cell, its
+store, the retry policy, telemetry, the progress callback and the running
+outcome), so a workload is written against one object:
+
+- ``await run.call(prompt, record, attempt)`` — one measured streamed call with
+  telemetry sampled around it; not stored (use it for each LLM call of a
+  workflow, several at once with ``asyncio.gather``);
+- ``run.keep(record)`` — store a row, count it, report it;
+- ``await run.attempt(spec)`` — the single-prompt trial: call, keep, retry
+  transient failures with backoff.
+
+Several agents of one cell: ``dataclasses.replace(run, target=other_host_target,
+cell=agent_cell)`` shares the store and the outcome.  Storing writes a file:
+in concurrent runs, keep the rows after the concurrent group has finished, not
+while other calls are still streaming.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.ollama import OllamaClient
 from sweep.plan import Cell, TrialSpec, schedule
 from sweep.records import STATUS_OK, TrialRecord
-from sweep.runner import TRANSIENT_STATUSES, measure_trial
+from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
 
@@ -49,6 +66,14 @@ class CellOutcome:
         return self.measured_ok >= self.expected
 
 
+@dataclass
+class Watch:
+    """Telemetry for a cell: the job's sampler factory and where the cell's samples go."""
+
+    telemetry: Telemetry
+    traces: TraceStore
+
+
 def base_record(cell: Cell, sweep_id: str, base_url: str) -> TrialRecord:
     """The identity columns every trial of the cell shares."""
     return TrialRecord(
@@ -58,13 +83,74 @@ def base_record(cell: Cell, sweep_id: str, base_url: str) -> TrialRecord:
     )
 
 
-def _is_transient(record: TrialRecord) -> bool:
+@dataclass
+class CellRun:
+    """One cell's run: everything a workload needs to measure, retry and store its calls."""
+
+    target: Target
+    cell: Cell
+    store: CellStore
+    policy: Policy
+    sweep_id: str
+    watch: Watch | None = None
+    on_record: Callable[[TrialRecord], None] | None = None
+    outcome: CellOutcome = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outcome = CellOutcome(self.cell, self.store.path, records=self.store.records)
+
+    def base(self, spec: TrialSpec) -> TrialRecord:
+        """The identity columns of one trial of this cell."""
+        return dataclasses.replace(base_record(self.cell, self.sweep_id, self.target.client.base_url),
+                                   trial=spec.trial, warmup=spec.warmup, prompt_id=spec.prompt.id)
+
+    async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
+        """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
+        sampler = self.watch.telemetry.sampler().start() if self.watch else None
+        try:
+            measured = await measure_call(self.target, self.cell, prompt, record)
+        finally:
+            columns = sampler.stop() if sampler else {}
+        measured.attempt = attempt
+        for name, value in columns.items():
+            setattr(measured, name, value)
+        measured.joules_per_token = joules_per_token(measured.gpu_energy_j, measured.eval_count)
+        if self.watch and sampler:
+            identity = {"cell_id": measured.cell_id, "cell_hash": measured.cell_hash, "trial": measured.trial,
+                        "warmup": measured.warmup, "attempt": attempt, "started_at": measured.started_at}
+            self.watch.traces.extend(sample_rows(sampler.samples, identity))
+        return measured
+
+    def keep(self, record: TrialRecord) -> None:
+        """Store a row (flushed to disk now), count it, and report it."""
+        self.store.append(record)
+        self.outcome.ran += 1
+        if record.status != STATUS_OK:
+            self.outcome.failed_attempts += 1
+        if self.on_record:
+            self.on_record(record)
+
+    async def attempt(self, spec: TrialSpec) -> TrialRecord:
+        """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
+        base = self.base(spec)
+        for attempt in range(1, self.policy.retries + 2):
+            record = await self.call(spec.prompt.text, base, attempt)
+            self.keep(record)
+            if record.status == STATUS_OK or not is_transient(record) or attempt > self.policy.retries:
+                return record
+            await asyncio.sleep(self.policy.retry_backoff_s * 2 ** (attempt - 1))
+        return record
+
+
+def is_transient(record: TrialRecord) -> bool:
+    """Worth another attempt: the server or the network may recover."""
     if record.status in TRANSIENT_STATUSES:
         return True
     return record.status == "http_error" and (record.error or "").startswith(("HTTP 5", "HTTP 429"))
 
 
-def _already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
+def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
+    """(trial, prompt_id) of the measured trials that succeeded in earlier runs."""
     return {
         (r["trial"], r["prompt_id"]) for r in rows
         if r["cell_hash"] == cell_hash and r["status"] == STATUS_OK and not r["warmup"]
@@ -77,7 +163,7 @@ def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) 
     Warm-up indices continue after earlier runs' warm-ups, so no two rows share
     (warmup, trial, prompt_id) with status ok.
     """
-    done = _already_measured(previous, cell.cell_hash)
+    done = already_measured(previous, cell.cell_hash)
     specs = schedule(cell, trials, warmup)
     missing = [s for s in specs if not s.warmup and (s.trial, s.prompt.id) not in done]
     if not missing:
@@ -87,70 +173,21 @@ def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) 
     return warmups + missing
 
 
-@dataclass
-class Watch:
-    """Telemetry for a cell: the job's sampler factory and where the cell's samples go."""
-
-    telemetry: Telemetry
-    traces: TraceStore
-
-
-def run_cell(client: OllamaClient, cell: Cell, store: CellStore, *, sweep_id: str, trials: int,
-             warmup: int, policy: Policy,
-             on_record: Callable[[TrialRecord], None] | None = None,
-             watch: Watch | None = None) -> CellOutcome:
-    """Measure what is missing of ``cell`` and store every attempt."""
-    previous = store.previous_rows()
-    outcome = CellOutcome(cell, store.path, expected=trials * len(cell.prompts), records=store.records)
-    outcome.measured_ok = len(_already_measured(previous, cell.cell_hash))
-    base = base_record(cell, sweep_id, client.base_url)
+async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
+    """Measure what is missing of the single-prompt cell and store every attempt."""
+    previous = run.store.previous_rows()
+    outcome = run.outcome
+    outcome.expected = trials * len(run.cell.prompts)
+    outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
     consecutive_failures = 0
-    for spec in _todo(cell, trials, warmup, previous):
-        record = _attempt(client, cell, spec, base, store, policy, outcome, on_record, watch)
+    for spec in _todo(run.cell, trials, warmup, previous):
+        record = await run.attempt(spec)
         if record.status == STATUS_OK:
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
             continue
         consecutive_failures += 1
-        if consecutive_failures >= policy.max_consecutive_failures:
+        if consecutive_failures >= run.policy.max_consecutive_failures:
             outcome.abandoned = True
             break
     return outcome
-
-
-def _attempt(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecord, store: CellStore,
-             policy: Policy, outcome: CellOutcome,
-             on_record: Callable[[TrialRecord], None] | None, watch: Watch | None) -> TrialRecord:
-    """One trial with bounded retries and exponential backoff for transient failures."""
-    for attempt in range(1, policy.retries + 2):
-        record = _measured(client, cell, spec, base, policy, watch, attempt)
-        store.append(record)
-        outcome.ran += 1
-        if on_record:
-            on_record(record)
-        if record.status == STATUS_OK:
-            return record
-        outcome.failed_attempts += 1
-        if not _is_transient(record) or attempt > policy.retries:
-            return record
-        time.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
-    return record
-
-
-def _measured(client: OllamaClient, cell: Cell, spec: TrialSpec, base: TrialRecord, policy: Policy,
-              watch: Watch | None, attempt: int) -> TrialRecord:
-    """One request, with the machine sampled around it when telemetry is on."""
-    sampler = watch.telemetry.sampler().start() if watch else None
-    try:
-        record = measure_trial(client, cell, spec, request_timeout_s=policy.request_timeout_s, base=base)
-    finally:
-        columns = sampler.stop() if sampler else {}
-    record.attempt = attempt
-    for name, value in columns.items():
-        setattr(record, name, value)
-    record.joules_per_token = joules_per_token(record.gpu_energy_j, record.eval_count)
-    if watch and sampler:
-        identity = {"cell_id": record.cell_id, "cell_hash": record.cell_hash, "trial": record.trial,
-                    "warmup": record.warmup, "attempt": attempt, "started_at": record.started_at}
-        watch.traces.extend(sample_rows(sampler.samples, identity))
-    return record

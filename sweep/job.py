@@ -7,6 +7,7 @@ the first request; failing servers only ever produce rows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep import backends, provenance
-from sweep.execute import CellOutcome, Policy, Watch, run_cell
-from sweep.ollama import OllamaClient, headers_from_env
+from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
+from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
+from sweep.runner import Target
+from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 
@@ -65,13 +68,13 @@ def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str,
 def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``."""
     cells = reload_order(plan_cells(cfg), load_key)
+    fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
     base_url = backends.base_url_for(cfg.backend)
     b = cfg.backend
-    client = OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                          headers=headers_from_env(b.api_key_env, b.headers_env))
-    outcomes = []
-    with client:
+    headers = headers_from_env(b.api_key_env, b.headers_env)
+    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                      headers=headers) as client:
         server_version = client.version()
         tags = {m.get("name", ""): m for m in _tags(client)}
         served = list(tags) if b.kind == "embedded" else []
@@ -79,23 +82,34 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
         for cell in cells:
             show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
             models[cell.model] = provenance.model_record(show, tags.get(cell.model))
-        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                               say=lambda line: console.print(f"[dim]{line}[/]"))
-                     if cfg.telemetry.enabled else None)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
-                                 gpus=telemetry.gpus if telemetry else process_gpus())
-        provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
-                                                              "config": config, "command": env["command"]}
-                                               for c in cells})
-        for cell in cells:
-            store = _open_store(cell, sweep_dir, cfg.resume, {"sweep_id": cfg.sweep_id, **env})
+    telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
+                           say=lambda line: console.print(f"[dim]{line}[/]"))
+                 if cfg.telemetry.enabled else None)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
+                             gpus=telemetry.gpus if telemetry else process_gpus())
+    provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
+                                                          "config": config, "command": env["command"]}
+                                           for c in cells})
+    stores = [_open_store(cell, sweep_dir, cfg.resume, {"sweep_id": cfg.sweep_id, **env}) for cell in cells]
+    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
+
+
+async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
+                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
+    """The cells one after the other, in one event loop with one stream client."""
+    b = cfg.backend
+    outcomes = []
+    async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                            headers=headers) as client:
+        target = Target(client, fmt, b.request_timeout_s)
+        for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            outcome = run_cell(client, cell, store, sweep_id=cfg.sweep_id, trials=cfg.trials,
-                               warmup=cfg.warmup, policy=policy_from(b),
-                               on_record=lambda r: console.print(_trial_line(r)), watch=watch)
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
+                          on_record=lambda r: console.print(_trial_line(r)))
+            outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "

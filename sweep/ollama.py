@@ -1,7 +1,11 @@
-"""A small Ollama HTTP client on httpx: inventory calls and a raw NDJSON stream.
+"""HTTP clients on httpx: Ollama's inventory calls (sync) and the streamed calls (async).
 
-The stream is handed over line by line as bytes arrive, each line stamped with
-``perf_counter_ns`` at arrival; what a line *means* is decided by the runner.
+:class:`OllamaClient` answers the questions asked once before measuring
+(version, show, tags, ps).  :class:`StreamClient` opens the streamed calls that
+are measured: it only POSTs and hands the open response over; the runner reads
+its raw bytes, stamps them and asks a :mod:`sweep.streams` format what they mean,
+so the same client serves any wire format.  One ``StreamClient`` per server,
+used from one event loop, carries any number of concurrent streams.
 Secrets (API key, extra headers) come from the environment and stay in the
 client's headers: they are never part of a record, a log line or a report.
 """
@@ -9,9 +13,10 @@ client's headers: they are never part of a record, a log line or a report.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,25 +39,16 @@ def headers_from_env(api_key_env: str, headers_env: str) -> dict[str, str]:
     return headers
 
 
-def error_text(response: httpx.Response) -> str:
-    """Ollama's ``{"error": ...}`` body, or the start of whatever came back."""
+def error_text(body: bytes) -> str:
+    """An error body's message: ``{"error": "…"}`` (Ollama) or ``{"error": {"message": "…"}}`` (OpenAI), else its start."""
     try:
-        body = response.json()
-        if isinstance(body, dict) and "error" in body:
-            return str(body["error"])
+        obj = json.loads(body)
     except ValueError:
-        pass
-    return response.text[:300]
-
-
-@dataclass
-class StreamStart:
-    """An open stream: when the request was sent, the HTTP status, and the lines."""
-
-    sent_ns: int
-    status_code: int
-    lines: Iterator[tuple[int, str]]  # (arrival perf_counter_ns, line)
-    response: httpx.Response
+        obj = None
+    if isinstance(obj, dict) and "error" in obj:
+        error = obj["error"]
+        return str(error["message"]) if isinstance(error, dict) and "message" in error else str(error)
+    return body[:300].decode("utf-8", "replace")
 
 
 class OllamaClient:
@@ -61,9 +57,8 @@ class OllamaClient:
     def __init__(self, base_url: str, *, connect_timeout_s: float = 10.0,
                  stall_timeout_s: float = 120.0, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        timeout = httpx.Timeout(connect=connect_timeout_s, read=stall_timeout_s,
-                                write=stall_timeout_s, pool=connect_timeout_s)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers or {})
+        self._http = httpx.Client(base_url=self.base_url, timeout=_timeout(connect_timeout_s, stall_timeout_s),
+                                  headers=headers or {})
 
     def close(self) -> None:
         self._http.close()
@@ -86,7 +81,7 @@ class OllamaClient:
             ) from None
         if response.status_code != 200:
             raise ConfigError(f"{self.base_url}/api/version answered HTTP {response.status_code}: "
-                              f"is this an Ollama server? ({error_text(response)})")
+                              f"is this an Ollama server? ({error_text(response.content)})")
         return str(response.json().get("version", "unknown"))
 
     def show(self, model: str, *, missing_hint: str | None = None) -> dict[str, Any]:
@@ -99,7 +94,7 @@ class OllamaClient:
             hint = missing_hint or f"run 'ollama pull {model}'"
             raise ConfigError(f"model '{model}' is not on {self.base_url}: {hint}")
         if response.status_code != 200:
-            raise ConfigError(f"/api/show for '{model}' failed with HTTP {response.status_code}: {error_text(response)}")
+            raise ConfigError(f"/api/show for '{model}' failed with HTTP {response.status_code}: {error_text(response.content)}")
         return response.json()
 
     def tags(self) -> list[dict[str, Any]]:
@@ -108,20 +103,50 @@ class OllamaClient:
     def ps(self) -> list[dict[str, Any]]:
         return self._http.get("/api/ps").json().get("models", [])
 
-    # ------------------------------------------------------------ streaming
-    @contextlib.contextmanager
-    def stream(self, endpoint: str, body: dict[str, Any]) -> Iterator[StreamStart]:
-        """POST to ``/api/<endpoint>`` and hand over NDJSON lines as they arrive.
 
-        The clock starts right before the request is written; each line is
-        stamped when ``iter_lines`` yields it.  Transport errors propagate as
-        httpx exceptions for the runner to classify.
+def _timeout(connect_timeout_s: float, stall_timeout_s: float) -> httpx.Timeout:
+    """``read`` is the longest silence between two byte arrivals: a stall."""
+    return httpx.Timeout(connect=connect_timeout_s, read=stall_timeout_s, write=stall_timeout_s,
+                         pool=connect_timeout_s)
+
+
+@dataclass
+class StreamStart:
+    """An open streamed call: when the request was sent, and the response (status, headers, body to read)."""
+
+    sent_ns: int
+    response: httpx.Response
+
+
+class StreamClient:
+    """Streamed POSTs to one server on ``httpx.AsyncClient``; create and use it inside one event loop.
+
+    ``max_streams`` bounds the connection pool: concurrent calls beyond it wait
+    for a connection (counted in their TTFT), so keep it ≥ the concurrency you run.
+    """
+
+    def __init__(self, base_url: str, *, connect_timeout_s: float = 10.0, stall_timeout_s: float = 120.0,
+                 headers: dict[str, str] | None = None, max_streams: int = 256) -> None:
+        self.base_url = base_url.rstrip("/")
+        limits = httpx.Limits(max_connections=max_streams, max_keepalive_connections=max_streams)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=_timeout(connect_timeout_s, stall_timeout_s),
+                                       headers=headers or {}, limits=limits)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> StreamClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[StreamStart]:
+        """POST ``body`` to ``path``; the clock starts right before the request is written.
+
+        Transport errors propagate as httpx exceptions for the runner to classify.
         """
         sent_ns = time.perf_counter_ns()
-        with self._http.stream("POST", f"/api/{endpoint}", json=body) as response:
-            yield StreamStart(sent_ns, response.status_code, _stamped(response), response)
-
-
-def _stamped(response: httpx.Response) -> Iterator[tuple[int, str]]:
-    for line in response.iter_lines():
-        yield time.perf_counter_ns(), line
+        async with self._http.stream("POST", path, json=body) as response:
+            yield StreamStart(sent_ns, response)

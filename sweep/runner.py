@@ -1,105 +1,112 @@
-"""Measure one trial: one streamed request → one :class:`TrialRecord`.
+"""Measure one streamed call: one request → one :class:`TrialRecord`, on ``httpx.AsyncClient``.
 
-The stream loop only stamps lines and asks :func:`_interpret` what each means;
-the maths (TTFT, inter-token latency, rates) happens after the stream is done,
-so nothing slow sits between two token arrivals.  Every failure becomes a
-status on the record; nothing here raises for a bad server.
+The API for workloads (single prompt, agent workflows, N agents at once)::
+
+    target = Target(StreamClient(url), OLLAMA, request_timeout_s=900)
+    record = await measure_call(target, cell, prompt_text, TrialRecord(trial=0, prompt_id="0", ...))
+    # several calls at once, in one event loop (one StreamClient per server):
+    records = await asyncio.gather(measure_call(t0, cell, p0, r0), measure_call(t1, cell, p1, r1))
+
+``record`` carries the identity columns the caller knows (sweep, cell, trial,
+stage…); :func:`measure_call` returns a copy with the request's start time,
+status, client timings and the server's own fields.  It never raises for a bad
+server: every failure is a status.  Retries, storage and telemetry are the
+caller's (:mod:`sweep.execute`).
+
+Hot loop: :func:`_read_stream` iterates the raw body bytes, stamps each network
+chunk with ``perf_counter_ns`` when it arrives, splits it into lines and asks the
+format (:mod:`sweep.streams`) what each line is.  Text pieces and stamps are
+appended to lists; the maths (TTFT, inter-token latency, rates) and the server's
+fields come after the stream, in :func:`_fill_timings`.  Nothing that logs,
+writes or serialises runs between two token arrivals, so concurrent streams
+in one loop cost each other only the microseconds of that loop (measured in
+``python -m benchmarks runner``).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import dataclasses
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import numpy as np
 
-from sweep.ollama import OllamaClient, error_text
+from sweep.ollama import StreamClient
 from sweep.plan import Cell, TrialSpec
 from sweep.records import TrialRecord, utc_now
-
-NS_PER_MS = 1_000_000
+from sweep.streams import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 # Failure kinds worth another attempt: the server or network may recover.
 TRANSIENT_STATUSES = frozenset({"connect_error", "protocol_error", "stall", "timeout", "server_error"})
 
 
-def request_body(cell: Cell, prompt: str, *, stream: bool = True) -> dict[str, Any]:
-    """The JSON body Ollama expects; only set options are sent."""
-    body: dict[str, Any] = {"model": cell.model, "stream": stream}
-    if cell.options:
-        body["options"] = dict(cell.options)
-    if cell.keep_alive is not None:
-        ka = cell.keep_alive
-        body["keep_alive"] = int(ka) if str(ka).lstrip("-").isdigit() else ka
-    if cell.endpoint == "chat":
-        messages = [{"role": "system", "content": cell.system}] if cell.system else []
-        messages.append({"role": "user", "content": prompt})
-        body["messages"] = messages
-    else:
-        body["prompt"] = prompt
-        if cell.system:
-            body["system"] = cell.system
-    return body
+@dataclass(frozen=True)
+class Target:
+    """Where and how a call goes: the server's stream client, its wire format, the whole-request limit."""
+
+    client: StreamClient
+    fmt: StreamFormat
+    request_timeout_s: float = 900.0
 
 
 @dataclass
 class _Stream:
-    """What the loop collected: arrival stamps of content chunks, text, final chunk."""
+    """What the loop collected: arrival stamps of content chunks, text, kept meta objects, final chunk."""
 
     content_ns: list[int] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
+    metas: list[Any] = field(default_factory=list)
     final: dict[str, Any] | None = None
     final_ns: int | None = None
     status: str = "ok"
     error: str | None = None
 
 
-def _interpret(line: str) -> tuple[str, Any]:
-    """Classify one NDJSON line: ('content', text) | ('final', obj) | ('error', text) | ('bad', text)."""
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return "bad", f"malformed NDJSON line: {line[:200]!r}"
-    if not isinstance(obj, dict):
-        return "bad", f"malformed NDJSON line: {line[:200]!r}"
-    if "error" in obj:
-        return "error", str(obj["error"])
-    if obj.get("done") is True:
-        return "final", obj
-    message = obj.get("message")
-    text = message.get("content", "") if isinstance(message, dict) else obj.get("response", "")
-    return "content", text if isinstance(text, str) else ""
+def _take(line: bytes, arrived_ns: int, fmt: StreamFormat, got: _Stream) -> bool:
+    """Keep what one line says; True when reading must stop (final chunk, error, garbage)."""
+    kind, value = fmt.interpret(line)
+    if kind == CONTENT:
+        if value:
+            got.content_ns.append(arrived_ns)
+            got.pieces.append(value)
+        return False
+    if kind == SKIP:
+        return False
+    if kind == META:
+        got.metas.append(value)
+        return False
+    if kind == FINAL:
+        got.final, got.final_ns = value, arrived_ns
+        text = fmt.final_text(value)
+        if text:  # e.g. Ollama's stream: false puts the whole answer in the final object
+            got.pieces.append(text)
+    elif kind == ERROR:
+        got.status, got.error = "server_error", value
+    else:
+        got.status, got.error = "protocol_error", value if kind == BAD else f"unknown line kind {kind!r}"
+    return True
 
 
-def _read_stream(lines: Any, deadline_ns: int, got: _Stream) -> None:
-    """The hot loop: stamp, classify, stop at the final chunk or the first error."""
-    for arrived_ns, line in lines:
-        if not line:
-            continue
-        kind, value = _interpret(line)
-        if kind == "content":
-            if value:
-                got.content_ns.append(arrived_ns)
-                got.pieces.append(value)
-        elif kind == "final":
-            got.final, got.final_ns = value, arrived_ns
-            text = value.get("response") or (value.get("message") or {}).get("content") or ""
-            if text:  # stream: false puts the whole answer in the final object
-                got.pieces.append(text)
-            return
-        elif kind == "error":
-            got.status, got.error = "server_error", value
-            return
-        else:
-            got.status, got.error = "protocol_error", value
-            return
+async def _read_stream(chunks: AsyncIterator[bytes], fmt: StreamFormat, deadline_ns: int, got: _Stream) -> None:
+    """The hot loop: stamp each chunk at arrival, split lines, classify, stop at the final line or an error."""
+    tail = b""
+    async for chunk in chunks:
+        arrived_ns = time.perf_counter_ns()
+        lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            if _take(line, arrived_ns, fmt, got):
+                return
         if arrived_ns > deadline_ns:
             got.status, got.error = "timeout", "request exceeded backend.request_timeout_s"
             return
-    got.status, got.error = "protocol_error", "stream ended without a final chunk (done: true)"
+    if tail and _take(tail, time.perf_counter_ns(), fmt, got):  # a last line without its newline
+        return
+    got.status, got.error = "protocol_error", f"stream ended without a final chunk ({fmt.name})"
 
 
 def _classify(exc: httpx.HTTPError, responded: bool) -> str:
@@ -110,12 +117,8 @@ def _classify(exc: httpx.HTTPError, responded: bool) -> str:
     return "protocol_error"
 
 
-def _ns_to_ms(value: Any) -> float | None:
-    return value / NS_PER_MS if isinstance(value, (int, float)) else None
-
-
-def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream) -> None:
-    """Client-side latencies from the stamps, server timings from the final chunk."""
+def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFormat) -> None:
+    """Client-side latencies from the stamps, the server's own fields from the final chunk."""
     stamps = got.content_ns
     if stamps:
         record.ttft_ms = (stamps[0] - sent_ns) / NS_PER_MS
@@ -130,39 +133,47 @@ def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream) -> None:
     record.response = "".join(got.pieces)
     if got.final_ns is not None:
         record.e2e_ms = (got.final_ns - sent_ns) / NS_PER_MS
-    final = got.final or {}
-    record.load_duration_ms = _ns_to_ms(final.get("load_duration"))
-    record.prompt_eval_duration_ms = _ns_to_ms(final.get("prompt_eval_duration"))
-    record.eval_duration_ms = _ns_to_ms(final.get("eval_duration"))
-    record.total_duration_ms = _ns_to_ms(final.get("total_duration"))
-    record.prompt_eval_count = final.get("prompt_eval_count")
-    record.eval_count = final.get("eval_count")
-    record.done_reason = final.get("done_reason")
-    if record.eval_count and final.get("eval_duration"):
-        record.throughput_tok_s = record.eval_count / (final["eval_duration"] / 1e9)
+    for name, value in fmt.server_fields(got.final, got.metas).items():
+        setattr(record, name, value)
 
 
-def measure_trial(client: OllamaClient, cell: Cell, spec: TrialSpec, *,
-                  request_timeout_s: float, base: TrialRecord) -> TrialRecord:
-    """Send one request and measure it.  ``base`` carries the identity columns."""
-    record = TrialRecord(**{**base.__dict__, "trial": spec.trial, "warmup": spec.warmup,
-                            "prompt_id": spec.prompt.id, "started_at": utc_now()})
+async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord) -> TrialRecord:
+    """Send ``prompt`` as one streamed call of ``cell`` and measure it; ``record`` holds the identity columns."""
+    record = dataclasses.replace(record, started_at=utc_now())
+    fmt = target.fmt
+    path, body = fmt.request(cell, prompt)
     got = _Stream()
     sent_ns = time.perf_counter_ns()
     responded = False
     try:
-        with client.stream(cell.endpoint, request_body(cell, spec.prompt.text)) as start:
+        async with target.client.stream(path, body) as start:
             sent_ns = start.sent_ns
             responded = True
-            if start.status_code != 200:
-                start.response.read()
+            response = start.response
+            if response.status_code != 200:
                 got.status = "http_error"
-                got.error = f"HTTP {start.status_code}: {error_text(start.response)}"
+                got.error = f"HTTP {response.status_code}: {fmt.error_text(await response.aread())}"
             else:
-                _read_stream(start.lines, sent_ns + int(request_timeout_s * 1e9), got)
+                deadline_ns = sent_ns + int(target.request_timeout_s * 1e9)
+                await _read_stream(response.aiter_bytes(), fmt, deadline_ns, got)
     except httpx.HTTPError as exc:
         got.status = _classify(exc, responded)
         got.error = f"{type(exc).__name__}: {exc}".strip(": ") or type(exc).__name__
     record.status, record.error = got.status, got.error
-    _fill_timings(record, sent_ns, got)
+    _fill_timings(record, sent_ns, got, fmt)
     return record
+
+
+def measure_trial(base_url: str, cell: Cell, spec: TrialSpec, *, fmt: StreamFormat, request_timeout_s: float = 900.0,
+                  stall_timeout_s: float = 120.0, connect_timeout_s: float = 10.0,
+                  base: TrialRecord | None = None) -> TrialRecord:
+    """One call from synchronous code (benchmarks, tests): its own event loop and client, same path."""
+    record = dataclasses.replace(base or TrialRecord(), trial=spec.trial, warmup=spec.warmup,
+                                 prompt_id=spec.prompt.id)
+
+    async def once() -> TrialRecord:
+        async with StreamClient(base_url, connect_timeout_s=connect_timeout_s,
+                                stall_timeout_s=stall_timeout_s) as client:
+            return await measure_call(Target(client, fmt, request_timeout_s), cell, spec.prompt.text, record)
+
+    return asyncio.run(once())

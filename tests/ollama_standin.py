@@ -53,6 +53,8 @@ class Script:
 class _QuietServer(ThreadingHTTPServer):
     """Client disconnects are part of the faults we script: no tracebacks for them."""
 
+    request_queue_size = 256   # many concurrent streams connect at once (the default backlog of 5 refuses them)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass
 

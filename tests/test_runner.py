@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.ollama import OllamaClient
 from sweep.plan import Cell, Prompt, TrialSpec
 from sweep.records import TrialRecord
-from sweep.runner import _fill_timings, _Stream, measure_trial, request_body
+from sweep.runner import _fill_timings, _Stream, measure_trial
+from sweep.streams import OLLAMA, request_body
 from tests.ollama_standin import Script, StandIn
 
 
@@ -20,9 +20,8 @@ def make_cell(model: str = "gemma3:latest", endpoint: str = "generate", **option
 def measure(standin: StandIn, cell: Cell | None = None, stall_timeout_s: float = 2.0,
             request_timeout_s: float = 30.0) -> TrialRecord:
     cell = cell or make_cell()
-    with OllamaClient(standin.base_url, stall_timeout_s=stall_timeout_s) as client:
-        return measure_trial(client, cell, TrialSpec(0, cell.prompts[0], False),
-                             request_timeout_s=request_timeout_s, base=TrialRecord())
+    return measure_trial(standin.base_url, cell, TrialSpec(0, cell.prompts[0], False), fmt=OLLAMA,
+                         request_timeout_s=request_timeout_s, stall_timeout_s=stall_timeout_s)
 
 
 def test_timing_maths_on_exact_stamps() -> None:
@@ -33,7 +32,7 @@ def test_timing_maths_on_exact_stamps() -> None:
                          "prompt_eval_duration": 7_000_000, "total_duration": 250_000_000,
                          "prompt_eval_count": 9, "done_reason": "stop"})
     record = TrialRecord()
-    _fill_timings(record, 0, got)
+    _fill_timings(record, 0, got, OLLAMA)
     assert record.ttft_ms == 50.0
     assert record.itl_ms_mean == pytest.approx(20.0)          # gaps 10, 20, 30 ms
     assert record.itl_ms_p50 == pytest.approx(20.0)
@@ -98,10 +97,9 @@ def test_faults_become_statuses(standin: StandIn, fault: str, status: str, text:
 def test_unreachable_port_is_connect_error() -> None:
     with StandIn() as gone:
         url = gone.base_url
-    with OllamaClient(url, connect_timeout_s=1.0) as client:
-        cell = make_cell()
-        record = measure_trial(client, cell, TrialSpec(0, cell.prompts[0], False),
-                               request_timeout_s=5.0, base=TrialRecord())
+    cell = make_cell()
+    record = measure_trial(url, cell, TrialSpec(0, cell.prompts[0], False), fmt=OLLAMA,
+                           request_timeout_s=5.0, connect_timeout_s=1.0)
     assert record.status == "connect_error" and "ConnectError" in record.error
 
 
