@@ -15,8 +15,13 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweep.llama_tools import missing_hint, tool_path
+from sweep.openai_sse import OPENAI
+from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.records import TrialRecord
+from sweep.runner import measure_trial
 
 TG, PP = 128, 512
 
@@ -49,3 +54,29 @@ def parse_llama_bench(stdout: str) -> dict[str, BenchFigure]:
         name = f"pp{test['n_prompt']}" if test.get("n_gen", 0) == 0 else f"tg{test['n_gen']}"
         figures[name] = BenchFigure(float(test["avg_ts"]), float(test.get("stddev_ts") or 0.0))
     return figures
+
+
+def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, warmup_tokens: int,
+                         reps: int) -> list[TrialRecord]:
+    """Start llama-server with the options' load-time flags, warm up, then ``reps`` trials by our runner; stop it.
+
+    The prompt goes to ``/v1/completions`` as text already templated the way the
+    embedded server templates it, so both engines get the same tokens.
+    """
+    from sweep.llama_server import Launch, LlamaServer, flags_for, free_port, model_path
+
+    server = LlamaServer(Launch(model, model_path(model, None), flags_for(options)), free_port())
+    try:
+        def trial(i: int, tokens: int) -> TrialRecord:
+            cell = Cell("bench", model, "llama_server", server.base_url, {**options, "num_predict": tokens},
+                        "engine-bench", (Prompt("0", prompt_text),), None, "completions", None)
+            rec = measure_trial(server.base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=OPENAI,
+                                request_timeout_s=600)
+            if rec.status != "ok":
+                raise RuntimeError(f"{model} on llama-server: {rec.status}: {rec.error}")
+            return rec
+
+        trial(0, warmup_tokens)
+        return [trial(i, options["num_predict"]) for i in range(1, reps + 1)]
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from rich.console import Console
 from sweep import backends, provenance
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
+from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
 from sweep.runner import Target
 from sweep.streams import StreamFormat, format_for
@@ -65,14 +65,13 @@ def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str,
     return store
 
 
-def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
-    """Measure every cell of this job into ``sweep_dir``."""
-    cells = reload_order(plan_cells(cfg), load_key)
-    fmt = format_for(cfg.backend.api)
-    ensure_writable(sweep_dir)
-    base_url = backends.base_url_for(cfg.backend)
-    b = cfg.backend
-    headers = headers_from_env(b.api_key_env, b.headers_env)
+def _say(line: str) -> None:
+    console.print(f"[dim]{line}[/]")
+
+
+def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
+                      cells: list[Cell]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The server's version and each model's identity; a missing model is a :class:`ConfigError`."""
     with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                       headers=headers) as client:
         server_version = client.version()
@@ -82,8 +81,23 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
         for cell in cells:
             show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
             models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+    return server_version, models
+
+
+def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
+    """Measure every cell of this job into ``sweep_dir``."""
+    cells = reload_order(plan_cells(cfg), load_key)
+    fmt = format_for(cfg.backend.api)
+    ensure_writable(sweep_dir)
+    b = cfg.backend
+    base_url = backends.base_url_for(b, cells[0], say=_say)
+    headers = headers_from_env(b.api_key_env, b.headers_env)
+    if b.kind in OPENAI_KINDS:
+        server_version, models = backends.openai_preflight(b, base_url, headers, cells)
+    else:
+        server_version, models = _ollama_preflight(b, base_url, headers, cells)
     telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                           say=lambda line: console.print(f"[dim]{line}[/]"))
+                           say=_say)
                  if cfg.telemetry.enabled else None)
     config = OmegaConf.to_container(cfg, resolve=True)
     env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
@@ -104,6 +118,11 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
         for cell, store in zip(cells, stores):
+            if b.kind == "llama_server":  # restarts llama-server when the cell's flags differ (same port)
+                # in this (the main) thread, not a worker: the child's death signal follows the starting thread
+                backends.prepare_cell(b, cell, _say)
+                if telemetry:
+                    telemetry.server_pid = backends.server_pid(b, base_url)
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
             console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")

@@ -22,9 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sweep.plan import LOAD_TIME_OPTIONS, Cell, ConfigError
-
-# Line kinds (the runner's contract, see sweep.streams).
-CONTENT, META, FINAL, ERROR, BAD, SKIP = "content", "meta", "final", "error", "bad", "skip"
+from sweep.streams import BAD, CONTENT, ERROR, FINAL, FORMATS, META, SKIP, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are
 #: llama.cpp's extension fields (llama-server, our embedded server; vLLM takes ``top_k``).
@@ -60,7 +58,7 @@ def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, end
                           "(/v1/completions has no system prompt)")
 
 
-def request(cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
+def request_of(cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
     """The path (under the ``/v1`` base URL) and body of one streamed call."""
     body: dict[str, Any] = {"model": cell.model, "stream": True, "stream_options": {"include_usage": True}}
     for name, value in cell.options.items():
@@ -82,7 +80,7 @@ def _text_of(line: bytes | str) -> str:
     return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line)[:200]
 
 
-def interpret(line: bytes | str) -> tuple[str, Any]:
+def interpret_line(line: bytes | str) -> tuple[str, Any]:
     """One line of an SSE body: a token's text, a chunk to keep (finish/usage), ``[DONE]``, an error."""
     if isinstance(line, str):
         line = line.encode()
@@ -129,7 +127,7 @@ def _last(metas: Sequence[Any], pick: Any) -> Any:
     return None
 
 
-def server_fields(final: Mapping[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:
+def fields_of(final: Mapping[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:
     """``usage`` counts, llama.cpp ``timings`` and ``finish_reason`` into the existing columns."""
     usage = _last(metas, lambda o: o.get("usage") if isinstance(o.get("usage"), dict) else None) or {}
     timings = _last(metas, lambda o: o.get("timings") if isinstance(o.get("timings"), dict) else None) or {}
@@ -157,6 +155,25 @@ def _int(value: Any) -> int | None:
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+
+
+class OpenAISSE(StreamFormat):
+    """``/v1/chat/completions`` and ``/v1/completions`` streamed as server-sent events."""
+
+    name = "openai"
+
+    def request(self, cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
+        return request_of(cell, prompt)
+
+    def interpret(self, line: bytes | str) -> tuple[str, Any]:
+        return interpret_line(line)
+
+    def server_fields(self, final: dict[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:
+        return fields_of(final, metas)
+
+
+OPENAI = OpenAISSE()
+FORMATS[OPENAI.name] = OPENAI
 
 def served_models(base_url: str, headers: Mapping[str, str], models: Sequence[str], *,
                   connect_timeout_s: float = 10.0) -> list[str]:

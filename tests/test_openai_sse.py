@@ -34,11 +34,11 @@ def _cell(endpoint: str = "chat", system: str | None = None, **options) -> Cell:
     (b"<html>oops</html>", "bad", None),
 ])
 def test_interpret(line: bytes, kind: str, value) -> None:
-    got_kind, got_value = sse.interpret(line)
+    got_kind, got_value = sse.OPENAI.interpret(line)
     assert got_kind == kind
     if value is not None:
         assert got_value == value
-    assert sse.interpret(line.decode())[0] == kind  # str lines too
+    assert sse.OPENAI.interpret(line.decode())[0] == kind  # str lines too
 
 
 def test_finish_and_usage_chunks_are_kept_not_stamped() -> None:
@@ -46,34 +46,34 @@ def test_finish_and_usage_chunks_are_kept_not_stamped() -> None:
     usage = {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 32, "total_tokens": 41},
              "timings": {"prompt_n": 9, "prompt_ms": 12.5, "predicted_n": 32, "predicted_ms": 640.0,
                          "predicted_per_second": 50.0, "cache_n": 0}}
-    assert sse.interpret(_data(finish)) == ("meta", finish)
-    assert sse.interpret(_data(usage)) == ("meta", usage)
-    fields = sse.server_fields({}, [finish, usage])
+    assert sse.OPENAI.interpret(_data(finish)) == ("meta", finish)
+    assert sse.OPENAI.interpret(_data(usage)) == ("meta", usage)
+    fields = sse.OPENAI.server_fields({}, [finish, usage])
     assert fields == {"prompt_eval_count": 9, "eval_count": 32, "prompt_eval_duration_ms": 12.5,
                       "eval_duration_ms": 640.0, "done_reason": "length", "throughput_tok_s": 50.0}
 
 
 def test_server_without_timings_leaves_timing_columns_null() -> None:
     usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}
-    assert sse.server_fields({}, [usage]) == {"prompt_eval_count": 5, "eval_count": 7}
-    assert sse.server_fields({}, []) == {}
+    assert sse.OPENAI.server_fields({}, [usage]) == {"prompt_eval_count": 5, "eval_count": 7}
+    assert sse.OPENAI.server_fields({}, []) == {}
 
 
 def test_request_maps_options_in_one_place() -> None:
     cell = _cell("chat", system="be brief", temperature=0.5, top_p=0.9, top_k=40, seed=3, num_predict=64,
                  repeat_penalty=1.1)
-    path, body = sse.request(cell, "hello")
+    path, body = sse.OPENAI.request(cell, "hello")
     assert path == "/chat/completions"
     assert body == {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.5,
                     "top_p": 0.9, "top_k": 40, "seed": 3, "max_tokens": 64, "repeat_penalty": 1.1,
                     "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]}
-    path, body = sse.request(_cell("completions", num_predict=-1), "hello")
+    path, body = sse.OPENAI.request(_cell("completions", num_predict=-1), "hello")
     assert path == "/completions" and body["prompt"] == "hello" and "max_tokens" not in body
-    assert sse.request(_cell("generate"), "x")[0] == "/completions"
+    assert sse.OPENAI.request(_cell("generate"), "x")[0] == "/completions"
 
 
 def test_llama_server_body_leaves_load_time_options_to_flags() -> None:
-    _, body = sse.request(_cell("chat", num_ctx=512, num_thread=2, temperature=0.0), "hi")
+    _, body = sse.OPENAI.request(_cell("chat", num_ctx=512, num_thread=2, temperature=0.0), "hi")
     assert "num_ctx" not in body and "num_thread" not in body and body["temperature"] == 0.0
 
 
