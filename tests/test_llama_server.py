@@ -6,6 +6,7 @@ the binary ``make install`` built from the llama-cpp-python sdist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -65,15 +66,6 @@ def test_two_cell_sweep_real_text_server_timings_client_ttft(tmp_path: Path) -> 
         assert _gone(int(pid)), f"llama-server {pid} outlived the sweep"
 
 
-def test_unsupported_option_refused_in_one_line(tmp_path: Path) -> None:
-    result = run_sweep("backend=openai", "backend.base_url=http://127.0.0.1:9/v1", "chimera.num_ctx=512",
-                       f"output_root={tmp_path}")
-    assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "option num_ctx cannot be sent to backend=openai" in lines[0], result.stderr
-    assert not tmp_path.exists() or not any(tmp_path.rglob("*.parquet"))
-
-
 def _start_and_wait_for_server(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     """A long llama_server sweep, once its llama-server is up and a first trial is stored."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -95,8 +87,11 @@ def test_no_orphan_after_ctrl_c(tmp_path: Path) -> None:
     proc, server_pid = _start_and_wait_for_server(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
-    assert _gone(server_pid), "llama-server survived Ctrl-C of the sweep"
+    try:
+        assert proc.returncode == 130, stderr[-2000:]
+        assert _gone(server_pid), "llama-server survived Ctrl-C of the sweep"
+    finally:
+        _kill_if_alive(server_pid)
     assert (trials_of(tmp_path)["status"] == "ok").sum() >= 1
     assert only_sweep(tmp_path).is_dir()
 
@@ -105,4 +100,13 @@ def test_no_orphan_after_sigkill(tmp_path: Path) -> None:
     proc, server_pid = _start_and_wait_for_server(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert _gone(server_pid), "llama-server survived SIGKILL of the sweep (PR_SET_PDEATHSIG)"
+    try:
+        assert _gone(server_pid), "llama-server survived SIGKILL of the sweep (PR_SET_PDEATHSIG)"
+    finally:
+        _kill_if_alive(server_pid)
+
+
+def _kill_if_alive(pid: int) -> None:
+    """A failed test must not leave its orphan running on a shared machine."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).kill()

@@ -93,6 +93,15 @@ def test_sweep_on_openai_backend_sends_key_and_stores_rows(standin: StandIn, tmp
         assert not path.is_file() or b"sk-never-stored-7c1" not in path.read_bytes()
 
 
+def test_unsupported_option_refused_in_one_line(tmp_path: Path) -> None:
+    result = run_sweep("backend=openai", "backend.base_url=http://127.0.0.1:9/v1", "chimera=baseline", "chimera.num_ctx=512",
+                       f"output_root={tmp_path}")
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "option num_ctx cannot be sent to backend=openai" in lines[0], result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.rglob("*.parquet"))
+
+
 def test_missing_model_is_one_line(standin: StandIn, tmp_path: Path) -> None:
     result = run_sweep("backend=openai", f"backend.base_url={standin.base_url}/v1", "model.name=nope",
                        "chimera=baseline", f"output_root={tmp_path}")
