@@ -1,8 +1,9 @@
-"""``python -m analysis [PATH ...]``: trial rows → report tables (Markdown on stdout, files in _report/).
+"""``python -m analysis [PATH ...]``: trial rows → report files in _report/ and a short summary on stdout.
 
 Thin on purpose: parse flags, call :func:`analysis.load.load` and
-:func:`analysis.report.build`, and turn input problems into one stderr line and
-exit code 2.
+:func:`analysis.report.build`, print :mod:`analysis.brief`'s summary (or the
+whole Markdown with ``--markdown``), and turn input problems into one stderr
+line and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from analysis.load import InputError, load, newest_sweep
-from analysis.report import build
+import webbrowser
+
+from analysis import brief
+from analysis.load import InputError, load, newest_sweep, was_search
+from analysis.report import HTML_NAME, build
 from analysis.tables import Options
 
 EXIT_INPUT = 2
@@ -37,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m analysis",
         description="Analyse sweep trials: per-cell statistics, rankings, baseline vs chimera, "
-        "parameter sensitivity, run-order effects. Writes report.md, CSVs, report.tex and figures "
-        "into <input>/_report/ and prints the Markdown.",
+        "parameter sensitivity, run-order effects. Writes report.html, report.md, CSVs, report.tex and "
+        "figures into <input>/_report/ and prints a short summary.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="sweep directory, Parquet file/directory or CSV; several are concatenated "
@@ -62,9 +66,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry-cell", metavar="TEXT",
                    help="draw telemetry over time for the cell whose label contains TEXT "
                         "(default: the cell with the most samples)")
+    p.add_argument("--search", action="store_true",
+                   help="add the search section (best cell, optimisation history, parameter importance); "
+                        "on by itself for a sweep run with hydra/sweeper=optuna")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
-    p.add_argument("--quiet", action="store_true", help="do not print the Markdown to stdout")
+    p.add_argument("--markdown", action="store_true", help="print the whole Markdown report instead of the summary")
+    p.add_argument("--quiet", action="store_true", help="print nothing but where the report went")
+    p.add_argument("--open", action="store_true", help="open report.html in the web browser afterwards")
     return p
+
+
+def _next_command(argv: Sequence[str], paths: Sequence[str | Path], opened: bool) -> str:
+    """The command that opens this report in a browser (or, once opened, compares it with another sweep)."""
+    args = [a for a in argv if a not in ("--open", "--quiet", "--markdown")]
+    if not any(not a.startswith("-") for a in args):
+        args = [str(p) for p in paths] + args
+    if opened:
+        return f"python -m analysis {' '.join(args)} OTHER_SWEEP   (two sweeps side by side)"
+    return f"python -m analysis {' '.join(args)} --open   (the HTML report in a browser)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top=args.top, ddof=0 if args.population_sd else 1, test=args.test,
         correction=args.correction, sensitivity_test=args.sensitivity_test,
         bootstrap=args.bootstrap, bootstrap_method=args.bootstrap_method,
-        resamples=args.resamples, seed=args.seed, alpha=args.alpha,
+        resamples=args.resamples, seed=args.seed, alpha=args.alpha, search=args.search,
     )
     try:
         paths = args.paths
@@ -85,14 +104,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = [newest_sweep()]
             print(f"analysing the newest sweep: {paths[0]}", file=sys.stderr)
         loaded = load(paths)
+        if not opts.search and any(was_search(Path(p)) for p in paths):
+            opts.search = True
         report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv,
                        telemetry_cell=args.telemetry_cell)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    if not args.quiet:
+    if args.markdown:
         sys.stdout.write(report.markdown)
-    print(f"report written to {report.out_dir}/report.md", file=sys.stderr)
+    elif not args.quiet:
+        lines = brief.summary_lines(loaded, report.analysis)
+        lines += brief.file_lines(report.out_dir, report.files, _next_command(argv, paths, args.open))
+        print("\n".join(lines))
+    if args.markdown or args.quiet:
+        print(f"report written to {report.out_dir}/{HTML_NAME}", file=sys.stderr)
+    if args.open:
+        page = (report.out_dir / HTML_NAME).resolve().as_uri()
+        if not webbrowser.open(page):
+            print(f"no web browser found: open {page} yourself", file=sys.stderr)
     return 0
 
 

@@ -202,6 +202,33 @@ def telemetry_over_time(traces: pd.DataFrame, cell: str, out: Path) -> list[Path
     return _save(fig, out, "telemetry_over_time")
 
 
+def search(an: Analysis, out: Path) -> list[Path]:
+    """Optimisation history (each visited cell, best so far) and parameter importance, side by side."""
+    hist, imp = an.get("search_history"), an.get("search_importance")
+    if hist is None:
+        return []
+    h = hist.frame
+    value = [c for c in h.columns if c.endswith(" mean")][0]
+    fig, axes = plt.subplots(1, 2 if imp is not None else 1, figsize=(11 if imp is not None else 6, 3.6),
+                             squeeze=False)
+    ax = axes[0][0]
+    ax.plot(h["step"], h[value], "o", color="#4575b4", label="cell")
+    ax.step(h["step"], h["best so far"], where="post", color="#d73027", label="best so far")
+    ax.set_xlabel("step (visit order)")
+    ax.set_ylabel(value)
+    ax.set_title("Optimisation history")
+    ax.legend()
+    if imp is not None:
+        ax = axes[0][1]
+        f = imp.frame.iloc[::-1]
+        ax.barh(f["parameter"], f["η² (share of variance)"], color="#4575b4")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("η² (share of the objective's variance)")
+        ax.set_title("Parameter importance")
+    fig.tight_layout()
+    return _save(fig, out, "search")
+
+
 def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | None = None,
              telemetry_cell: str | None = None) -> dict[str, list[Path]]:
     """Every figure, keyed by the report section it belongs to."""
@@ -210,6 +237,8 @@ def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | N
         "baseline_vs_chimera": forest(an, out),
         "sensitivity": sensitivity(an, out),
     }
+    if an.get("search_history") is not None:
+        figs["search"] = search(an, out)
     if traces is not None and len(traces):
         cell = pick_trace_cell(traces, telemetry_cell)
         if cell is not None:

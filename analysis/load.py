@@ -71,6 +71,13 @@ def newest_sweep(root: Path = SWEEPS_ROOT) -> Path:
     return max(dirs, key=lambda p: p.stat().st_mtime)
 
 
+def was_search(path: Path) -> bool:
+    """True for a sweep run by the Optuna sweeper: it leaves ``optimization_results.yaml`` in Hydra's sweep dir."""
+    if not path.is_dir():
+        return False
+    return any(path.glob("optimization_results.yaml")) or any(path.glob("*/optimization_results.yaml"))
+
+
 def _trial_files(directory: Path) -> list[Path]:
     """Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
     out = []

@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import render
+from analysis import html, render
 from analysis.environment import environment_frame
 from analysis.load import Loaded
 from analysis.tables import Analysis, Options, Table, analyse
 
 REPORT_DIR = "_report"
+HTML_NAME = "report.html"   # beside report.md: one file, figures inside
 
 # Section headings, in report order: table name → (number, heading).
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -31,6 +32,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("population", "5. Population summary", ("population",)),
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
+    ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
 )
 
 
@@ -62,55 +64,73 @@ def _list(values: Sequence[Any], limit: int = 8) -> str:
     return ", ".join(vals[:limit]) + (f", … ({len(vals)} in all)" if len(vals) > limit else "") if vals else "–"
 
 
-def header(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> str:
-    """The 'what was analysed' block: inputs, ids, rows, cells, exclusions, methods."""
+@dataclass
+class Header:
+    """The 'what was analysed' block as parts, so Markdown and HTML print the same facts."""
+
+    intro: list[str]          # "Generated … by `cmd`."
+    inputs: Table
+    facts: list[str]          # one Markdown-ish line each (**bold**, `code`)
+    environment: Table | None
+
+
+def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> Header:
+    """Inputs, ids, rows, cells, exclusions, methods and the environment."""
     df = loaded.frame
     opts = an.options
-    lines = ["# Sweep analysis report", ""]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python -m analysis" + (" " + " ".join(argv) if argv else "")
-    lines += [f"Generated {now} by `{cmd}`.", "", "## What was analysed", ""]
     src = Table("inputs", "Inputs", pd.DataFrame({
         "input": [str(s.path) for s in loaded.sources],
         "label": [s.label for s in loaded.sources],
         "files": [s.files for s in loaded.sources],
         "rows": [s.rows for s in loaded.sources],
     }))
-    lines += [render.to_markdown(src), ""]
     warm = int(df["is_warmup"].sum())
     failed = df.loc[df["is_failed"], "status"].value_counts()
     fail_txt = ", ".join(f"{k} {v}" for k, v in failed.items()) if len(failed) else "none"
     cells = an.cells
-    lines += [
-        f"- **Rows**: {len(df):,} — measured {int(df['measured'].sum()):,}; excluded: "
+    facts = [
+        f"**Rows**: {len(df):,} — measured {int(df['measured'].sum()):,}; excluded: "
         f"{warm:,} warm-up, {int(df['is_failed'].sum()):,} failed ({fail_txt}).",
-        f"- **Datasets** (sweep ids): {_list(loaded.datasets)}",
-        f"- **Cells**: {len(cells):,}"
+        f"**Datasets** (sweep ids): {_list(loaded.datasets)}",
+        f"**Cells**: {len(cells):,}"
         + (f" ({_list([f'{k} {v}' for k, v in cells['preset'].value_counts().items()])})" if "preset" in cells else ""),
     ]
     for col, name in (("model", "Models"), ("backend", "Backends"), ("base_url", "Servers"),
                       ("workload", "Workloads"), ("gpu_name", "GPUs")):
         if col in df.columns:
-            lines.append(f"- **{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
+            facts.append(f"**{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
     ci = (f"bootstrap {opts.bootstrap_method}, {opts.resamples} resamples, seed {opts.seed}"
           if opts.bootstrap else "Student t")
-    lines += [
-        f"- **Methods**: {round(opts.confidence * 100)} % CIs ({ci}); sd {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}; "
+    facts.append(
+        f"**Methods**: {round(opts.confidence * 100)} % CIs ({ci}); sd {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}; "
         f"comparison test {'Welch t' if opts.test == 'welch' else 'Mann–Whitney U'}, "
         f"{'Holm' if opts.correction == 'holm' else 'Benjamini–Hochberg'} correction, α = {opts.alpha}; "
-        f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}.",
-    ]
+        f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}."
+    )
     if loaded.held_fixed:
         held = "; ".join(f"{preset}: {opts}" for preset, opts in loaded.held_fixed.items())
-        lines.append(f"- **Held fixed** (cell labels show only what varies): {held}.")
+        facts.append(f"**Held fixed** (cell labels show only what varies): {held}.")
     if an.multi_dataset:
-        lines.append("- Several datasets are combined: tables carry a `dataset` column; cells are never pooled across datasets.")
-    lines.append("")
+        facts.append("Several datasets are combined: tables carry a `dataset` column; cells are never pooled across datasets.")
+    env = None
     prov = {k: v for k, v in loaded.provenance.items() if v}
     if prov:
-        env = environment_frame(prov)
-        if len(env):
-            lines += ["## Environment", "", render.to_markdown(Table("environment", "Environment", env)), ""]
+        frame = environment_frame(prov)
+        if len(frame):
+            env = Table("environment", "Environment", frame)
+    return Header([f"Generated {now} by `{cmd}`."], src, facts, env)
+
+
+def header(parts: Header) -> str:
+    """The header block in Markdown."""
+    lines = ["# Sweep analysis report", "", *parts.intro, "", "## What was analysed", ""]
+    lines += [render.to_markdown(parts.inputs), ""]
+    lines += [f"- {f}" for f in parts.facts]
+    lines.append("")
+    if parts.environment is not None:
+        lines += ["## Environment", "", render.to_markdown(parts.environment), ""]
     return "\n".join(lines)
 
 
@@ -139,7 +159,7 @@ def build(
     argv: Sequence[str] | None = None,
     telemetry_cell: str | None = None,
 ) -> Report:
-    """Analyse ``loaded`` and write report.md, one CSV per table, report.tex and figures."""
+    """Analyse ``loaded`` and write report.md, report.html, one CSV per table, report.tex and figures."""
     opts = opts or Options()
     an = analyse(loaded.frame, opts)
     out = out_dir or default_out_dir(loaded)
@@ -151,12 +171,18 @@ def build(
 
         figs = figmod.make_all(loaded.frame, an, out / "figures", loaded.traces, telemetry_cell)
         files += [p for ps in figs.values() for p in ps]
-    md = [header(loaded, an, argv)]
+    head = header_parts(loaded, an, argv)
+    md = [header(head)]
     tex = [LATEX_PREAMBLE]
+    sections: list[html.Section] = []
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
         if not names and key not in figs:
             continue
+        if key == "search" and not tables:
+            continue
+        pngs = [p for p in figs.get(key, []) if p.suffix == ".png"]
+        sections.append(html.Section(heading, an.notes.get(key, ""), tables, pngs))
         md += [f"## {heading}", ""]
         if key in an.notes:
             md += [an.notes[key], ""]
@@ -166,11 +192,14 @@ def build(
             files.append(csv_path)
             md.append(_section(t, csv_path.name))
             tex += [render.to_latex(t), ""]
-        for png in (p for p in figs.get(key, []) if p.suffix == ".png"):
+        for png in pngs:
             md += [f"![{png.stem}]({png.relative_to(out).as_posix()})", ""]
     tex.append(r"\end{document}")
     text = "\n".join(md).rstrip() + "\n"
     (out / "report.md").write_text(text)
     (out / "report.tex").write_text("\n".join(tex) + "\n")
-    files += [out / "report.md", out / "report.tex"]
+    env = [head.environment] if head.environment is not None else []
+    (out / HTML_NAME).write_text(html.page("Sweep analysis report", head.intro, head.facts,
+                                           [head.inputs, *env], sections), encoding="utf-8")
+    files += [out / "report.md", out / "report.tex", out / HTML_NAME]
     return Report(text, out, an, files)

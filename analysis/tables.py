@@ -39,6 +39,7 @@ class Options:
     seed: int = 0
     alpha: float = 0.05
     confidence: float = 0.95
+    search: bool = False                                 # --search (or an Optuna sweep): the search section
 
 
 @dataclass
@@ -593,4 +594,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     ro = run_order(df, cells, cs, multi, opts)
     if ro is not None:
         tables.append(ro)
+    if opts.search:
+        from analysis.search import search_tables
+
+        tables += search_tables(df, cells, opts)
     return Analysis(tables, cells, cs, notes, multi, opts)

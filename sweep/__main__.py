@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep import backends
+from sweep import backends, cli_errors
 from sweep.config import register
-from sweep.job import run_job
+from sweep.job import objective_value, run_job
 from sweep.plan import ConfigError
 from sweep.store import ensure_writable
 from sweep.sweep_id import pin_sweep_id
@@ -23,12 +24,19 @@ from sweep.sweep_id import pin_sweep_id
 register()
 
 
+def _is_search(hc: Any) -> bool:
+    """A sweeper that proposes cells (Optuna) rather than enumerating a grid."""
+    return hc.mode.name == "MULTIRUN" and "optuna" in str(hc.sweeper.get("_target_", ""))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the cell's objective (``objective.*``): what a search sweeper optimises."""
     hc = HydraConfig.get()
     hydra_dir = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
     try:
-        run_job(cfg, Path(hydra_dir).parent)
+        outcomes = run_job(cfg, Path(hydra_dir).parent, revisit=_is_search(hc))
+        return objective_value(cfg, outcomes)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         backends.stop_embedded()
@@ -36,6 +44,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def _run() -> None:
+    cli_errors.flags_first(sys.argv)
     sweep_dir = pin_sweep_id(sys.argv)
     try:
         ensure_writable(sweep_dir.parent)  # before Hydra creates its own files there
@@ -43,7 +52,7 @@ def _run() -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     try:
-        main()
+        cli_errors.run(main)
     except KeyboardInterrupt:
         backends.stop_embedded()
         print(f"\ninterrupted: every completed trial is saved in {sweep_dir}\n"

@@ -101,6 +101,22 @@ class TelemetryConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What the job returns to a search sweeper (``hydra/sweeper=optuna``): one number per cell.
+
+    ``stat`` of ``metric`` over the cell's successful measured trials; a cell whose
+    p95 TTFT exceeds ``ttft_p95_max_ms`` (when set), or with no successful trial,
+    scores ``failed_value`` (a bad value, so the search goes on).  Use a large
+    ``failed_value`` when the sweeper minimises.
+    """
+
+    metric: str = "throughput_tok_s"
+    stat: str = "mean"                        # mean | median | p95
+    ttft_p95_max_ms: Optional[float] = None
+    failed_value: float = 0.0
+
+
+@dataclass
 class SweepConfig:
     """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
 
@@ -116,6 +132,9 @@ class SweepConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
+    progress: bool = True                    # live progress on a terminal; false: one plain line per trial
 
 
 def register() -> None:

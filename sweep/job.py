@@ -21,9 +21,10 @@ from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
+from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable
+from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -58,11 +59,25 @@ def policy_from(backend: DictConfig) -> Policy:
 
 
 def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str, Any]) -> CellStore:
+    """The cell's file; an existing one is only continued with ``resume`` (or when a search revisits it)."""
     store = CellStore(sweep_dir / f"{cell.file_stem}.parquet", provenance)
     if store.previous is not None and not resume:
         raise ConfigError(f"{store.path} already holds trials of this cell: add resume=true to continue "
                           "that sweep, or leave out sweep_id= to start a new one")
     return store
+
+
+def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | None:
+    """What a search sweeper receives: the objective of this job's cell, from its stored rows.
+
+    None for a job of several cells (a grid run in one job): there is no single value to return.
+    """
+    if len(outcomes) != 1:
+        return None
+    (outcome,) = outcomes
+    rows = read_whole(outcome.path).to_pylist() if outcome.path.exists() else []
+    return score([r for r in rows if r["cell_hash"] == outcome.cell.cell_hash],
+                 Objective.from_config(cfg.objective)).value
 
 
 def _say(line: str) -> None:
@@ -84,8 +99,12 @@ def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
     return server_version, models
 
 
-def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
-    """Measure every cell of this job into ``sweep_dir``."""
+def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[CellOutcome]:
+    """Measure every cell of this job into ``sweep_dir``.
+
+    ``revisit``: a search may propose a cell it already measured in this sweep; its
+    missing trials run (none when complete) instead of the "already holds trials" error.
+    """
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
@@ -105,7 +124,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path) -> list[CellOutcome]:
     provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
                                                           "config": config, "command": env["command"]}
                                            for c in cells})
-    stores = [_open_store(cell, sweep_dir, cfg.resume, {"sweep_id": cfg.sweep_id, **env}) for cell in cells]
+    stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
+              for cell in cells]
     return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
 
 

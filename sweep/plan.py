@@ -153,6 +153,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
     if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
+    from sweep.objective import Objective
+
+    Objective.from_config(cfg.objective)
     if cfg.grid is not None:
         unknown = set(cfg.grid.axes) | set(cfg.grid.fixed)
         unknown -= set(OPTION_KEYS)

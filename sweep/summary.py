@@ -15,7 +15,34 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from sweep.objective import Objective, Score, score
 from sweep.store import cell_files, read_whole
+
+
+def best_cell(sweep_dir: Path, objective: Objective, maximize: bool = True) -> tuple[str, Score] | None:
+    """The cell with the best objective (``objective.*``), scored from its stored rows."""
+    scored = []
+    for path in cell_files(sweep_dir):
+        rows = read_whole(path).to_pylist()
+        if rows:
+            scored.append((rows[0]["cell_id"], score(rows, objective)))
+    if not scored:
+        return None
+    return (max if maximize else min)(scored, key=lambda item: item[1].value)
+
+
+def best_line(sweep_dir: Path, objective: Objective, maximize: bool = True) -> str | None:
+    """'best (mean throughput_tok_s): <cell> = 52.31 (mean 52.31, 95 % CI 50.10 – 54.52, n=3)'."""
+    found = best_cell(sweep_dir, objective, maximize)
+    if found is None:
+        return None
+    cell_id, s = found
+    if s.n == 0:
+        return f"best ({objective.describe()}): none, every cell failed"
+    ci = f"95 % CI {s.ci_lo:.2f} – {s.ci_hi:.2f}" if s.n > 1 else "one trial, no CI"
+    note = f", scored {s.value:g}: {s.why_failed}" if s.why_failed else ""
+    return (f"best ({objective.describe()}): {cell_id} = {s.value:.2f} "
+            f"({objective.metric} mean {s.mean:.2f}, {ci}, n={s.n}{note})")
 
 
 def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
@@ -47,6 +74,11 @@ class SweepSummary(Callback):
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         table, unfinished = summarize(sweep_dir, int(config.trials))
         console.print(table)
+        if len(cell_files(sweep_dir)) > 1:
+            direction = str(config.hydra.sweeper.get("direction", "maximize"))
+            line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
+            if line:
+                console.print(line)
         console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")
         if unfinished:
             args = " ".join(a for a in sys.argv[1:] if not a.startswith(("resume=", "sweep_id=")))

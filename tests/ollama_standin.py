@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 FAULTS = ("none", "http_500", "http_404", "kill_mid_stream", "stall", "garbage_line",
           "no_final_chunk", "error_line", "slow_first_byte", "refuse")
@@ -68,8 +68,11 @@ class StandIn:
         self.version = version
         self.default = Script()
         self.scripts: deque[Script] = deque()
+        # optional: the script for a request's body (e.g. speed depending on options) when none is queued
+        self.script_for: Callable[[dict[str, Any]], Script] | None = None
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.hits: list[str] = []      # every request of any kind, "METHOD /path" (dry runs must send none)
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -85,9 +88,11 @@ class StandIn:
         with self._lock:
             self.scripts.extend(scripts)
 
-    def next_script(self) -> Script:
+    def next_script(self, body: dict[str, Any] | None = None) -> Script:
         with self._lock:
-            return self.scripts.popleft() if self.scripts else self.default
+            if self.scripts:
+                return self.scripts.popleft()
+            return self.script_for(body or {}) if self.script_for else self.default
 
     def record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         with self._lock:
@@ -150,6 +155,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         # ------------------------------------------------------------ routes
         def do_GET(self) -> None:
+            standin.hits.append(f"GET {self.path}")
             if self.path == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in standin.models]})
             elif self.path == "/api/version":
@@ -169,6 +175,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
 
         def do_POST(self) -> None:
+            standin.hits.append(f"POST {self.path}")
             body = self._body()
             if body is None:
                 return
@@ -185,7 +192,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not found"})
                 return
             standin.record(body, dict(self.headers))
-            script = standin.next_script()
+            script = standin.next_script(body)
             if body.get("model") not in standin.models or script.fault == "http_404":
                 message = f"model '{body.get('model')}' not found"
                 self._json(404, {"error": {"message": message, "type": "not_found"}} if openai else {"error": message})

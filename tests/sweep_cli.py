@@ -16,9 +16,15 @@ def sweep_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "sweep", *args]
 
 
-def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> args…`` from the repository, output captured."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run(sweep_argv(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run_module("sweep", *args, timeout=timeout)
 
 
 def only_sweep(output_root: Path) -> Path:

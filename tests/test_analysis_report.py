@@ -13,6 +13,7 @@ Data: a baseline cell with throughput 10, 12, 14 tok/s and TTFT 100, 110, 120 ms
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def trials_csv(tmp_path: Path) -> Path:
 
 
 def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Path) -> None:
-    result = _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path)
+    result = _analyse(trials_csv, "--out", tmp_path / "out", "--markdown", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {r["cell"]: r for r in _csv(tmp_path / "out" / "comprehensive.csv")}
     base, chim = rows["baseline"], rows["chimera"]  # labels: preset + what varies (nothing here)
@@ -206,3 +207,20 @@ def test_embedded_server_port_does_not_split_a_resumed_sweep(tmp_path: Path) -> 
     path = _write(tmp_path / "embedded.csv", rows)
     assert _analyse(path, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     assert {r["verdict"] for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")} == {"faster"}
+
+
+def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Path) -> None:
+    """stdout: best cells, each verdict with Δ % and its CI, failures, files, the next command; no tables."""
+    result = _analyse(trials_csv, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{trials_csv}: 2 cells, 6 measured trials (1 warm-up rows excluded)"
+    assert "best throughput: chimera  22.00 tok/s (n 3, CI95 17.03 … 26.97)" in lines
+    assert "best TTFT:       chimera  55.0 ms (n 3, CI95 42.6 … 67.4)" in lines
+    assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+45\.6 … \+121\.1\)  p adj 0\.0\d+  faster", l)
+               for l in lines), lines
+    assert "failures: 1 trials (timeout 1) in chimera (1)" in lines
+    assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 7 CSV tables)" in lines
+    assert lines[-1] == (f"next: python -m analysis {trials_csv} --no-figures --out {tmp_path / 'out'} --open"
+                         "   (the HTML report in a browser)")
+    assert "|" not in result.stdout and len(lines) < 15

@@ -68,12 +68,16 @@ class ReloadAwareSweeper(BasicSweeper):
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None
-            keyed.append((overrides, sorted(load_key(c) for c in cells)))
-        typed_loads = count_loads([k for _, keys in keyed for k in keys])
+            keyed.append((overrides, sorted(load_key(c) for c in cells), cfg))
+        typed_loads = count_loads([k for _, keys, _ in keyed for k in keys])
         if self.order == "reload_aware":
             keyed = reload_order(keyed, key=lambda job: job[1][0])
-        loads = count_loads([k for _, keys in keyed for k in keys])
-        n_cells = sum(len(keys) for _, keys in keyed)
+        loads = count_loads([k for _, keys, _ in keyed for k in keys])
+        n_cells = sum(len(keys) for _, keys, _ in keyed)
         print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s), {loads} model load(s) "
               f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
-        return [overrides for overrides, _ in keyed]
+        if self.config.get("dry_run"):
+            from sweep.preflight import dry_run
+
+            dry_run([cfg for _, _, cfg in keyed])     # prints the plan and exits: no job runs
+        return [overrides for overrides, _, _ in keyed]

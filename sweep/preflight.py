@@ -1,0 +1,221 @@
+"""Before the first request: every job of the (multi)run composed and planned; ``dry_run=true`` stops here.
+
+Why a Hydra callback: Hydra composes a multirun's jobs one at a time, right
+before each runs, so a value only :func:`sweep.plan.plan_cells` rejects
+(``-m trials=3,-1``) used to fail after the first jobs had measured.  At
+``on_run_start`` / ``on_multirun_start`` this composes every job the basic
+sweeper will launch (the same overrides, the same config loader), plans its
+cells and stops with one line on the first bad one.  With ``dry_run=true`` it
+then prints the plan (cells, parameters, ids, what a resume would skip, the
+model reloads the order implies, an estimated duration) and exits 0: no
+request is sent, no server started, no directory made.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.table import Table
+
+from sweep.cli_errors import EXIT_CONFIG, one_line
+from sweep.plan import Cell, ConfigError, load_key, plan_cells
+from sweep.store import CellStore, read_whole
+
+ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
+ASSUMED_TOKENS = 256        # num_predict unset: the server decides; a typical report-length answer
+ASSUMED_OVERHEAD_S = 0.3    # per request (prompt eval, TTFT) when nothing was measured
+ASSUMED_RELOAD_S = 2.0      # per model (re)load when nothing was measured
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job Hydra's basic sweeper would launch (one list for a plain run)."""
+    task = list(config.hydra.overrides.task)
+    if config.hydra.mode is None or str(config.hydra.mode) != "RunMode.MULTIRUN":
+        return [task]
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return [task]   # Optuna & co. choose jobs as they go: only the base config can be checked
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = config.hydra.sweeper.get("params") or {}
+    strings = [f"{k}={v}" for k, v in params.items()] + task
+    loader = GlobalHydra.instance().config_loader()
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(strings)
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def job_configs(config: DictConfig) -> list[DictConfig]:
+    """Every job's composed config, as the launcher will compose it."""
+    loader = GlobalHydra.instance().config_loader()
+    jobs = job_overrides(config)
+    if len(jobs) == 1 and jobs[0] == list(config.hydra.overrides.task):
+        return [config]
+    return [loader.load_sweep_config(config, job) for job in jobs]
+
+
+@dataclass
+class Planned:
+    """One cell of the plan with what a resume would find on disk."""
+
+    cell: Cell
+    trials: int
+    warmup: int
+    done: int          # measured ok trials already stored for this cell's hash
+    reload: bool       # the server has to load the model anew before this cell
+
+
+def sweep_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.output_root) / str(cfg.sweep_id)
+
+
+def _done(cell: Cell, sweep_dir: Path) -> int:
+    path = sweep_dir / f"{cell.file_stem}.parquet"
+    if not path.exists():
+        return 0
+    rows = CellStore(path).previous_rows()
+    return len({(r["trial"], r["prompt_id"]) for r in rows
+                if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"]})
+
+
+def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
+    """Plan every job (raises ConfigError on the first bad one), in launch order."""
+    planned: list[Planned] = []
+    loaded: dict[Any, tuple[Any, ...]] = {}    # server → what it has loaded (as plan.count_loads counts)
+    for cfg in configs:
+        for cell in plan_cells(cfg):
+            key = load_key(cell)
+            done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
+            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, loaded.get(key[0]) != key))
+            loaded[key[0]] = key
+    return planned
+
+
+def _history(output_root: Path, exclude: Path) -> dict[str, tuple[float, float, float]]:
+    """Per model, from the newest earlier sweep that has it: median s/request, tok/s, load s."""
+    seen: dict[str, tuple[float, float, float]] = {}
+    sweeps = sorted((p for p in output_root.glob("*") if p.is_dir() and p != exclude and not p.name.startswith("_")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    cols = ["model", "status", "warmup", "e2e_ms", "throughput_tok_s", "eval_count", "load_duration_ms"]
+    for sweep in sweeps[:5]:
+        for path in sweep.glob("*.parquet"):
+            try:
+                t = read_whole(path, columns=cols).to_pandas()
+            except Exception:  # noqa: BLE001 — an unreadable old file just teaches us nothing
+                continue
+            ok = t[(t["status"] == "ok") & ~t["warmup"]]
+            for model, g in ok.groupby("model"):
+                if model not in seen and g["e2e_ms"].notna().any():
+                    seen[model] = (float(g["e2e_ms"].median()) / 1e3, float(g["throughput_tok_s"].median()),
+                                   float(t.loc[t["model"] == model, "load_duration_ms"].max()) / 1e3)
+    return seen
+
+
+def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> tuple[float, str]:
+    """Seconds the plan takes, and what the figure is based on."""
+    total, measured = 0.0, set()
+    for p in planned:
+        todo = max(0, p.trials * len(p.cell.prompts) - p.done)
+        requests = todo + (p.warmup if todo else 0)
+        tokens = p.cell.options.get("num_predict") or ASSUMED_TOKENS
+        if p.cell.model in history:
+            per_request, tok_s, load_s = history[p.cell.model]
+            # scale the measured request time by this cell's token budget when it is known
+            per_request = ASSUMED_OVERHEAD_S + tokens / tok_s if p.cell.options.get("num_predict") and tok_s else per_request
+            measured.add(p.cell.model)
+        else:
+            per_request, load_s = ASSUMED_OVERHEAD_S + tokens / ASSUMED_TOK_S, ASSUMED_RELOAD_S
+        total += requests * per_request + (load_s if p.reload and requests else 0.0)
+    models = {p.cell.model for p in planned}
+    basis = (f"from earlier sweeps of {', '.join(sorted(measured))}" if measured else "")
+    assumed = sorted(models - measured)
+    if assumed:
+        basis += ("; " if basis else "") + (f"assumed {ASSUMED_TOK_S:.0f} tok/s, {ASSUMED_TOKENS} tokens when "
+                                            f"num_predict is unset, {ASSUMED_RELOAD_S:.0f} s per reload for "
+                                            f"{', '.join(assumed)}")
+    return total, basis
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig]) -> None:
+    """The dry run's output: one row per cell, then totals and the command that runs it."""
+    console = Console(stderr=False, highlight=False, soft_wrap=True, width=200 if not sys.stdout.isatty() else None)
+    cfg = configs[0]
+    sweep_dir = sweep_dir_of(cfg)
+    table = Table(title=f"dry run: {len(planned)} cells → {sweep_dir}", title_justify="left")
+    for col in ("#", "preset", "model", "options", "cell id", "trials", "done", "reload"):
+        table.add_column(col, justify="right" if col in ("#", "trials", "done") else "left")
+    for i, p in enumerate(planned):
+        opts = " ".join(f"{k}={v}" for k, v in p.cell.options.items()) or "(server defaults)"
+        expected = p.trials * len(p.cell.prompts)
+        done = f"{p.done}/{expected}" if p.done else "–"
+        table.add_row(str(i), p.cell.preset, p.cell.model, opts, p.cell.cell_hash,
+                      f"{p.warmup}+{expected}", done, "yes" if p.reload else "")
+    console.print(table)
+    history = _history(Path(cfg.output_root), sweep_dir)
+    seconds, basis = estimate_s(planned, history)
+    todo = sum(max(0, p.trials * len(p.cell.prompts) - p.done) for p in planned)
+    requests = todo + sum(p.warmup for p in planned if p.trials * len(p.cell.prompts) > p.done)
+    skipped = sum(1 for p in planned if p.done >= p.trials * len(p.cell.prompts))
+    console.print(f"{requests} requests ({todo} measured trials + warm-ups), {sum(p.reload for p in planned)} model "
+                  f"loads, {skipped} cells already complete")
+    console.print(f"estimated duration: {_duration(seconds)} ({basis})")
+    args = [a for a in sys.argv[1:] if not a.startswith("dry_run=")]
+    console.print(f"nothing was sent; run it with: python -m sweep {' '.join(args)}")
+
+
+def _stop(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)
+
+
+class Preflight(Callback):
+    """Plans every job before the first one runs; prints the plan and stops when ``dry_run`` is set."""
+
+    def _check(self, config: DictConfig) -> None:
+        # Hydra turns an exception raised by a callback into a warning and carries on, so every
+        # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
+        try:
+            configs = job_configs(config)
+            planned = plan_all(configs)
+        except ConfigError as exc:
+            _stop(str(exc))
+        except (HydraException, OmegaConfBaseException) as exc:
+            _stop(one_line(exc))
+        except Exception as exc:  # noqa: BLE001 — a bug here must not start (or skip checking) the sweep
+            _stop(f"could not plan the sweep: {type(exc).__name__}: {exc}")
+        if OmegaConf.select(config, "dry_run", default=False):
+            print_plan(planned, configs)
+            raise SystemExit(0)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("ReloadAwareSweeper"):
+            return   # the default sweeper composes, checks and orders every job itself, then calls dry_run()
+        self._check(config)
+
+
+def dry_run(configs: Sequence[DictConfig]) -> None:
+    """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0."""
+    try:
+        planned = plan_all(configs)
+    except ConfigError as exc:
+        _stop(str(exc))
+    print_plan(planned, configs)
+    raise SystemExit(0)
