@@ -97,10 +97,14 @@ def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
 
 
 def stop_embedded() -> None:
-    """Stop every embedded server this process started (idempotent)."""
+    """Stop every server this process started: embedded engines and llama-server (idempotent)."""
     while _embedded:
         _, server = _embedded.popitem()
         server.stop()
+    import sys
+
+    if "sweep.llama_server" in sys.modules:  # never started one otherwise
+        sys.modules["sweep.llama_server"].MANAGER.stop()
 
 
 def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
