@@ -15,13 +15,14 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sweep.llama_tools import missing_hint, tool_path
 from sweep.openai_sse import OPENAI
 from sweep.plan import Cell, Prompt, TrialSpec
 from sweep.records import TrialRecord
 from sweep.runner import measure_trial
+from sweep.streams import StreamFormat
 
 TG, PP = 128, 512
 
@@ -56,6 +57,20 @@ def parse_llama_bench(stdout: str) -> dict[str, BenchFigure]:
     return figures
 
 
+def run_trials(base_url: str, fmt: StreamFormat, cell_for: Callable[[int], Cell], warmup_tokens: int,
+               num_predict: int, reps: int) -> list[TrialRecord]:
+    """One warm-up of ``warmup_tokens`` (same load-time options: no reload after it), then ``reps`` measured trials."""
+    def trial(i: int, tokens: int) -> TrialRecord:
+        cell = cell_for(tokens)
+        rec = measure_trial(base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=fmt, request_timeout_s=600)
+        if rec.status != "ok":
+            raise RuntimeError(f"{cell.model} on {cell.backend}: {rec.status}: {rec.error}")
+        return rec
+
+    trial(0, warmup_tokens)
+    return [trial(i, num_predict) for i in range(1, reps + 1)]
+
+
 def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, warmup_tokens: int,
                          reps: int) -> list[TrialRecord]:
     """Start llama-server with the options' load-time flags, warm up, then ``reps`` trials by our runner; stop it.
@@ -67,16 +82,10 @@ def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, 
 
     server = LlamaServer(Launch(model, model_path(model, None), flags_for(options)), free_port())
     try:
-        def trial(i: int, tokens: int) -> TrialRecord:
-            cell = Cell("bench", model, "llama_server", server.base_url, {**options, "num_predict": tokens},
-                        "engine-bench", (Prompt("0", prompt_text),), None, "completions", None)
-            rec = measure_trial(server.base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=OPENAI,
-                                request_timeout_s=600)
-            if rec.status != "ok":
-                raise RuntimeError(f"{model} on llama-server: {rec.status}: {rec.error}")
-            return rec
-
-        trial(0, warmup_tokens)
-        return [trial(i, options["num_predict"]) for i in range(1, reps + 1)]
+        return run_trials(server.base_url, OPENAI,
+                          lambda tokens: Cell("bench", model, "llama_server", server.base_url,
+                                              {**options, "num_predict": tokens}, "engine-bench",
+                                              (Prompt("0", prompt_text),), None, "completions", None),
+                          warmup_tokens, options["num_predict"], reps)
     finally:
         server.stop()

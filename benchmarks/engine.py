@@ -53,9 +53,8 @@ from typing import Any, Iterator
 
 from benchmarks import anchor
 from sweep.llama_tools import missing_hint, tool_path
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.plan import Cell, Prompt
 from sweep.records import TrialRecord
-from sweep.runner import measure_trial
 from sweep.streams import OLLAMA
 from sweep.server import launch
 from sweep.server.models import default_registry
@@ -163,23 +162,17 @@ def options_for(threads: int, num_predict: int) -> dict[str, Any]:
 def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
     """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
     with launch.start() as server:
-        def trial(i: int, tokens: int) -> TrialRecord:
-            cell = Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
-                        "engine-bench", (Prompt("0", PROMPT),), None, "generate", None)
-            rec = measure_trial(server.base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=OLLAMA,
-                                request_timeout_s=600)
-            if rec.status != "ok":
-                raise RuntimeError(f"{model} over HTTP: {rec.status}: {rec.error}")
-            return rec
+        records = anchor.run_trials(
+            server.base_url, OLLAMA,
+            lambda tokens: Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
+                                "engine-bench", (Prompt("0", PROMPT),), None, "generate", None),
+            WARMUP_TOKENS, num_predict, reps)
+    return [_run_of(rec) for rec in records]
 
-        trial(0, WARMUP_TOKENS)  # same load-time options: the measured trials do not reload
-        runs = []
-        for i in range(1, reps + 1):
-            rec = trial(i, num_predict)
-            runs.append(Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
-                            client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0),
-                            text=rec.response or ""))
-    return runs
+
+def _run_of(rec: TrialRecord) -> Run:
+    return Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
+               client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0), text=rec.response or "")
 
 
 def measure_llama_server(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
@@ -190,9 +183,7 @@ def measure_llama_server(model: str, threads: int, num_predict: int, reps: int) 
     defaults = SamplingParams()
     options = {**options_for(threads, num_predict), "repeat_penalty": defaults.repeat_penalty,
                "top_k": defaults.top_k, "top_p": defaults.top_p}
-    return [Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
-                client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0), text=rec.response or "")
-            for rec in anchor.measure_llama_server(model, options, text, WARMUP_TOKENS, reps)]
+    return [_run_of(rec) for rec in anchor.measure_llama_server(model, options, text, WARMUP_TOKENS, reps)]
 
 
 def measure_llama_bench(model: str, threads: int, reps: int) -> tuple[float, float]:

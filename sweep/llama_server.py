@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import signal
 import socket
 import subprocess
 import threading
@@ -31,7 +30,7 @@ import httpx
 
 from sweep.llama_tools import missing_hint, tool_path
 from sweep.plan import ConfigError
-from sweep.server.launch import die_with_parent
+from sweep.server.launch import die_with_parent, stop_process
 
 #: load-time option → llama-server flag(s).  num_batch sets the micro-batch too, as the embedded engine does.
 FLAGS: dict[str, tuple[str, ...]] = {"num_ctx": ("-c",), "num_gpu": ("-ngl",), "num_thread": ("-t",),
@@ -155,16 +154,7 @@ class LlamaServer:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``."""
-        if self._proc.poll() is not None:
-            return
-        try:
-            self._proc.send_signal(signal.SIGTERM)
-            self._proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process(self._proc, grace_s)
 
 
 class Manager:

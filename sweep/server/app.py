@@ -293,12 +293,9 @@ class OllamaAPI:
         piece: Callable[[str], dict[str, Any]],
         final: Callable[[Done, str], dict[str, Any]],
     ) -> Response:
-        queue = _start(self.engine, job)
-        first = await queue.get()
-        if isinstance(first, _Failed):
-            return _error(first.status, first.message)
-        if first is _END:
-            return _error(500, "generation ended without a result")
+        queue, first, failed = await begin(self.engine, job)
+        if failed is not None:
+            return _error(failed.status, failed.message)
         if not stream:
             parts: list[str] = []
             item = first
@@ -366,6 +363,15 @@ def _messages(value: Any) -> list[dict[str, Any]]:
             raise BadRequest(400, f"messages[{i}]: content must be a string")
         out.append({"role": role, "content": content or ""})
     return out
+
+
+async def begin(engine: Engine, job: Job) -> tuple["asyncio.Queue[Any]", Any, _Failed | None]:
+    """Start the job and wait for its first event: (queue, first event, the failure if it failed at once)."""
+    queue = _start(engine, job)
+    first = await queue.get()
+    if first is _END:
+        return queue, first, _Failed("generation ended without a result")
+    return queue, first, first if isinstance(first, _Failed) else None
 
 
 def _start(engine: Engine, job: Job) -> "asyncio.Queue[Any]":

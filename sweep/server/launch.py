@@ -37,6 +37,20 @@ def die_with_parent() -> None:
             pass
 
 
+def stop_process(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; nothing if it already exited.  Also used for llama-server."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
 class EmbeddedServer:
     """A running ``python -m sweep.server`` child.  Context manager; stop() is idempotent."""
 
@@ -64,15 +78,7 @@ class EmbeddedServer:
         if self._stopped:
             return
         self._stopped = True
-        if self._proc.poll() is None:
-            try:
-                self._proc.send_signal(signal.SIGTERM)
-                self._proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        stop_process(self._proc, grace_s)
 
     def __enter__(self) -> "EmbeddedServer":
         return self

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, _start
+from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin
 from .engine import Done, Piece
 from .templates import PromptError, generate_prompt, render_chat
 
@@ -171,12 +171,9 @@ class OpenAIRoutes:
         head = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                 "object": kind + (".chunk" if stream and kind == "chat.completion" else ""),
                 "created": int(time.time()), "model": entry.name, "system_fingerprint": "chimera-embedded"}
-        queue = _start(self.api.engine, job)
-        first = await queue.get()
-        if isinstance(first, _Failed):
-            return _openai_error(first.status, first.message)
-        if first is _END:
-            return _openai_error(500, "generation ended without a result")
+        queue, first, failed = await begin(self.api.engine, job)
+        if failed is not None:
+            return _openai_error(failed.status, failed.message)
         if not stream:
             parts: list[str] = []
             item = first
