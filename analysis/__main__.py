@@ -15,10 +15,10 @@ from typing import NoReturn, Sequence
 
 import webbrowser
 
-from analysis import brief
+from analysis import brief, gate, render
 from analysis.load import InputError, load, newest_sweep, was_search
 from analysis.report import HTML_NAME, build
-from analysis.tables import Options
+from analysis.tables import Options, Table
 
 EXIT_INPUT = 2
 
@@ -69,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search", action="store_true",
                    help="add the search section (best cell, optimisation history, parameter importance); "
                         "on by itself for a sweep run with hydra/sweeper=optuna")
+    g = p.add_argument_group("regression gate", "compare NEW (the PATHs) with OLD, cells paired by model and parameters")
+    g.add_argument("--against", nargs="+", type=Path, metavar="OLD", help="the reference sweep(s)")
+    g.add_argument("--gate", action="store_true",
+                   help="exit 1 when a paired cell regressed significantly (Holm) by at least --min-delta-pct")
+    g.add_argument("--min-delta-pct", type=float, default=5.0, metavar="PCT",
+                   help="smallest regression the gate fails on, in %% of OLD's mean (default 5)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
     p.add_argument("--markdown", action="store_true", help="print the whole Markdown report instead of the summary")
     p.add_argument("--quiet", action="store_true", help="print nothing but where the report went")
@@ -98,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap=args.bootstrap, bootstrap_method=args.bootstrap_method,
         resamples=args.resamples, seed=args.seed, alpha=args.alpha, search=args.search,
     )
+    if args.gate and not args.against:
+        print("error: --gate needs --against OLD (the sweep to compare with)", file=sys.stderr)
+        return EXIT_INPUT
+    if args.against:
+        return _compare(args)
     try:
         paths = args.paths
         if not paths:
@@ -124,6 +135,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not webbrowser.open(page):
             print(f"no web browser found: open {page} yourself", file=sys.stderr)
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``NEW --against OLD [--gate]``: print the paired comparison; with --gate, exit 1 on a regression."""
+    if not args.paths:
+        print("error: --against needs the NEW sweep as PATH (python -m analysis NEW --against OLD)", file=sys.stderr)
+        return EXIT_INPUT
+    if args.min_delta_pct < 0:
+        print("error: --min-delta-pct must be ≥ 0", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        result = gate.compare(load(args.paths), load(args.against), args.min_delta_pct, args.alpha)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    table = Table("gate", "NEW vs OLD", result.table, gate.FORMATS, gate.note(args.min_delta_pct, args.alpha))
+    if not args.quiet:
+        sys.stdout.write(render.to_markdown(table) + "\n\n*" + table.note + "*\n")
+    for side, cells in (("NEW", result.unpaired_new), ("OLD", result.unpaired_old)):
+        if cells:
+            print(f"not paired ({side} only): {', '.join(cells)}", file=sys.stderr)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gate.csv").write_text(render.to_csv(table))
+    verdict = f"{result.regressions} significant regression(s) ≥ {args.min_delta_pct:g} %"
+    print(f"gate: {verdict}" if args.gate else verdict, file=sys.stderr)
+    return 1 if args.gate and result.regressions else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ GPU_NAME = "gpu_name"
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
 SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend")
 # A baseline cell must match a chimera cell on these (those present in the data).
-MATCH_KEYS: tuple[str, ...] = ("model", "workload", "backend", "base_url")
+MATCH_KEYS: tuple[str, ...] = ("model", "workload", "backend", "base_url", "row_state")
 
 THROUGHPUT = "throughput_tok_s"
 TTFT = "ttft_ms"

@@ -23,11 +23,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis import client_share
 from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
 
 PROVENANCE_KEY = b"chimera.provenance"
 RUN_FILE = "_run.json"
 SWEEPS_ROOT = Path("outputs/sweeps")
+STATE, RELOADED, ROW_STATE = "state", "reloaded", "row_state"
+WARM, COLD, RELOAD = "warm", "cold", "reload"
 
 
 class InputError(Exception):
@@ -266,7 +269,29 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         df["cell"] = df["cell_id"].where(df["cell_id"].notna(), derived).astype(str)
     else:
         df["cell"] = _derive_cells(df)
+    return client_share.add_columns(_row_state(df))
+
+
+def _row_state(df: pd.DataFrame) -> pd.DataFrame:
+    """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
+
+    Rows of different states never pool: a non-warm state is part of the cell label
+    (``… [cold]``), so every table shows warm, cold and reload separately.
+    """
+    if STATE not in df.columns and RELOADED not in df.columns:
+        return df
+    state = df[STATE].astype(object).where(df[STATE].notna(), WARM) if STATE in df.columns else WARM
+    state = pd.Series(state, index=df.index, dtype=object)
+    if RELOADED in df.columns:
+        state = state.where(~_as_bool(df[RELOADED]), RELOAD)
+    df[ROW_STATE] = state.astype(str)
+    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
     return df
+
+
+def state_suffix(state: pd.Series) -> pd.Series:
+    """`` [cold]`` / `` [reload]`` for non-warm rows, ``""`` for warm ones."""
+    return np.where(state == WARM, "", " [" + state + "]")
 
 
 def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
@@ -293,7 +318,8 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         return df, {}
     opts = [c for c in OPTION_KEYS if c in df.columns]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
-    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts]]
+    state = [ROW_STATE] if ROW_STATE in df.columns else []
+    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
     new: dict[tuple[str, str], str] = {}
     fixed: dict[str, str] = {}
     for preset, group in cells.groupby("preset", dropna=False, sort=False):
@@ -304,14 +330,31 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             values = row._asdict()
             parts = [str(preset)] + [str(values[c]) for c in ident]
             parts += [f"{c}={format_level(c, values[c])}" for c in varying]
+            if ROW_STATE in values and values[ROW_STATE] != WARM:
+                parts.append(f"[{values[ROW_STATE]}]")
             new[(row.dataset, row.cell)] = " ".join(parts)
     labels = pd.Series(new)
     if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():
         return df, {}
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
+    pairs, (datasets, cell_ids) = _pair_codes(df["dataset"], df["cell"])
+    uniq, inverse = np.unique(pairs, return_inverse=True)
+    n = len(cell_ids)
+    short = np.array([new[(datasets[p // n], cell_ids[p % n])] for p in uniq], dtype=object)
     df["cell_id_full"] = df["cell"]
-    df["cell"] = labels.reindex(key).to_numpy()
+    df["cell"] = short[inverse]
     return df, fixed
+
+
+def _pair_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One int64 per row for the pair (a, b), ordered as (a, b) sort; and the sorted uniques of each.
+
+    Why not a MultiIndex: turning a million-row MultiIndex into tuples was the
+    analysis's slowest step (1.5 s); two factorizations and integer maths are
+    milliseconds.
+    """
+    ca, ua = pd.factorize(a, sort=True)
+    cb, ub = pd.factorize(b, sort=True)
+    return ca.astype(np.int64) * len(ub) + cb, (np.asarray(ua, dtype=object), np.asarray(ub, dtype=object))
 
 
 def _split_by_gpu(df: pd.DataFrame) -> pd.DataFrame:
@@ -371,7 +414,6 @@ def combine(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
     df, fixed = compact_labels(df)
     if not df["measured"].any():
         raise InputError("no usable rows: every trial is a warm-up or failed (status != 'ok') — check the sweep's errors")
-    key = pd.MultiIndex.from_arrays([df["dataset"], df["cell"]])
-    codes, _ = pd.factorize(key, sort=True)
-    df["cell_key"] = codes
+    pairs, _ = _pair_codes(df["dataset"], df["cell"])
+    df["cell_key"] = np.unique(pairs, return_inverse=True)[1].astype(np.int64)
     return df, fixed

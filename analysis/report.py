@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import html, render
 from analysis.environment import environment_frame
 from analysis.load import Loaded
-from analysis.tables import Analysis, Options, Table, analyse
+from analysis.tables import Analysis, Options, Table, ci_methods, analyse
 
 REPORT_DIR = "_report"
 HTML_NAME = "report.html"   # beside report.md: one file, figures inside
@@ -33,6 +33,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("run_order", "6. Run order / cold start", ("run_order",)),
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
     ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
+    ("client_side", "9. Client-side share", ("client_side",)),
 )
 
 
@@ -101,8 +102,7 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
                       ("workload", "Workloads"), ("gpu_name", "GPUs")):
         if col in df.columns:
             facts.append(f"**{name}**: {_list(sorted(df[col].dropna().astype(str).unique()))}")
-    ci = (f"bootstrap {opts.bootstrap_method}, {opts.resamples} resamples, seed {opts.seed}"
-          if opts.bootstrap else "Student t")
+    ci = ci_methods(an.cellstats, opts)
     facts.append(
         f"**Methods**: {round(opts.confidence * 100)} % CIs ({ci}); sd {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}; "
         f"comparison test {'Welch t' if opts.test == 'welch' else 'Mann–Whitney U'}, "
@@ -177,7 +177,7 @@ def build(
     sections: list[html.Section] = []
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
-        if not names and key not in figs:
+        if not tables and key not in figs and key not in an.notes:
             continue
         if key == "search" and not tables:
             continue

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import client_share, intervals, offload, power, stats
 from analysis.columns import (
     DURATIONS, HEADLINE, MATCH_KEYS, OPTIONAL, SENSITIVITY_KEYS, THROUGHPUT, TOKENS, TTFT, Metric,
 )
@@ -73,6 +73,7 @@ class Analysis:
 
 
 CI = "CI95"
+STOP_REASON = "stop_reason"     # trials=auto: why the cell stopped (on its last row)
 
 
 def _metrics(df: pd.DataFrame, candidates: tuple[Metric, ...]) -> list[Metric]:
@@ -83,12 +84,24 @@ def _ci_label(opts: Options) -> str:
     return f"CI{round(opts.confidence * 100):d}"
 
 
+def ci_methods(cs: pd.DataFrame, opts: Options) -> str:
+    """The interval method of each headline metric present, as the table header states it."""
+    present = [(m.column, m.label) for m in HEADLINE if f"{m.column}:mean" in cs]
+    return intervals.methods_note(present, opts.bootstrap, opts.bootstrap_method, opts.resamples, opts.seed)
+
+
 def _id_columns(cells: pd.DataFrame, index: pd.Index, multi: bool) -> pd.DataFrame:
-    cols = (["dataset"] if multi else []) + ["cell"]
+    """The columns that name a cell in every per-cell table: [dataset,] cell [, its offload flag]."""
+    cols = (["dataset"] if multi else []) + ["cell"] + (["offload"] if "offload" in cells.columns else [])
     return cells.loc[index, cols].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- per-cell statistics
+
+
+def _numeric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns
+            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
 
 
 def cell_statistics(
@@ -99,7 +112,7 @@ def cell_statistics(
     Returns a wide frame keyed by cell_key with "<column>:<stat>" columns, and
     the raw (n, mean, m2) moments per headline metric for later combination.
     """
-    m = df.loc[df["measured"]]
+    m = df.loc[df["measured"], _numeric_columns(df)]   # text columns are slow to copy (Arrow take) and unused here
     key = m["cell_key"]
     all_g = df.groupby("cell_key", sort=True)
     out = pd.DataFrame(index=cells.index)
@@ -113,6 +126,13 @@ def cell_statistics(
         mom["n"] = mom["n"].fillna(0)
         moments[metric.column] = mom
         summ = stats.moments_summary(mom, ddof=opts.ddof, confidence=opts.confidence)
+        if intervals.method_for(metric.column) == "log-t" and not opts.bootstrap:
+            logmom = intervals.log_moments(m[metric.column], key).reindex(cells.index)
+            moments[f"{metric.column}:log"] = logmom
+            raw = None
+            if (logmom["nonpos"].fillna(0) > 0).any():
+                raw = {k: v.dropna().to_numpy(float) for k, v in m[metric.column].groupby(key)}
+            summ = intervals.apply_log_t(summ, logmom, raw, opts.confidence, opts.seed)
         for stat in ("n", "mean", "sd", "cv_pct", "ci_lo", "ci_hi", "var"):
             out[f"{metric.column}:{stat}"] = summ[stat]
     if TTFT in m.columns and m[TTFT].notna().any():
@@ -173,10 +193,9 @@ def comprehensive(an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: O
         t["tokens"] = cs[f"{TOKENS}:sum"].fillna(0).to_numpy().astype(np.int64)
     t["failed"] = cs["failed"].to_numpy(int)
     t["warm-ups"] = cs["warmups"].to_numpy(int)
-    ci_kind = (
-        f"bootstrap {opts.bootstrap_method} ({opts.resamples} resamples, seed {opts.seed})"
-        if opts.bootstrap else "Student t"
-    )
+    if STOP_REASON in an_cells.columns:
+        t["stopped"] = an_cells.loc[cs.index, STOP_REASON].fillna("").to_numpy()
+    ci_kind = ci_methods(cs, opts)
     note = (
         f"Statistics over measured trials (status ok, not warm-up); n = measured trials. "
         f"{ci}: {ci_kind}. sd: {'sample (ddof=1)' if opts.ddof == 1 else 'population (ddof=0)'}. "
@@ -216,7 +235,9 @@ def rankings(an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Option
         t[f"{lab} {ci} hi"] = cs.loc[top, f"{col}:ci_hi"].to_numpy()
         for c in (f"{lab} mean", f"{lab} {ci} lo", f"{lab} {ci} hi"):
             fmt[c] = f".{d}f"
-        out.append(Table(name, title, t, fmt))
+        note = f"{ci}: " + intervals.methods_note([(col, lab)], opts.bootstrap, opts.bootstrap_method,
+                                                  opts.resamples, opts.seed) + "."
+        out.append(Table(name, title, t, fmt, note))
     return out
 
 
@@ -266,7 +287,7 @@ def baseline_vs_chimera(
     kc, kb = pairs["cell_key"].to_numpy(), pairs["cell_key_b"].to_numpy()
     groups = None
     if opts.test == "mannwhitney" or opts.bootstrap:
-        m = df.loc[df["measured"]]
+        m = df.loc[df["measured"], _numeric_columns(df)]
         groups = m.groupby("cell_key", sort=False)
     parts = []
     for metric in HEADLINE:
@@ -303,6 +324,9 @@ def baseline_vs_chimera(
         t["p"] = p
         t["hedges g"] = stats.hedges_g(nb, mb, vb, nc, mc, vc)
         t["_better_if_positive"] = metric.higher_is_better
+        t["MDE"] = power.mde(nb, vb, nc, vc, alpha=opts.alpha)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t["MDE %"] = t["MDE"] / np.abs(mb) * 100
         parts.append((t, metric.decimals))
     t = pd.concat([p for p, _ in parts], ignore_index=True)
     t["p adj"] = stats.adjust_pvalues(t["p"].to_numpy(float), opts.correction)
@@ -314,11 +338,11 @@ def baseline_vs_chimera(
         np.where(sig, np.where(faster, "faster", "slower"), "no significant difference"),
     )
     t = t.drop(columns="_better_if_positive")
-    tail = ["p", "p adj", "hedges g", "verdict"]
+    tail = ["p", "p adj", "hedges g", "verdict", "MDE", "MDE %"]
     t = t[[c for c in t.columns if c not in tail] + tail]
     fmt = {c: ".2f" for c in ("mean base", "mean chimera", "Δ", f"Δ {ci} lo", f"Δ {ci} hi")}
     fmt.update({c: ".1f" for c in ("Δ %", f"Δ % {ci} lo", f"Δ % {ci} hi")})
-    fmt.update({"p": ".3g", "p adj": ".3g", "hedges g": ".2f"})
+    fmt.update({"p": ".3g", "p adj": ".3g", "hedges g": ".2f", "MDE": ".2f", "MDE %": ".1f"})
     test = "Welch t-test" if opts.test == "welch" else "Mann–Whitney U (two-sided)"
     corr = "Holm" if opts.correction == "holm" else "Benjamini–Hochberg"
     ci_kind = f"bootstrap {opts.bootstrap_method}" if opts.bootstrap else "Welch"
@@ -327,7 +351,7 @@ def baseline_vs_chimera(
         f"(its CI = the Δ CI / baseline mean, baseline mean treated as fixed). {ci}: {ci_kind}. "
         f"p: {test}; p adj: {corr} over all {len(t)} comparisons in this table; "
         f"verdict at α = {opts.alpha} on p adj (for TTFT, lower is faster). "
-        f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected)." + note_unmatched
+        f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected). {power.note(opts.alpha)}" + note_unmatched
     )
     return Table("baseline_vs_chimera", "Baseline vs chimera", t, fmt, note), ""
 
@@ -384,6 +408,12 @@ def sensitivity(
             mom["level"] = mom["level"].map(lambda v: format_level(p, v))
             comb = stats.combine_moments(mom, "level")
             summ = stats.moments_summary(comb, ddof=opts.ddof, confidence=opts.confidence)
+            logmom = moments.get(f"{metric.column}:log")
+            if logmom is not None:
+                lm = logmom.loc[cells.index].assign(level=mom["level"])
+                comb_log = stats.combine_moments(lm, "level")
+                comb_log["nonpos"] = lm.groupby("level", sort=False)["nonpos"].sum()
+                summ = intervals.apply_log_t(summ, comb_log, None, opts.confidence, opts.seed)
             if opts.sensitivity_test == "anova":
                 test = stats.anova_oneway(comb["n"], comb["mean"], comb["m2"])["p"]
             else:
@@ -435,7 +465,8 @@ def sensitivity(
     tables.append(Table(
         "sensitivity_levels", "Parameter sensitivity: marginal means per level", lv, fmt,
         f"Over the measured trials of the {scope}, pooled across the other parameters (marginal means); "
-        f"n = trials, cells = cells at that level; {ci} Student t.",
+        f"n = trials, cells = cells at that level; {ci}: "
+        f"{intervals.methods_note([(m.column, m.label) for m in metrics])}.",
     ))
     sm = pd.DataFrame(summary_rows)
     pcols = [c for c in sm.columns if c.endswith(" p")]
@@ -539,7 +570,7 @@ def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi:
     rest_max = m.assign(_f=m.index.isin(order.drop_duplicates("cell_key").index)).loc[lambda x: ~x["_f"]].groupby("cell_key")[metric].max().reindex(n.index)
     t = _id_columns(an_cells, n.index, multi)
     t["n"] = n.to_numpy(int)
-    wu = df.loc[df["is_warmup"] & (df["status"] == "ok") & df[metric].notna()]
+    wu = df.loc[df["is_warmup"] & (df["status"] == "ok") & df[metric].notna(), ["cell_key", metric]]
     if len(wu):
         wg = wu.groupby("cell_key")[metric]
         t["warm-ups"] = wg.count().reindex(n.index, fill_value=0).to_numpy(int)
@@ -559,6 +590,19 @@ def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi:
                  "with a much lower CV without it is a cold start, not noise.")
 
 
+# ---------------------------------------------------------------- 8. client-side share
+
+
+def client_side(an_cells: pd.DataFrame, df: pd.DataFrame, multi: bool) -> Table | None:
+    """Per cell: how much of e2e and TTFT is our client's and the network's (see :mod:`analysis.client_share`)."""
+    per = client_share.per_cell(df, an_cells.index)
+    if per is None:
+        return None
+    t = pd.concat([_id_columns(an_cells, an_cells.index, multi), per.reset_index(drop=True)], axis=1)
+    fmt = {c: (".1f" if c.endswith("%") else ".2f") for c in per.columns if not c.endswith(" n")}
+    return Table("client_side", "Client-side share of the latencies", t, fmt, client_share.NOTE)
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -569,7 +613,14 @@ def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
             k for k in SENSITIVITY_KEYS if k not in ("model", "workload", "backend")
         ) if c in df.columns
     ]
-    return df.loc[~df["cell_key"].duplicated(), cols].set_index("cell_key").sort_index()
+    cells = df.loc[~df["cell_key"].duplicated(), cols].set_index("cell_key").sort_index()
+    flags = offload.flags(df, cells.index)
+    if flags is not None:
+        cells["offload"] = flags
+    if STOP_REASON in df.columns and df[STOP_REASON].notna().any():
+        last = df.loc[df[STOP_REASON].notna()].groupby("cell_key", sort=True)[STOP_REASON].last()
+        cells[STOP_REASON] = last.reindex(cells.index)
+    return cells
 
 
 def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
@@ -594,6 +645,9 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     ro = run_order(df, cells, cs, multi, opts)
     if ro is not None:
         tables.append(ro)
+    cst = client_side(cells, df, multi)
+    if cst is not None:
+        tables.append(cst)
     if opts.search:
         from analysis.search import search_tables
 

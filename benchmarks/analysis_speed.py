@@ -2,8 +2,8 @@
 
 Run with ``python -m benchmarks.analysis_speed`` (``--quick`` for 100 k rows).
 Times the tidy step and every table (figures excluded, rendering to Markdown
-included) and prints seconds and rows/s.  The target is < 3 s for 1 M rows on
-the 2-core CI machine.
+included) and prints seconds and rows/s.  The target is < 1.5 s for 1 M rows on
+the 2-core CI machine (``analysis_1m_rows_s`` in ``python -m benchmarks``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
-TARGET_S = 3.0
+TARGET_S = 1.5
 
 
 def synthetic_trials(rows: int = 1_000_000, cells: int = 1_000, seed: int = 0) -> pd.DataFrame:
@@ -77,15 +77,15 @@ def synthetic_trials(rows: int = 1_000_000, cells: int = 1_000, seed: int = 0) -
     })
 
 
-def run(quick: bool = False) -> None:
-    """Build the synthetic trials, time tidy + all tables + Markdown, print seconds and rows/s."""
+def measure(rows: int = 1_000_000) -> dict[str, float]:
+    """Build ``rows`` synthetic trials over rows/1,000 cells, time tidy + all tables + Markdown; print and return."""
     from analysis.load import combine, tidy
     from analysis.render import to_markdown
     from analysis.tables import analyse
 
-    rows = 100_000 if quick else 1_000_000
-    cells = 100 if quick else 1_000
+    cells = max(10, rows // 1_000)
     raw = synthetic_trials(rows, cells)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     df, _ = combine([tidy(raw, "bench")])   # what analysis.load.load does after reading files
     t1 = time.perf_counter()
@@ -93,11 +93,17 @@ def run(quick: bool = False) -> None:
     t2 = time.perf_counter()
     md = "\n\n".join(to_markdown(t) for t in an.tables)
     t3 = time.perf_counter()
+    cpu = time.process_time() - cpu0   # on a shared machine, CPU time is the steadier figure
     total = t3 - t0
     print(f"analysis speed: {rows:,} rows, {cells:,} cells, {len(an.tables)} tables, {len(md):,} chars of Markdown")
     print(f"  tidy {t1 - t0:.2f} s, tables {t2 - t1:.2f} s, render {t3 - t2:.2f} s")
-    status = "OK" if total < TARGET_S or quick else f"SLOWER than the {TARGET_S:.0f} s target"
-    print(f"  total {total:.2f} s = {rows / total:,.0f} rows/s ({status})")
+    print(f"  total {total:.2f} s = {rows / total:,.0f} rows/s (goal for 1 M rows: < {TARGET_S} s)")
+    key = "analysis_1m_rows_s" if rows == 1_000_000 else f"analysis_{rows}_rows_s"
+    return {key: total, key.replace("_s", "_cpu_s"): cpu, "analysis_tidy_s": t1 - t0, "analysis_tables_s": t2 - t1, "analysis_render_s": t3 - t2}
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    return measure(100_000 if quick else 1_000_000)
 
 
 def main() -> None:

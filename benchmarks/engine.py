@@ -27,7 +27,7 @@ round, and the steps in between say where the rest goes: llama-cpp-python's
 decode call (decode only), sampling and Python between tokens (in-process),
 the server's thread and queue (embedded, server clock), HTTP and our client
 (embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
-(:data:`embedded_ratio` holds the lowest block's figure after :func:`run`).
+(``embedded_vs_tg128`` in what :func:`run` returns).
 
 None of them run at the same time: each round of a (model, threads)
 block starts a server, warms up, measures, stops it, then loads the model
@@ -313,7 +313,7 @@ def _mean(values: list[float]) -> float:
     return statistics.mean(values) if values else math.nan
 
 
-def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> None:
+def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> float:
     print(f"tok/s, mean ± sd over {rounds} rounds × {reps} repetitions of {num_predict} greedy tokens "
           f"(prompt {PROMPT!r}, num_ctx {N_CTX}, num_batch {N_BATCH})")
     head = (f"{'model':<13} {'thr':>3} | {'HTTP server':>13} {'in-proc':>13} {'ratio':>11} | "
@@ -342,13 +342,14 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
           "tokens); other CPU = cores busy with other processes (above ~0.1 the figures are disturbed).")
     verdict = "met" if worst >= GOAL else "NOT met"
     print(f"lowest HTTP/in-process ratio: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
+    return worst
 
 
 ANCHOR_STEPS = ("decode only", "in-process", "embedded", "embedded client", "llama-server", "llama-server client")
 
 
-def print_anchor(blocks: list[Block]) -> float:
-    """Every engine as a share of llama-bench's tg128, and where the rest goes; returns the embedded goal figure."""
+def print_anchor(blocks: list[Block]) -> dict[str, float]:
+    """Every engine as a share of llama-bench's tg128, and where the rest goes; returns the lowest-block ratios."""
     print(f"\nspeed anchor: tok/s / llama-bench tg{anchor.TG} of the same round (mean ± sd over rounds); "
           f"llama-bench -p {anchor.PP} -n {anchor.TG} -b {N_BATCH} -ub {N_BATCH}")
     head = (f"{'model':<13} {'thr':>3} | {'tg128 tok/s':>13} {'pp512 tok/s':>15} | "
@@ -369,15 +370,17 @@ def print_anchor(blocks: list[Block]) -> float:
           "server (predicted_n / predicted_ms) and its client-side figure.")
     verdict = "met" if worst >= GOAL else "NOT met"
     print(f"embedded / llama-bench tg{anchor.TG}, lowest block: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
-    return worst
+    return {"embedded_vs_tg128": worst,
+            "llama_server_vs_tg128": min(_mean(b.vs_tg.get("llama-server", [math.nan])) for b in blocks),
+            "llama_bench_tg128_tok_s": max(_mean(b.tg) for b in blocks)}
 
 
-#: After :func:`run`: the lowest block's embedded (server clock) tok/s / llama-bench tg128 (read by the overview).
-embedded_ratio: float | None = None
+def run(quick: bool = False) -> dict[str, float]:
+    """Measure every (model, num_thread) block and print both tables; returns the headline figures.
 
-
-def run(quick: bool = False) -> dict[str, Any]:
-    global embedded_ratio
+    ``embedded_ratio``: lowest HTTP / in-process ratio; ``embedded_vs_tg128`` and
+    ``llama_server_vs_tg128``: lowest block's engine tok/s / llama-bench tg128 (NaN without the tools).
+    """
     rounds, reps, num_predict = (2, 1, 32) if quick else (3, 3, 128)
     models = [m for m in MODELS if _available(m)]
     with_anchor = tool_path("llama-server") is not None and tool_path("llama-bench") is not None
@@ -406,9 +409,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             block.other_cpu = load.cores()
             print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
             blocks.append(block)
-    print_table(blocks, rounds, reps, num_predict)
-    embedded_ratio = print_anchor(blocks) if with_anchor else None
-    return {"embedded_ratio": embedded_ratio}
+    figures = {"embedded_ratio": print_table(blocks, rounds, reps, num_predict)}
+    if with_anchor:
+        figures.update(print_anchor(blocks))
+    return figures
 
 
 def _available(model: str) -> bool:

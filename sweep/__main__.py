@@ -6,6 +6,7 @@ and turns configuration errors and Ctrl-C into one line and an exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _run() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=ray: no usage report over the network
     cli_errors.flags_first(sys.argv)
     sweep_dir = pin_sweep_id(sys.argv)
     try:

@@ -135,6 +135,8 @@ class SweepConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
     progress: bool = True                    # live progress on a terminal; false: one plain line per trial
+    # a parallel launcher may run two cells against one server at once (their numbers contaminate each other)
+    allow_shared_host: bool = False
 
 
 def register() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 from sweep.plan import Cell, TrialSpec, schedule
 from sweep.records import STATUS_OK, TrialRecord
 from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
+from sweep.running import Running
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
 
@@ -94,6 +95,7 @@ class CellRun:
     sweep_id: str
     watch: Watch | None = None
     on_record: Callable[[TrialRecord], None] | None = None
+    running: Running | None = None      # the sweep's running-cells registry: fills concurrent_cells
     outcome: CellOutcome = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,10 +109,13 @@ class CellRun:
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
         """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
+        at_start = self.running.count() if self.running else None
         try:
             measured = await measure_call(self.target, self.cell, prompt, record)
         finally:
             columns = sampler.stop() if sampler else {}
+        if self.running:
+            measured.concurrent_cells = max(at_start or 0, self.running.count())
         measured.attempt = attempt
         for name, value in columns.items():
             setattr(measured, name, value)

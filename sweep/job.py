@@ -16,13 +16,14 @@ import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, provenance
+from sweep import backends, progress, provenance
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.records import TrialRecord
 from sweep.objective import Objective, score
 from sweep.runner import Target
+from sweep.running import Running
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -33,15 +34,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
-
-
-def _trial_line(record: TrialRecord) -> str:
-    kind = "warm-up" if record.warmup else "trial"
-    if record.status != "ok":
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
-    tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
-    ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -134,9 +126,13 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     """The cells one after the other, in one event loop with one stream client."""
     b = cfg.backend
     outcomes = []
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
     async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                             headers=headers) as client:
         target = Target(client, fmt, b.request_timeout_s)
+        running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
             if b.kind == "llama_server":  # restarts llama-server when the cell's flags differ (same port)
                 # in this (the main) thread, not a worker: the child's death signal follows the starting thread
@@ -145,12 +141,12 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                     telemetry.server_pid = backends.server_pid(b, base_url)
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            console.print(f"[bold]cell[/] {cell.cell_id}  → {store.path.name}")
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch,
-                          on_record=lambda r: console.print(_trial_line(r)))
-            outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            shown.cell_started(cell.cell_id, store.path.name, cfg.trials * len(cell.prompts))
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+                          running=running)
+            with running.cell(cell.cell_hash):
+                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-            console.print(f"  {outcome.measured_ok}/{outcome.expected} trials ok, "
-                          f"{outcome.failed_attempts} failed attempts, {state}")
+            shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
     return outcomes

@@ -99,6 +99,9 @@ class TrialRecord:
     cpu_pct_process: float | None = _col("%", "mean CPU of the server process (100 = one core busy)")
     server_rss_mb_max: float | None = _col("MiB", "peak resident memory of the server process (embedded engine, or a local ollama)")
     telemetry_samples: int | None = _col("", "samples taken during the trial")
+    concurrent_cells: int | None = _col("cells", "cells of this sweep measured on this machine while this trial ran "
+                                                  "(its own included: 1 = alone; the larger of the counts at its "
+                                                  "start and end)")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {

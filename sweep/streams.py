@@ -39,6 +39,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from sweep.ollama import error_text
 from sweep.plan import Cell, ConfigError
 
@@ -89,6 +91,22 @@ def request_body(cell: Cell, prompt: str, *, stream: bool = True) -> dict[str, A
     return body
 
 
+def loads(line: bytes | str) -> Any:
+    """One JSON value, or None if the line is not JSON.
+
+    orjson parses a token line in about a third of the time of ``json`` (it
+    runs between two token arrivals); what orjson refuses but ``json`` reads
+    (NaN, integers beyond 64 bits) still parses, through ``json``.
+    """
+    try:
+        return orjson.loads(line)
+    except ValueError:
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
+
+
 def _ns_to_ms(value: Any) -> float | None:
     return value / NS_PER_MS if isinstance(value, (int, float)) else None
 
@@ -102,12 +120,9 @@ class OllamaNDJSON(StreamFormat):
         return f"/api/{cell.endpoint}", request_body(cell, prompt)
 
     def interpret(self, line: bytes | str) -> tuple[str, Any]:
-        if not line.strip():
+        if not line or line.isspace():
             return SKIP, None
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = None
+        obj = loads(line)
         if not isinstance(obj, dict):
             text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
             return BAD, f"malformed NDJSON line: {text[:200]!r}"

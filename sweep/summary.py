@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from sweep import progress
 from sweep.objective import Objective, Score, score
 from sweep.store import cell_files, read_whole
 
@@ -64,22 +65,53 @@ def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
     return table, unfinished
 
 
+TABLE_MAX_CELLS = 12   # more cells than this: counts and the unfinished ones instead of a row per cell
+
+
+def verdict_lines(sweep_dir: Path) -> list[str]:
+    """Baseline-vs-chimera verdicts (Δ %, CI, adjusted p) and failures, as ``python -m analysis`` prints them.
+
+    Computed in memory from the stored rows (no report files are written);
+    an analysis that cannot run (e.g. no measured trial yet) just adds nothing.
+    """
+    from analysis import brief
+    from analysis.load import InputError, load
+    from analysis.tables import analyse
+
+    try:
+        loaded = load([sweep_dir])
+        an = analyse(loaded.frame)
+    except (InputError, ValueError, KeyError):
+        return []
+    return brief.summary_lines(loaded, an)[1:]
+
+
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
     def _report(self, config: DictConfig, hydra_dir: str) -> None:
+        progress.stop()
         sweep_dir = Path(hydra_dir).parent
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         table, unfinished = summarize(sweep_dir, int(config.trials))
-        console.print(table)
+        if table.row_count <= TABLE_MAX_CELLS:
+            console.print(table)
+        else:
+            shown = ", ".join(unfinished[:5]) + (" …" if len(unfinished) > 5 else "")
+            console.print(f"sweep {sweep_dir.name}: {table.row_count} cells, {table.row_count - len(unfinished)} "
+                          f"complete" + (f", {len(unfinished)} INCOMPLETE: {shown}" if unfinished else ""))
+        for line in verdict_lines(sweep_dir):
+            if not line.startswith(("best ", "baseline vs chimera: No")):   # best: the objective's line below
+                console.print(line)
         if len(cell_files(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:
                 console.print(line)
         console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")
+        console.print(f"next: python -m analysis {sweep_dir} --open   (report.html with every table and figure)")
         if unfinished:
             args = " ".join(a for a in sys.argv[1:] if not a.startswith(("resume=", "sweep_id=")))
             console.print(f"[yellow]{len(unfinished)} cell(s) incomplete[/]; finish them with:\n"

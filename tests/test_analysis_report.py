@@ -216,11 +216,12 @@ def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Pa
     lines = result.stdout.splitlines()
     assert lines[0] == f"{trials_csv}: 2 cells, 6 measured trials (1 warm-up rows excluded)"
     assert "best throughput: chimera  22.00 tok/s (n 3, CI95 17.03 … 26.97)" in lines
-    assert "best TTFT:       chimera  55.0 ms (n 3, CI95 42.6 … 67.4)" in lines
+    # TTFT: the log-scale (Cox) interval of 50, 55, 60 ms (analysis/intervals.py), not the t-interval 42.6 … 67.4
+    assert "best TTFT:       chimera  55.0 ms (n 3, CI95 43.9 … 69.1)" in lines
     assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+45\.6 … \+121\.1\)  p adj 0\.0\d+  faster", l)
                for l in lines), lines
     assert "failures: 1 trials (timeout 1) in chimera (1)" in lines
-    assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 7 CSV tables)" in lines
+    assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 8 CSV tables)" in lines  # 8th: client_side
     assert lines[-1] == (f"next: python -m analysis {trials_csv} --no-figures --out {tmp_path / 'out'} --open"
                          "   (the HTML report in a browser)")
     assert "|" not in result.stdout and len(lines) < 15

@@ -10,6 +10,7 @@ keeps the typed order.  Bad values fail here, as one line, before any job runs.
 """
 
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -56,15 +57,20 @@ class ReloadAwareSweeper(BasicSweeper):
         """Already done: :meth:`_ordered` composed every job."""
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
+        from sweep.launchers import parallel_slots, shared_host_problem
         from sweep.plan import ConfigError, count_loads, load_key, plan_cells, reload_order
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
+        slots = parallel_slots(self.config.hydra.launcher, len(jobs))
         keyed: List[Any] = []
         for overrides in jobs:
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             try:
                 cells = plan_cells(cfg)
+                problem = None if cfg.allow_shared_host else shared_host_problem(cfg.backend, slots)
+                if problem:
+                    raise ConfigError(problem)
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None
@@ -74,8 +80,12 @@ class ReloadAwareSweeper(BasicSweeper):
             keyed = reload_order(keyed, key=lambda job: job[1][0])
         loads = count_loads([k for _, keys, _ in keyed for k in keys])
         n_cells = sum(len(keys) for _, keys, _ in keyed)
-        print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s), {loads} model load(s) "
+        at_once = f", {slots} at once" if slots > 1 else ""
+        print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
               f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
+        from sweep.progress import PLAN_ENV
+
+        os.environ[PLAN_ENV] = str(n_cells)        # the live progress panel's "cells done / total"
         if self.config.get("dry_run"):
             from sweep.preflight import dry_run
 

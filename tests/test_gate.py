@@ -1,0 +1,97 @@
+"""``python -m analysis NEW --against OLD --gate``: exit 1 on a planted regression, 0 on noise, 2 on bad input.
+
+Two synthetic sweeps of the same 4-cell grid (num_ctx × num_thread), 10 trials per cell, throughput
+≈ 50 tok/s with 2 % noise, TTFT ≈ 40 ms.  NEW's cells carry different labels and sweep ids, so the
+pairing can only come from model and parameters (OLD has no preset column, as an older harness's
+file, so its labels are its raw cell ids).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_analysis_report import _csv
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = [(512, 1), (512, 2), (2048, 1), (2048, 2)]
+
+
+def _sweep(path: Path, seed: int, label: str, slow: dict[tuple[int, int], float] | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for num_ctx, num_thread in GRID:
+        factor = (slow or {}).get((num_ctx, num_thread), 1.0)
+        for trial in range(10):
+            rows.append(dict(
+                sweep_id=label, cell_id=f"{label} cell ctx{num_ctx}/t{num_thread}", preset="chimera",
+                model="gemma3:270m", backend="embedded", workload="report", num_ctx=num_ctx,
+                num_thread=num_thread, trial=trial, status="ok", eval_count=64,
+                throughput_tok_s=float(rng.normal(50 * num_thread, 1.0 * num_thread)) * factor,
+                ttft_ms=float(rng.lognormal(np.log(40), 0.05)),
+            ))
+    frame = pd.DataFrame(rows)
+    if label == "OLD":      # an older harness's file: no preset column, so its labels stay the raw cell ids
+        frame = frame.drop(columns="preset")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _gate(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                       "HOME": str(cwd)})
+
+
+def test_gate_fails_on_a_planted_10_percent_regression(tmp_path: Path) -> None:
+    old = _sweep(tmp_path / "old.csv", 1, "OLD")
+    new = _sweep(tmp_path / "new.csv", 2, "NEW", slow={(2048, 2): 0.90})
+    r = _gate(new, "--against", old, "--gate", "--out", tmp_path / "g", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "gate: 1 significant regression(s) ≥ 5 %" in r.stderr
+    rows = _csv(tmp_path / "g" / "gate.csv")
+    bad = [x for x in rows if x["verdict"] == "REGRESSION"]
+    assert [(x["cell"], x["metric"]) for x in bad] == [("chimera num_ctx=2048 num_thread=2", "tok/s")]
+    assert bad[0]["cell old"] == "OLD cell ctx2048/t2"
+    assert -12 < float(bad[0]["Δ %"]) < -8
+    assert len(rows) == 8                         # 4 pairs × (tok/s, TTFT)
+    # The same regression stays below a 15 % minimum: the gate passes.
+    assert _gate(new, "--against", old, "--gate", "--min-delta-pct", "15", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_gate_passes_on_noise(tmp_path: Path, seed: int) -> None:
+    old = _sweep(tmp_path / "old.csv", 1, "OLD")
+    new = _sweep(tmp_path / "new.csv", seed, "NEW")
+    r = _gate(new, "--against", old, "--gate", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "gate: 0 significant regression(s)" in r.stderr
+    assert "| REGRESSION" not in r.stdout
+
+
+def test_an_improvement_is_not_a_regression(tmp_path: Path) -> None:
+    old = _sweep(tmp_path / "old.csv", 1, "OLD")
+    new = _sweep(tmp_path / "new.csv", 2, "NEW", slow={(512, 1): 1.2})
+    r = _gate(new, "--against", old, "--gate", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "better" in r.stdout
+
+
+def test_gate_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    old = _sweep(tmp_path / "old.csv", 1, "OLD")
+    other = pd.read_csv(old).assign(model="llama3.1:8b")
+    other.to_csv(tmp_path / "other.csv", index=False)
+    for args, message in (
+        ((tmp_path / "other.csv", "--against", old, "--gate"), "no cell of NEW matches a cell of OLD"),
+        ((old, "--gate"), "--gate needs --against OLD"),
+        ((old, "--against", tmp_path / "missing.csv", "--gate"), "missing.csv"),
+        ((old, "--against", old, "--gate", "--min-delta-pct", "-1"), "--min-delta-pct must be"),
+    ):
+        r = _gate(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

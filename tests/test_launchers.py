@@ -1,0 +1,113 @@
+"""Hydra's launchers run our cells: Ray (local cluster, embedded engine), joblib, submitit_local.
+
+What must hold whatever the launcher: one sweep directory, the same columns,
+resume across launchers, and never two cells measured at once against one
+server unless ``allow_shared_host=true``, with every row saying how many cells
+were running at the same time (``concurrent_cells``).  Heavy on 2 cores:
+few tests, tiny cells, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep.records import COLUMN_NAMES
+from tests.ollama_standin import Script, StandIn
+from tests.sweep_cli import only_sweep, run_sweep
+
+TINY = ("chimera.num_predict=8", "warmup=1")
+
+
+@pytest.fixture
+def ray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A private, loopback-only local Ray (../shared/hydra-plugins.md).
+
+    Its temp dir is short and directly under the system temp dir: Ray puts Unix
+    sockets there and a socket path may not exceed 107 bytes (pytest's tmp_path does).
+    """
+    ray_tmp = tempfile.mkdtemp(prefix="ray-")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
+    yield
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _windows(rows: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
+    end = rows["started_at"] + pd.to_timedelta(rows["e2e_ms"], unit="ms")
+    return rows["started_at"].min(), end.max()
+
+
+@pytest.mark.timeout(420)
+def test_ray_runs_two_cells_at_once_each_on_its_own_embedded_server_and_resumes_a_basic_run(
+        embedded_server, ray_env: None, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_sweep("-m", "chimera.num_ctx=256", *TINY, "trials=1", f"output_root={out}", timeout=180)
+    assert first.returncode == 0, first.stderr
+    basic_done = pd.read_parquet(only_sweep(out))["started_at"].max()
+    ray = run_sweep("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                    "+hydra.launcher.ray.init.include_dashboard=false", "chimera.num_ctx=256,512", *TINY,
+                    "trials=2", "resume=true", f"output_root={out}", timeout=360)
+    assert ray.returncode == 0, ray.stderr
+    assert "plan: 2 cell(s) in 2 job(s), 2 at once" in ray.stderr
+    sweep_dir = only_sweep(out)
+    df = pd.read_parquet(sweep_dir)
+    assert list(df.columns) == list(COLUMN_NAMES) and df["status"].eq("ok").all()
+    measured = df[~df["warmup"]].sort_values("trial")
+    assert measured.groupby("num_ctx")["trial"].apply(list).to_dict() == {256: [0, 1], 512: [0, 1]}
+    by_ray = df[df["started_at"] > basic_done]                                        # the resumed run's rows
+    servers = by_ray.groupby("num_ctx")["base_url"].unique()
+    assert all(len(s) == 1 for s in servers) and servers[256][0] != servers[512][0]  # one server per cell
+    assert by_ray.groupby("num_ctx")["concurrent_cells"].max().to_dict() == {256: 2, 512: 2}
+    (a0, a1), (b0, b1) = _windows(by_ray[by_ray["num_ctx"] == 256]), _windows(by_ray[by_ray["num_ctx"] == 512])
+    assert a0 < b1 and b0 < a1                                                        # measured at the same time
+    assert "2/2" in ray.stderr and "INCOMPLETE" not in ray.stderr                     # summary covers all cells
+
+
+def test_parallel_cells_on_one_server_are_refused_unless_allowed(standin: StandIn, tmp_path: Path) -> None:
+    common = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "backend=ollama",
+              f"backend.base_url={standin.base_url}", "model=gemma3", "chimera.num_ctx=256,512", "trials=2",
+              "warmup=0")
+    refused = run_sweep(*common, f"output_root={tmp_path / 'a'}", timeout=120)
+    assert refused.returncode == 2 and standin.requests == []
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: 2 cells would run at once against 1 server(s) ({standin.base_url}) and slow each other down: "
+        "give one server per worker (backend.hosts=[URL,URL,...]), run fewer at once, or accept it with "
+        "allow_shared_host=true")
+    standin.default = Script(token_interval_s=0.05)          # cells long enough to overlap
+    allowed = run_sweep(*common, "allow_shared_host=true", f"output_root={tmp_path / 'b'}", timeout=180)
+    assert allowed.returncode == 0, allowed.stderr
+    df = pd.read_parquet(only_sweep(tmp_path / "b"))
+    assert len(df) == 4 and df["concurrent_cells"].between(1, 2).all() and df["concurrent_cells"].max() == 2
+
+
+def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As far as SLURM goes without a cluster: our preset → Hydra → submitit → the sbatch script it submits.
+
+    ``srun`` only has to exist; the stand-in ``sbatch`` keeps the script and refuses the job.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\ncp "$1" "$SBATCH_COPY"\necho "sbatch: error: no cluster" >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    script = tmp_path / "submitted.sh"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_COPY", str(script))
+    result = run_sweep("-m", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=a100", "hydra.launcher.timeout_min=30",
+                       "chimera.num_ctx=256,512,1024", f"output_root={tmp_path / 'out'}", timeout=120)
+    assert result.returncode != 0 and "sbatch: error: no cluster" in result.stderr
+    lines = script.read_text().splitlines()
+    for expected in ("#SBATCH --partition=a100", "#SBATCH --time=30", "#SBATCH --gres=gpu:1",
+                     "#SBATCH --array=0-2%3", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
+        assert expected in lines, script.read_text()
+    assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)
