@@ -29,6 +29,13 @@ SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend
 # A baseline cell must match a chimera cell on these (those present in the data).
 MATCH_KEYS: tuple[str, ...] = ("model", "workload", "backend", "base_url", "row_state")
 
+# Agent workloads: workflow / concurrent-run structure (see analysis.agents).
+STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST = "stage", "workflow_id", "workflow_wall_ms", "ingest_ms"
+RUN_ID, AGENT_ID, AGENTS, SCENARIO, RUN_WALL, RUN_KIND = (
+    "run_id", "agent_id", "agents", "scenario", "run_wall_ms", "run_kind")
+AGENT_COLUMNS: tuple[str, ...] = (STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST, RUN_ID, AGENT_ID, AGENTS, SCENARIO,
+                                  RUN_WALL, RUN_KIND)
+
 THROUGHPUT = "throughput_tok_s"
 TTFT = "ttft_ms"
 
@@ -74,4 +81,4 @@ TOKENS = "eval_count"
 # Every numeric column the loader coerces to float.
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     m.column for m in HEADLINE + DURATIONS + OPTIONAL
-) + (TOKENS, "prompt_eval_count", "trial") + OPTION_KEYS
+) + (TOKENS, "prompt_eval_count", "trial", WORKFLOW_WALL, INGEST, AGENTS, RUN_WALL) + OPTION_KEYS

@@ -24,7 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import client_share
-from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
+from analysis.columns import (
+    AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
+)
 
 PROVENANCE_KEY = b"chimera.provenance"
 RUN_FILE = "_run.json"
@@ -209,10 +211,29 @@ def _as_bool(s: pd.Series) -> pd.Series:
     return low.isin(["true", "1", "yes", "t", "1.0"]).fillna(False).astype(bool)
 
 
+def per_agent_columns(df: pd.DataFrame, cols: Sequence[str], by: str | list[str] = RUN_ID) -> set[str]:
+    """Columns that differ between the agents of one group (a heterogeneous run or cell).
+
+    Why: agents of one multi-agent run may send different options (``chimera_hetero``,
+    ``baseline_vs_chimera``); those columns describe agents, not the cell, so they
+    must neither split a run into cells nor name it.
+    """
+    keys = [by] if isinstance(by, str) else by
+    if not cols or AGENT_ID not in df.columns or not df[AGENT_ID].notna().any():
+        return set()  # not agent data: skip the scan (a million-row sweep pays nothing)
+    if any(k not in df.columns for k in keys) or not df[keys[-1]].notna().any():
+        return set()
+    counts = df.groupby(keys, sort=False)[list(cols)].nunique(dropna=False).max()
+    return {c for c in cols if counts[c] > 1}
+
+
 def _derive_cells(df: pd.DataFrame) -> pd.Series:
     """A readable cell label from the parameter columns present (when ``cell_id`` is missing)."""
-    ident = [c for c in ("preset", "model", "workload", "backend") if c in df.columns]
+    ident = [c for c in ("preset", "model", "workload", "backend", SCENARIO) if c in df.columns]
     opts = [c for c in OPTION_KEYS if c in df.columns and df[c].notna().any()]
+    per_agent = per_agent_columns(df, ["preset", *opts] if "preset" in ident else opts)
+    ident = [c for c in ident if c not in per_agent] + ([AGENTS] if AGENTS in df.columns else [])
+    opts = [c for c in opts if c not in per_agent]
     cols = ident + opts
     if not cols:
         raise InputError("no column identifies cells (need cell_id, or model/preset/option columns such as num_gpu)")
@@ -220,10 +241,15 @@ def _derive_cells(df: pd.DataFrame) -> pd.Series:
     firsts = df.loc[~codes.duplicated(), cols]
     labels = {}
     for code, (_, row) in zip(codes[~codes.duplicated()], firsts.iterrows()):
-        parts = [str(row[c]) for c in ident if pd.notna(row[c])]
+        parts = [_ident_text(c, row[c]) for c in ident if pd.notna(row[c])]
         parts += [f"{c}={format_level(c, row[c])}" for c in opts if pd.notna(row[c])]
         labels[code] = " ".join(parts) or "default"
     return codes.map(labels)
+
+
+def _ident_text(column: str, value: Any) -> str:
+    """An identity value in a cell label (the agent count says what it counts)."""
+    return f"agents={int(value)}" if column == AGENTS else str(value)
 
 
 def format_level(column: str, value: Any) -> str:
@@ -276,7 +302,10 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
 
     Rows of different states never pool: a non-warm state is part of the cell label
-    (``… [cold]``), so every table shows warm, cold and reload separately.
+    (``… [cold]``), so every table shows warm, cold and reload separately.  Rows of an
+    agent workflow keep their cell: a reload inside a workflow or a concurrent run
+    (agents with different load-time options on one server) is part of what it measures,
+    and splitting its calls over two cells would break the run apart.
     """
     if STATE not in df.columns and RELOADED not in df.columns:
         return df
@@ -285,7 +314,8 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     if RELOADED in df.columns:
         state = state.where(~_as_bool(df[RELOADED]), RELOAD)
     df[ROW_STATE] = state.astype(str)
-    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
+    whole = df[WORKFLOW_ID].notna() if WORKFLOW_ID in df.columns else False
+    df["cell"] = df["cell"] + np.where(whole, "", state_suffix(df[ROW_STATE]))
     return df
 
 
@@ -302,7 +332,7 @@ def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_LABEL_IDENTITY = ("model", "workload")
+_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS)
 
 
 def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -317,6 +347,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     if "preset" not in df.columns:
         return df, {}
     opts = [c for c in OPTION_KEYS if c in df.columns]
+    opts = [c for c in opts if c not in per_agent_columns(df, opts, ["dataset", "cell"])]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
     state = [ROW_STATE] if ROW_STATE in df.columns else []
     cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
@@ -328,7 +359,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         fixed[str(preset)] = " ".join(f"{c}={format_level(c, group[c].iloc[0])}" for c in held) or "server defaults"
         for row in group.itertuples(index=False):
             values = row._asdict()
-            parts = [str(preset)] + [str(values[c]) for c in ident]
+            parts = [str(preset)] + [_ident_text(c, values[c]) for c in ident if pd.notna(values[c])]
             parts += [f"{c}={format_level(c, values[c])}" for c in varying]
             if ROW_STATE in values and values[ROW_STATE] != WARM:
                 parts.append(f"[{values[ROW_STATE]}]")

@@ -67,6 +67,7 @@ class Analysis:
     notes: dict[str, str]               # section → sentence (e.g. why a table is absent)
     multi_dataset: bool
     options: Options
+    concurrency: pd.DataFrame | None = None   # per multi-agent cell: speedup and tr114 means with CIs (figure)
 
     def get(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -652,4 +653,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
         from analysis.search import search_tables
 
         tables += search_tables(df, cells, opts)
-    return Analysis(tables, cells, cs, notes, multi, opts)
+    from analysis.agents import analyse_agents  # imports this module's Table/Options
+
+    agent_tables, concurrency_figure = analyse_agents(df, cells, multi, opts)
+    tables += agent_tables
+    return Analysis(tables, cells, cs, notes, multi, opts, concurrency_figure)

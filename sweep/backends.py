@@ -1,11 +1,13 @@
-"""Where a job's requests go: a real Ollama's or OpenAI-compatible server's address, our
-embedded server, or a llama.cpp ``llama-server`` started for the sweep.
+"""Where a job's requests go: a real Ollama's address (or several), an OpenAI-compatible server's,
+our embedded server(s), or a llama.cpp ``llama-server`` started for the sweep.
 
 The embedded server is started once per process (a multirun's jobs share it,
 so model loads show up only where options really change) and stopped at exit,
-on Ctrl-C and on errors.  llama-server takes the load-time options as flags,
-so :func:`prepare_cell` (re)starts it before a cell when they change
-(see :mod:`sweep.llama_server`).
+on Ctrl-C and on errors.  ``backend.instances=N`` starts N of them, each on its
+own port (the dual-Ollama set-up of the multi-agent reports); all are stopped
+together.  llama-server takes the load-time options as flags, so
+:func:`prepare_cell` (re)starts it before a cell when they change (see
+:mod:`sweep.llama_server`).
 """
 
 from __future__ import annotations
@@ -16,26 +18,37 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep.plan import Cell, ConfigError, normalize_base_url
+from sweep.plan import Cell, ConfigError, host_urls
 
-_embedded: dict[str | None, Any] = {}
+_embedded: dict[tuple[str | None, int], Any] = {}
 
 
 def base_url_for(backend: DictConfig, first: Cell | None = None,
                  say: Callable[[str], None] | None = None) -> str:
-    """The server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
+    """The (first) server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
+    return base_urls_for(backend, first, say)[0]
+
+
+def base_urls_for(backend: DictConfig, first: Cell | None = None,
+                  say: Callable[[str], None] | None = None) -> list[str]:
+    """Every server of this backend: ``backend.hosts`` (or ``base_url``), ``instances`` embedded engines,
+    or the llama-server started for the cell ``first``."""
     if backend.kind in ("ollama", "openai"):
-        return normalize_base_url(backend.base_url)
+        return host_urls(backend)
     if backend.kind == "llama_server":
         if first is None:
             raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
-        return prepare_cell(backend, first, say)
-    key = backend.model_dir
+        return [prepare_cell(backend, first, say)]
+    return [_start_embedded(backend.model_dir, i) for i in range(backend.instances)]
+
+
+def _start_embedded(model_dir: str | None, index: int) -> str:
+    key = (model_dir, index)
     if key not in _embedded:
         from sweep.server import launch  # imported lazily: `backend=ollama` needs no engine
 
         try:
-            _embedded[key] = launch.start(model_dir=key)
+            _embedded[key] = launch.start(model_dir=model_dir)
         except RuntimeError as exc:
             raise ConfigError(
                 f"the embedded engine did not start ({exc}); install it with 'make install' "
@@ -74,7 +87,7 @@ def server_version(backend: DictConfig) -> str | None:
 def server_pid(backend: DictConfig, base_url: str) -> int | None:
     """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
     if backend.kind == "embedded":
-        server = _embedded.get(backend.model_dir)
+        server = next((s for s in _embedded.values() if s.base_url == base_url), None)
         return server.pid if server is not None else None
     if backend.kind == "llama_server":
         from sweep import llama_server

@@ -14,12 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.records import OPTION_KEYS
+
+if TYPE_CHECKING:
+    from sweep.agents import AgentPlan
 
 
 T = TypeVar("T")
@@ -54,6 +57,7 @@ class Cell:
     system: str | None
     endpoint: str
     keep_alive: str | None
+    agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
 
     @property
     def cell_hash(self) -> str:
@@ -64,6 +68,8 @@ class Cell:
             "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
             "endpoint": self.endpoint, "keep_alive": self.keep_alive,
         }
+        if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
+            identity["agent_plan"] = self.agent_plan.identity()
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -71,7 +77,8 @@ class Cell:
     def cell_id(self) -> str:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
-        return " ".join(parts)
+        label = self.agent_plan.label() if self.agent_plan is not None else ""
+        return " ".join(([label] if label else []) + parts)
 
     @property
     def file_stem(self) -> str:
@@ -137,11 +144,18 @@ def validate(cfg: DictConfig) -> None:
     b = cfg.backend
     if b.kind not in BACKEND_KINDS:
         raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
-    if b.kind in ("ollama", "openai"):
+    if b.kind in ("ollama", "openai") and not b.hosts:
         if not b.base_url:
             example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
             raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
+    if b.hosts and b.kind != "ollama":
+        raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
+    for host in b.hosts:
+        normalize_base_url(str(host))
+    if b.instances < 1 or (b.instances > 1 and b.kind != "embedded"):
+        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with backend=embedded "
+                          "(list running servers with backend.hosts=[URL,URL])")
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
         if b[key] <= 0:
             raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
@@ -225,9 +239,14 @@ def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
+    from sweep import agents  # agents imports this module's checks
+
     validate(cfg)
+    agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
-    base_url = normalize_base_url(cfg.backend.base_url) if cfg.backend.kind in ("ollama", "openai") else None
+    hosts = host_urls(cfg.backend)
+    base_url = " ".join(hosts) if cfg.backend.kind in ("ollama", "openai") else None
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
@@ -239,13 +258,24 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
 
             check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                        keep_alive=cfg.backend.keep_alive)
+        plan = None
+        if cfg.workload.kind != agents.PROMPT_KIND:
+            servers = len(hosts) if hosts else cfg.backend.instances
+            plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(
             preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
             options=options, workload=cfg.workload.name, prompts=prompts,
             system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-            keep_alive=cfg.backend.keep_alive,
+            keep_alive=cfg.backend.keep_alive, agent_plan=plan,
         ))
     return cells
+
+
+def host_urls(backend: DictConfig) -> list[str]:
+    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
+    if backend.kind not in ("ollama", "openai"):
+        return []
+    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
 
 
 # ---------------------------------------------------------------- order

@@ -33,11 +33,16 @@ _HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : 
 def trial_line(record: TrialRecord) -> str:
     """The plain line of one trial (also what the live panel shows of the last one)."""
     kind = "warm-up" if record.warmup else "trial"
+    what, where = f"prompt {record.prompt_id}", ""
+    if record.stage is not None:  # agent rows: which run, which step, which agent
+        kind += f" {record.run_kind}" if record.run_kind else " workflow"
+        what = record.stage + (f" agent {record.agent_id}" if record.agent_id is not None else "")
+        where = f" {what}"
     if record.status != "ok":
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
+        return f"    {kind} {record.trial}{where} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
+    return f"    {kind} {record.trial} {what}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _clock(seconds: float) -> str:

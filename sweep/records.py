@@ -102,6 +102,17 @@ class TrialRecord:
     concurrent_cells: int | None = _col("cells", "cells of this sweep measured on this machine while this trial ran "
                                                   "(its own included: 1 = alone; the larger of the counts at its "
                                                   "start and end)")
+    # --- agent workloads (null for single-prompt trials): one row per LLM call of a workflow
+    stage: str | None = _col("", "agent workflow step of this call: `analysis`, `report` (or `prompt`)")
+    workflow_id: str | None = _col("", "one workflow execution (ingest → calls); shared by its calls' rows")
+    workflow_wall_ms: float | None = _col("ms", "the whole workflow: ingest + calls + processing")
+    ingest_ms: float | None = _col("ms", "reading and summarising workload.data_dir in this workflow")
+    run_id: str | None = _col("", "one run of a multi-agent cell (concurrent: all agents; isolated: one)")
+    agent_id: int | None = _col("", "agent within the run, 0 … agents − 1")
+    agents: int | None = _col("", "agents in the cell (agents.count)")
+    scenario: str | None = _col("", "multi-agent scenario: baseline_vs_chimera, chimera_homo, chimera_hetero")
+    run_wall_ms: float | None = _col("ms", "barrier release → last agent done (isolated: that agent's run)")
+    run_kind: str | None = _col("", "`concurrent` (all agents at once) or `isolated` (one agent alone)")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
