@@ -20,7 +20,7 @@ import pytest
 from sweep.llama_tools import missing_hint, tool_path
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
-pytestmark = [pytest.mark.timeout(600),
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow,
               pytest.mark.skipif(tool_path("llama-server") is None, reason=missing_hint("llama-server"))]
 
 STARTED = re.compile(r"llama-server started: pid (\d+), port (\d+), flags (.*)")
