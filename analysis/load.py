@@ -21,16 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis import client_share
 from analysis.columns import (
     AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
+from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_tables, read_whole, trace_files
+from sweep.contract import newest_sweep as _newest_sweep
 
-PROVENANCE_KEY = b"chimera.provenance"
-RUN_FILE = "_run.json"
-SWEEPS_ROOT = Path("outputs/sweeps")
 STATE, RELOADED, ROW_STATE = "state", "reloaded", "row_state"
 WARM, COLD, RELOAD = "warm", "cold", "reload"
 
@@ -68,12 +66,12 @@ class Loaded:
 # ---------------------------------------------------------------- finding inputs
 
 
-def newest_sweep(root: Path = SWEEPS_ROOT) -> Path:
+def newest_sweep(root: Path = Path(SWEEPS_ROOT)) -> Path:
     """The most recently modified sweep directory under ``root``."""
-    dirs = [p for p in root.glob("*") if p.is_dir() and not p.name.startswith(("_", "."))] if root.is_dir() else []
-    if not dirs:
+    newest = _newest_sweep(root)
+    if newest is None:
         raise InputError(f"no sweeps under {root}/ — run a sweep first or pass a PATH (sweep dir, .parquet or .csv)")
-    return max(dirs, key=lambda p: p.stat().st_mtime)
+    return newest
 
 
 def was_search(path: Path) -> bool:
@@ -81,17 +79,6 @@ def was_search(path: Path) -> bool:
     if not path.is_dir():
         return False
     return any(path.glob("optimization_results.yaml")) or any(path.glob("*/optimization_results.yaml"))
-
-
-def _trial_files(directory: Path) -> list[Path]:
-    """Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
-    out = []
-    for p in sorted(directory.rglob("*.parquet")):
-        rel = p.relative_to(directory).parts
-        if any(part.startswith(("_", ".")) for part in rel):
-            continue
-        out.append(p)
-    return out
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -114,24 +101,17 @@ def _parquet_provenance(table: pa.Table) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _read_table(path: Path) -> pa.Table:
-    """One open handle per file, so a sweep still writing (atomic renames) is read consistently.
-
-    By path, pyarrow opens the file twice and a rename in between mixes two versions.
-    An Arrow file, not Python's ``open`` (see sweep.store.read_whole, which does the
-    same; analysis does not import the sweep package).
-    """
-    with pa.OSFile(str(path), "rb") as handle:
-        return pq.read_table(handle)
-
-
-def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _read_parquet_files(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
+    """A sweep directory's trial files (or one Parquet file) → frame, number of files, provenance."""
+    try:
+        read = read_tables(path) if path.is_dir() else [(path, read_whole(path))]
+    except (OSError, pa.ArrowException) as exc:
+        message = str(exc).splitlines()[0] if path.is_dir() else f"cannot read {path}: {str(exc).splitlines()[0]}"
+        raise InputError(f"{message} — remove or replace the file") from None
+    if not read:
+        raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
     tables, prov = [], []
-    for f in files:
-        try:
-            t = _read_table(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]} — remove or replace the file") from None
+    for _, t in read:
         p = _parquet_provenance(t)
         if p is not None and p not in prov:
             prov.append(p)
@@ -141,19 +121,15 @@ def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str,
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError):
         frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-    return frame, prov
-
-
-TRACES_DIR = "_telemetry"
+    return frame, len(read), prov
 
 
 def _read_traces(path: Path) -> pd.DataFrame | None:
     """The per-sample telemetry a sweep wrote beside its trials; unreadable files are skipped."""
-    directory = (path if path.is_dir() else path.parent) / TRACES_DIR
     frames = []
-    for f in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+    for f in trace_files(path if path.is_dir() else path.parent):
         try:
-            frames.append(_read_table(f).to_pandas())
+            frames.append(read_whole(f).to_pandas())
         except (OSError, pa.ArrowException):
             continue
     return pd.concat(frames, ignore_index=True) if frames else None
@@ -180,11 +156,8 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
         if p is not None:
             prov.append(p)
     if path.is_dir():
-        files = _trial_files(path)
-        if not files:
-            raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
-        frame, meta_prov = _read_parquet_files(files)
-        return frame, len(files), prov + [p for p in meta_prov if p not in prov]
+        frame, n_files, meta_prov = _read_parquet_files(path)
+        return frame, n_files, prov + [p for p in meta_prov if p not in prov]
     suffix = path.suffix.lower()
     if suffix == ".csv":
         try:
@@ -193,7 +166,7 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
             raise InputError(f"cannot read {path} as CSV: {str(exc).splitlines()[0]} — check the file") from None
         return frame, 1, prov
     if suffix in (".parquet", ".pq"):
-        frame, meta_prov = _read_parquet_files([path])
+        frame, _, meta_prov = _read_parquet_files(path)
         return frame, 1, prov + [p for p in meta_prov if p not in prov]
     raise InputError(f"{path}: unknown file type {suffix or '(none)'} — pass a .parquet, a .csv or a sweep directory")
 
@@ -271,17 +244,17 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     df = frame.copy()
     if not any(m.column in df.columns for m in HEADLINE):
         raise InputError(
-            f"{label}: no throughput_tok_s or ttft_ms column — convert the data to the trial columns (sweep/records.py)"
+            f"{label}: no throughput_tok_s or ttft_ms column — convert the data to the trial columns (sweep/contract.py)"
         )
     for c in NUMERIC_COLUMNS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     if "status" not in df.columns:
-        df["status"] = "ok"
-    df["status"] = df["status"].fillna("ok").astype(str)
+        df["status"] = Status.OK.value
+    df["status"] = df["status"].fillna(Status.OK.value).astype(str)
     df["is_warmup"] = _as_bool(df["warmup"]) if "warmup" in df.columns else False
-    df["is_failed"] = (df["status"] != "ok") & ~df["is_warmup"]
-    df["measured"] = (df["status"] == "ok") & ~df["is_warmup"]
+    df["is_failed"] = (df["status"] != Status.OK) & ~df["is_warmup"]
+    df["measured"] = (df["status"] == Status.OK) & ~df["is_warmup"]
     if "started_at" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["started_at"]):
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
     if "sweep_id" in df.columns:

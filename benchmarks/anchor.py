@@ -20,7 +20,7 @@ from typing import Any, Callable
 from sweep.llama_tools import missing_hint, tool_path
 from sweep.openai_sse import OPENAI
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from sweep.streams import StreamFormat
 

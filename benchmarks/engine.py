@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from benchmarks import anchor
+from sweep.contract import TrialRecord
 from sweep.llama_tools import missing_hint, tool_path
 from sweep.plan import Cell, Prompt
-from sweep.records import TrialRecord
 from sweep.streams import OLLAMA
 from sweep.server import launch
 from sweep.server.models import default_registry

@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweep.contract import Status
 from sweep.plan import ConfigError, validate_options
 from sweep.prompts import POSTPROCESS_MODES
 
@@ -210,7 +211,7 @@ def completed_runs(rows: Sequence[Mapping[str, Any]], cell_hash: str, stages: in
         kind = first.get("run_kind")
         expected = 1 if kind in (ISOLATED, None) else (first.get("agents") or 1)
         if (len(agents) == expected and len(run_rows) == expected * stages
-                and all(r.get("status") == "ok" for r in run_rows)):
+                and all(r.get("status") == Status.OK for r in run_rows)):
             done.add((kind, first.get("trial"), agents if kind == ISOLATED else None))
     return done
 

@@ -8,11 +8,13 @@ checks that types cannot express (``trials=-1``) live in :func:`validate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, SWEEPS_ROOT
 
 
 @dataclass
@@ -22,25 +24,22 @@ class ModelConfig:
     name: str = MISSING  # the server's own name, e.g. gemma3:270m or gemma3:latest
 
 
-@dataclass
-class ChimeraConfig:
-    """Inference options sent in Ollama's ``options``; ``None`` means "not sent".
+def _chimera_fields() -> list[tuple[str, Any, Any]]:
+    """``preset`` plus one optional field per sweep option, typed as :data:`sweep.contract.OPTIONS` says."""
+    fields: list[tuple[str, Any, Any]] = [("preset", str, field(default="baseline"))]
+    for key in OPTION_KEYS:
+        fields.append((key, Optional[OPTIONS_BY_NAME[key].type], field(default=None)))
+    return fields
 
+
+ChimeraConfig = make_dataclass("ChimeraConfig", _chimera_fields())
+ChimeraConfig.__module__ = __name__
+ChimeraConfig.__doc__ = """Inference options sent in Ollama's ``options``; ``None`` means "not sent".
+
+    One field per sweep option of the data contract (:mod:`sweep.contract`), with its type.
     ``preset`` is only a label stored with every trial (``baseline`` or ``chimera``),
     so the analysis can compare the two.
     """
-
-    preset: str = "baseline"
-    num_gpu: Optional[int] = None
-    num_ctx: Optional[int] = None
-    num_thread: Optional[int] = None
-    num_batch: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    repeat_penalty: Optional[float] = None
-    seed: Optional[int] = None
-    num_predict: Optional[int] = None
 
 
 @dataclass
@@ -174,7 +173,7 @@ class SweepConfig:
     warmup: int = 1
     resume: bool = False
     sweep_id: str = "${now:%Y%m%d-%H%M%S}"
-    output_root: str = "outputs/sweeps"
+    output_root: str = SWEEPS_ROOT
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     agents: AgentsConfig = field(default_factory=AgentsConfig)

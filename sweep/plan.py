@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.records import OPTION_KEYS
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
 
 if TYPE_CHECKING:
     from sweep.agents import AgentPlan
@@ -98,19 +98,6 @@ class TrialSpec:
 
 # ---------------------------------------------------------------- validation
 
-_OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "num_gpu": (-1, None), "num_ctx": (1, None), "num_thread": (1, None), "num_batch": (1, None),
-    "temperature": (0, None), "top_p": (0, 1), "top_k": (0, None), "repeat_penalty": (0, None),
-    "seed": (None, None), "num_predict": (-2, None),
-}
-
-
-def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ConfigError(f"invalid option {name}={value}: must be {bounds}")
-
-
 def normalize_base_url(url: str) -> str:
     """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
     if "://" not in url:
@@ -121,18 +108,17 @@ def normalize_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-_FLOAT_OPTIONS = frozenset({"temperature", "top_p", "repeat_penalty"})
-
-
 def validate_options(options: Mapping[str, Any]) -> None:
-    """Types and ranges of set options (grid values arrive untyped from YAML)."""
+    """Types and ranges of set options (grid values arrive untyped from YAML), per :data:`sweep.contract.OPTIONS`."""
     for name, value in options.items():
-        numeric = (int, float) if name in _FLOAT_OPTIONS else (int,)
+        option = OPTIONS_BY_NAME[name]
+        numeric = (int, float) if option.type is float else (int,)
         if isinstance(value, bool) or not isinstance(value, numeric):
-            kind = "a number" if name in _FLOAT_OPTIONS else "an integer"
+            kind = "a number" if option.type is float else "an integer"
             raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
-        lo, hi = _OPTION_RANGES[name]
-        _check_range(name, value, lo, hi)
+        problem = option.range_error(value)
+        if problem:
+            raise ConfigError(f"invalid option {name}={value}: {problem}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -220,6 +206,30 @@ def grid_size(cfg: DictConfig) -> int:
     return n + (1 if cfg.grid.baseline else 0)
 
 
+def check_grid_coverage(configs: Sequence[DictConfig], command_line: Sequence[str]) -> None:
+    """The jobs of a multirun over ``cell`` must run every cell of their grid.
+
+    An experiment's ``cell: range(0,N)`` is kept equal to the grid's size by hand;
+    a shorter range used to drop cells silently.  A job without ``cell`` runs the
+    whole grid; ``cell=`` typed on the command line (re-running chosen cells) is
+    taken as meant.  Raises :class:`ConfigError` naming the right number.
+    """
+    if any(arg.lstrip("+").startswith("cell=") for arg in command_line):
+        return
+    grids: dict[str, tuple[int, set[int]]] = {}
+    for cfg in configs:
+        if cfg.get("grid") is None:
+            continue
+        key = json.dumps(OmegaConf.to_container(cfg.grid, resolve=True), sort_keys=True, default=str)
+        size, seen = grids.setdefault(key, (grid_size(cfg), set()))
+        seen.update(range(size) if cfg.cell is None else [int(cfg.cell)])
+    for size, seen in grids.values():
+        if not set(range(size)) <= seen:
+            raise ConfigError(f"this grid has {size} cells (baseline + the product of its axes) but the jobs run "
+                              f"{len(seen & set(range(size)))}: use cell=range(0,{size}) "
+                              f"(hydra.sweeper.params in the experiment file)")
+
+
 def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
     """(preset, options) per cell: from the grid if there is one, else the chimera config."""
     chimera = OmegaConf.to_container(cfg.chimera, resolve=True)
@@ -281,7 +291,7 @@ def host_urls(backend: DictConfig) -> list[str]:
 # ---------------------------------------------------------------- order
 
 # Options the engine applies when it loads the model: changing one (or the model) forces a reload.
-LOAD_TIME_OPTIONS: tuple[str, ...] = ("num_ctx", "num_gpu", "num_batch", "num_thread")
+LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_NAME[k].load_time)
 
 
 def load_key(cell: Cell) -> tuple[Any, ...]:

@@ -30,8 +30,10 @@ from rich.table import Table
 
 from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, load_key, plan_cells
-from sweep.store import CellStore, read_whole
+from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells
+from sweep import layout
+from sweep.contract import Status, read_whole, sweep_dirs, trial_files
+from sweep.store import CellStore
 
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
 ASSUMED_TOKENS = 256        # num_predict unset: the server decides; a typical report-length answer
@@ -85,7 +87,7 @@ class Planned:
 
 
 def sweep_dir_of(cfg: DictConfig) -> Path:
-    return Path(cfg.output_root) / str(cfg.sweep_id)
+    return layout.sweep_dir(cfg.hydra)
 
 
 def _done(cell: Cell, sweep_dir: Path) -> int:
@@ -94,9 +96,9 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
         return 0
     rows = CellStore(path).previous_rows()
     if cell.agent_plan is not None:  # one row per call of an agent's workflow
-        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"])
+        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"])
     return len({(r["trial"], r["prompt_id"]) for r in rows
-                if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"]})
+                if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]})
 
 
 def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
@@ -117,16 +119,15 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
 def _history(output_root: Path, exclude: Path) -> dict[str, tuple[float, float, float]]:
     """Per model, from the newest earlier sweep that has it: median s/request, tok/s, load s."""
     seen: dict[str, tuple[float, float, float]] = {}
-    sweeps = sorted((p for p in output_root.glob("*") if p.is_dir() and p != exclude and not p.name.startswith("_")),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    sweeps = [p for p in sweep_dirs(output_root) if p != exclude]
     cols = ["model", "status", "warmup", "e2e_ms", "throughput_tok_s", "eval_count", "load_duration_ms"]
     for sweep in sweeps[:5]:
-        for path in sweep.glob("*.parquet"):
+        for path in trial_files(sweep):
             try:
                 t = read_whole(path, columns=cols).to_pandas()
             except Exception:  # noqa: BLE001 — an unreadable old file just teaches us nothing
                 continue
-            ok = t[(t["status"] == "ok") & ~t["warmup"]]
+            ok = t[(t["status"] == Status.OK) & ~t["warmup"]]
             for model, g in ok.groupby("model"):
                 if model not in seen and g["e2e_ms"].notna().any():
                     seen[model] = (float(g["e2e_ms"].median()) / 1e3, float(g["throughput_tok_s"].median()),
@@ -207,6 +208,8 @@ class Preflight(Callback):
         # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
         try:
             configs = job_configs(config)
+            if layout.is_multirun(config.hydra):
+                check_grid_coverage(configs, list(config.hydra.overrides.task))
             planned = plan_all(configs)
         except ConfigError as exc:
             _stop(str(exc))

@@ -21,9 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.records import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES, read_whole
 from sweep.running import RUNNING_DIR
-from sweep.store import read_whole
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv
 

@@ -14,7 +14,7 @@ import pytest
 
 from sweep.openai_sse import OPENAI
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
