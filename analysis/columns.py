@@ -1,27 +1,20 @@
-"""The analysis's column vocabulary: which trial columns are metrics, options or identity.
+"""The analysis's column vocabulary: which trial columns it tabulates, and how.
 
-The data contract lives in :mod:`sweep.records`; this module mirrors the few
-names the analysis needs as plain constants, so the analysis can read data from
-older harnesses (and run) without importing the sweep package.  A test checks
-that these names stay a subset of ``sweep.records.COLUMN_NAMES`` so they cannot
-silently drift.
+Names, labels, decimals and the better direction come from the data contract
+(:mod:`sweep.contract`, which imports only pyarrow); this module only chooses
+which of them the report uses where.  A column the contract marks ``show=EXTRA``
+appears in the comprehensive table without any change here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Options a cell may set (mirror of sweep.records.OPTION_KEYS, same order).
-OPTION_KEYS: tuple[str, ...] = (
-    "num_gpu", "num_ctx", "num_thread", "num_batch", "temperature", "top_p", "top_k",
-    "repeat_penalty", "seed", "num_predict",
-)
-# Options that are integers in the schema (levels print as ``99``, not ``99.0``).
-INT_OPTIONS: frozenset[str] = frozenset(
-    {"num_gpu", "num_ctx", "num_thread", "num_batch", "top_k", "seed", "num_predict"}
-)
-# Identity columns that are not options but can be swept or must match for a comparison.
-IDENTITY_KEYS: tuple[str, ...] = ("preset", "model", "workload", "backend", "base_url")
+from sweep.contract import COLUMNS, COLUMNS_BY_NAME, DURATION, EXTRA, HIGHER, INT_OPTIONS, OPTION_KEYS
+
+__all__ = ["OPTION_KEYS", "INT_OPTIONS", "GPU_NAME", "SENSITIVITY_KEYS", "MATCH_KEYS", "THROUGHPUT", "TTFT",
+           "TOKENS", "Metric", "HEADLINE", "DURATIONS", "OPTIONAL", "NUMERIC_COLUMNS"]
+
 # Hardware label: rows on different GPUs are never pooled into one dataset.
 GPU_NAME = "gpu_name"
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
@@ -29,8 +22,16 @@ SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend
 # A baseline cell must match a chimera cell on these (those present in the data).
 MATCH_KEYS: tuple[str, ...] = ("model", "workload", "backend", "base_url", "row_state")
 
+# Agent workloads: workflow / concurrent-run structure (see analysis.agents).
+STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST = "stage", "workflow_id", "workflow_wall_ms", "ingest_ms"
+RUN_ID, AGENT_ID, AGENTS, SCENARIO, RUN_WALL, RUN_KIND = (
+    "run_id", "agent_id", "agents", "scenario", "run_wall_ms", "run_kind")
+AGENT_COLUMNS: tuple[str, ...] = (STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST, RUN_ID, AGENT_ID, AGENTS, SCENARIO,
+                                  RUN_WALL, RUN_KIND)
+
 THROUGHPUT = "throughput_tok_s"
 TTFT = "ttft_ms"
+TOKENS = "eval_count"
 
 
 @dataclass(frozen=True)
@@ -42,36 +43,23 @@ class Metric:
     higher_is_better: bool
     decimals: int = 2
 
+    @classmethod
+    def of(cls, name: str) -> Metric:
+        c = COLUMNS_BY_NAME[name]
+        return cls(c.name, c.label, c.better == HIGHER, c.decimals if c.decimals is not None else 2)
+
 
 # The two headline metrics: every statistic is computed for those present.
-HEADLINE: tuple[Metric, ...] = (
-    Metric(THROUGHPUT, "tok/s", True, 2),
-    Metric(TTFT, "TTFT ms", False, 1),
-)
+HEADLINE: tuple[Metric, ...] = (Metric.of(THROUGHPUT), Metric.of(TTFT))
 # Server timings averaged per cell in the comprehensive table.
-DURATIONS: tuple[Metric, ...] = (
-    Metric("load_duration_ms", "load ms", False, 1),
-    Metric("prompt_eval_duration_ms", "prompt eval ms", False, 1),
-    Metric("eval_duration_ms", "eval ms", False, 1),
-)
+DURATIONS: tuple[Metric, ...] = tuple(Metric.of(c.name) for c in COLUMNS if c.show == DURATION)
 # Optional columns (telemetry, client-side extras): tabulated as per-cell means when present.
-OPTIONAL: tuple[Metric, ...] = (
-    Metric("e2e_ms", "e2e ms", False, 1),
-    Metric("client_tok_s", "client tok/s", True, 2),
-    Metric("gpu_util_pct_mean", "GPU util %", False, 1),
-    Metric("gpu_mem_used_mb_max", "GPU mem MB max", False, 0),
-    Metric("gpu_power_w_mean", "GPU W", False, 1),
-    Metric("gpu_energy_j", "GPU J", False, 1),
-    Metric("gpu_temp_c_max", "GPU °C max", False, 1),
-    Metric("joules_per_token", "J/tok", False, 4),
-    Metric("cpu_pct_process", "server CPU %", False, 1),
-    Metric("cpu_pct_system", "machine CPU %", False, 1),
-    Metric("server_rss_mb_max", "server RSS MB max", False, 0),
-    Metric("server_rss_mb", "server RSS MB", False, 0),   # name used by early telemetry drafts
+# `server_rss_mb` is the name early telemetry drafts wrote; their files still load.
+OPTIONAL: tuple[Metric, ...] = tuple(Metric.of(c.name) for c in COLUMNS if c.show == EXTRA) + (
+    Metric("server_rss_mb", "server RSS MB", False, 0),
 )
-TOKENS = "eval_count"
 
 # Every numeric column the loader coerces to float.
 NUMERIC_COLUMNS: tuple[str, ...] = tuple(
     m.column for m in HEADLINE + DURATIONS + OPTIONAL
-) + (TOKENS, "prompt_eval_count", "trial") + OPTION_KEYS
+) + (TOKENS, "prompt_eval_count", "trial", WORKFLOW_WALL, INGEST, AGENTS, RUN_WALL) + OPTION_KEYS

@@ -158,6 +158,34 @@ def forest(an: Analysis, out: Path, max_rows: int = 40) -> list[Path]:
     return _save(fig, out, "baseline_vs_chimera_forest")
 
 
+def concurrency_speedup(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
+    """Speedup (against agents run alone) and TR114 speedup per multi-agent cell, side by side, with CIs.
+
+    Side by side because they disagree exactly where it matters: on one server that
+    serialises requests the speedup is ≈ 1 while the TR114 figure still reads ≈ N.
+    """
+    c = an.concurrency
+    if c is None or c.empty:
+        return []
+    c = c.head(max_cells).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(10, _height(len(c))))
+    y = np.arange(len(c))
+    for name, colour, dy, label in (("speedup", "#2c7fb8", 0.15, "speedup vs agents alone"),
+                                    ("tr114", "#d95f02", -0.15, "tr114 speedup (Σ own workflow ÷ wall)")):
+        mean = c[name].to_numpy(float)
+        err = np.vstack([mean - c[f"{name}_lo"].to_numpy(float), c[f"{name}_hi"].to_numpy(float) - mean])
+        ax.errorbar(mean, y + dy, xerr=np.nan_to_num(err), fmt="o", color=colour, ecolor=colour, capsize=3,
+                    label=label)
+    ax.scatter(c["agents"], y, marker="|", s=200, color="#555", label="agents (ideal)")
+    ax.set_yticks(y, [_short(f"{lab} (runs={int(r)})") for lab, r in zip(c["label"], c["runs"])], fontsize=8)
+    ax.axvline(1, color="black", lw=0.8)
+    ax.set_xlabel("speedup, mean with 95 % CI over concurrent runs")
+    ax.set_title("Concurrency: speedup against agents alone vs the TR114 figure")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out, "concurrency_speedup")
+
+
 def pick_trace_cell(traces: pd.DataFrame, wanted: str | None) -> str | None:
     """The cell to draw: the first whose label contains ``wanted``, else the one with most samples."""
     counts = traces["cell"].value_counts()
@@ -236,6 +264,7 @@ def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | N
         "comprehensive": throughput_cells(an, out) + ttft_distribution(df, an, out),
         "baseline_vs_chimera": forest(an, out),
         "sensitivity": sensitivity(an, out),
+        "concurrency": concurrency_speedup(an, out),
     }
     if an.get("search_history") is not None:
         figs["search"] = search(an, out)

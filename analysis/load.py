@@ -21,14 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis import client_share
-from analysis.columns import GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS
+from analysis.columns import (
+    AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
+)
+from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_whole, trace_files, trial_files
+from sweep.contract import newest_sweep as _newest_sweep
 
-PROVENANCE_KEY = b"chimera.provenance"
-RUN_FILE = "_run.json"
-SWEEPS_ROOT = Path("outputs/sweeps")
 STATE, RELOADED, ROW_STATE = "state", "reloaded", "row_state"
 WARM, COLD, RELOAD = "warm", "cold", "reload"
 
@@ -66,12 +66,12 @@ class Loaded:
 # ---------------------------------------------------------------- finding inputs
 
 
-def newest_sweep(root: Path = SWEEPS_ROOT) -> Path:
+def newest_sweep(root: Path = Path(SWEEPS_ROOT)) -> Path:
     """The most recently modified sweep directory under ``root``."""
-    dirs = [p for p in root.glob("*") if p.is_dir() and not p.name.startswith(("_", "."))] if root.is_dir() else []
-    if not dirs:
+    newest = _newest_sweep(root)
+    if newest is None:
         raise InputError(f"no sweeps under {root}/ — run a sweep first or pass a PATH (sweep dir, .parquet or .csv)")
-    return max(dirs, key=lambda p: p.stat().st_mtime)
+    return newest
 
 
 def was_search(path: Path) -> bool:
@@ -79,17 +79,6 @@ def was_search(path: Path) -> bool:
     if not path.is_dir():
         return False
     return any(path.glob("optimization_results.yaml")) or any(path.glob("*/optimization_results.yaml"))
-
-
-def _trial_files(directory: Path) -> list[Path]:
-    """Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
-    out = []
-    for p in sorted(directory.rglob("*.parquet")):
-        rel = p.relative_to(directory).parts
-        if any(part.startswith(("_", ".")) for part in rel):
-            continue
-        out.append(p)
-    return out
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -112,22 +101,11 @@ def _parquet_provenance(table: pa.Table) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _read_table(path: Path) -> pa.Table:
-    """One open handle per file, so a sweep still writing (atomic renames) is read consistently.
-
-    By path, pyarrow opens the file twice and a rename in between mixes two versions.
-    An Arrow file, not Python's ``open`` (see sweep.store.read_whole, which does the
-    same; analysis does not import the sweep package).
-    """
-    with pa.OSFile(str(path), "rb") as handle:
-        return pq.read_table(handle)
-
-
 def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     tables, prov = [], []
     for f in files:
         try:
-            t = _read_table(f)
+            t = read_whole(f)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]} — remove or replace the file") from None
         p = _parquet_provenance(t)
@@ -142,16 +120,12 @@ def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str,
     return frame, prov
 
 
-TRACES_DIR = "_telemetry"
-
-
 def _read_traces(path: Path) -> pd.DataFrame | None:
     """The per-sample telemetry a sweep wrote beside its trials; unreadable files are skipped."""
-    directory = (path if path.is_dir() else path.parent) / TRACES_DIR
     frames = []
-    for f in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+    for f in trace_files(path if path.is_dir() else path.parent):
         try:
-            frames.append(_read_table(f).to_pandas())
+            frames.append(read_whole(f).to_pandas())
         except (OSError, pa.ArrowException):
             continue
     return pd.concat(frames, ignore_index=True) if frames else None
@@ -178,7 +152,7 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
         if p is not None:
             prov.append(p)
     if path.is_dir():
-        files = _trial_files(path)
+        files = trial_files(path)
         if not files:
             raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
         frame, meta_prov = _read_parquet_files(files)
@@ -209,10 +183,29 @@ def _as_bool(s: pd.Series) -> pd.Series:
     return low.isin(["true", "1", "yes", "t", "1.0"]).fillna(False).astype(bool)
 
 
+def per_agent_columns(df: pd.DataFrame, cols: Sequence[str], by: str | list[str] = RUN_ID) -> set[str]:
+    """Columns that differ between the agents of one group (a heterogeneous run or cell).
+
+    Why: agents of one multi-agent run may send different options (``chimera_hetero``,
+    ``baseline_vs_chimera``); those columns describe agents, not the cell, so they
+    must neither split a run into cells nor name it.
+    """
+    keys = [by] if isinstance(by, str) else by
+    if not cols or AGENT_ID not in df.columns or not df[AGENT_ID].notna().any():
+        return set()  # not agent data: skip the scan (a million-row sweep pays nothing)
+    if any(k not in df.columns for k in keys) or not df[keys[-1]].notna().any():
+        return set()
+    counts = df.groupby(keys, sort=False)[list(cols)].nunique(dropna=False).max()
+    return {c for c in cols if counts[c] > 1}
+
+
 def _derive_cells(df: pd.DataFrame) -> pd.Series:
     """A readable cell label from the parameter columns present (when ``cell_id`` is missing)."""
-    ident = [c for c in ("preset", "model", "workload", "backend") if c in df.columns]
+    ident = [c for c in ("preset", "model", "workload", "backend", SCENARIO) if c in df.columns]
     opts = [c for c in OPTION_KEYS if c in df.columns and df[c].notna().any()]
+    per_agent = per_agent_columns(df, ["preset", *opts] if "preset" in ident else opts)
+    ident = [c for c in ident if c not in per_agent] + ([AGENTS] if AGENTS in df.columns else [])
+    opts = [c for c in opts if c not in per_agent]
     cols = ident + opts
     if not cols:
         raise InputError("no column identifies cells (need cell_id, or model/preset/option columns such as num_gpu)")
@@ -220,10 +213,15 @@ def _derive_cells(df: pd.DataFrame) -> pd.Series:
     firsts = df.loc[~codes.duplicated(), cols]
     labels = {}
     for code, (_, row) in zip(codes[~codes.duplicated()], firsts.iterrows()):
-        parts = [str(row[c]) for c in ident if pd.notna(row[c])]
+        parts = [_ident_text(c, row[c]) for c in ident if pd.notna(row[c])]
         parts += [f"{c}={format_level(c, row[c])}" for c in opts if pd.notna(row[c])]
         labels[code] = " ".join(parts) or "default"
     return codes.map(labels)
+
+
+def _ident_text(column: str, value: Any) -> str:
+    """An identity value in a cell label (the agent count says what it counts)."""
+    return f"agents={int(value)}" if column == AGENTS else str(value)
 
 
 def format_level(column: str, value: Any) -> str:
@@ -245,17 +243,17 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     df = frame.copy()
     if not any(m.column in df.columns for m in HEADLINE):
         raise InputError(
-            f"{label}: no throughput_tok_s or ttft_ms column — convert the data to the trial columns (sweep/records.py)"
+            f"{label}: no throughput_tok_s or ttft_ms column — convert the data to the trial columns (sweep/contract.py)"
         )
     for c in NUMERIC_COLUMNS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     if "status" not in df.columns:
-        df["status"] = "ok"
-    df["status"] = df["status"].fillna("ok").astype(str)
+        df["status"] = Status.OK.value
+    df["status"] = df["status"].fillna(Status.OK.value).astype(str)
     df["is_warmup"] = _as_bool(df["warmup"]) if "warmup" in df.columns else False
-    df["is_failed"] = (df["status"] != "ok") & ~df["is_warmup"]
-    df["measured"] = (df["status"] == "ok") & ~df["is_warmup"]
+    df["is_failed"] = (df["status"] != Status.OK) & ~df["is_warmup"]
+    df["measured"] = (df["status"] == Status.OK) & ~df["is_warmup"]
     if "started_at" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["started_at"]):
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
     if "sweep_id" in df.columns:
@@ -276,7 +274,10 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     """``row_state``: the model state a row was measured in — warm, cold, or reload (after a load-time change).
 
     Rows of different states never pool: a non-warm state is part of the cell label
-    (``… [cold]``), so every table shows warm, cold and reload separately.
+    (``… [cold]``), so every table shows warm, cold and reload separately.  Rows of an
+    agent workflow keep their cell: a reload inside a workflow or a concurrent run
+    (agents with different load-time options on one server) is part of what it measures,
+    and splitting its calls over two cells would break the run apart.
     """
     if STATE not in df.columns and RELOADED not in df.columns:
         return df
@@ -285,7 +286,8 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     if RELOADED in df.columns:
         state = state.where(~_as_bool(df[RELOADED]), RELOAD)
     df[ROW_STATE] = state.astype(str)
-    df["cell"] = df["cell"] + state_suffix(df[ROW_STATE])
+    whole = df[WORKFLOW_ID].notna() if WORKFLOW_ID in df.columns else False
+    df["cell"] = df["cell"] + np.where(whole, "", state_suffix(df[ROW_STATE]))
     return df
 
 
@@ -302,7 +304,7 @@ def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_LABEL_IDENTITY = ("model", "workload")
+_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS)
 
 
 def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -317,6 +319,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     if "preset" not in df.columns:
         return df, {}
     opts = [c for c in OPTION_KEYS if c in df.columns]
+    opts = [c for c in opts if c not in per_agent_columns(df, opts, ["dataset", "cell"])]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
     state = [ROW_STATE] if ROW_STATE in df.columns else []
     cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
@@ -328,7 +331,7 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         fixed[str(preset)] = " ".join(f"{c}={format_level(c, group[c].iloc[0])}" for c in held) or "server defaults"
         for row in group.itertuples(index=False):
             values = row._asdict()
-            parts = [str(preset)] + [str(values[c]) for c in ident]
+            parts = [str(preset)] + [_ident_text(c, values[c]) for c in ident if pd.notna(values[c])]
             parts += [f"{c}={format_level(c, values[c])}" for c in varying]
             if ROW_STATE in values and values[ROW_STATE] != WARM:
                 parts.append(f"[{values[ROW_STATE]}]")

@@ -34,6 +34,8 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
     ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
     ("client_side", "9. Client-side share", ("client_side",)),
+    ("agent_stages", "10. Agent workflows", ("agent_stages",)),
+    ("concurrency", "11. Concurrency", ("concurrency", "concurrency_scenarios")),
 )
 
 
@@ -178,9 +180,7 @@ def build(
     for key, heading, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
         if not tables and key not in figs and key not in an.notes:
-            continue
-        if key == "search" and not tables:
-            continue
+            continue  # nothing to show (a prompt sweep has no search or agent sections)
         pngs = [p for p in figs.get(key, []) if p.suffix == ".png"]
         sections.append(html.Section(heading, an.notes.get(key, ""), tables, pngs))
         md += [f"## {heading}", ""]

@@ -22,6 +22,7 @@ from analysis.columns import (
     DURATIONS, HEADLINE, MATCH_KEYS, OPTIONAL, SENSITIVITY_KEYS, THROUGHPUT, TOKENS, TTFT, Metric,
 )
 from analysis.load import format_level
+from sweep.contract import Status
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Analysis:
     notes: dict[str, str]               # section → sentence (e.g. why a table is absent)
     multi_dataset: bool
     options: Options
+    concurrency: pd.DataFrame | None = None   # per multi-agent cell: speedup and tr114 means with CIs (figure)
 
     def get(self, name: str) -> Table | None:
         return next((t for t in self.tables if t.name == name), None)
@@ -570,7 +572,7 @@ def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi:
     rest_max = m.assign(_f=m.index.isin(order.drop_duplicates("cell_key").index)).loc[lambda x: ~x["_f"]].groupby("cell_key")[metric].max().reindex(n.index)
     t = _id_columns(an_cells, n.index, multi)
     t["n"] = n.to_numpy(int)
-    wu = df.loc[df["is_warmup"] & (df["status"] == "ok") & df[metric].notna(), ["cell_key", metric]]
+    wu = df.loc[df["is_warmup"] & (df["status"] == Status.OK) & df[metric].notna(), ["cell_key", metric]]
     if len(wu):
         wg = wu.groupby("cell_key")[metric]
         t["warm-ups"] = wg.count().reindex(n.index, fill_value=0).to_numpy(int)
@@ -652,4 +654,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
         from analysis.search import search_tables
 
         tables += search_tables(df, cells, opts)
-    return Analysis(tables, cells, cs, notes, multi, opts)
+    from analysis.agents import analyse_agents  # imports this module's Table/Options
+
+    agent_tables, concurrency_figure = analyse_agents(df, cells, multi, opts)
+    tables += agent_tables
+    return Analysis(tables, cells, cs, notes, multi, opts, concurrency_figure)

@@ -31,7 +31,7 @@ from typing import Any
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, Prompt
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
 from sweep.streams import OLLAMA
 

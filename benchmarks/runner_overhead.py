@@ -34,7 +34,7 @@ from typing import Any
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call, measure_trial
 from sweep.streams import OLLAMA
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from sweep import backends, cli_errors
 from sweep.config import register
 from sweep.job import objective_value, run_job
+from sweep.launchers import parallel_slots, shared_host_problem
 from sweep.plan import ConfigError
 from sweep.store import ensure_writable
 from sweep.sweep_id import pin_sweep_id
@@ -36,6 +37,10 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     hydra_dir = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
     try:
+        if _is_search(hc) and not cfg.allow_shared_host:   # the grid sweeper checks this before any job
+            problem = shared_host_problem(cfg.backend, parallel_slots(hc.launcher, int(hc.sweeper.n_jobs)))
+            if problem:
+                raise ConfigError(problem)
         outcomes = run_job(cfg, Path(hydra_dir).parent, revisit=_is_search(hc))
         return objective_value(cfg, outcomes)
     except ConfigError as exc:

@@ -8,11 +8,13 @@ checks that types cannot express (``trials=-1``) live in :func:`validate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, SWEEPS_ROOT
 
 
 @dataclass
@@ -22,25 +24,22 @@ class ModelConfig:
     name: str = MISSING  # the server's own name, e.g. gemma3:270m or gemma3:latest
 
 
-@dataclass
-class ChimeraConfig:
-    """Inference options sent in Ollama's ``options``; ``None`` means "not sent".
+def _chimera_fields() -> list[tuple[str, Any, Any]]:
+    """``preset`` plus one optional field per sweep option, typed as :data:`sweep.contract.OPTIONS` says."""
+    fields: list[tuple[str, Any, Any]] = [("preset", str, field(default="baseline"))]
+    for key in OPTION_KEYS:
+        fields.append((key, Optional[OPTIONS_BY_NAME[key].type], field(default=None)))
+    return fields
 
+
+ChimeraConfig = make_dataclass("ChimeraConfig", _chimera_fields())
+ChimeraConfig.__module__ = __name__
+ChimeraConfig.__doc__ = """Inference options sent in Ollama's ``options``; ``None`` means "not sent".
+
+    One field per sweep option of the data contract (:mod:`sweep.contract`), with its type.
     ``preset`` is only a label stored with every trial (``baseline`` or ``chimera``),
     so the analysis can compare the two.
     """
-
-    preset: str = "baseline"
-    num_gpu: Optional[int] = None
-    num_ctx: Optional[int] = None
-    num_thread: Optional[int] = None
-    num_batch: Optional[int] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    repeat_penalty: Optional[float] = None
-    seed: Optional[int] = None
-    num_predict: Optional[int] = None
 
 
 @dataclass
@@ -65,17 +64,63 @@ class BackendConfig:
     keep_alive: Optional[str] = None         # sent as keep_alive when set (e.g. "5m", "0")
     api_key_env: str = "OLLAMA_API_KEY"      # bearer token, if that variable is set
     headers_env: str = "CHIMERA_SWEEP_HEADERS"  # "Name: value; Other: value", if set
+    hosts: List[str] = field(default_factory=list)  # several servers: agents assigned round-robin
+    instances: int = 1                       # embedded: servers started, each on its own port
+
+
+ANALYSIS_PROMPT = (
+    "You are a performance engineer. Below is a summary of LLM inference benchmark results.\n\n{summary}\n\n"
+    "Analyse it: which configurations are fastest (throughput, time to first token), how large the "
+    "differences are, and what looks unreliable or noisy. Be specific and use the numbers."
+)
+REPORT_PROMPT = (
+    "Write a short technical report for engineers, with an executive summary, key findings and "
+    "recommendations, based on this analysis of LLM inference benchmarks:\n\n{analysis}"
+)
 
 
 @dataclass
 class WorkloadConfig:
-    """What is asked: a prompt list (inline or from a file) through one endpoint."""
+    """What is asked: a prompt list (inline or from a file) through one endpoint, or an agent workflow.
+
+    ``kind``: ``prompt`` (the prompt list), ``agent_report`` (ingest ``data_dir`` →
+    analysis call → report call) or ``multi_agent`` (``agents.count`` agents at once).
+    """
 
     name: str = "report"
     prompts: List[str] = field(default_factory=lambda: ["Generate a technical report"])
     prompt_file: Optional[str] = None        # .txt: one prompt per line; .jsonl: {"id", "prompt"}
     system: Optional[str] = None
     endpoint: str = "generate"               # generate | chat
+    kind: str = "prompt"                     # prompt | agent_report | multi_agent
+    data_dir: Optional[str] = None           # agent workflow: files to ingest (default: the bundled sample)
+    analysis_prompt: str = ANALYSIS_PROMPT   # {summary} = what ingest found
+    report_prompt: str = REPORT_PROMPT       # {analysis} = the analysis call's output, trimmed to num_ctx
+
+
+@dataclass
+class AgentConfig:
+    """How one agent behaves (the seed's custom agent): a system preamble and post-processing."""
+
+    system: Optional[str] = None             # sent as the system prompt of every call
+    postprocess: str = "trim"                # trim | none: applied to each stage's output before use
+
+
+@dataclass
+class AgentsConfig:
+    """Several agents at once (``workload=multi_agent``)."""
+
+    count: int = 2
+    workflow: str = "report"                 # report: ingest → analysis → report | prompt: one prompt
+    isolated_runs: Optional[int] = None      # each agent's workflow alone, per agent (default: trials)
+    options: List[Dict[str, Any]] = field(default_factory=list)  # chimera_hetero: per agent, on the preset
+
+
+@dataclass
+class ScenarioConfig:
+    """Which options each agent sends: baseline_vs_chimera | chimera_homo | chimera_hetero."""
+
+    name: str = "chimera_homo"
 
 
 @dataclass
@@ -128,8 +173,11 @@ class SweepConfig:
     warmup: int = 1
     resume: bool = False
     sweep_id: str = "${now:%Y%m%d-%H%M%S}"
-    output_root: str = "outputs/sweeps"
+    output_root: str = SWEEPS_ROOT
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     grid: Optional[GridConfig] = None
     cell: Optional[int] = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -147,3 +195,4 @@ def register() -> None:
     cs.store(group="chimera", name="chimera_schema", node=ChimeraConfig)
     cs.store(group="backend", name="backend_schema", node=BackendConfig)
     cs.store(group="workload", name="workload_schema", node=WorkloadConfig)
+    cs.store(group="scenario", name="scenario_schema", node=ScenarioConfig)

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from sweep.plan import Cell, TrialSpec, schedule
-from sweep.records import STATUS_OK, TrialRecord
-from sweep.runner import TRANSIENT_STATUSES, Target, measure_call
+from sweep.contract import Status, TrialRecord
+from sweep.contract import is_transient as _transient
+from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore
 from sweep.telemetry import Telemetry, joules_per_token, sample_rows
@@ -130,7 +131,7 @@ class CellRun:
         """Store a row (flushed to disk now), count it, and report it."""
         self.store.append(record)
         self.outcome.ran += 1
-        if record.status != STATUS_OK:
+        if record.status != Status.OK:
             self.outcome.failed_attempts += 1
         if self.on_record:
             self.on_record(record)
@@ -141,24 +142,22 @@ class CellRun:
         for attempt in range(1, self.policy.retries + 2):
             record = await self.call(spec.prompt.text, base, attempt)
             self.keep(record)
-            if record.status == STATUS_OK or not is_transient(record) or attempt > self.policy.retries:
+            if record.status == Status.OK or not is_transient(record) or attempt > self.policy.retries:
                 return record
             await asyncio.sleep(self.policy.retry_backoff_s * 2 ** (attempt - 1))
         return record
 
 
 def is_transient(record: TrialRecord) -> bool:
-    """Worth another attempt: the server or the network may recover."""
-    if record.status in TRANSIENT_STATUSES:
-        return True
-    return record.status == "http_error" and (record.error or "").startswith(("HTTP 5", "HTTP 429"))
+    """Worth another attempt: the server or the network may recover (an HTTP error only for 5xx or 429)."""
+    return _transient(record.status, record.http_status)
 
 
 def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
     """(trial, prompt_id) of the measured trials that succeeded in earlier runs."""
     return {
         (r["trial"], r["prompt_id"]) for r in rows
-        if r["cell_hash"] == cell_hash and r["status"] == STATUS_OK and not r["warmup"]
+        if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]
     }
 
 
@@ -187,7 +186,7 @@ async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
     consecutive_failures = 0
     for spec in _todo(run.cell, trials, warmup, previous):
         record = await run.attempt(spec)
-        if record.status == STATUS_OK:
+        if record.status == Status.OK:
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
             continue

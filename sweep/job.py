@@ -8,6 +8,7 @@ the first request; failing servers only ever produce rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,24 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep import backends, progress, provenance
+from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.records import TrialRecord
+from sweep.contract import TRACES_DIR, read_whole
 from sweep.objective import Objective, score
 from sweep.runner import Target
-from sweep.running import Running
+from sweep.running import Running, lease_host
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable, read_whole
+from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-TRACES_DIR = "_telemetry"  # per-sample series beside the trials; "_" keeps it out of read_parquet(sweep_dir)
 
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
@@ -72,6 +74,22 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
                  Objective.from_config(cfg.objective)).value
 
 
+def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
+                         cells: list[Cell]) -> list[str]:
+    """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
+
+    Why: under a parallel launcher (joblib, submitit, Ray on one machine) two
+    cells measured at once on one server slow each other down; the sweeper
+    refused plans with more cells at once than servers, and this picks the free
+    one.  The leased server goes first (the cell's target); the lease is held
+    until the job ends.  Agent cells use every server at once, round-robin.
+    """
+    if len(urls) < 2 or any(c.agent_plan is not None for c in cells):
+        return urls
+    host = held.enter_context(lease_host(sweep_dir, urls))
+    return [host] + [u for u in urls if u != host]
+
+
 def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``.
 
@@ -81,52 +99,65 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
-    base_url = backends.base_url_for(cfg.backend)
-    b = cfg.backend
-    headers = headers_from_env(b.api_key_env, b.headers_env)
-    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                      headers=headers) as client:
-        server_version = client.version()
-        tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
-        models = {}
-        for cell in cells:
-            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
-    telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                           say=lambda line: console.print(f"[dim]{line}[/]"))
-                 if cfg.telemetry.enabled else None)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
-                             gpus=telemetry.gpus if telemetry else process_gpus())
-    provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
-                                                          "config": config, "command": env["command"]}
-                                           for c in cells})
-    stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
-              for cell in cells]
-    return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, base_url, headers, telemetry))
+    with contextlib.ExitStack() as held:
+        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(cfg.backend), cells)
+        base_url = urls[0]
+        b = cfg.backend
+        headers = headers_from_env(b.api_key_env, b.headers_env)
+        for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
+            with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                              headers=headers) as client:
+                version = client.version()
+                tags = {m.get("name", ""): m for m in _tags(client)}
+                served = list(tags) if b.kind == "embedded" else []
+                shown = {}
+                for cell in cells:
+                    show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+                    shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
+            if url == base_url:
+                server_version, models = version, shown
+        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
+                               say=lambda line: console.print(f"[dim]{line}[/]"))
+                     if cfg.telemetry.enabled else None)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
+                                 gpus=telemetry.gpus if telemetry else process_gpus())
+        provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
+                                                              "config": config, "command": env["command"]}
+                                               for c in cells})
+        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
+                  for cell in cells]
+        return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry))
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
-                   base_url: str, headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
-    """The cells one after the other, in one event loop with one stream client."""
+                   urls: list[str], headers: dict[str, str], telemetry: Telemetry | None) -> list[CellOutcome]:
+    """The cells one after the other, in one event loop with one stream client per server."""
     b = cfg.backend
     outcomes = []
     shown = progress.for_job(console, bool(cfg.get("progress", True)))
     if shown.state.cells_total is None:
         shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
-    async with StreamClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                            headers=headers) as client:
-        target = Target(client, fmt, b.request_timeout_s)
+    async with contextlib.AsyncExitStack() as stack:
+        targets = [Target(await stack.enter_async_context(
+            StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                         headers=headers)), fmt, b.request_timeout_s) for url in urls]
+        target = targets[0]
         running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
             watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
                      if telemetry else None)
-            shown.cell_started(cell.cell_id, store.path.name, cfg.trials * len(cell.prompts))
+            total = (expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs) if cell.agent_plan
+                     else cfg.trials * len(cell.prompts))
+            shown.cell_started(cell.cell_id, store.path.name, total)
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
                           running=running)
             with running.cell(cell.cell_hash):
-                outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+                if cell.agent_plan is not None:
+                    outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                                   isolated_runs=cfg.agents.isolated_runs)
+                else:
+                    outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)

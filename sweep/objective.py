@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
+
+from sweep.contract import COLUMNS, Status
 
 STATS = ("mean", "median", "p95")
 
@@ -33,9 +34,7 @@ class Objective:
     def from_config(cls, cfg: Mapping[str, Any]) -> Objective:
         """From ``objective.*``; a metric that is not a numeric column is a :class:`ConfigError`."""
         from sweep.plan import ConfigError
-        from sweep.records import COLUMNS
-
-        numeric = [c.name for c in COLUMNS if pa.types.is_integer(c.type) or pa.types.is_floating(c.type)]
+        numeric = [c.name for c in COLUMNS if c.numeric]
         if cfg["metric"] not in numeric:
             raise ConfigError(f"invalid objective.metric={cfg['metric']}: use a numeric column, "
                               "e.g. throughput_tok_s, ttft_ms, e2e_ms")
@@ -71,7 +70,7 @@ def _stat(values: np.ndarray, stat: str) -> float:
 
 def score(rows: Sequence[Mapping[str, Any]], objective: Objective) -> Score:
     """The objective of one cell from its trial rows (warm-ups and failed attempts ignored)."""
-    measured = [r for r in rows if not r["warmup"] and r["status"] == "ok"]
+    measured = [r for r in rows if not r["warmup"] and r["status"] == Status.OK]
     values = np.array([r[objective.metric] for r in measured if r.get(objective.metric) is not None], dtype=float)
     values = values[~np.isnan(values)]
     if values.size == 0:

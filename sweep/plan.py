@@ -14,12 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.records import OPTION_KEYS
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
+
+if TYPE_CHECKING:
+    from sweep.agents import AgentPlan
 
 
 T = TypeVar("T")
@@ -49,6 +52,7 @@ class Cell:
     system: str | None
     endpoint: str
     keep_alive: str | None
+    agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
 
     @property
     def cell_hash(self) -> str:
@@ -59,6 +63,8 @@ class Cell:
             "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
             "endpoint": self.endpoint, "keep_alive": self.keep_alive,
         }
+        if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
+            identity["agent_plan"] = self.agent_plan.identity()
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -66,7 +72,8 @@ class Cell:
     def cell_id(self) -> str:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
-        return " ".join(parts)
+        label = self.agent_plan.label() if self.agent_plan is not None else ""
+        return " ".join(([label] if label else []) + parts)
 
     @property
     def file_stem(self) -> str:
@@ -86,19 +93,6 @@ class TrialSpec:
 
 # ---------------------------------------------------------------- validation
 
-_OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "num_gpu": (-1, None), "num_ctx": (1, None), "num_thread": (1, None), "num_batch": (1, None),
-    "temperature": (0, None), "top_p": (0, 1), "top_k": (0, None), "repeat_penalty": (0, None),
-    "seed": (None, None), "num_predict": (-2, None),
-}
-
-
-def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ConfigError(f"invalid option {name}={value}: must be {bounds}")
-
-
 def normalize_base_url(url: str) -> str:
     """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
     if "://" not in url:
@@ -109,18 +103,17 @@ def normalize_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-_FLOAT_OPTIONS = frozenset({"temperature", "top_p", "repeat_penalty"})
-
-
 def validate_options(options: Mapping[str, Any]) -> None:
-    """Types and ranges of set options (grid values arrive untyped from YAML)."""
+    """Types and ranges of set options (grid values arrive untyped from YAML), per :data:`sweep.contract.OPTIONS`."""
     for name, value in options.items():
-        numeric = (int, float) if name in _FLOAT_OPTIONS else (int,)
+        option = OPTIONS_BY_NAME[name]
+        numeric = (int, float) if option.type is float else (int,)
         if isinstance(value, bool) or not isinstance(value, numeric):
-            kind = "a number" if name in _FLOAT_OPTIONS else "an integer"
+            kind = "a number" if option.type is float else "an integer"
             raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
-        lo, hi = _OPTION_RANGES[name]
-        _check_range(name, value, lo, hi)
+        problem = option.range_error(value)
+        if problem:
+            raise ConfigError(f"invalid option {name}={value}: {problem}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -132,10 +125,17 @@ def validate(cfg: DictConfig) -> None:
     b = cfg.backend
     if b.kind not in ("embedded", "ollama"):
         raise ConfigError(f"invalid backend.kind '{b.kind}': use backend=embedded or backend=ollama")
-    if b.kind == "ollama":
+    if b.kind == "ollama" and not b.hosts:
         if not b.base_url:
             raise ConfigError("backend.base_url is empty: set OLLAMA_HOST or backend.base_url=http://host:11434")
         normalize_base_url(b.base_url)
+    if b.hosts and b.kind != "ollama":
+        raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
+    for host in b.hosts:
+        normalize_base_url(str(host))
+    if b.instances < 1 or (b.instances > 1 and b.kind != "embedded"):
+        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with backend=embedded "
+                          "(list running servers with backend.hosts=[URL,URL])")
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
         if b[key] <= 0:
             raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
@@ -219,28 +219,44 @@ def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
+    from sweep import agents  # agents imports this module's checks
+
     validate(cfg)
+    agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
-    base_url = normalize_base_url(cfg.backend.base_url) if cfg.backend.kind == "ollama" else None
+    hosts = host_urls(cfg.backend)
+    base_url = " ".join(hosts) if cfg.backend.kind == "ollama" else None
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
     cells = []
     for preset, options in option_sets:
         validate_options(options)
+        plan = None
+        if cfg.workload.kind != agents.PROMPT_KIND:
+            servers = len(hosts) if hosts else cfg.backend.instances
+            plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(
             preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
             options=options, workload=cfg.workload.name, prompts=prompts,
             system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-            keep_alive=cfg.backend.keep_alive,
+            keep_alive=cfg.backend.keep_alive, agent_plan=plan,
         ))
     return cells
+
+
+def host_urls(backend: DictConfig) -> list[str]:
+    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if embedded)."""
+    if backend.kind != "ollama":
+        return []
+    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
 
 
 # ---------------------------------------------------------------- order
 
 # Options the engine applies when it loads the model: changing one (or the model) forces a reload.
-LOAD_TIME_OPTIONS: tuple[str, ...] = ("num_ctx", "num_gpu", "num_batch", "num_thread")
+LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_NAME[k].load_time)
 
 
 def load_key(cell: Cell) -> tuple[Any, ...]:

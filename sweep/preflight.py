@@ -28,9 +28,11 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
+from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
 from sweep.plan import Cell, ConfigError, load_key, plan_cells
-from sweep.store import CellStore, read_whole
+from sweep.contract import Status, read_whole, sweep_dirs, trial_files
+from sweep.store import CellStore
 
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
 ASSUMED_TOKENS = 256        # num_predict unset: the server decides; a typical report-length answer
@@ -72,6 +74,15 @@ class Planned:
     warmup: int
     done: int          # measured ok trials already stored for this cell's hash
     reload: bool       # the server has to load the model anew before this cell
+    calls: int = 0     # measured requests the cell needs (agent cells: every agent's calls of every run)
+    warmup_calls: int = 0
+
+    def __post_init__(self) -> None:
+        plan = self.cell.agent_plan
+        if not self.calls:
+            self.calls = self.trials * len(self.cell.prompts)
+        if not self.warmup_calls:
+            self.warmup_calls = self.warmup * (len(plan.agents) * len(plan.stages) if plan else 1)
 
 
 def sweep_dir_of(cfg: DictConfig) -> Path:
@@ -83,8 +94,10 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
     if not path.exists():
         return 0
     rows = CellStore(path).previous_rows()
+    if cell.agent_plan is not None:  # one row per call of an agent's workflow
+        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"])
     return len({(r["trial"], r["prompt_id"]) for r in rows
-                if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"]})
+                if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]})
 
 
 def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
@@ -95,7 +108,9 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
         for cell in plan_cells(cfg):
             key = load_key(cell)
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
-            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, loaded.get(key[0]) != key))
+            calls = (expected_rows(cell.agent_plan, int(cfg.trials), cfg.agents.isolated_runs)
+                     if cell.agent_plan is not None else 0)
+            planned.append(Planned(cell, int(cfg.trials), int(cfg.warmup), done, loaded.get(key[0]) != key, calls))
             loaded[key[0]] = key
     return planned
 
@@ -103,16 +118,15 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
 def _history(output_root: Path, exclude: Path) -> dict[str, tuple[float, float, float]]:
     """Per model, from the newest earlier sweep that has it: median s/request, tok/s, load s."""
     seen: dict[str, tuple[float, float, float]] = {}
-    sweeps = sorted((p for p in output_root.glob("*") if p.is_dir() and p != exclude and not p.name.startswith("_")),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    sweeps = [p for p in sweep_dirs(output_root) if p != exclude]
     cols = ["model", "status", "warmup", "e2e_ms", "throughput_tok_s", "eval_count", "load_duration_ms"]
     for sweep in sweeps[:5]:
-        for path in sweep.glob("*.parquet"):
+        for path in trial_files(sweep):
             try:
                 t = read_whole(path, columns=cols).to_pandas()
             except Exception:  # noqa: BLE001 — an unreadable old file just teaches us nothing
                 continue
-            ok = t[(t["status"] == "ok") & ~t["warmup"]]
+            ok = t[(t["status"] == Status.OK) & ~t["warmup"]]
             for model, g in ok.groupby("model"):
                 if model not in seen and g["e2e_ms"].notna().any():
                     seen[model] = (float(g["e2e_ms"].median()) / 1e3, float(g["throughput_tok_s"].median()),
@@ -124,8 +138,8 @@ def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float
     """Seconds the plan takes, and what the figure is based on."""
     total, measured = 0.0, set()
     for p in planned:
-        todo = max(0, p.trials * len(p.cell.prompts) - p.done)
-        requests = todo + (p.warmup if todo else 0)
+        todo = max(0, p.calls - p.done)
+        requests = todo + (p.warmup_calls if todo else 0)
         tokens = p.cell.options.get("num_predict") or ASSUMED_TOKENS
         if p.cell.model in history:
             per_request, tok_s, load_s = history[p.cell.model]
@@ -161,16 +175,18 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig]) -> Non
         table.add_column(col, justify="right" if col in ("#", "trials", "done") else "left")
     for i, p in enumerate(planned):
         opts = " ".join(f"{k}={v}" for k, v in p.cell.options.items()) or "(server defaults)"
-        expected = p.trials * len(p.cell.prompts)
+        if p.cell.agent_plan is not None and p.cell.agent_plan.label():
+            opts = f"{p.cell.agent_plan.label()} {opts}"
+        expected = p.calls
         done = f"{p.done}/{expected}" if p.done else "–"
         table.add_row(str(i), p.cell.preset, p.cell.model, opts, p.cell.cell_hash,
-                      f"{p.warmup}+{expected}", done, "yes" if p.reload else "")
+                      f"{p.warmup_calls}+{expected}", done, "yes" if p.reload else "")
     console.print(table)
     history = _history(Path(cfg.output_root), sweep_dir)
     seconds, basis = estimate_s(planned, history)
-    todo = sum(max(0, p.trials * len(p.cell.prompts) - p.done) for p in planned)
-    requests = todo + sum(p.warmup for p in planned if p.trials * len(p.cell.prompts) > p.done)
-    skipped = sum(1 for p in planned if p.done >= p.trials * len(p.cell.prompts))
+    todo = sum(max(0, p.calls - p.done) for p in planned)
+    requests = todo + sum(p.warmup_calls for p in planned if p.calls > p.done)
+    skipped = sum(1 for p in planned if p.done >= p.calls)
     console.print(f"{requests} requests ({todo} measured trials + warm-ups), {sum(p.reload for p in planned)} model "
                   f"loads, {skipped} cells already complete")
     console.print(f"estimated duration: {_duration(seconds)} ({basis})")

@@ -24,7 +24,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from sweep.records import TrialRecord
+from sweep.contract import Status, TrialRecord
 
 PLAN_ENV = "CHIMERA_SWEEP_CELLS"
 _HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : overrides…" per job
@@ -33,11 +33,16 @@ _HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : 
 def trial_line(record: TrialRecord) -> str:
     """The plain line of one trial (also what the live panel shows of the last one)."""
     kind = "warm-up" if record.warmup else "trial"
-    if record.status != "ok":
-        return f"    {kind} {record.trial} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
+    what, where = f"prompt {record.prompt_id}", ""
+    if record.stage is not None:  # agent rows: which run, which step, which agent
+        kind += f" {record.run_kind}" if record.run_kind else " workflow"
+        what = record.stage + (f" agent {record.agent_id}" if record.agent_id is not None else "")
+        where = f" {what}"
+    if record.status != Status.OK:
+        return f"    {kind} {record.trial}{where} attempt {record.attempt}: [red]{record.status}[/] {record.error}"
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
-    return f"    {kind} {record.trial} prompt {record.prompt_id}: {tps}, {ttft}, {record.eval_count} tokens"
+    return f"    {kind} {record.trial} {what}: {tps}, {ttft}, {record.eval_count} tokens"
 
 
 def _clock(seconds: float) -> str:
@@ -89,7 +94,7 @@ class Progress:
 
     def trial(self, record: TrialRecord) -> None:
         s = self.state
-        if record.status != "ok":
+        if record.status != Status.OK:
             s.failures += 1
         elif not record.warmup:
             s.trials_done += 1

@@ -28,10 +28,10 @@ from typing import Any
 
 import psutil
 
+from sweep.contract import RUN_FILE, RUN_LOCK
 from sweep.store import write_json_atomic
 from sweep.telemetry import Gpus
 
-RUN_FILE = "_run.json"
 PACKAGES = ("chimera-sweep", "hydra-core", "omegaconf", "httpx", "pandas", "pyarrow", "scipy",
             "llama-cpp-python", "nvidia-ml-py", "psutil")
 _PROJECT = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def collect(*, config: dict[str, Any], backend: str, server_version: str | None,
 @contextlib.contextmanager
 def _locked(sweep_dir: Path) -> Iterator[None]:
     """Serialise read-modify-write of ``_run.json`` between jobs of a parallel launcher."""
-    with open(sweep_dir / "_run.lock", "a") as lock:
+    with open(sweep_dir / RUN_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -37,11 +37,10 @@ import numpy as np
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, TrialSpec
-from sweep.records import TrialRecord, utc_now
+from sweep.contract import Status, TrialRecord, utc_now
 from sweep.streams import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 # Failure kinds worth another attempt: the server or network may recover.
-TRANSIENT_STATUSES = frozenset({"connect_error", "protocol_error", "stall", "timeout", "server_error"})
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,8 @@ class _Stream:
     metas: list[Any] = field(default_factory=list)
     final: dict[str, Any] | None = None
     final_ns: int | None = None
-    status: str = "ok"
+    status: Status = Status.OK
+    http_status: int | None = None
     error: str | None = None
 
 
@@ -85,9 +85,9 @@ def _take(line: bytes, arrived_ns: int, fmt: StreamFormat, got: _Stream) -> bool
         if text:  # e.g. Ollama's stream: false puts the whole answer in the final object
             got.pieces.append(text)
     elif kind == ERROR:
-        got.status, got.error = "server_error", value
+        got.status, got.error = Status.SERVER_ERROR, value
     else:
-        got.status, got.error = "protocol_error", value if kind == BAD else f"unknown line kind {kind!r}"
+        got.status, got.error = Status.PROTOCOL_ERROR, value if kind == BAD else f"unknown line kind {kind!r}"
     return True
 
 
@@ -102,19 +102,19 @@ async def _read_stream(chunks: AsyncIterator[bytes], fmt: StreamFormat, deadline
             if _take(line, arrived_ns, fmt, got):
                 return
         if arrived_ns > deadline_ns:
-            got.status, got.error = "timeout", "request exceeded backend.request_timeout_s"
+            got.status, got.error = Status.TIMEOUT, "request exceeded backend.request_timeout_s"
             return
     if tail and _take(tail, time.perf_counter_ns(), fmt, got):  # a last line without its newline
         return
-    got.status, got.error = "protocol_error", f"stream ended without a final chunk ({fmt.name})"
+    got.status, got.error = Status.PROTOCOL_ERROR, f"stream ended without a final chunk ({fmt.name})"
 
 
-def _classify(exc: httpx.HTTPError, responded: bool) -> str:
+def _classify(exc: httpx.HTTPError, responded: bool) -> Status:
     if isinstance(exc, httpx.ReadTimeout):
-        return "stall"
+        return Status.STALL
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)) or not responded:
-        return "connect_error"
-    return "protocol_error"
+        return Status.CONNECT_ERROR
+    return Status.PROTOCOL_ERROR
 
 
 def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFormat) -> None:
@@ -150,8 +150,9 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
             sent_ns = start.sent_ns
             responded = True
             response = start.response
+            got.http_status = response.status_code
             if response.status_code != 200:
-                got.status = "http_error"
+                got.status = Status.HTTP_ERROR
                 got.error = f"HTTP {response.status_code}: {fmt.error_text(await response.aread())}"
             else:
                 deadline_ns = sent_ns + int(target.request_timeout_s * 1e9)
@@ -159,7 +160,7 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
     except httpx.HTTPError as exc:
         got.status = _classify(exc, responded)
         got.error = f"{type(exc).__name__}: {exc}".strip(": ") or type(exc).__name__
-    record.status, record.error = got.status, got.error
+    record.status, record.error, record.http_status = got.status, got.error, got.http_status
     _fill_timings(record, sent_ns, got, fmt)
     return record
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweep.contract import PROVENANCE_KEY, TrialRecord, conform, read_whole, to_table
 from sweep.plan import ConfigError
-from sweep.records import TrialRecord, to_table
-
-PROVENANCE_KEY = b"chimera.provenance"
 
 
 def ensure_writable(directory: Path) -> None:
@@ -78,28 +76,6 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     _replace_atomically(path, lambda handle: handle.write(text))
 
 
-def read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file through one open handle.
-
-    Why: reading by path opens the file more than once (footer, then pages); a
-    writer's atomic rename in between hands the reader two versions, and it
-    fails with "page was smaller than expected".  One handle pins one inode.  It is
-    Arrow's own file, not Python's ``open``: Arrow's reader threads calling back
-    into a Python file aborted the interpreter at exit in about 1 run in 5.
-    """
-    with pa.OSFile(str(path), "rb") as handle:
-        return pq.read_table(handle, columns=columns)
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """An older file's rows in today's schema: columns added since then are null."""
-    columns = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 class CellStore:
     """The rows of one cell: loaded from an earlier run if there is one, saved after each trial."""
 
@@ -120,7 +96,7 @@ class CellStore:
     def table(self) -> pa.Table:
         table = to_table(self.records)
         if self.previous is not None:
-            table = pa.concat_tables([_conform(self.previous, table.schema), table])
+            table = pa.concat_tables([conform(self.previous, table.schema), table])
         metadata = {PROVENANCE_KEY: json.dumps(self.provenance, default=str).encode()}
         return table.replace_schema_metadata(metadata)
 
@@ -147,7 +123,7 @@ class TraceStore:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        self.tables: list[pa.Table] = [_conform(read_whole(path), schema)] if path.exists() else []
+        self.tables: list[pa.Table] = [conform(read_whole(path), schema)] if path.exists() else []
         self.broken = False
 
     def extend(self, rows: list[dict[str, Any]]) -> None:
@@ -159,7 +135,3 @@ class TraceStore:
         except OSError as exc:
             self.broken = True
             print(f"telemetry samples not saved ({exc.strerror or exc}): {self.path}", flush=True)
-
-
-def cell_files(sweep_dir: Path) -> Sequence[Path]:
-    return sorted(p for p in sweep_dir.glob("*.parquet") if not p.name.startswith(("_", ".")))

@@ -10,20 +10,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from sweep import progress
+from sweep.agents import completed_runs
+from sweep.contract import Status, read_whole, trial_files
 from sweep.objective import Objective, Score, score
-from sweep.store import cell_files, read_whole
 
 
 def best_cell(sweep_dir: Path, objective: Objective, maximize: bool = True) -> tuple[str, Score] | None:
     """The cell with the best objective (``objective.*``), scored from its stored rows."""
     scored = []
-    for path in cell_files(sweep_dir):
+    for path in trial_files(sweep_dir):
         rows = read_whole(path).to_pylist()
         if rows:
             scored.append((rows[0]["cell_id"], score(rows, objective)))
@@ -46,18 +48,34 @@ def best_line(sweep_dir: Path, objective: Objective, maximize: bool = True) -> s
             f"({objective.metric} mean {s.mean:.2f}, {ci}, n={s.n}{note})")
 
 
-def summarize(sweep_dir: Path, trials: int) -> tuple[Table, list[str]]:
-    """A table of cells and the list of cells that are not complete."""
+_AGENT_COLUMNS = ["cell_hash", "workflow_id", "run_id", "run_kind", "agent_id", "agents", "stage", "trial"]
+
+
+def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int | None) -> tuple[int, int]:
+    """Measured trials ok / expected; for agent cells, complete runs / scheduled runs."""
+    if not any(r.get("workflow_id") for r in rows):
+        ok = sum(r["status"] == Status.OK for r in rows if not r["warmup"])
+        return ok, trials * len({r["prompt_id"] for r in rows}) if rows else trials
+    stages = len({r["stage"] for r in rows if r.get("stage")})
+    ok = len(completed_runs(rows, rows[0]["cell_hash"], stages))
+    agents = max((r.get("agents") or 0 for r in rows), default=0)
+    if not agents:
+        return ok, trials
+    return ok, trials + agents * (trials if isolated_runs is None else isolated_runs)
+
+
+def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) -> tuple[Table, list[str]]:
+    """A table of cells and the list of cells that are not complete (agent cells count runs)."""
     table = Table(title=f"sweep {sweep_dir.name}", title_justify="left")
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
-    for path in cell_files(sweep_dir):
-        rows = read_whole(path, columns=["cell_id", "prompt_id", "warmup", "status"]).to_pylist()
-        measured = [r for r in rows if not r["warmup"]]
-        ok = sum(r["status"] == "ok" for r in measured)
-        failed = sum(r["status"] != "ok" for r in rows)
-        expected = trials * len({r["prompt_id"] for r in rows}) if rows else trials
+    for path in trial_files(sweep_dir):
+        names = set(pq.read_schema(path).names)
+        wanted = ["cell_id", "prompt_id", "warmup", "status"] + [c for c in _AGENT_COLUMNS if c in names]
+        rows = read_whole(path, columns=wanted).to_pylist()
+        failed = sum(r["status"] != Status.OK for r in rows)
+        ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
             unfinished.append(rows[0]["cell_id"] if rows else path.stem)
@@ -95,7 +113,8 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        table, unfinished = summarize(sweep_dir, int(config.trials))
+        agents = config.get("agents")
+        table, unfinished = summarize(sweep_dir, int(config.trials), agents.isolated_runs if agents else None)
         if table.row_count <= TABLE_MAX_CELLS:
             console.print(table)
         else:
@@ -105,7 +124,7 @@ class SweepSummary(Callback):
         for line in verdict_lines(sweep_dir):
             if not line.startswith(("best ", "baseline vs chimera: No")):   # best: the objective's line below
                 console.print(line)
-        if len(cell_files(sweep_dir)) > 1:
+        if len(trial_files(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-_DEFAULT_ROOT = "outputs/sweeps"
+from sweep.contract import SWEEPS_ROOT, newest_sweep
 
 
 def _value(argv: list[str], key: str) -> str | None:
@@ -21,21 +21,16 @@ def _value(argv: list[str], key: str) -> str | None:
     return None
 
 
-def newest_sweep(root: Path) -> Path | None:
-    sweeps = [p for p in root.glob("*") if p.is_dir() and not p.name.startswith((".", "_"))]
-    return max(sweeps, key=lambda p: p.stat().st_mtime, default=None)
-
-
 def pin_sweep_id(argv: list[str]) -> Path:
     """Append ``sweep_id=...`` to ``argv`` if missing; return the sweep directory."""
-    root = Path(_value(argv, "output_root") or _DEFAULT_ROOT)
+    root = Path(_value(argv, "output_root") or SWEEPS_ROOT)
     given = _value(argv, "sweep_id")
     if given:
         return root / given
     if any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c") for a in argv[1:]):
         return root
     resume = (_value(argv, "resume") or "").lower() in ("true", "1", "yes")
-    previous = newest_sweep(root) if resume and root.is_dir() else None
+    previous = newest_sweep(root) if resume else None
     if previous is not None:
         sweep_id = previous.name
     else:

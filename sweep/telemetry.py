@@ -2,7 +2,7 @@
 
 A :class:`TrialSampler` runs a background thread for the length of one trial and
 returns both the per-trial aggregates (the ``gpu_*``/``cpu_*`` columns of
-:class:`sweep.records.TrialRecord`) and the raw samples, which go to
+:class:`sweep.contract.TrialRecord`) and the raw samples, which go to
 ``<sweep>/_telemetry/<cell>.parquet`` so a report can draw power or CPU over time.
 
 Why NVML sits behind :class:`Gpus`: it is the one boundary where a machine

@@ -54,8 +54,13 @@ class StandIn:
     """A live stand-in server; use as a context manager or call :meth:`close`."""
 
     def __init__(self, models: tuple[str, ...] = ("gemma3:latest", "llama3.1:8b-instruct-q4_0"),
-                 version: str = "0.12.3") -> None:
+                 version: str = "0.12.3", *, serialize: bool = False, port: int = 0) -> None:
+        """``serialize``: one generation at a time, later requests wait their turn (one GPU, no
+        parallel slots), so concurrent agents on this host gain nothing.  ``port``: reuse an
+        address (a host that comes back after dying)."""
         self.models = list(models)
+        self.serialize = serialize
+        self.engine = threading.Lock()  # held while a generation streams, when serialize is set
         self.version = version
         self.default = Script()
         self.scripts: deque[Script] = deque()
@@ -65,10 +70,14 @@ class StandIn:
         self.request_headers: list[dict[str, str]] = []
         self.hits: list[str] = []      # every request of any kind, "METHOD /path" (dry runs must send none)
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
@@ -190,7 +199,11 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if script.fault == "http_500":
                 self._json(500, {"error": "llama runner process has terminated: exit status 2"})
                 return
-            self._stream(script, chat=self.path == "/api/chat", model=body["model"])
+            if standin.serialize:
+                with standin.engine:
+                    self._stream(script, chat=self.path == "/api/chat", model=body["model"])
+            else:
+                self._stream(script, chat=self.path == "/api/chat", model=body["model"])
 
         def _stream(self, script: Script, *, chat: bool, model: str) -> None:
             started = time.perf_counter()

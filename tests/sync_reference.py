@@ -13,7 +13,7 @@ import time
 import httpx
 
 from sweep.plan import Cell
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream
 from sweep.streams import CONTENT, FINAL, SKIP, StreamFormat
 

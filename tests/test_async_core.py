@@ -13,7 +13,7 @@ import pytest
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, ConfigError, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call, measure_trial
 from sweep.streams import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for
 from tests.ollama_standin import Script, StandIn

@@ -56,3 +56,15 @@ def test_a_bad_value_in_a_later_job_stops_the_multirun_before_any_request(standi
     assert result.returncode == 2
     assert result.stderr.strip() == "error: invalid option top_p=7.0: must be between 0 and 1"
     assert standin.hits == []
+
+
+def test_dry_run_counts_every_agents_calls(standin: StandIn, tmp_path: Path) -> None:
+    result = run_sweep("-m", *_ollama(standin, tmp_path), "workload=multi_agent", "agents.count=2,4", "trials=3",
+                       "dry_run=true")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # 2 agents: 3 concurrent runs × 2 agents + 2 × 3 isolated runs = 12 workflows × 2 calls; warm-up 1 run × 2 × 2
+    assert "chimera_homo agents=2" in out and "4+24" in out
+    assert "chimera_homo agents=4" in out and "8+48" in out
+    assert "84 requests (72 measured trials + warm-ups)" in out
+    assert standin.hits == []

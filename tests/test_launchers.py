@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from sweep.records import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES, read_whole
+from sweep.running import RUNNING_DIR
 from tests.ollama_standin import Script, StandIn
-from tests.sweep_cli import only_sweep, run_sweep
+from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv
 
 TINY = ("chimera.num_predict=8", "warmup=1")
 
@@ -45,6 +49,7 @@ def _windows(rows: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
     return rows["started_at"].min(), end.max()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_ray_runs_two_cells_at_once_each_on_its_own_embedded_server_and_resumes_a_basic_run(
         embedded_server, ray_env: None, tmp_path: Path) -> None:
@@ -111,3 +116,83 @@ def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: 
                      "#SBATCH --array=0-2%3", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB"):
         assert expected in lines, script.read_text()
     assert any(line.startswith("srun ") and "submitit.core._submit" in line for line in lines)
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [
+    ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "chimera.num_ctx=256,512,1024,2048"),
+    ("hydra/launcher=submitit_local", "chimera.num_ctx=256,512"),          # every cell at once: 2 cells, 2 hosts
+], ids=["joblib", "submitit_local"])
+def test_parallel_launchers_give_each_running_cell_its_own_host(launcher: tuple[str, ...], tmp_path: Path) -> None:
+    with StandIn(models=("gemma3:latest",)) as a, StandIn(models=("gemma3:latest",)) as b:
+        for server in (a, b):
+            server.default = Script(token_interval_s=0.05)   # ~0.5 s per trial: cells overlap
+        result = run_sweep("-m", *launcher, "backend=ollama", f'backend.hosts=["{a.base_url}","{b.base_url}"]',
+                           "model=gemma3", "trials=3", "warmup=0", f"output_root={tmp_path}", timeout=240)
+        assert result.returncode == 0, result.stderr
+        assert ", 2 at once," in result.stderr
+        df = pd.read_parquet(only_sweep(tmp_path))
+        cells = df["num_ctx"].nunique()
+        assert len(df) == 3 * cells and df["status"].eq("ok").all()
+        assert len(a.requests) + len(b.requests) == 3 * cells and a.requests and b.requests
+    hosts = df.groupby("num_ctx")["base_url"].unique()
+    assert all(len(h) == 1 for h in hosts)                                  # a cell stays on its host
+    assert df["concurrent_cells"].max() == 2
+    spans = {c: (*_windows(rows), rows["base_url"].iloc[0]) for c, rows in df.groupby("num_ctx")}
+    for x, (x0, x1, xh) in spans.items():
+        for y, (y0, y1, yh) in spans.items():
+            if x < y and x0 < y1 and y0 < x1:
+                assert xh != yh, f"cells {x} and {y} overlapped on {xh}"   # never two at once on one host
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_crashed_ray_worker_loses_only_its_trial_in_flight_and_a_basic_run_resumes(
+        ray_env: None, tmp_path: Path) -> None:
+    """SIGKILL the Ray worker measuring one cell mid-cell; then finish the sweep with the basic launcher."""
+    out = tmp_path / "out"
+    with StandIn(models=("gemma3:latest",)) as a, StandIn(models=("gemma3:latest",)) as b:
+        for server in (a, b):
+            server.default = Script(token_interval_s=0.08)          # ~0.7 s per trial
+        common = ("backend=ollama", f'backend.hosts=["{a.base_url}","{b.base_url}"]', "model=gemma3",
+                  "chimera.num_ctx=256,512", "trials=6", "warmup=0", f"output_root={out}")
+        proc = subprocess.Popen(sweep_argv("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                                           "+hydra.launcher.ray.init.include_dashboard=false",
+                                           "+hydra.launcher.ray.remote.max_retries=0", *common),
+                                cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            victim = _kill_worker_after(out, trials=2, deadline_s=180)
+            output, _ = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        assert proc.returncode != 0, output                         # the multirun reports the crashed job
+        sweep_dir = only_sweep(out)
+        kept = read_whole(sweep_dir / f"{victim}.parquet").to_pandas()
+        assert len(kept) >= 2 and kept["status"].eq("ok").all()   # its completed trials survived, whole
+        resumed = run_sweep("-m", *common, "resume=true", timeout=180)
+        assert resumed.returncode == 0, resumed.stderr
+    df = pd.read_parquet(sweep_dir)
+    ok = df[df["status"] == "ok"]
+    assert ok.groupby("num_ctx")["trial"].apply(sorted).to_dict() == {256: list(range(6)), 512: list(range(6))}
+
+
+def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
+    """SIGKILL the process measuring the first cell that stored ``trials`` rows; returns that cell's file stem.
+
+    The process is found through the sweep's running-cells registry (``_running/<host>-<pid>-<cell hash>``).
+    """
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for cell_file in out.glob("*/*.parquet"):
+            try:
+                rows = read_whole(cell_file, columns=["cell_hash"]).column("cell_hash").to_pylist()
+            except (OSError, ValueError):
+                continue
+            if len(rows) >= trials:
+                for marker in (cell_file.parent / RUNNING_DIR).glob(f"*-{rows[0]}"):
+                    os.kill(int(marker.name.rsplit("-", 2)[1]), signal.SIGKILL)
+                    return cell_file.stem
+        time.sleep(0.05)
+    raise AssertionError(f"no cell stored {trials} trials within {deadline_s:.0f} s")

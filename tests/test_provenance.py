@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.provenance import git_state, model_record, package_versions
-from sweep.store import PROVENANCE_KEY
+from sweep.contract import PROVENANCE_KEY
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep
 

@@ -1,6 +1,6 @@
 """The README is part of the product: its promises are checked here.
 
-The column table is generated from :mod:`sweep.records`, so a column added
+The column table is generated from :mod:`sweep.contract`, so a column added
 without its documentation (or a doc edited in one place only) fails the suite.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sweep.config import register
-from sweep.records import COLUMN_NAMES, markdown_table
+from sweep.contract import COLUMN_NAMES, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -28,7 +28,7 @@ def _columns_block() -> str:
 def test_column_table_matches_the_records_module() -> None:
     assert _columns_block() == markdown_table().strip(), (
         "README column table is stale: paste the output of "
-        "python -c 'from sweep.records import markdown_table; print(markdown_table())'"
+        "python -c 'from sweep.contract import markdown_table; print(markdown_table())'"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.plan import Cell, Prompt, TrialSpec
-from sweep.records import TrialRecord
+from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial
 from sweep.streams import OLLAMA, request_body
 from tests.ollama_standin import Script, StandIn

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_module, run_sweep
@@ -78,3 +79,23 @@ def test_analysis_of_a_search_shows_best_history_and_importance(standin: StandIn
     assert imp.loc["temperature", "η² (share of variance)"] < 0.01
     assert float(imp.loc["num_ctx", "best level"]) == 1024
     assert (sweep_dir / "_report" / "figures" / "search.png").is_file()
+
+
+def test_objective_is_the_mean_over_measured_trials_with_an_optional_ttft_ceiling() -> None:
+    from sweep.objective import Objective, score
+    from sweep.plan import ConfigError
+
+    def row(tps: float, ttft: float, warmup: bool = False, status: str = "ok") -> dict:
+        return {"warmup": warmup, "status": status, "throughput_tok_s": tps, "ttft_ms": ttft}
+
+    rows = [row(99.0, 5000.0, warmup=True), row(10.0, 100.0), row(20.0, 200.0), row(30.0, 900.0),
+            row(0.0, 0.0, status="timeout")]
+    plain = score(rows, Objective())
+    assert (plain.value, plain.n, plain.mean) == (20.0, 3, 20.0) and plain.ci_lo < 20.0 < plain.ci_hi
+    assert score(rows, Objective(stat="median")).value == 20.0
+    capped = score(rows, Objective(ttft_p95_max_ms=500.0, failed_value=-1.0))
+    assert capped.value == -1.0 and "p95 TTFT 830 ms > 500 ms" in capped.why_failed
+    assert score(rows, Objective(ttft_p95_max_ms=1000.0)).value == 20.0
+    assert score([row(5.0, 1.0, status="http_error")], Objective()).value == 0.0      # no successful trial
+    with pytest.raises(ConfigError, match="invalid objective.metric=cell_id"):
+        Objective.from_config({"metric": "cell_id", "stat": "mean", "ttft_p95_max_ms": None, "failed_value": 0.0})

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.plan import ConfigError
-from sweep.records import SCHEMA, TrialRecord
-from sweep.store import PROVENANCE_KEY, CellStore, cell_files, ensure_writable, read_whole, write_atomic
+from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, read_whole, trial_files
+from sweep.store import CellStore, ensure_writable, write_atomic
 
 
 def _record(trial: int) -> TrialRecord:
@@ -85,10 +85,10 @@ def test_unwritable_output_dir_is_a_config_error(tmp_path: Path) -> None:
         ensure_writable(blocker / "sweeps")
 
 
-def test_cell_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
+def test_trial_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
     for name in ("a.parquet", "_run.parquet", ".a.parquet.tmp.parquet", "b.parquet"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in cell_files(tmp_path)] == ["a.parquet", "b.parquet"]
+    assert [p.name for p in trial_files(tmp_path)] == ["a.parquet", "b.parquet"]
 
 
 def _while_rewritten(path: Path, read, seconds: float = 1.0) -> tuple[int, list[str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sweep.records import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES
 from tests.ollama_standin import StandIn
 from tests.sweep_cli import only_sweep, run_sweep, trials_of
 

@@ -3,7 +3,8 @@
 Why separate: the HTTP layer must reject a bad option with 400 *before* any
 work starts, and the engine must be able to compare load-time parameters to
 decide whether a reload is needed.  Both get plain frozen dataclasses from here.
-Unknown option names are accepted and ignored, as Ollama does.
+Unknown option names are accepted and ignored, as Ollama does.  Which options
+exist, their types, ranges and which are load-time come from :mod:`sweep.contract`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
+
+from sweep.contract import OPTIONS, Option
 
 # Defaults when a request leaves an option unset (Ollama's documented defaults;
 # num_thread unset means llama-cpp-python's own default, half the cores).
@@ -94,42 +97,42 @@ def _stop(name: str, v: Any) -> tuple[str, ...]:
     return tuple(s for s in v if s)
 
 
-def _ranged(conv: Callable[[str, Any], Any], lo: float | None = None, hi: float | None = None):
+_CONVERTERS: dict[type, Callable[[str, Any], Any]] = {int: _int, float: _float, bool: _bool, tuple: _stop}
+
+# Our own guard on top of the contract's range: a typo must not allocate tens of GB of KV cache
+# (a real Ollama may allow more, so the sweep does not impose it).
+_SERVER_CAPS: dict[str, float] = {"num_ctx": MAX_NUM_CTX}
+
+# Load-time options (sweep.contract.OPTIONS marks them) → LoadParams field; per-request ones keep their name.
+_LOAD_FIELDS: dict[str, str] = {
+    "num_ctx": "n_ctx", "num_gpu": "n_gpu_layers", "num_thread": "n_threads", "num_batch": "n_batch",
+    "use_mmap": "use_mmap",
+}
+
+
+def _validator(option: Option) -> Callable[[str, Any], Any]:
+    """Type conversion, then the contract's range (plus our cap), as one check."""
+    conv = _CONVERTERS[option.type]
+    cap = _SERVER_CAPS.get(option.name)
+
     def check(name: str, v: Any) -> Any:
         x = conv(name, v)
-        if (lo is not None and x < lo) or (hi is not None and x > hi):
-            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-            raise OptionError(f"invalid option '{name}': must be {bounds}, got {v!r}")
+        if option.type in (int, float):
+            problem = option.range_error(x) or (f"must be between {option.lo:g} and {cap:g}" if cap is not None
+                                                 and x > cap else None)
+            if problem:
+                raise OptionError(f"invalid option '{name}': {problem}, got {v!r}")
         return x
 
     return check
 
 
-# Ollama option name -> (target, field, validator)
+# Ollama option name -> (target field, validator), split by when the option takes effect.
 _LOAD_OPTIONS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
-    "num_ctx": ("n_ctx", _ranged(_int, 1, MAX_NUM_CTX)),
-    "num_gpu": ("n_gpu_layers", _ranged(_int, -1)),
-    "num_thread": ("n_threads", _ranged(_int, 0, 1024)),
-    "num_batch": ("n_batch", _ranged(_int, 1, 1 << 16)),
-    "use_mmap": ("use_mmap", _bool),
+    o.name: (_LOAD_FIELDS[o.name], _validator(o)) for o in OPTIONS if o.load_time
 }
-
 _SAMPLING_OPTIONS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
-    "temperature": ("temperature", _ranged(_float, 0.0)),
-    "top_k": ("top_k", _ranged(_int, 0)),
-    "top_p": ("top_p", _ranged(_float, 0.0, 1.0)),
-    "min_p": ("min_p", _ranged(_float, 0.0, 1.0)),
-    "typical_p": ("typical_p", _ranged(_float, 0.0, 1.0)),
-    "repeat_penalty": ("repeat_penalty", _ranged(_float, 0.0)),
-    "repeat_last_n": ("repeat_last_n", _ranged(_int, -1)),
-    "presence_penalty": ("presence_penalty", _float),
-    "frequency_penalty": ("frequency_penalty", _float),
-    "mirostat": ("mirostat", _ranged(_int, 0, 2)),
-    "mirostat_tau": ("mirostat_tau", _ranged(_float, 0.0)),
-    "mirostat_eta": ("mirostat_eta", _ranged(_float, 0.0)),
-    "seed": ("seed", _int),
-    "num_predict": ("num_predict", _ranged(_int, -2)),
-    "stop": ("stop", _stop),
+    o.name: (o.name, _validator(o)) for o in OPTIONS if not o.load_time
 }
 
 #: Ollama options we accept and ignore (no llama-cpp-python equivalent here).

@@ -1,0 +1,230 @@
+"""Agent workloads as data: who the agents are, which server each talks to, and the order of runs.
+
+Why plain values: a workload turns a cell into the steps of one trial, and the
+measuring code (:mod:`sweep.workflow`) must not know which workload it serves.
+Here live the pure parts: the cell's :class:`AgentPlan` (part of its identity
+and hash), the scenario's per-agent options, the round-robin host assignment,
+the schedule of concurrent and isolated runs, and what a resumed sweep still
+has to run.
+
+Schedule: each multi-agent cell runs ``trials`` concurrent runs (all agents at
+a barrier) and, per agent, ``agents.isolated_runs`` runs of its workflow alone,
+because a speedup is only meaningful against the agents alone.  The two kinds
+are interleaved, and their order alternates (concurrent first, then isolated
+first; the isolated agents rotate), so slow drift (thermals, caches, a
+neighbour's load) spreads over both kinds instead of biasing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweep.contract import Status
+from sweep.plan import ConfigError, validate_options
+from sweep.prompts import POSTPROCESS_MODES
+
+AGENT_REPORT, MULTI_AGENT, PROMPT_KIND = "agent_report", "multi_agent", "prompt"
+WORKLOAD_KINDS = (PROMPT_KIND, AGENT_REPORT, MULTI_AGENT)
+SCENARIOS = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
+WORKFLOWS = ("report", "prompt")
+CONCURRENT, ISOLATED = "concurrent", "isolated"
+ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent: what it sends and where (``host`` indexes the job's server list)."""
+
+    agent_id: int
+    preset: str
+    options: Mapping[str, Any]
+    host: int
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """What an agent cell runs; every field changes what is measured, so all are in the cell hash."""
+
+    kind: str                      # agent_report | multi_agent
+    workflow: str                  # report | prompt
+    scenario: str | None
+    agents: tuple[AgentSpec, ...]
+    hosts: int                     # servers the agents are spread over
+    data_dir: str
+    analysis_prompt: str
+    report_prompt: str
+    system: str | None
+    postprocess: str
+    per_agent_keys: tuple[str, ...] = ()   # options set per agent (chimera_hetero), for the label
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return (ANALYSIS_STAGE, REPORT_STAGE) if self.workflow == "report" else (PROMPT_STAGE,)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "workflow": self.workflow, "scenario": self.scenario, "hosts": self.hosts,
+            "agents": [[a.agent_id, a.preset, dict(a.options), a.host] for a in self.agents],
+            "data_dir": self.data_dir, "analysis_prompt": self.analysis_prompt,
+            "report_prompt": self.report_prompt, "system": self.system, "postprocess": self.postprocess,
+        }
+
+    def label(self) -> str:
+        """What the cell id adds: scenario, agent count, and per-agent options when they differ."""
+        if self.kind != MULTI_AGENT:
+            return ""
+        parts = [str(self.scenario), f"agents={len(self.agents)}"]
+        if self.per_agent_keys:  # e.g. "per-agent num_gpu=60/80 num_ctx=512/1024" (agent 0 / agent 1)
+            parts.append("per-agent " + " ".join(
+                f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
+        return " ".join(parts)
+
+
+def validate_agents(cfg: DictConfig) -> None:
+    """Value checks for the agent keys; raises :class:`ConfigError` before any request."""
+    kind = cfg.workload.kind
+    if kind not in WORKLOAD_KINDS:
+        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WORKLOAD_KINDS)}")
+    if cfg.agent.postprocess not in POSTPROCESS_MODES:
+        raise ConfigError(f"invalid agent.postprocess '{cfg.agent.postprocess}': use {' or '.join(POSTPROCESS_MODES)}")
+    a = cfg.agents
+    if a.count < 1:
+        raise ConfigError(f"invalid agents.count={a.count}: must be >= 1")
+    if a.workflow not in WORKFLOWS:
+        raise ConfigError(f"invalid agents.workflow '{a.workflow}': use report or prompt")
+    if a.isolated_runs is not None and a.isolated_runs < 0:
+        raise ConfigError(f"invalid agents.isolated_runs={a.isolated_runs}: must be >= 0")
+    if cfg.scenario.name not in SCENARIOS:
+        raise ConfigError(f"invalid scenario '{cfg.scenario.name}': use scenario={', scenario='.join(SCENARIOS)}")
+    if kind == MULTI_AGENT and cfg.scenario.name == "chimera_hetero" and not a.options:
+        raise ConfigError("scenario=chimera_hetero needs per-agent options: "
+                          "agents.options='[{num_gpu: 60, num_ctx: 512}, {num_gpu: 80, num_ctx: 1024}]'")
+    if kind == MULTI_AGENT and cfg.scenario.name != "chimera_hetero" and a.options:
+        raise ConfigError(f"agents.options is only used by scenario=chimera_hetero (this is {cfg.scenario.name}): "
+                          "drop it or choose scenario=chimera_hetero")
+    for i, opts in enumerate(a.options):
+        if not isinstance(opts, Mapping):
+            raise ConfigError(f"agents.options[{i}] must be a mapping like {{num_gpu: 60, num_ctx: 512}}")
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """The directory the workflow ingests, absolute; the bundled sample when unset; checked now."""
+    from sweep.ingest import SAMPLE_DIR, data_files
+
+    path = Path(data_dir).expanduser().resolve() if data_dir else SAMPLE_DIR
+    data_files(path)  # a missing or empty directory is one line before any request
+    return str(path)
+
+
+def agent_options(scenario: str, count: int, chimera: Mapping[str, Any], preset: str,
+                  per_agent: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(preset, options) per agent for a scenario; ``chimera`` holds the preset's set options."""
+    out = []
+    for i in range(count):
+        if scenario == "baseline_vs_chimera" and i == 0:
+            out.append(("baseline", {}))
+        elif scenario == "chimera_hetero":
+            out.append((preset, {**chimera, **per_agent[i % len(per_agent)]}))
+        else:
+            out.append((preset, dict(chimera)))
+    return out
+
+
+def plan_agents(cfg: DictConfig, preset: str, options: Mapping[str, Any], option_keys: Sequence[str],
+                hosts: int, data_dir: str) -> AgentPlan:
+    """The cell's agents: options by scenario (on top of the cell's preset options), hosts round-robin."""
+    kind = cfg.workload.kind
+    count = cfg.agents.count if kind == MULTI_AGENT else 1
+    scenario = cfg.scenario.name if kind == MULTI_AGENT else None
+    per_agent = [OmegaConf.to_container(o, resolve=True) if not isinstance(o, dict) else o
+                 for o in cfg.agents.options]
+    unknown = {k for o in per_agent for k in o} - set(option_keys)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} in agents.options: use {', '.join(option_keys)}")
+    specs = []
+    for i, (agent_preset, opts) in enumerate(agent_options(scenario or "chimera_homo", count, options, preset,
+                                                           per_agent)):
+        ordered = {k: opts[k] for k in option_keys if opts.get(k) is not None}
+        validate_options(ordered)
+        specs.append(AgentSpec(i, agent_preset, ordered, i % max(1, hosts)))
+    workflow = cfg.agents.workflow if kind == MULTI_AGENT else "report"
+    w = cfg.workload
+    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if scenario == "chimera_hetero" else ()
+    return AgentPlan(kind, workflow, scenario, tuple(specs), hosts, data_dir, w.analysis_prompt, w.report_prompt,
+                     cfg.agent.system if cfg.agent.system is not None else w.system, cfg.agent.postprocess, keys)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an agent cell: all agents at a barrier, or one agent alone (or a plain workflow trial)."""
+
+    kind: str | None               # concurrent | isolated | None (agent_report: no run columns)
+    trial: int
+    agents: tuple[int, ...]
+    warmup: bool
+
+    def key(self) -> tuple[Any, ...]:
+        """What identifies the run across resumed sweeps."""
+        return (self.kind, self.trial, self.agents if self.kind == ISOLATED else None)
+
+
+def schedule_runs(plan: AgentPlan, trials: int, warmup: int, isolated_runs: int | None) -> list[RunSpec]:
+    """Warm-ups first (a whole concurrent run each), then concurrent and isolated runs interleaved."""
+    everyone = tuple(a.agent_id for a in plan.agents)
+    if plan.kind != MULTI_AGENT:
+        return ([RunSpec(None, i, everyone, True) for i in range(warmup)]
+                + [RunSpec(None, t, everyone, False) for t in range(trials)])
+    n = len(everyone)
+    iso = trials if isolated_runs is None else isolated_runs
+    specs = [RunSpec(CONCURRENT, i, everyone, True) for i in range(warmup)]
+    for t in range(max(trials, iso)):
+        conc = [RunSpec(CONCURRENT, t, everyone, False)] if t < trials else []
+        alone = [RunSpec(ISOLATED, t, (everyone[(i + t) % n],), False) for i in range(n)] if t < iso else []
+        specs += conc + alone if t % 2 == 0 else alone + conc
+    return specs
+
+
+def expected_rows(plan: AgentPlan, trials: int, isolated_runs: int | None) -> int:
+    """Measured rows (calls) a complete agent cell holds, for progress: each run's agents × stages."""
+    calls = sum(len(s.agents) for s in schedule_runs(plan, trials, 0, isolated_runs))
+    return calls * len(plan.stages)
+
+
+def completed_runs(rows: Sequence[Mapping[str, Any]], cell_hash: str, stages: int) -> set[tuple[Any, ...]]:
+    """Keys of the measured runs stored earlier whose every agent finished every stage with status ok."""
+    by_run: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r.get("cell_hash") == cell_hash and not r.get("warmup") and r.get("workflow_id"):
+            by_run.setdefault(r.get("run_id") or r["workflow_id"], []).append(r)
+    done = set()
+    for run_rows in by_run.values():
+        first = run_rows[0]
+        agents = tuple(sorted({r.get("agent_id") or 0 for r in run_rows}))
+        kind = first.get("run_kind")
+        expected = 1 if kind in (ISOLATED, None) else (first.get("agents") or 1)
+        if (len(agents) == expected and len(run_rows) == expected * stages
+                and all(r.get("status") == Status.OK for r in run_rows)):
+            done.add((kind, first.get("trial"), agents if kind == ISOLATED else None))
+    return done
+
+
+def runs_todo(plan: AgentPlan, trials: int, warmup: int, isolated_runs: int | None,
+              previous: Sequence[Mapping[str, Any]], cell_hash: str) -> list[RunSpec]:
+    """Missing measured runs, preceded by the warm-ups (re-run: the servers are cold again)."""
+    done = completed_runs(previous, cell_hash, len(plan.stages))
+    specs = schedule_runs(plan, trials, warmup, isolated_runs)
+    missing = [s for s in specs if not s.warmup and s.key() not in done]
+    if not missing:
+        return []
+    offset = len({r.get("run_id") or r.get("workflow_id") for r in previous
+                  if r.get("warmup") and r.get("cell_hash") == cell_hash})
+    warmups = [RunSpec(s.kind, s.trial + offset, s.agents, True) for s in specs if s.warmup]
+    return warmups + missing

@@ -1,0 +1,373 @@
+"""The data contract between the sweep, the embedded server and the analysis: written once, here.
+
+Everything that two sides of the project must agree on lives in this module:
+
+* **columns** of a trial row (:class:`TrialRecord`): name, Arrow type, unit, meaning, and how the
+  report shows it (label, decimals, which direction is better, which table group);
+* **options** an Ollama-compatible server understands (:data:`OPTIONS`): type, allowed range,
+  and whether a change reloads the model (load-time) or applies per request;
+* **statuses** a trial can carry (:class:`Status`), and which of them may recover on a retry;
+* **file layout** of a sweep directory (``_run.json``, ``_telemetry/``, the provenance key, the
+  default ``outputs/sweeps`` root), and the **one reader** of it (:func:`read_whole`,
+  :func:`trial_files`, :func:`newest_sweep`) that the sweep and the analysis both use.
+
+It imports only the standard library and pyarrow, so the analysis and the server can import it
+without pulling in Hydra, httpx or the engine.  ``tests/test_contract.py`` fails if any of these
+facts is written down again elsewhere.
+
+How to add a column
+    Add one line at the END of :class:`TrialRecord` (``name: type | None = col(unit, meaning)``,
+    plus ``label=/decimals=/better=/show=`` if the report should tabulate it), then regenerate the
+    README table (``python -c 'from sweep.contract import markdown_table; print(markdown_table())'``).
+    The writer, the loader, the README check and the report pick it up from here.  Never rename or
+    reorder existing columns: older sweeps and users' scripts rely on them.
+
+How to add an option to sweep over
+    Add its column (as above) and its :class:`Option` line to :data:`OPTIONS`; an option is a
+    sweep option (a grid axis, a ``chimera.*`` key, a column) exactly when a column has its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# ---------------------------------------------------------------- statuses
+
+
+class Status(enum.StrEnum):
+    """What happened to a trial.  The values are stored as text in ``status``: never change them."""
+
+    OK = "ok"
+    CONNECT_ERROR = "connect_error"    # server unreachable / connection refused or reset before a response
+    HTTP_ERROR = "http_error"          # HTTP 4xx/5xx before streaming (code in `http_status`, body in `error`)
+    SERVER_ERROR = "server_error"      # an {"error": ...} line inside a 200 stream
+    PROTOCOL_ERROR = "protocol_error"  # malformed / truncated NDJSON, stream ended without done: true
+    STALL = "stall"                    # no chunk for backend.stall_timeout_s
+    TIMEOUT = "timeout"                # the whole request exceeded backend.request_timeout_s
+    SKIPPED = "skipped"                # not run: the cell was abandoned after repeated failures
+
+
+#: Failure kinds worth another attempt: the server or the network may recover.
+TRANSIENT_STATUSES: frozenset[Status] = frozenset(
+    {Status.CONNECT_ERROR, Status.PROTOCOL_ERROR, Status.STALL, Status.TIMEOUT, Status.SERVER_ERROR}
+)
+
+
+def is_transient(status: str | None, http_status: int | None) -> bool:
+    """May a retry succeed?  HTTP errors only when the code says so (5xx, 429 Too Many Requests)."""
+    if status in TRANSIENT_STATUSES:
+        return True
+    return status == Status.HTTP_ERROR and http_status is not None and (http_status >= 500 or http_status == 429)
+
+
+# ---------------------------------------------------------------- columns
+
+HIGHER = "higher"
+LOWER = "lower"
+# Report groups (``show=``): the comprehensive table's server timings, and per-cell extras.
+DURATION = "duration"
+EXTRA = "extra"
+
+
+def col(unit: str, doc: str, *, label: str = "", decimals: int | None = None, better: str | None = None,
+        show: str | None = None) -> typing.Any:
+    """A column: a dataclass field with its unit, meaning and report display, defaulting to null."""
+    meta = {"unit": unit, "doc": doc, "label": label, "decimals": decimals, "better": better, "show": show}
+    return field(default=None, metadata=meta)
+
+
+@dataclass
+class TrialRecord:
+    """One measured (or failed) request.  ``None`` means "not set" / "not measured", never 0.
+
+    The field order is the Parquet column order: new columns go at the end.
+    """
+
+    # --- identity of the sweep, the cell and the trial
+    sweep_id: str | None = col("", "sweep this trial belongs to (one multirun)")
+    cell_id: str | None = col("", "readable cell label: preset, model and the set options")
+    cell_hash: str | None = col("", "sha256 (16 hex) of the cell's full resolved config; resume matches on it")
+    preset: str | None = col("", "chimera preset label: `baseline` or `chimera`")
+    model: str | None = col("", "model name as the server knows it (e.g. gemma3:270m)")
+    backend: str | None = col("", "`embedded` or `ollama`")
+    base_url: str | None = col("", "server address the trial was sent to")
+    # --- the options sent (null = not sent, the server's default applied)
+    num_gpu: int | None = col("layers", "layers offloaded to the GPU")
+    num_ctx: int | None = col("tokens", "context length")
+    temperature: float | None = col("", "sampling temperature")
+    top_p: float | None = col("", "nucleus sampling threshold")
+    top_k: int | None = col("", "top-k sampling")
+    repeat_penalty: float | None = col("", "repetition penalty")
+    seed: int | None = col("", "sampling seed")
+    workload: str | None = col("", "workload name")
+    prompt_id: str | None = col("", "prompt within the workload (index or name)")
+    trial: int | None = col("", "trial index within the cell and prompt (warm-ups count from 0 too)")
+    warmup: bool | None = col("", "true for warm-up trials (excluded from statistics by default)")
+    status: str | None = col("", "`ok` or the failure kind: " + ", ".join(s.value for s in list(Status)[1:]))
+    error: str | None = col("", "error text when status is not ok")
+    started_at: dt.datetime | None = col("UTC", "wall-clock time the request was sent (a label, not a latency)")
+    # --- client-side timings (monotonic clock, stamped at byte arrival)
+    ttft_ms: float | None = col("ms", "request sent → first chunk with non-empty text",
+                                label="TTFT ms", decimals=1, better=LOWER)
+    itl_ms_mean: float | None = col("ms", "mean gap between consecutive content chunks")
+    itl_ms_p50: float | None = col("ms", "median gap between consecutive content chunks")
+    itl_ms_p99: float | None = col("ms", "99th percentile gap between consecutive content chunks")
+    e2e_ms: float | None = col("ms", "request sent → final chunk received",
+                               label="e2e ms", decimals=1, better=LOWER, show=EXTRA)
+    throughput_tok_s: float | None = col("tok/s", "server's eval_count / eval_duration",
+                                         label="tok/s", decimals=2, better=HIGHER)
+    client_tok_s: float | None = col("tok/s", "content chunks after the first / (last − first arrival)",
+                                     label="client tok/s", decimals=2, better=HIGHER, show=EXTRA)
+    # --- the server's own timings from the final chunk
+    load_duration_ms: float | None = col("ms", "model load time (≈0 when already loaded)",
+                                         label="load ms", decimals=1, better=LOWER, show=DURATION)
+    prompt_eval_duration_ms: float | None = col("ms", "prompt processing time",
+                                                label="prompt eval ms", decimals=1, better=LOWER, show=DURATION)
+    eval_duration_ms: float | None = col("ms", "token generation time",
+                                         label="eval ms", decimals=1, better=LOWER, show=DURATION)
+    total_duration_ms: float | None = col("ms", "whole request on the server")
+    prompt_eval_count: int | None = col("tokens", "prompt tokens evaluated")
+    eval_count: int | None = col("tokens", "tokens generated")
+    done_reason: str | None = col("", "`stop`, `length`, … as the server reports it")
+    response: str | None = col("", "generated text")
+    # --- further options and bookkeeping
+    num_predict: int | None = col("tokens", "max tokens to generate")
+    num_thread: int | None = col("threads", "CPU threads for generation (0: the runtime decides)")
+    num_batch: int | None = col("tokens", "prompt batch size")
+    attempt: int | None = col("", "1 + retries used for this trial")
+    content_chunks: int | None = col("", "chunks with non-empty text received")
+    # --- telemetry during the trial (null when not measured; GPU columns need an NVIDIA driver)
+    gpu_name: str | None = col("", "GPU model(s) on the server machine, ' + '-joined when several")
+    gpu_count: int | None = col("", "GPUs sampled")
+    gpu_util_pct_mean: float | None = col("%", "mean GPU utilisation (mean over GPUs)",
+                                          label="GPU util %", decimals=1, better=LOWER, show=EXTRA)
+    gpu_util_pct_max: float | None = col("%", "highest GPU utilisation sample (any GPU)")
+    gpu_mem_used_mb_max: float | None = col("MiB", "peak GPU memory used (sum over GPUs; MiB as nvidia-smi shows it)",
+                                            label="GPU mem MB max", decimals=0, better=LOWER, show=EXTRA)
+    gpu_power_w_mean: float | None = col("W", "mean board power (sum over GPUs)",
+                                         label="GPU W", decimals=1, better=LOWER, show=EXTRA)
+    gpu_energy_j: float | None = col("J", "energy over the trial (energy counter, else ∫ power dt; sum over GPUs)",
+                                     label="GPU J", decimals=1, better=LOWER, show=EXTRA)
+    gpu_temp_c_max: float | None = col("°C", "hottest GPU temperature sample",
+                                       label="GPU °C max", decimals=1, better=LOWER, show=EXTRA)
+    gpu_sm_clock_mhz_mean: float | None = col("MHz", "mean SM clock (mean over GPUs)")
+    joules_per_token: float | None = col("J/token", "gpu_energy_j / eval_count",
+                                         label="J/tok", decimals=4, better=LOWER, show=EXTRA)
+    cpu_pct_system: float | None = col("%", "mean whole-machine CPU utilisation (100 = all cores busy)",
+                                       label="machine CPU %", decimals=1, better=LOWER, show=EXTRA)
+    cpu_pct_process: float | None = col("%", "mean CPU of the server process (100 = one core busy)",
+                                        label="server CPU %", decimals=1, better=LOWER, show=EXTRA)
+    server_rss_mb_max: float | None = col("MiB", "peak resident memory of the server process (embedded engine, "
+                                          "or a local ollama)", label="server RSS MB max", decimals=0,
+                                          better=LOWER, show=EXTRA)
+    telemetry_samples: int | None = col("", "samples taken during the trial")
+    concurrent_cells: int | None = col("cells", "cells of this sweep measured on this machine while this trial ran "
+                                       "(its own included: 1 = alone; the larger of the counts at its start and end)")
+    # --- agent workloads (null for single-prompt trials): one row per LLM call of a workflow
+    stage: str | None = col("", "agent workflow step of this call: `analysis`, `report` (or `prompt`)")
+    workflow_id: str | None = col("", "one workflow execution (ingest → calls); shared by its calls' rows")
+    workflow_wall_ms: float | None = col("ms", "the whole workflow: ingest + calls + processing")
+    ingest_ms: float | None = col("ms", "reading and summarising workload.data_dir in this workflow")
+    run_id: str | None = col("", "one run of a multi-agent cell (concurrent: all agents; isolated: one)")
+    agent_id: int | None = col("", "agent within the run, 0 … agents − 1")
+    agents: int | None = col("", "agents in the cell (agents.count)")
+    scenario: str | None = col("", "multi-agent scenario: baseline_vs_chimera, chimera_homo, chimera_hetero")
+    run_wall_ms: float | None = col("ms", "barrier release → last agent done (isolated: that agent's run)")
+    run_kind: str | None = col("", "`concurrent` (all agents at once) or `isolated` (one agent alone)")
+    http_status: int | None = col("", "HTTP status code of the response (null when none arrived); "
+                                  "retries of `http_error` read it")
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "str | None": pa.string(),
+    "int | None": pa.int64(),
+    "float | None": pa.float64(),
+    "bool | None": pa.bool_(),
+    "dt.datetime | None": pa.timestamp("us", tz="UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column's declaration: what the writer, the README table, the loader and the report need."""
+
+    name: str
+    type: pa.DataType
+    unit: str
+    doc: str
+    label: str = ""                 # report header (includes the unit); empty: not tabulated by name
+    decimals: int | None = None     # digits the report prints
+    better: str | None = None       # HIGHER or LOWER: the direction of an improvement
+    show: str | None = None         # DURATION or EXTRA: the report group that tabulates it per cell
+
+    @property
+    def numeric(self) -> bool:
+        return pa.types.is_integer(self.type) or pa.types.is_floating(self.type)
+
+
+def _declare(cls: type) -> tuple[Column, ...]:
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    return tuple(
+        Column(f.name, _ARROW_TYPES[str(hints[f.name])], **f.metadata)
+        for f in dataclasses.fields(cls)
+    )
+
+
+COLUMNS: tuple[Column, ...] = _declare(TrialRecord)
+COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+SCHEMA: pa.Schema = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+
+def to_table(records: Iterable[TrialRecord], extra: Sequence[Column] = ()) -> pa.Table:
+    """Records → an Arrow table with exactly :data:`SCHEMA` (plus ``extra`` columns)."""
+    rows = [dataclasses.asdict(r) for r in records]
+    schema = pa.schema(list(SCHEMA) + [pa.field(c.name, c.type) for c in extra])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """An older file's rows in today's schema: columns added since then are null."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def markdown_table() -> str:
+    """The README's column reference, generated so it cannot drift from the schema."""
+    lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    for c in COLUMNS:
+        lines.append(f"| `{c.name}` | {c.type} | {c.unit} | {c.doc} |")
+    return "\n".join(lines)
+
+
+def utc_now() -> dt.datetime:
+    """``started_at`` is wall-clock UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# ---------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Option:
+    """An Ollama request option: its type, its allowed range, and when it takes effect.
+
+    ``load_time`` options are fixed when the engine loads a model (a change reloads it);
+    the others apply per request.  ``lo``/``hi`` are inclusive; ``None`` is unbounded.
+    """
+
+    name: str
+    type: type                      # int, float, bool or tuple (a list of strings)
+    lo: float | None = None
+    hi: float | None = None
+    load_time: bool = False
+
+    def range_error(self, value: float) -> str | None:
+        """``"must be >= 1"`` when ``value`` is out of range, else None (callers add the context)."""
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            return f"must be >= {self.lo:g}" if self.hi is None else f"must be between {self.lo:g} and {self.hi:g}"
+        return None
+
+    @property
+    def is_column(self) -> bool:
+        """A sweep option: a grid axis, a ``chimera.*`` key and a trial column."""
+        return self.name in COLUMNS_BY_NAME
+
+
+# The first ten are the sweep's options, in the order cell ids name them (cell ids and file names of
+# existing sweeps depend on this order: append, never reorder).  num_thread=0 means "let the runtime
+# decide" to Ollama and to our server; the sweep accepts it as a level of its own (stored as 0, distinct
+# from null = not sent), because that is what a user who writes it wants to measure.
+OPTIONS: tuple[Option, ...] = (
+    Option("num_gpu", int, -1, None, load_time=True),
+    Option("num_ctx", int, 1, None, load_time=True),
+    Option("num_thread", int, 0, 1024, load_time=True),
+    Option("num_batch", int, 1, 1 << 16, load_time=True),
+    Option("temperature", float, 0.0),
+    Option("top_p", float, 0.0, 1.0),
+    Option("top_k", int, 0),
+    Option("repeat_penalty", float, 0.0),
+    Option("seed", int),
+    Option("num_predict", int, -2),
+    # understood by the embedded server, not swept (no column)
+    Option("use_mmap", bool, load_time=True),
+    Option("min_p", float, 0.0, 1.0),
+    Option("typical_p", float, 0.0, 1.0),
+    Option("repeat_last_n", int, -1),
+    Option("presence_penalty", float),
+    Option("frequency_penalty", float),
+    Option("mirostat", int, 0, 2),
+    Option("mirostat_tau", float, 0.0),
+    Option("mirostat_eta", float, 0.0),
+    Option("stop", tuple),
+)
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+#: The options a cell may set; each is also a column.  The order is the order in cell ids.
+OPTION_KEYS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.is_column)
+#: Sweep options whose values are integers (levels print as ``99``, not ``99.0``).
+INT_OPTIONS: frozenset[str] = frozenset(o.name for o in OPTIONS if o.is_column and o.type is int)
+
+# ---------------------------------------------------------------- file layout and the one reader
+
+SWEEPS_ROOT = "outputs/sweeps"          # default output_root: <root>/<sweep_id>/ is one sweep
+RUN_FILE = "_run.json"                  # the sweep's provenance and each cell's resolved config
+RUN_LOCK = "_run.lock"                  # serialises jobs of a parallel launcher writing RUN_FILE
+TRACES_DIR = "_telemetry"               # per-sample telemetry, <sweep>/_telemetry/<cell>.parquet
+HYDRA_DIR = "_hydra"                    # Hydra's own files (config, logs) inside the sweep directory
+PROVENANCE_KEY = b"chimera.provenance"  # Parquet key-value metadata of every cell file
+# Anything under a name starting with these is not trial data, so read_parquet(<sweep dir>) reads trials only.
+PRIVATE_PREFIXES = ("_", ".")
+
+
+def read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file through one open handle.
+
+    Why: reading by path opens the file more than once (footer, then pages); a
+    writer's atomic rename in between hands the reader two versions, and it
+    fails with "page was smaller than expected".  One handle pins one inode.  It is
+    Arrow's own file, not Python's ``open``: Arrow's reader threads calling back
+    into a Python file aborted the interpreter at exit in about 1 run in 5.
+    """
+    with pa.OSFile(str(path), "rb") as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def trial_files(directory: Path) -> list[Path]:
+    """The trial Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
+    out = []
+    for p in sorted(directory.rglob("*.parquet")):
+        if not any(part.startswith(PRIVATE_PREFIXES) for part in p.relative_to(directory).parts):
+            out.append(p)
+    return out
+
+
+def trace_files(sweep_dir: Path) -> list[Path]:
+    """The per-cell telemetry sample files of a sweep (``_telemetry/*.parquet``)."""
+    directory = sweep_dir / TRACES_DIR
+    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+
+
+def sweep_dirs(root: Path) -> list[Path]:
+    """The sweep directories under ``root``, most recently modified first."""
+    if not root.is_dir():
+        return []
+    sweeps = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(PRIVATE_PREFIXES)]
+    return sorted(sweeps, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def newest_sweep(root: Path) -> Path | None:
+    """The most recently modified sweep directory under ``root`` (None if there is none)."""
+    sweeps = sweep_dirs(root)
+    return sweeps[0] if sweeps else None
