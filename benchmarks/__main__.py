@@ -119,10 +119,16 @@ def _runner(size: str) -> dict[str, float]:
     return runner_overhead.run(quick=size != "full")
 
 
+def _store(size: str) -> dict[str, float]:
+    from benchmarks import store_speed
+
+    return store_speed.measure({"tiny": 50, "quick": 1_000, "full": 10_000}[size])
+
+
 # name → (function, keys it produces first); order = table order
 BENCHMARKS: dict[str, Callable[[str], dict[str, float]]] = {
     "parse": _parse, "fidelity": _fidelity, "concurrency": _concurrency, "cells": _cells,
-    "analysis": _analysis, "engine": _engine, "runner": _runner, "launchers": _launchers,
+    "analysis": _analysis, "engine": _engine, "runner": _runner, "store": _store, "launchers": _launchers,
 }
 
 

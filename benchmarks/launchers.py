@@ -39,7 +39,7 @@ def _cells(sweep_dir: Path) -> tuple[pd.Series, float]:
     return per_cell, span
 
 
-def _reloads() -> None:
+def _reloads() -> dict[str, float]:
     """Model loads per plan, typed order vs reload-aware (computed from the plan, nothing timed)."""
     import itertools
 
@@ -55,13 +55,19 @@ def _reloads() -> None:
         tr111 = plan_cells(compose(config_name="config", overrides=["+experiment=tr111"]))
         grid = [plan_cells(compose(config_name="config", overrides=["backend=ollama", *(
             f"{k}={v}" for k, v in zip(typed, combo))]))[0] for combo in itertools.product(*typed.values())]
-    for name, cells in (("tr111 (19 cells)", tr111), ("temperature × num_ctx × model typed (12 cells)", grid)):
-        print(f"model loads, {name}: typed order {count_loads([load_key(c) for c in cells])}, "
-              f"reload-aware {count_loads([load_key(c) for c in reload_order(cells, load_key)])}")
+    figures = {}
+    for key, name, cells in (("tr111", "tr111 (19 cells)", tr111),
+                             ("grid12", "temperature × num_ctx × model typed (12 cells)", grid)):
+        typed_loads = count_loads([load_key(c) for c in cells])
+        ordered_loads = count_loads([load_key(c) for c in reload_order(cells, load_key)])
+        print(f"model loads, {name}: typed order {typed_loads}, reload-aware {ordered_loads}")
+        figures[f"loads_{key}_typed"], figures[f"loads_{key}_reload_aware"] = typed_loads, ordered_loads
+    return figures
 
 
-def run(quick: bool = False) -> None:
-    _reloads()
+def run(quick: bool = False) -> dict[str, float]:
+    """Prints the table; returns its figures for benchmarks/results.json."""
+    figures = _reloads()
     ray_tmp = tempfile.mkdtemp(prefix="ray-")
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0",
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_TMPDIR=ray_tmp)
@@ -84,3 +90,8 @@ def run(quick: bool = False) -> None:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     print(f"grid: {' '.join(GRID)}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at the end")
+    for row in rows:
+        key = row["launcher"].split(" ")[0]
+        figures[f"launcher_overhead_s_{key}"] = row["overhead s"]
+        figures[f"s_per_cell_{key}"] = row["s per cell (mean)"]
+    return figures

@@ -12,7 +12,7 @@ outcome), so a workload is written against one object:
 - ``await run.call(prompt, record, attempt)`` — one measured streamed call with
   telemetry sampled around it; not stored (use it for each LLM call of a
   workflow, several at once with ``asyncio.gather``);
-- ``run.keep(record)`` — store a row, count it, report it;
+- ``run.keep(*records)`` — store rows (one flush: one part on disk), count them, report them;
 - ``await run.attempt(spec)`` — the single-prompt trial: call, keep, retry
   transient failures with backoff.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,14 +127,15 @@ class CellRun:
             self.watch.traces.extend(sample_rows(sampler.samples, identity))
         return measured
 
-    def keep(self, record: TrialRecord) -> None:
-        """Store a row (flushed to disk now), count it, and report it."""
-        self.store.append(record)
-        self.outcome.ran += 1
-        if record.status != Status.OK:
-            self.outcome.failed_attempts += 1
-        if self.on_record:
-            self.on_record(record)
+    def keep(self, *records: TrialRecord) -> None:
+        """Store rows (flushed to disk now, several rows as one part), count them, and report them."""
+        self.store.extend(records)
+        for record in records:
+            self.outcome.ran += 1
+            if record.status != Status.OK:
+                self.outcome.failed_attempts += 1
+            if self.on_record:
+                self.on_record(record)
 
     async def attempt(self, spec: TrialSpec) -> TrialRecord:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
@@ -180,13 +181,22 @@ def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) 
 async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
     """Measure what is missing of the single-prompt cell and store every attempt."""
     previous = run.store.previous_rows()
+    run.outcome.expected = trials * len(run.cell.prompts)
+    run.outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
+
+    async def ok(spec: TrialSpec) -> bool:
+        return (await run.attempt(spec)).status == Status.OK
+
+    return await in_order(run, _todo(run.cell, trials, warmup, previous), ok)
+
+
+async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
+    """Run ``specs`` (trials, or agent runs: anything with ``warmup``) one after the other, counting the
+    measured ones that succeed; ``max_consecutive_failures`` failures in a row abandon the cell."""
     outcome = run.outcome
-    outcome.expected = trials * len(run.cell.prompts)
-    outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
     consecutive_failures = 0
-    for spec in _todo(run.cell, trials, warmup, previous):
-        record = await run.attempt(spec)
-        if record.status == Status.OK:
+    for spec in specs:
+        if await attempt(spec):
             consecutive_failures = 0
             outcome.measured_ok += 0 if spec.warmup else 1
             continue

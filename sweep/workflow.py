@@ -32,7 +32,7 @@ from sweep.agents import (
     ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec, RunSpec, completed_runs,
     runs_todo,
 )
-from sweep.execute import CellOutcome, CellRun, base_record, is_transient
+from sweep.execute import CellOutcome, CellRun, base_record, in_order, is_transient
 from sweep.ingest import ingest
 from sweep.plan import Cell
 from sweep.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
@@ -150,21 +150,10 @@ async def run_agent_cell(main: CellRun, targets: Sequence[Target], *, trials: in
     assert plan is not None
     agents = agents_for(main, targets)
     previous = main.store.previous_rows()
-    outcome = main.outcome
-    outcome.expected = len(runs_todo(plan, trials, 0, isolated_runs, [], main.cell.cell_hash))
-    outcome.measured_ok = len(completed_runs(previous, main.cell.cell_hash, len(plan.stages)))
-    consecutive_failures = 0
-    for spec in runs_todo(plan, trials, warmup, isolated_runs, previous, main.cell.cell_hash):
-        ok = await _attempts(main, agents, spec)
-        if ok:
-            consecutive_failures = 0
-            outcome.measured_ok += 0 if spec.warmup else 1
-            continue
-        consecutive_failures += 1
-        if consecutive_failures >= main.policy.max_consecutive_failures:
-            outcome.abandoned = True
-            break
-    return outcome
+    main.outcome.expected = len(runs_todo(plan, trials, 0, isolated_runs, [], main.cell.cell_hash))
+    main.outcome.measured_ok = len(completed_runs(previous, main.cell.cell_hash, len(plan.stages)))
+    todo = runs_todo(plan, trials, warmup, isolated_runs, previous, main.cell.cell_hash)
+    return await in_order(main, todo, lambda spec: _attempts(main, agents, spec))
 
 
 async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bool:
@@ -172,8 +161,7 @@ async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bo
     policy = main.policy
     for attempt in range(1, policy.retries + 2):
         rows = await run_once(main, agents, spec, attempt)
-        for row in rows:
-            main.keep(row)
+        main.keep(*rows)   # after the run, all its rows as one part: no file written while agents stream
         failed = [r for r in rows if r.status != Status.OK]
         if not failed:
             return True

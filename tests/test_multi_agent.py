@@ -23,7 +23,7 @@ from analysis.tables import analyse
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
-PACED = dict(tokens=["tok"] * 12, first_token_delay_s=0.06, token_interval_s=0.02)  # ≈ 0.3 s per call
+PACED = dict(tokens=["tok"] * 20, first_token_delay_s=0.1, token_interval_s=0.02)  # ≈ 0.5 s per call: ms of jitter stay small
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ class ReloadAwareSweeper(BasicSweeper):
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
         from sweep.launchers import parallel_slots, shared_host_problem
-        from sweep.plan import ConfigError, count_loads, load_key, plan_cells, reload_order
+        from sweep.plan import ConfigError, check_grid_coverage, count_loads, load_key, plan_cells, reload_order
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
@@ -75,6 +75,11 @@ class ReloadAwareSweeper(BasicSweeper):
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(2) from None
             keyed.append((overrides, sorted(load_key(c) for c in cells), cfg))
+        try:
+            check_grid_coverage([cfg for _, _, cfg in keyed], list(self.config.hydra.overrides.task))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         typed_loads = count_loads([k for _, keys, _ in keyed for k in keys])
         if self.order == "reload_aware":
             keyed = reload_order(keyed, key=lambda job: job[1][0])
