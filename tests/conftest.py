@@ -37,6 +37,14 @@ def _spawns(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests; skip ``@pytest.mark.gpu`` tests, saying why, where no GPU build can run."""
+    from tests.gpu import gpu_missing_reason
+
     for item in items:
         if "slow" not in item.keywords and _spawns(item):
             item.add_marker(pytest.mark.slow)
+    reason = gpu_missing_reason() if any("gpu" in item.keywords for item in items) else None
+    if reason:
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"needs a GPU: {reason}"))
