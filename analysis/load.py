@@ -26,7 +26,7 @@ from analysis import client_share
 from analysis.columns import (
     AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
-from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_whole, trace_files, trial_files
+from sweep.contract import PROVENANCE_KEY, RUN_FILE, SWEEPS_ROOT, Status, read_tables, read_whole, trace_files
 from sweep.contract import newest_sweep as _newest_sweep
 
 STATE, RELOADED, ROW_STATE = "state", "reloaded", "row_state"
@@ -101,13 +101,17 @@ def _parquet_provenance(table: pa.Table) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _read_parquet_files(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
+    """A sweep directory's trial files (or one Parquet file) → frame, number of files, provenance."""
+    try:
+        read = read_tables(path) if path.is_dir() else [(path, read_whole(path))]
+    except (OSError, pa.ArrowException) as exc:
+        message = str(exc).splitlines()[0] if path.is_dir() else f"cannot read {path}: {str(exc).splitlines()[0]}"
+        raise InputError(f"{message} — remove or replace the file") from None
+    if not read:
+        raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
     tables, prov = [], []
-    for f in files:
-        try:
-            t = read_whole(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read {f}: {str(exc).splitlines()[0]} — remove or replace the file") from None
+    for _, t in read:
         p = _parquet_provenance(t)
         if p is not None and p not in prov:
             prov.append(p)
@@ -117,7 +121,7 @@ def _read_parquet_files(files: list[Path]) -> tuple[pd.DataFrame, list[dict[str,
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError):
         frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-    return frame, prov
+    return frame, len(read), prov
 
 
 def _read_traces(path: Path) -> pd.DataFrame | None:
@@ -152,11 +156,8 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
         if p is not None:
             prov.append(p)
     if path.is_dir():
-        files = trial_files(path)
-        if not files:
-            raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
-        frame, meta_prov = _read_parquet_files(files)
-        return frame, len(files), prov + [p for p in meta_prov if p not in prov]
+        frame, n_files, meta_prov = _read_parquet_files(path)
+        return frame, n_files, prov + [p for p in meta_prov if p not in prov]
     suffix = path.suffix.lower()
     if suffix == ".csv":
         try:
@@ -165,7 +166,7 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
             raise InputError(f"cannot read {path} as CSV: {str(exc).splitlines()[0]} — check the file") from None
         return frame, 1, prov
     if suffix in (".parquet", ".pq"):
-        frame, meta_prov = _read_parquet_files([path])
+        frame, _, meta_prov = _read_parquet_files(path)
         return frame, 1, prov + [p for p in meta_prov if p not in prov]
     raise InputError(f"{path}: unknown file type {suffix or '(none)'} — pass a .parquet, a .csv or a sweep directory")
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from sweep.ollama import StreamClient
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.plan import Cell, Prompt
 from sweep.contract import TrialRecord
-from sweep.runner import Target, _read_stream, _Stream, measure_call, measure_trial
+from sweep.runner import Target, _read_stream, _Stream, measure_call
 from sweep.streams import OLLAMA
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,12 +108,11 @@ def loop_us_per_line(lines: int = 100_000) -> float:
 
 
 def _old_vs_new(base_url: str, reps: int) -> dict[str, float]:
-    from tests.sync_reference import measure_sync
+    """Alternating calls, each path on its own client kept across calls (as a sweep keeps one)."""
+    from tests.sync_reference import old_and_new
 
-    old, new = [], []
-    for _ in range(reps):
-        old.append(measure_sync(base_url, CELL, "x", OLLAMA))
-        new.append(measure_trial(base_url, CELL, TrialSpec(0, CELL.prompts[0], False), fmt=OLLAMA))
+    old, new = old_and_new(base_url, CELL, "x", OLLAMA, reps + 1)
+    old, new = old[1:], new[1:]   # the first call of each path opens its connection
     out = {}
     for label, records in (("old", old), ("new", new)):
         for name in ("ttft_ms", "itl_ms_mean", "itl_ms_p99", "client_tok_s"):

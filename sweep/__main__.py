@@ -1,6 +1,6 @@
 """``python -m sweep``: run a Hydra (multi)run of cells against an Ollama-compatible server.
 
-Thin on purpose: it pins the sweep id, hands the config to :func:`sweep.job.run_job`
+Thin on purpose: it pins the sweep id (:mod:`sweep.layout`), hands the config to :func:`sweep.job.run_job`
 and turns configuration errors and Ctrl-C into one line and an exit code.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -20,8 +19,8 @@ from sweep.config import register
 from sweep.job import objective_value, run_job
 from sweep.launchers import parallel_slots, shared_host_problem
 from sweep.plan import ConfigError
+from sweep.layout import pin, sweep_dir, tidy_hydra_files
 from sweep.store import ensure_writable
-from sweep.sweep_id import pin_sweep_id
 
 register()
 
@@ -35,13 +34,14 @@ def _is_search(hc: Any) -> bool:
 def main(cfg: DictConfig) -> float | None:
     """Returns the cell's objective (``objective.*``): what a search sweeper optimises."""
     hc = HydraConfig.get()
-    hydra_dir = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+    directory = sweep_dir(hc)
+    tidy_hydra_files(directory)
     try:
         if _is_search(hc) and not cfg.allow_shared_host:   # the grid sweeper checks this before any job
             problem = shared_host_problem(cfg.backend, parallel_slots(hc.launcher, int(hc.sweeper.n_jobs)))
             if problem:
                 raise ConfigError(problem)
-        outcomes = run_job(cfg, Path(hydra_dir).parent, revisit=_is_search(hc))
+        outcomes = run_job(cfg, directory, revisit=_is_search(hc))
         return objective_value(cfg, outcomes)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -52,9 +52,9 @@ def main(cfg: DictConfig) -> float | None:
 def _run() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=ray: no usage report over the network
     cli_errors.flags_first(sys.argv)
-    sweep_dir = pin_sweep_id(sys.argv)
     try:
-        ensure_writable(sweep_dir.parent)  # before Hydra creates its own files there
+        directory = pin(sys.argv)
+        ensure_writable(directory.parent)  # before Hydra creates the sweep directory in it
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -62,7 +62,7 @@ def _run() -> None:
         cli_errors.run(main)
     except KeyboardInterrupt:
         backends.stop_embedded()
-        print(f"\ninterrupted: every completed trial is saved in {sweep_dir}\n"
+        print(f"\ninterrupted: every completed trial is saved in {directory}\n"
               f"resume with: python -m sweep {' '.join(sys.argv[1:])} resume=true", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:

@@ -8,8 +8,9 @@ Everything that two sides of the project must agree on lives in this module:
   and whether a change reloads the model (load-time) or applies per request;
 * **statuses** a trial can carry (:class:`Status`), and which of them may recover on a retry;
 * **file layout** of a sweep directory (``_run.json``, ``_telemetry/``, the provenance key, the
-  default ``outputs/sweeps`` root), and the **one reader** of it (:func:`read_whole`,
-  :func:`trial_files`, :func:`newest_sweep`) that the sweep and the analysis both use.
+  default ``outputs/sweeps`` root, a cell as a directory of append-only parts), and the **one
+  reader** of it (:func:`read_whole`, :func:`trial_files`, :func:`read_cell`, :func:`newest_sweep`)
+  that the sweep and the analysis both use.
 
 It imports only the standard library and pyarrow, so the analysis and the server can import it
 without pulling in Hydra, httpx or the engine.  ``tests/test_contract.py`` fails if any of these
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -344,19 +346,92 @@ def read_whole(path: Path, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(handle, columns=columns)
 
 
+# A cell is <sweep>/<cell>.parquet/, a directory of parts part-<first>-<last>.parquet covering flushes
+# first..last of that cell (sweep/store.py writes them).  A merged part covers the parts it replaced; until
+# those are deleted, the reader skips them.  A cell written before parts is one <cell>.parquet file.
+PART_PREFIX = "part-"
+_PART = re.compile(r"^part-(\d{8})-(\d{8})\.parquet$")
+
+
+def part_name(first: int, last: int) -> str:
+    """The file name of a part covering flushes ``first``..``last`` (inclusive) of its cell."""
+    return f"{PART_PREFIX}{first:08d}-{last:08d}.parquet"
+
+
+def part_range(name: str) -> tuple[int, int] | None:
+    """``(first, last)`` of a part's file name; None for any other file."""
+    match = _PART.match(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _uncovered(paths: Sequence[Path]) -> list[Path]:
+    """Drop the parts that a larger part in the same directory covers (a merge caught halfway)."""
+    ranges: dict[Path, list[tuple[int, int]]] = {}
+    for p in paths:
+        r = part_range(p.name)
+        if r:
+            ranges.setdefault(p.parent, []).append(r)
+
+    def covered(p: Path) -> bool:
+        r = part_range(p.name)
+        return r is not None and any(a <= r[0] and r[1] <= b and (a, b) != r for a, b in ranges[p.parent])
+
+    return [p for p in paths if not covered(p)]
+
+
 def trial_files(directory: Path) -> list[Path]:
-    """The trial Parquet files under ``directory``, skipping anything under a ``_`` or ``.`` name."""
+    """The trial Parquet files under ``directory``: parts and one-file cells, oldest part first.
+
+    Skips anything under a ``_`` or ``.`` name, and parts that a merged part covers, so a
+    listing taken at any moment of a sweep holds every stored row exactly once.
+    """
     out = []
     for p in sorted(directory.rglob("*.parquet")):
-        if not any(part.startswith(PRIVATE_PREFIXES) for part in p.relative_to(directory).parts):
+        if p.is_file() and not any(part.startswith(PRIVATE_PREFIXES) for part in p.relative_to(directory).parts):
             out.append(p)
-    return out
+    return _uncovered(out)
+
+
+def read_tables(directory: Path, columns: list[str] | None = None) -> list[tuple[Path, pa.Table]]:
+    """Every trial file under ``directory``, read through :func:`read_whole`, as of one listing.
+
+    A merge may delete a part between the listing and its reading; the merged part then
+    holds those rows, so the directory is listed again (a few times at most).  A file that
+    cannot be read raises :class:`OSError` naming it.
+    """
+    for attempt in range(4):
+        tables = []
+        for f in trial_files(directory):
+            try:
+                tables.append((f, read_whole(f, columns)))
+            except FileNotFoundError:
+                if attempt < 3:
+                    break
+                raise
+            except (OSError, pa.ArrowException) as exc:
+                raise OSError(f"cannot read {f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        else:
+            return tables
+    return []   # unreachable: the last attempt returns or raises
+
+
+def cell_paths(sweep_dir: Path) -> list[Path]:
+    """The cells of a sweep: ``<cell>.parquet`` directories of parts (or one-file cells from before parts)."""
+    return sorted(p for p in sweep_dir.glob("*.parquet") if not p.name.startswith(PRIVATE_PREFIXES))
+
+
+def read_cell(path: Path, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """All rows of one cell (a directory of parts, or a one-file cell) in ``schema``, oldest first."""
+    if path.is_file():
+        return conform(read_whole(path), schema)
+    tables = [conform(t, schema) for _, t in read_tables(path)] if path.is_dir() else []
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def trace_files(sweep_dir: Path) -> list[Path]:
-    """The per-cell telemetry sample files of a sweep (``_telemetry/*.parquet``)."""
+    """The telemetry sample files of a sweep (``_telemetry/<cell>.parquet/`` parts, or older one-file cells)."""
     directory = sweep_dir / TRACES_DIR
-    return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    return trial_files(directory) if directory.is_dir() else []
 
 
 def sweep_dirs(root: Path) -> list[Path]:

@@ -12,7 +12,7 @@ outcome), so a workload is written against one object:
 - ``await run.call(prompt, record, attempt)`` — one measured streamed call with
   telemetry sampled around it; not stored (use it for each LLM call of a
   workflow, several at once with ``asyncio.gather``);
-- ``run.keep(record)`` — store a row, count it, report it;
+- ``run.keep(*records)`` — store rows (one flush: one part on disk), count them, report them;
 - ``await run.attempt(spec)`` — the single-prompt trial: call, keep, retry
   transient failures with backoff.
 
@@ -127,14 +127,15 @@ class CellRun:
             self.watch.traces.extend(sample_rows(sampler.samples, identity))
         return measured
 
-    def keep(self, record: TrialRecord) -> None:
-        """Store a row (flushed to disk now), count it, and report it."""
-        self.store.append(record)
-        self.outcome.ran += 1
-        if record.status != Status.OK:
-            self.outcome.failed_attempts += 1
-        if self.on_record:
-            self.on_record(record)
+    def keep(self, *records: TrialRecord) -> None:
+        """Store rows (flushed to disk now, several rows as one part), count them, and report them."""
+        self.store.extend(records)
+        for record in records:
+            self.outcome.ran += 1
+            if record.status != Status.OK:
+                self.outcome.failed_attempts += 1
+            if self.on_record:
+                self.on_record(record)
 
     async def attempt(self, spec: TrialSpec) -> TrialRecord:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""

@@ -22,7 +22,7 @@ from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
-from sweep.contract import TRACES_DIR, read_whole
+from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host
@@ -69,7 +69,7 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
     if len(outcomes) != 1:
         return None
     (outcome,) = outcomes
-    rows = read_whole(outcome.path).to_pylist() if outcome.path.exists() else []
+    rows = read_cell(outcome.path).to_pylist() if outcome.path.exists() else []
     return score([r for r in rows if r["cell_hash"] == outcome.cell.cell_hash],
                  Objective.from_config(cfg.objective)).value
 
@@ -145,19 +145,24 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         target = targets[0]
         running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
-            watch = (Watch(telemetry, TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA))
-                     if telemetry else None)
+            traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
             total = (expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs) if cell.agent_plan
                      else cfg.trials * len(cell.prompts))
             shown.cell_started(cell.cell_id, store.path.name, total)
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id, watch, on_record=shown.trial,
+            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
+                          Watch(telemetry, traces) if telemetry and traces else None, on_record=shown.trial,
                           running=running)
-            with running.cell(cell.cell_hash):
-                if cell.agent_plan is not None:
-                    outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
-                                                   isolated_runs=cfg.agents.isolated_runs)
-                else:
-                    outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            try:
+                with running.cell(cell.cell_hash):
+                    if cell.agent_plan is not None:
+                        outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
+                                                       isolated_runs=cfg.agents.isolated_runs)
+                    else:
+                        outcome = await run_cell(run, trials=cfg.trials, warmup=cfg.warmup)
+            finally:   # also on Ctrl-C: a finished run's parts become one file
+                store.close()
+                if traces:
+                    traces.close()
             outcomes.append(outcome)
             state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
             shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)

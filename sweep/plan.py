@@ -200,6 +200,30 @@ def grid_size(cfg: DictConfig) -> int:
     return n + (1 if cfg.grid.baseline else 0)
 
 
+def check_grid_coverage(configs: Sequence[DictConfig], command_line: Sequence[str]) -> None:
+    """The jobs of a multirun over ``cell`` must run every cell of their grid.
+
+    An experiment's ``cell: range(0,N)`` is kept equal to the grid's size by hand;
+    a shorter range used to drop cells silently.  A job without ``cell`` runs the
+    whole grid; ``cell=`` typed on the command line (re-running chosen cells) is
+    taken as meant.  Raises :class:`ConfigError` naming the right number.
+    """
+    if any(arg.lstrip("+").startswith("cell=") for arg in command_line):
+        return
+    grids: dict[str, tuple[int, set[int]]] = {}
+    for cfg in configs:
+        if cfg.get("grid") is None:
+            continue
+        key = json.dumps(OmegaConf.to_container(cfg.grid, resolve=True), sort_keys=True, default=str)
+        size, seen = grids.setdefault(key, (grid_size(cfg), set()))
+        seen.update(range(size) if cfg.cell is None else [int(cfg.cell)])
+    for size, seen in grids.values():
+        if not set(range(size)) <= seen:
+            raise ConfigError(f"this grid has {size} cells (baseline + the product of its axes) but the jobs run "
+                              f"{len(seen & set(range(size)))}: use cell=range(0,{size}) "
+                              f"(hydra.sweeper.params in the experiment file)")
+
+
 def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
     """(preset, options) per cell: from the grid if there is one, else the chimera config."""
     chimera = OmegaConf.to_container(cfg.chimera, resolve=True)

@@ -30,7 +30,8 @@ from rich.table import Table
 
 from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, load_key, plan_cells
+from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells
+from sweep import layout
 from sweep.contract import Status, read_whole, sweep_dirs, trial_files
 from sweep.store import CellStore
 
@@ -86,7 +87,7 @@ class Planned:
 
 
 def sweep_dir_of(cfg: DictConfig) -> Path:
-    return Path(cfg.output_root) / str(cfg.sweep_id)
+    return layout.sweep_dir(cfg.hydra)
 
 
 def _done(cell: Cell, sweep_dir: Path) -> int:
@@ -95,7 +96,7 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
         return 0
     rows = CellStore(path).previous_rows()
     if cell.agent_plan is not None:  # one row per call of an agent's workflow
-        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == "ok" and not r["warmup"])
+        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"])
     return len({(r["trial"], r["prompt_id"]) for r in rows
                 if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]})
 
@@ -207,6 +208,8 @@ class Preflight(Callback):
         # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
         try:
             configs = job_configs(config)
+            if layout.is_multirun(config.hydra):
+                check_grid_coverage(configs, list(config.hydra.overrides.task))
             planned = plan_all(configs)
         except ConfigError as exc:
             _stop(str(exc))

@@ -10,23 +10,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep import progress
+from sweep import layout, progress
 from sweep.agents import completed_runs
-from sweep.contract import Status, read_whole, trial_files
+from sweep.contract import Status, cell_paths, read_cell
 from sweep.objective import Objective, Score, score
 
 
 def best_cell(sweep_dir: Path, objective: Objective, maximize: bool = True) -> tuple[str, Score] | None:
     """The cell with the best objective (``objective.*``), scored from its stored rows."""
     scored = []
-    for path in trial_files(sweep_dir):
-        rows = read_whole(path).to_pylist()
+    for path in cell_paths(sweep_dir):
+        rows = read_cell(path).to_pylist()
         if rows:
             scored.append((rows[0]["cell_id"], score(rows, objective)))
     if not scored:
@@ -70,10 +69,8 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
     for col in ("cell", "ok trials", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
-    for path in trial_files(sweep_dir):
-        names = set(pq.read_schema(path).names)
-        wanted = ["cell_id", "prompt_id", "warmup", "status"] + [c for c in _AGENT_COLUMNS if c in names]
-        rows = read_whole(path, columns=wanted).to_pylist()
+    for path in cell_paths(sweep_dir):
+        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS]).to_pylist()
         failed = sum(r["status"] != Status.OK for r in rows)
         ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"
@@ -107,9 +104,9 @@ def verdict_lines(sweep_dir: Path) -> list[str]:
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
-    def _report(self, config: DictConfig, hydra_dir: str) -> None:
+    def _report(self, config: DictConfig) -> None:
         progress.stop()
-        sweep_dir = Path(hydra_dir).parent
+        sweep_dir = layout.sweep_dir(config.hydra)
         if not sweep_dir.is_dir():
             return
         console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -124,7 +121,7 @@ class SweepSummary(Callback):
         for line in verdict_lines(sweep_dir):
             if not line.startswith(("best ", "baseline vs chimera: No")):   # best: the objective's line below
                 console.print(line)
-        if len(trial_files(sweep_dir)) > 1:
+        if len(cell_paths(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
             line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
             if line:
@@ -137,7 +134,8 @@ class SweepSummary(Callback):
                           f"  python -m sweep {args} resume=true sweep_id={sweep_dir.name}")
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._report(config, config.hydra.run.dir)
+        self._report(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._report(config, config.hydra.sweep.dir)
+        layout.tidy_hydra_files(layout.sweep_dir(config.hydra))   # the sweeper's own files, written last
+        self._report(config)

@@ -161,8 +161,7 @@ async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bo
     policy = main.policy
     for attempt in range(1, policy.retries + 2):
         rows = await run_once(main, agents, spec, attempt)
-        for row in rows:
-            main.keep(row)
+        main.keep(*rows)   # after the run, all its rows as one part: no file written while agents stream
         failed = [r for r in rows if r.status != Status.OK]
         if not failed:
             return True

@@ -78,7 +78,7 @@ def test_every_side_reads_the_contract() -> None:
     from sweep.server import options
 
     assert store.to_table is contract.to_table and store.read_whole is contract.read_whole
-    assert load.read_whole is contract.read_whole and load.trial_files is contract.trial_files
+    assert load.read_whole is contract.read_whole and load.read_tables is contract.read_tables
     assert plan.OPTION_KEYS is OPTION_KEYS and columns.OPTION_KEYS is OPTION_KEYS
     assert set(options._LOAD_OPTIONS) == {o.name for o in OPTIONS if o.load_time}
     assert set(options._LOAD_OPTIONS) | set(options._SAMPLING_OPTIONS) == {o.name for o in OPTIONS}

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep.provenance import git_state, model_record, package_versions
-from sweep.contract import PROVENANCE_KEY
+from sweep.contract import PROVENANCE_KEY, cell_paths, trial_files
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep
 
@@ -64,14 +64,16 @@ def test_every_cell_file_and_run_json_carry_the_environment(sweep_dir: Path) -> 
     assert set(run["models"]) == {"gemma3:latest"}
     assert run["machine"]["cpu_count"] >= 1 and run["machine"]["ram_gb"] > 0
     assert run["tool"]["version"] == "0.1.0"
-    files = sorted(sweep_dir.glob("*.parquet"))
-    assert len(files) == 2 and len(run["cells"]) == 2            # both jobs merged, neither overwritten
-    for f in files:
+    cells = cell_paths(sweep_dir)
+    assert len(cells) == 2 and len(run["cells"]) == 2            # both jobs merged, neither overwritten
+    files = trial_files(sweep_dir)
+    assert {f.parent for f in files} == set(cells)
+    for f in files:   # every data file (each part of each cell)
         meta = json.loads(pq.read_schema(f).metadata[PROVENANCE_KEY])
         assert meta["python"] == run["python"] and meta["models"] == run["models"]
         assert meta["config"]["chimera"]["num_ctx"] in (256, 512)
         assert any(arg.startswith("chimera.num_ctx=") for arg in meta["command"])
-        assert run["cells"][f.stem]["config"] == meta["config"]
+        assert run["cells"][f.parent.stem]["config"] == meta["config"]
 
 
 def test_no_secret_value_in_any_stored_file(sweep_dir: Path) -> None:

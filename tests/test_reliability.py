@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.contract import read_whole
+from sweep.contract import read_cell
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
@@ -122,9 +122,9 @@ def test_same_sweep_without_resume_refuses_to_mix(standin: StandIn, tmp_path: Pa
 def _wait_for_rows(sweep_root: Path, n: int, timeout_s: float = 60) -> pd.DataFrame:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        files = list(sweep_root.glob("*/*.parquet"))
-        if files:
-            df = read_whole(files[0]).to_pandas()   # the sweep is still rewriting it
+        cells = list(sweep_root.glob("*/*.parquet"))
+        if cells:
+            df = read_cell(cells[0]).to_pandas()   # the sweep is still appending to it
             if len(df) >= n:
                 return df
         time.sleep(0.05)

@@ -8,13 +8,14 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from sweep.plan import ConfigError
-from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, read_whole, trial_files
-from sweep.store import CellStore, ensure_writable, write_atomic
+from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, part_name, read_cell, read_whole, to_table, trial_files
+from sweep.store import FANOUT, CellStore, TraceStore, ensure_writable, write_atomic
 
 
 def _record(trial: int) -> TrialRecord:
@@ -54,7 +55,7 @@ def test_file_from_an_older_schema_gains_null_columns(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
     path = tmp_path / "cell.parquet"
-    CellStore(path).append(_record(0))
+    write_atomic(to_table([_record(0)]), path)
     before = path.read_bytes()
     with pytest.raises((TypeError, AttributeError)):
         write_atomic("not a table", path)  # type: ignore[arg-type]  # fails after the temp file exists
@@ -130,5 +131,122 @@ def test_analysis_reads_a_live_sweep_consistently(tmp_path: Path) -> None:
     from analysis.load import _read_parquet_files
 
     path = tmp_path / "live.parquet"
-    reads, errors = _while_rewritten(path, lambda: _read_parquet_files([path]))
+    reads, errors = _while_rewritten(path, lambda: _read_parquet_files(path))
     assert reads > 20 and errors == []
+
+
+# ---------------------------------------------------------------- append-only parts
+
+
+def _files(cell: Path) -> list[str]:
+    return sorted(p.name for p in cell.iterdir())
+
+
+def test_each_flush_is_a_new_part_and_the_end_of_a_run_merges_them(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.parquet"
+    store = CellStore(cell, {"run": 1})
+    for trial in range(3):
+        store.append(_record(trial))
+    assert _files(cell) == [part_name(i, i) for i in range(3)]      # nothing rewritten
+    assert pd.read_parquet(tmp_path)["trial"].tolist() == [0, 1, 2]
+    store.close()
+    assert _files(cell) == [part_name(0, 2)]
+    part = pq.read_table(cell / part_name(0, 2))
+    assert part["trial"].to_pylist() == [0, 1, 2] and json.loads(part.schema.metadata[PROVENANCE_KEY]) == {"run": 1}
+
+
+def test_parts_merge_by_level_so_a_long_cell_stays_a_few_files(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.parquet"
+    store = CellStore(cell)
+    n = FANOUT * FANOUT + 2 * FANOUT + 3        # two merges of merges, plus loose parts
+    for trial in range(n):
+        store.append(_record(trial))
+        if trial % 37 == 0:   # at any moment, the directory reads as exactly the rows so far
+            assert read_cell(cell)["trial"].to_pylist() == list(range(trial + 1))
+    names = _files(cell)
+    assert names == [part_name(0, FANOUT * FANOUT - 1),
+                     part_name(FANOUT * FANOUT, FANOUT * FANOUT + FANOUT - 1),
+                     part_name(FANOUT * FANOUT + FANOUT, FANOUT * FANOUT + 2 * FANOUT - 1)] + \
+                    [part_name(i, i) for i in range(FANOUT * FANOUT + 2 * FANOUT, n)]
+    assert pd.read_parquet(cell)["trial"].tolist() == list(range(n))
+
+
+def test_a_merge_caught_halfway_reads_once(tmp_path: Path) -> None:
+    """Killed after writing a merged part but before deleting what it covers: no row counted twice."""
+    cell = tmp_path / "cell.parquet"
+    for first, last in ((0, 0), (1, 1), (2, 2), (0, 1)):
+        write_atomic(to_table([_record(t) for t in range(first, last + 1)]), cell / part_name(first, last))
+    assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]
+    assert [p.name for p in trial_files(tmp_path)] == [part_name(0, 1), part_name(2, 2)]
+
+
+def test_resume_appends_after_the_earlier_runs_parts(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.parquet"
+    first = CellStore(cell)
+    first.append(_record(0))
+    first.append(_record(1))
+    first.close()
+    again = CellStore(cell)
+    assert [r["trial"] for r in again.previous_rows()] == [0, 1]
+    again.append(_record(2))
+    assert _files(cell) == [part_name(0, 1), part_name(2, 2)]
+    assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]
+
+
+def test_a_one_file_cell_from_before_parts_becomes_the_first_part(tmp_path: Path) -> None:
+    cell = tmp_path / "cell.parquet"
+    write_atomic(to_table([_record(0)]).replace_schema_metadata({PROVENANCE_KEY: b'{"old": true}'}), cell)
+    store = CellStore(cell)
+    store.append(_record(1))
+    assert _files(cell) == [part_name(0, 0), part_name(1, 1)]
+    assert json.loads(pq.read_table(cell / part_name(0, 0)).schema.metadata[PROVENANCE_KEY]) == {"old": True}
+    assert pd.read_parquet(tmp_path)["trial"].tolist() == [0, 1]
+
+
+def test_pandas_duckdb_and_polars_read_the_sweep_directory_alike(tmp_path: Path) -> None:
+    import duckdb
+    import polars as pl
+
+    for name, trials in (("a.parquet", 3), ("b.parquet", 2)):
+        store = CellStore(tmp_path / name)
+        for trial in range(trials):
+            store.append(_record(trial))
+        if name == "a.parquet":
+            store.close()   # one cell finished (merged), one still as parts
+    TraceStore(tmp_path / "_telemetry" / "a.parquet", pa.schema([("t_s", pa.float64())])).extend([{"t_s": 0.1}])
+    (tmp_path / "_run.json").write_text("{}")
+    expected = sorted([0, 1, 2, 0, 1])
+    assert sorted(pd.read_parquet(tmp_path)["trial"]) == expected
+    assert sorted(pl.read_parquet(f"{tmp_path}/*.parquet/*.parquet")["trial"].to_list()) == expected
+    rows = duckdb.sql(f"select trial from read_parquet('{tmp_path}/*.parquet/*.parquet')").fetchall()
+    assert sorted(r[0] for r in rows) == expected
+
+
+def test_rows_kept_together_are_one_part(tmp_path: Path) -> None:
+    """A concurrent run's rows (N agents) are flushed at once: one part, not N."""
+    cell = tmp_path / "cell.parquet"
+    store = CellStore(cell)
+    store.extend([_record(0), _record(1)])
+    store.append(_record(2))
+    assert _files(cell) == [part_name(0, 0), part_name(1, 1)]
+    assert pq.read_table(cell / part_name(0, 0))["trial"].to_pylist() == [0, 1]
+    store.close()
+    assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]
+
+
+def test_store_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
+    """``python -m benchmarks store --tiny``: a smoke test of the figures, not a measurement."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "store", "--tiny", "--out", str(out)], cwd=root,
+                            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    for key in ("parts_ms_first_10", "parts_ms_at_end", "parts_ms_mean", "rewrite_ms_at_10", "rewrite_ms_at_end",
+                "read_ms_at_end"):
+        assert figures[key] > 0, key
+    assert figures["trials"] == 50 and figures["files_at_end"] == 50 // FANOUT + 50 % FANOUT   # 3 merged parts of 16 flushes, 2 loose ones
