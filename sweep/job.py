@@ -24,7 +24,7 @@ from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watc
 from sweep.model_state import block_count
 from sweep.order import resolve
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
+from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
 from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
@@ -77,6 +77,25 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
                  Objective.from_config(cfg.objective)).value
 
 
+def _say(line: str) -> None:
+    console.print(f"[dim]{line}[/]")
+
+
+def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
+                      cells: list[Cell]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The server's version and each model's identity; a missing model is a :class:`ConfigError`."""
+    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                      headers=headers) as client:
+        server_version = client.version()
+        tags = {m.get("name", ""): m for m in _tags(client)}
+        served = list(tags) if b.kind == "embedded" else []
+        models = {}
+        for cell in cells:
+            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+            models[cell.model] = {**provenance.model_record(show, tags.get(cell.model)), "layers": block_count(show)}
+    return server_version, models
+
+
 def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
                          cells: list[Cell]) -> list[str]:
     """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
@@ -103,25 +122,19 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
-        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(cfg.backend), cells)
-        base_url = urls[0]
         b = cfg.backend
+        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(b, cells[0], say=_say), cells)
+        base_url = urls[0]
         headers = headers_from_env(b.api_key_env, b.headers_env)
         for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
-            with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                              headers=headers) as client:
-                version = client.version()
-                tags = {m.get("name", ""): m for m in _tags(client)}
-                served = list(tags) if b.kind == "embedded" else []
-                shown, blocks = {}, {}
-                for cell in cells:
-                    show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-                    shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
-                    blocks[cell.model] = block_count(show)
+            if b.kind in OPENAI_KINDS:
+                version, shown = backends.openai_preflight(b, url, headers, cells)
+            else:
+                version, shown = _ollama_preflight(b, url, headers, cells)
             if url == base_url:
-                server_version, models, layers = version, shown, blocks
-        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                               say=lambda line: console.print(f"[dim]{line}[/]"))
+                server_version, models = version, shown
+                layers = {m: rec.get("layers") for m, rec in shown.items()}   # block counts (Ollama's /api/show)
+        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url), say=_say)
                      if cfg.telemetry.enabled else None)
         design = design_from(cfg, cells)
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -167,6 +180,11 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         cost = DesignCost()
         prompt_runs: list[tuple[CellRun, TraceStore | None]] = []
         for cell, store in zip(cells, stores):
+            if b.kind == "llama_server":  # restarts llama-server when the cell's flags differ (same port)
+                # in this (the main) thread, not a worker: the child's death signal follows the starting thread
+                backends.prepare_cell(b, cell, _say)
+                if telemetry:
+                    telemetry.server_pid = backends.server_pid(b, urls[0])
             traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
             run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
                           Watch(telemetry, traces) if telemetry and traces else None, on_record=shown.trial,

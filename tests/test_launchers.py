@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.contract import COLUMN_NAMES, read_whole
+from sweep.contract import COLUMN_NAMES, read_cell
 from sweep.running import RUNNING_DIR
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv
@@ -169,7 +169,7 @@ def test_a_crashed_ray_worker_loses_only_its_trial_in_flight_and_a_basic_run_res
             proc.kill()
         assert proc.returncode != 0, output                         # the multirun reports the crashed job
         sweep_dir = only_sweep(out)
-        kept = read_whole(sweep_dir / f"{victim}.parquet").to_pandas()
+        kept = read_cell(sweep_dir / f"{victim}.parquet").to_pandas()
         assert len(kept) >= 2 and kept["status"].eq("ok").all()   # its completed trials survived, whole
         resumed = run_sweep("-m", *common, "resume=true", timeout=180)
         assert resumed.returncode == 0, resumed.stderr
@@ -187,7 +187,7 @@ def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
     while time.monotonic() < deadline:
         for cell_file in out.glob("*/*.parquet"):
             try:
-                rows = read_whole(cell_file, columns=["cell_hash"]).column("cell_hash").to_pylist()
+                rows = read_cell(cell_file).column("cell_hash").to_pylist()   # the cell's parts so far
             except (OSError, ValueError):
                 continue
             if len(rows) >= trials:
