@@ -44,7 +44,7 @@ th.num,td.num{text-align:right}th:hover{background:#dfe5ea}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tr:nth-child(even) td{background:#f8f9fa}
 td.missing{color:#9aa5b1;text-align:center}
-figure{margin:10px 0}figure img{max-width:100%;border:1px solid #eef1f4}
+figure{margin:10px 0}figure img{max-width:min(100%,960px);border:1px solid #eef1f4}
 figcaption{font-size:12px;color:#4f5b66}
 ul.facts{padding-left:18px}code{background:#f3f4f6;padding:0 3px;border-radius:3px}
 """

@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
     previous = json.loads(args.out.read_text()) if args.out.exists() and args.names else {}
     merged = {**{k: v for k, v in previous.items() if k != "meta"}, **result} if args.names else result
+    if args.names and "meta" in previous:   # figures kept from an earlier run keep their own provenance
+        merged["meta"]["earlier"] = [*previous["meta"].pop("earlier", []), previous["meta"]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in merged.items()}
     args.out.write_text(json.dumps(clean, indent=2, allow_nan=False, default=str) + "\n")

@@ -12,9 +12,12 @@ client's headers: they are never part of a record, a log line or a report.
 
 from __future__ import annotations
 
+
 import contextlib
+import functools
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ class OllamaClient:
                  stall_timeout_s: float = 120.0, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=_timeout(connect_timeout_s, stall_timeout_s),
+                                  verify=tls_context(),
                                   headers=headers or {})
 
     def close(self) -> None:
@@ -104,6 +108,12 @@ class OllamaClient:
         return self._http.get("/api/ps").json().get("models", [])
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One certificate store per process: httpx loads it anew for every client (60–300 ms), once per cell."""
+    return httpx.create_ssl_context()
+
+
 def _timeout(connect_timeout_s: float, stall_timeout_s: float) -> httpx.Timeout:
     """``read`` is the longest silence between two byte arrivals: a stall."""
     return httpx.Timeout(connect=connect_timeout_s, read=stall_timeout_s, write=stall_timeout_s,
@@ -130,6 +140,7 @@ class StreamClient:
         self.base_url = base_url.rstrip("/")
         limits = httpx.Limits(max_connections=max_streams, max_keepalive_connections=max_streams)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=_timeout(connect_timeout_s, stall_timeout_s),
+                                       verify=tls_context(),
                                        headers=headers or {}, limits=limits)
 
     async def aclose(self) -> None:

@@ -12,6 +12,8 @@ variables with API keys or headers, and nothing reads their values.
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import fcntl
 import json
@@ -35,6 +37,7 @@ PACKAGES = ("chimera-sweep", "hydra-core", "omegaconf", "httpx", "pandas", "pyar
 _PROJECT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache   # one process = one set of installed packages; a multirun asks once per job
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -45,6 +48,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@functools.cache   # the checkout a sweep runs from does not change under it
 def git_state(directory: Path = _PROJECT) -> dict[str, Any]:
     """Commit and dirty flag of the checkout the tool runs from (nulls outside a git checkout)."""
     def git(*args: str) -> str | None:
@@ -95,7 +99,7 @@ def model_record(show: dict[str, Any], tag: dict[str, Any] | None) -> dict[str, 
 def collect(*, config: dict[str, Any], backend: str, server_version: str | None,
             models: dict[str, dict[str, Any]], gpus: Gpus, argv: list[str] | None = None) -> dict[str, Any]:
     """The provenance dict of one job."""
-    versions = package_versions()
+    versions = dict(package_versions())   # a copy: the cached dict is shared
     return {
         "tool": {"version": versions.pop("chimera-sweep"), **git_state()},
         "python": sys.version.split()[0],

@@ -187,7 +187,7 @@ def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
     while time.monotonic() < deadline:
         for cell_file in out.glob("*/*.parquet"):
             try:
-                rows = read_cell(cell_file).column("cell_hash").to_pylist()
+                rows = read_cell(cell_file).column("cell_hash").to_pylist()   # the cell's parts so far
             except (OSError, ValueError):
                 continue
             if len(rows) >= trials:
