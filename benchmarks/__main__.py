@@ -55,6 +55,10 @@ GOALS: dict[str, Goal] = {
     "cell_overhead_ms": Goal("50-cell multirun, instant server: time per cell outside requests", "ms", 50.0, decimals=1),
     "analysis_1m_rows_s": Goal("1 M trial rows, 1,000 cells → every table", "s", 1.5),
     "embedded_ratio": Goal("embedded server over HTTP / the same engine in process (lowest)", "ratio", 0.9, True),
+    "embedded_vs_tg128": Goal("embedded server tok/s / llama-bench tg128, same GGUF and threads (lowest)",
+                              "ratio", 0.9, True),
+    "llama_server_vs_tg128": Goal("llama.cpp's llama-server over HTTP / llama-bench tg128 (lowest)", "ratio"),
+    "llama_bench_tg128_tok_s": Goal("llama-bench tg128, fastest model and thread count", "tok/s", decimals=1),
 }
 
 

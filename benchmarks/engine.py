@@ -18,7 +18,18 @@ What is compared, per model and per ``num_thread``:
   client's formula) and, for reference, decode compute alone (time inside
   ``Llama.eval`` for the tokens after the first).
 
-The two sides never run at the same time: each round of a (model, threads)
+The anchor (:mod:`benchmarks.anchor`), in the same rounds: **llama-bench** (``tg128``
+and ``pp512``: llama.cpp's C++ loop, no HTTP, no Python, no sampling; same GGUF,
+threads and batch) and **llama-server** (llama.cpp's own HTTP server from the same
+build, same flags and prompt tokens, measured by our runner through the OpenAI
+format).  Every engine's tok/s is reported as a ratio to ``tg128`` of the same
+round, and the steps in between say where the rest goes: llama-cpp-python's
+decode call (decode only), sampling and Python between tokens (in-process),
+the server's thread and queue (embedded, server clock), HTTP and our client
+(embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
+(``embedded_vs_tg128`` in what :func:`run` returns).
+
+None of them run at the same time: each round of a (model, threads)
 block starts a server, warms up, measures, stops it, then loads the model
 in-process, warms up, measures and frees it (or the other way round: the order
 alternates).  The ratio is taken per round and averaged, because the speed of
@@ -40,9 +51,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sweep.plan import Cell, Prompt, TrialSpec
+from benchmarks import anchor
 from sweep.contract import TrialRecord
-from sweep.runner import measure_trial
+from sweep.llama_tools import missing_hint, tool_path
+from sweep.plan import Cell, Prompt
 from sweep.streams import OLLAMA
 from sweep.server import launch
 from sweep.server.models import default_registry
@@ -79,12 +91,30 @@ class Block:
     ratios_server: list[float] = field(default_factory=list)  # one per round: paired, so drift cancels
     ratios_client: list[float] = field(default_factory=list)
     other_cpu: float = 0.0  # cores used by processes other than ours while the block ran
+    # the anchor: llama-server runs, llama-bench figures, and every engine / tg128 per round
+    server: list[Run] = field(default_factory=list)
+    tg: list[float] = field(default_factory=list)
+    pp: list[float] = field(default_factory=list)
+    vs_tg: dict[str, list[float]] = field(default_factory=dict)
 
     def add_round(self, http: list[Run], local: list[Run]) -> None:
         self.http += http
         self.local += local
         self.ratios_server.append(_mean([r.server_tok_s for r in http]) / _mean([r.server_tok_s for r in local]))
         self.ratios_client.append(_mean([r.client_tok_s for r in http]) / _mean([r.client_tok_s for r in local]))
+
+    def add_anchor(self, http: list[Run], local: list[Run], server: list[Run], tg: float, pp: float) -> None:
+        """One round's llama-bench figures, and each engine's tok/s over that round's tg128."""
+        self.server += server
+        self.tg.append(tg)
+        self.pp.append(pp)
+        figures = {"decode only": [r.compute_tok_s or math.nan for r in local],
+                   "in-process": [r.server_tok_s for r in local], "embedded": [r.server_tok_s for r in http],
+                   "embedded client": [r.client_tok_s for r in http],
+                   "llama-server": [r.server_tok_s for r in server],
+                   "llama-server client": [r.client_tok_s for r in server]}
+        for name, values in figures.items():
+            self.vs_tg.setdefault(name, []).append(_mean(values) / tg)
 
 
 class OtherLoad:
@@ -132,23 +162,34 @@ def options_for(threads: int, num_predict: int) -> dict[str, Any]:
 def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
     """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
     with launch.start() as server:
-        def trial(i: int, tokens: int) -> TrialRecord:
-            cell = Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
-                        "engine-bench", (Prompt("0", PROMPT),), None, "generate", None)
-            rec = measure_trial(server.base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=OLLAMA,
-                                request_timeout_s=600)
-            if rec.status != "ok":
-                raise RuntimeError(f"{model} over HTTP: {rec.status}: {rec.error}")
-            return rec
+        records = anchor.run_trials(
+            server.base_url, OLLAMA,
+            lambda tokens: Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
+                                "engine-bench", (Prompt("0", PROMPT),), None, "generate", None),
+            WARMUP_TOKENS, num_predict, reps)
+    return [_run_of(rec) for rec in records]
 
-        trial(0, WARMUP_TOKENS)  # same load-time options: the measured trials do not reload
-        runs = []
-        for i in range(1, reps + 1):
-            rec = trial(i, num_predict)
-            runs.append(Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
-                            client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0),
-                            text=rec.response or ""))
-    return runs
+
+def _run_of(rec: TrialRecord) -> Run:
+    return Run(tokens=int(rec.eval_count or 0), server_tok_s=float(rec.throughput_tok_s or 0),
+               client_tok_s=float(rec.client_tok_s or 0), ttft_ms=float(rec.ttft_ms or 0), text=rec.response or "")
+
+
+def measure_llama_server(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
+    """llama.cpp's own server on the same options and prompt tokens, measured by our runner (OpenAI format)."""
+    entry = default_registry().get(model)
+    text = generate_prompt(entry, PROMPT, None, None, False)  # what the embedded server feeds the engine
+    # the embedded engine's sampling defaults, explicitly (llama-server's repeat_penalty default is 1.0)
+    defaults = SamplingParams()
+    options = {**options_for(threads, num_predict), "repeat_penalty": defaults.repeat_penalty,
+               "top_k": defaults.top_k, "top_p": defaults.top_p}
+    return [_run_of(rec) for rec in anchor.measure_llama_server(model, options, text, WARMUP_TOKENS, reps)]
+
+
+def measure_llama_bench(model: str, threads: int, reps: int) -> tuple[float, float]:
+    """llama-bench's tg128 and pp512 (tok/s) on the same GGUF, threads and batch."""
+    figures = anchor.llama_bench(default_registry().get(model).path, threads, N_BATCH, reps=reps)
+    return figures[f"tg{anchor.TG}"].tok_s, figures[f"pp{anchor.PP}"].tok_s
 
 
 # ---------------------------------------------------------------- in-process side
@@ -304,10 +345,50 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
     return worst
 
 
-def run(quick: bool = False) -> float:
-    """Measure every (model, num_thread) block, print the table; returns the lowest HTTP/in-process ratio."""
+ANCHOR_STEPS = ("decode only", "in-process", "embedded", "embedded client", "llama-server", "llama-server client")
+
+
+def print_anchor(blocks: list[Block]) -> dict[str, float]:
+    """Every engine as a share of llama-bench's tg128, and where the rest goes; returns the lowest-block ratios."""
+    print(f"\nspeed anchor: tok/s / llama-bench tg{anchor.TG} of the same round (mean ± sd over rounds); "
+          f"llama-bench -p {anchor.PP} -n {anchor.TG} -b {N_BATCH} -ub {N_BATCH}")
+    head = (f"{'model':<13} {'thr':>3} | {'tg128 tok/s':>13} {'pp512 tok/s':>15} | "
+            + " ".join(f"{name:>19}" for name in ANCHOR_STEPS) + " | same text as embedded")
+    print(head)
+    print("-" * len(head))
+    worst = math.inf
+    for b in blocks:
+        worst = min(worst, _mean(b.vs_tg.get("embedded", [math.nan])))
+        same = "yes" if b.server and b.http and b.server[0].text == b.http[0].text else "NO"
+        print(f"{b.model:<13} {b.threads:>3} | {_ms(b.tg):>13} {_ms(b.pp):>15} | "
+              + " ".join(f"{_ms(b.vs_tg.get(name, []), 2):>19}" for name in ANCHOR_STEPS) + f" | {same}")
+    print("Where the rest goes, step by step from tg128: decode only = llama-cpp-python's decode call per token "
+          "(ctypes, one-token batches);")
+    print("in-process = + sampling and Python between tokens (Llama.generate); embedded = + the server's worker "
+          "thread and queue (eval_count / eval_duration);")
+    print("embedded client = + HTTP and our runner (chunks on our clock); llama-server = llama.cpp's own C++ "
+          "server (predicted_n / predicted_ms) and its client-side figure.")
+    print("same text: llama-server gets the same prompt tokens (checked: 9 for gemma3, 38 for smollm2) and the same "
+          "token count; its greedy text drifts from ours after a few tokens even without repeat penalty (its own "
+          "defaults, e.g. flash attention, change the numerics), so the work per token is comparable, not identical.")
+    verdict = "met" if worst >= GOAL else "NOT met"
+    print(f"embedded / llama-bench tg{anchor.TG}, lowest block: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
+    return {"embedded_vs_tg128": worst,
+            "llama_server_vs_tg128": min(_mean(b.vs_tg.get("llama-server", [math.nan])) for b in blocks),
+            "llama_bench_tg128_tok_s": max(_mean(b.tg) for b in blocks)}
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    """Measure every (model, num_thread) block and print both tables; returns the headline figures.
+
+    ``embedded_ratio``: lowest HTTP / in-process ratio; ``embedded_vs_tg128`` and
+    ``llama_server_vs_tg128``: lowest block's engine tok/s / llama-bench tg128 (NaN without the tools).
+    """
     rounds, reps, num_predict = (2, 1, 32) if quick else (3, 3, 128)
     models = [m for m in MODELS if _available(m)]
+    with_anchor = tool_path("llama-server") is not None and tool_path("llama-bench") is not None
+    if not with_anchor:
+        print(f"  speed anchor skipped: {missing_hint('llama-server')}")
     blocks: list[Block] = []
     for model in models:
         for threads in thread_counts():
@@ -315,19 +396,26 @@ def run(quick: bool = False) -> float:
             load = OtherLoad()
             started = time.perf_counter()
             for r in range(rounds):
-                # never both at once: the server is stopped before the in-process model loads,
-                # and the in-process model is freed before the next server starts
-                if (r + len(blocks)) % 2 == 0:
-                    http = measure_http(model, threads, num_predict, reps)
-                    local = measure_in_process(model, threads, num_predict, reps)
-                else:
-                    local = measure_in_process(model, threads, num_predict, reps)
-                    http = measure_http(model, threads, num_predict, reps)
-                block.add_round(http, local)
+                # never two at once: each side's server or model is gone before the next one starts;
+                # the order rotates every round so drift does not favour one side
+                steps = {"http": lambda: measure_http(model, threads, num_predict, reps),
+                         "local": lambda: measure_in_process(model, threads, num_predict, reps)}
+                if with_anchor:
+                    steps["server"] = lambda: measure_llama_server(model, threads, num_predict, reps)
+                    steps["bench"] = lambda: measure_llama_bench(model, threads, 1 if quick else 2)
+                names = list(steps)
+                shift = (r + len(blocks)) % len(names)
+                got = {name: steps[name]() for name in names[shift:] + names[:shift]}
+                block.add_round(got["http"], got["local"])
+                if with_anchor:
+                    block.add_anchor(got["http"], got["local"], got["server"], *got["bench"])
             block.other_cpu = load.cores()
             print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
             blocks.append(block)
-    return print_table(blocks, rounds, reps, num_predict)
+    figures = {"embedded_ratio": print_table(blocks, rounds, reps, num_predict)}
+    if with_anchor:
+        figures.update(print_anchor(blocks))
+    return figures
 
 
 def _available(model: str) -> bool:

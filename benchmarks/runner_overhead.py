@@ -102,8 +102,12 @@ def loop_us_per_line(lines: int = 100_000) -> float:
             yield chunk
         yield final
 
+    async def read() -> None:
+        async with contextlib.aclosing(feed()) as chunks:
+            await _read_stream(chunks, OLLAMA, 2**62, _Stream())
+
     started = time.perf_counter()
-    asyncio.run(_read_stream(feed(), OLLAMA, 2**62, _Stream()))
+    asyncio.run(read())
     return (time.perf_counter() - started) / lines * 1e6
 
 

@@ -1,33 +1,44 @@
-"""Where a job's requests go: a real Ollama's address (or several), or our embedded server(s).
+"""Where a job's requests go: a real Ollama's address (or several), an OpenAI-compatible server's,
+our embedded server(s), or a llama.cpp ``llama-server`` started for the sweep.
 
 The embedded server is started once per process (a multirun's jobs share it,
 so model loads show up only where options really change) and stopped at exit,
 on Ctrl-C and on errors.  ``backend.instances=N`` starts N of them, each on its
 own port (the dual-Ollama set-up of the multi-agent reports); all are stopped
-together.
+together.  llama-server takes the load-time options as flags, so
+:func:`prepare_cell` (re)starts it before a cell when they change (see
+:mod:`sweep.llama_server`).
 """
 
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep.plan import ConfigError, host_urls
+from sweep.plan import Cell, ConfigError, host_urls
 
 _embedded: dict[tuple[str | None, int], Any] = {}
 
 
-def base_url_for(backend: DictConfig) -> str:
-    """The (first) server address for this backend, starting the embedded engine if needed."""
-    return base_urls_for(backend)[0]
+def base_url_for(backend: DictConfig, first: Cell | None = None,
+                 say: Callable[[str], None] | None = None) -> str:
+    """The (first) server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
+    return base_urls_for(backend, first, say)[0]
 
 
-def base_urls_for(backend: DictConfig) -> list[str]:
-    """Every server of this backend: ``backend.hosts`` (or ``base_url``), or ``instances`` embedded engines."""
-    if backend.kind == "ollama":
+def base_urls_for(backend: DictConfig, first: Cell | None = None,
+                  say: Callable[[str], None] | None = None) -> list[str]:
+    """Every server of this backend: ``backend.hosts`` (or ``base_url``), ``instances`` embedded engines,
+    or the llama-server started for the cell ``first``."""
+    if backend.kind in ("ollama", "openai"):
         return host_urls(backend)
+    if backend.kind == "llama_server":
+        if first is None:
+            raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
+        return [prepare_cell(backend, first, say)]
     return [_start_embedded(backend.model_dir, i) for i in range(backend.instances)]
 
 
@@ -47,11 +58,43 @@ def _start_embedded(model_dir: str | None, index: int) -> str:
     return _embedded[key].base_url
 
 
+def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | None = None) -> str:
+    """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
+    if backend.kind != "llama_server":
+        return base_url_for(backend)
+    from sweep import llama_server
+
+    before = llama_server.MANAGER.server
+    try:
+        server = llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir)
+    except RuntimeError as exc:
+        raise ConfigError(f"llama-server did not start ({exc})") from None
+    if server is not before and say is not None:
+        say(f"llama-server started: pid {server.pid}, port {server.port}, flags "
+            f"{' '.join(server.launch.flags) or '(defaults)'} (model {server.launch.path.name})")
+    return server.base_url
+
+
+def server_version(backend: DictConfig) -> str | None:
+    """For servers that have no /api/version: llama-server's own version, else unknown."""
+    if backend.kind != "llama_server":
+        return None
+    from sweep import llama_server
+
+    return llama_server.version(llama_server.binary())
+
+
 def server_pid(backend: DictConfig, base_url: str) -> int | None:
     """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
     if backend.kind == "embedded":
         server = next((s for s in _embedded.values() if s.base_url == base_url), None)
         return server.pid if server is not None else None
+    if backend.kind == "llama_server":
+        from sweep import llama_server
+
+        return llama_server.MANAGER.server.pid if llama_server.MANAGER.server is not None else None
+    if backend.kind == "openai":
+        return None
     from sweep.telemetry import find_local_ollama_pid
 
     return find_local_ollama_pid(base_url)
@@ -67,7 +110,35 @@ def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
 
 
 def stop_embedded() -> None:
-    """Stop every embedded server this process started (idempotent)."""
+    """Stop every server this process started: embedded engines and llama-server (idempotent)."""
     while _embedded:
         _, server = _embedded.popitem()
         server.stop()
+    import sys
+
+    if "sweep.llama_server" in sys.modules:  # never started one otherwise
+        sys.modules["sweep.llama_server"].MANAGER.stop()
+
+
+def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
+                     cells: list[Cell]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """Before the first trial on an OpenAI-compatible server: the model is served; version and model identity.
+
+    llama-server's models are our own GGUFs, so their digest and details come
+    from the file; a remote server's models are known by name only.
+    """
+    from sweep import provenance
+    from sweep.openai_sse import served_models
+
+    names = sorted({c.model for c in cells})
+    served_models(base_url, headers, names, connect_timeout_s=backend.connect_timeout_s)
+    models: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if backend.kind == "llama_server":
+            from sweep.server.models import default_registry
+
+            entry = default_registry(backend.model_dir).get(name)
+            models[name] = provenance.model_record({"details": entry.details()}, {"digest": entry.digest})
+        else:
+            models[name] = provenance.model_record({}, None)
+    return server_version(backend), models

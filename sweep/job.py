@@ -21,7 +21,7 @@ from sweep import backends, progress, provenance
 from sweep.agents import expected_rows
 from sweep.execute import CellOutcome, CellRun, Policy, Watch, run_cell
 from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order
+from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order
 from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
@@ -74,6 +74,25 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
                  Objective.from_config(cfg.objective)).value
 
 
+def _say(line: str) -> None:
+    console.print(f"[dim]{line}[/]")
+
+
+def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
+                      cells: list[Cell]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The server's version and each model's identity; a missing model is a :class:`ConfigError`."""
+    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
+                      headers=headers) as client:
+        server_version = client.version()
+        tags = {m.get("name", ""): m for m in _tags(client)}
+        served = list(tags) if b.kind == "embedded" else []
+        models = {}
+        for cell in cells:
+            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
+            models[cell.model] = provenance.model_record(show, tags.get(cell.model))
+    return server_version, models
+
+
 def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
                          cells: list[Cell]) -> list[str]:
     """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
@@ -100,24 +119,18 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
     fmt = format_for(cfg.backend.api)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
-        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(cfg.backend), cells)
-        base_url = urls[0]
         b = cfg.backend
+        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(b, cells[0], say=_say), cells)
+        base_url = urls[0]
         headers = headers_from_env(b.api_key_env, b.headers_env)
         for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
-            with OllamaClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                              headers=headers) as client:
-                version = client.version()
-                tags = {m.get("name", ""): m for m in _tags(client)}
-                served = list(tags) if b.kind == "embedded" else []
-                shown = {}
-                for cell in cells:
-                    show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-                    shown[cell.model] = provenance.model_record(show, tags.get(cell.model))
+            if b.kind in OPENAI_KINDS:
+                version, shown = backends.openai_preflight(b, url, headers, cells)
+            else:
+                version, shown = _ollama_preflight(b, url, headers, cells)
             if url == base_url:
                 server_version, models = version, shown
-        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url),
-                               say=lambda line: console.print(f"[dim]{line}[/]"))
+        telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url), say=_say)
                      if cfg.telemetry.enabled else None)
         config = OmegaConf.to_container(cfg, resolve=True)
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
@@ -149,6 +162,11 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         target = targets[0]
         running = Running(sweep_dir)
         for cell, store in zip(cells, stores):
+            if b.kind == "llama_server":  # restarts llama-server when the cell's flags differ (same port)
+                # in this (the main) thread, not a worker: the child's death signal follows the starting thread
+                backends.prepare_cell(b, cell, _say)
+                if telemetry:
+                    telemetry.server_pid = backends.server_pid(b, urls[0])
             traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
             total = (expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs) if cell.agent_plan
                      else cfg.trials * len(cell.prompts))

@@ -32,6 +32,11 @@ class ConfigError(ValueError):
     """Bad configuration: reported as one line before any request is sent."""
 
 
+# embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
+BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
+OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/openai_sse.py)
+
+
 @dataclass(frozen=True)
 class Prompt:
     id: str
@@ -123,11 +128,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.warmup < 0:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
-    if b.kind not in ("embedded", "ollama"):
-        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend=embedded or backend=ollama")
-    if b.kind == "ollama" and not b.hosts:
+    if b.kind not in BACKEND_KINDS:
+        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
+    if b.kind in ("ollama", "openai") and not b.hosts:
         if not b.base_url:
-            raise ConfigError("backend.base_url is empty: set OLLAMA_HOST or backend.base_url=http://host:11434")
+            example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
+            raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
     if b.hosts and b.kind != "ollama":
         raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
@@ -145,7 +151,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
-    if cfg.workload.endpoint not in ("generate", "chat"):
+    if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
     from sweep.objective import Objective
 
@@ -249,7 +255,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
     hosts = host_urls(cfg.backend)
-    base_url = " ".join(hosts) if cfg.backend.kind == "ollama" else None
+    base_url = " ".join(hosts) if cfg.backend.kind in ("ollama", "openai") else None
     data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
@@ -257,6 +263,11 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     cells = []
     for preset, options in option_sets:
         validate_options(options)
+        if cfg.backend.kind in OPENAI_KINDS:
+            from sweep.openai_sse import check_cell  # the format module knows what the API can carry
+
+            check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
+                       keep_alive=cfg.backend.keep_alive)
         plan = None
         if cfg.workload.kind != agents.PROMPT_KIND:
             servers = len(hosts) if hosts else cfg.backend.instances
@@ -271,8 +282,8 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
 
 
 def host_urls(backend: DictConfig) -> list[str]:
-    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if embedded)."""
-    if backend.kind != "ollama":
+    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
+    if backend.kind not in ("ollama", "openai"):
         return []
     return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
 

@@ -26,6 +26,7 @@ in one loop cost each other only the microseconds of that loop (measured in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -156,7 +157,8 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
                 got.error = f"HTTP {response.status_code}: {fmt.error_text(await response.aread())}"
             else:
                 deadline_ns = sent_ns + int(target.request_timeout_s * 1e9)
-                await _read_stream(response.aiter_bytes(), fmt, deadline_ns, got)
+                async with contextlib.aclosing(response.aiter_bytes()) as chunks:   # closed when we stop early
+                    await _read_stream(chunks, fmt, deadline_ns, got)
     except httpx.HTTPError as exc:
         got.status = _classify(exc, responded)
         got.error = f"{type(exc).__name__}: {exc}".strip(": ") or type(exc).__name__

@@ -157,12 +157,15 @@ class OllamaNDJSON(StreamFormat):
 
 OLLAMA = OllamaNDJSON()
 
-# backend.api → its format.  Add a format here (e.g. "openai": OpenAISSE()).
+# backend.api → its format.  A format in its own module registers itself here when imported
+# (sweep/openai_sse.py: "openai"); format_for imports those modules.
 FORMATS: dict[str, StreamFormat] = {OLLAMA.name: OLLAMA}
 
 
 def format_for(api: str) -> StreamFormat:
     """The format ``backend.api`` names; a :class:`ConfigError` naming the choices otherwise."""
+    import sweep.openai_sse  # noqa: F401  (registers "openai"; it subclasses StreamFormat, so it imports us)
+
     try:
         return FORMATS[api]
     except KeyError:

@@ -9,6 +9,7 @@ Tests that unload or reload models leave it serving, so sharing is safe.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -17,9 +18,27 @@ import pytest
 from sweep.server import launch
 
 
+#: CI sets CI=true: there a missing engine or model is a broken install step, not a reason to skip.
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(present: bool, what: str) -> None:
+    """Skip when a real-engine prerequisite is missing on a developer's machine; fail on CI.
+
+    About 70 tests need the engine: skipping them silently on CI would pass a build
+    that tested none of the real path.
+    """
+    if present:
+        return
+    if ON_CI:
+        pytest.fail(f"{what} — missing on CI (CI=true): the install step (make install) must provide it",
+                    pytrace=False)
+    pytest.skip(what)
+
+
 def _require_engine() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (python scripts/install_engine.py)")
+    require(importlib.util.find_spec("llama_cpp") is not None,
+            "llama-cpp-python is not installed (python scripts/install_engine.py)")
 
 
 @pytest.fixture(scope="session")

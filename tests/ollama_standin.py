@@ -5,10 +5,16 @@ timing fields, one final ``done: true`` chunk) with timings and faults chosen
 by the test, so the runner's maths and error handling are checked against
 known values over a real socket.  Each generate/chat request takes the next
 queued :class:`Script` (or the default one) and the request body is recorded.
+
+It also speaks the OpenAI API under ``/v1`` (``GET /v1/models``, streamed
+``POST /v1/chat/completions`` and ``/v1/completions`` as SSE ``data:`` lines, a
+finish chunk, a usage-only chunk with llama.cpp ``timings``, ``data: [DONE]``),
+with the same scripts and faults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -39,6 +45,10 @@ class Script:
     eval_duration: int = 400_000_000
     eval_count: int | None = None       # default: len(tokens)
     done_reason: str = "stop"
+    # OpenAI SSE only: send the usage chunk (with llama.cpp timings), or put finish_reason on the last token
+    usage_chunk: bool = True
+    llama_timings: bool = True
+    finish_on_last_token: bool = False
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -156,7 +166,9 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
         # ------------------------------------------------------------ routes
         def do_GET(self) -> None:
             standin.hits.append(f"GET {self.path}")
-            if self.path == "/api/version":
+            if self.path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in standin.models]})
+            elif self.path == "/api/version":
                 self._json(200, {"version": standin.version})
             elif self.path == "/api/tags":
                 self._json(200, {"models": [{"name": m, "model": m, "size": 1, "digest": "0" * 64,
@@ -185,25 +197,83 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                     self._json(200, {"details": {"family": "standin", "parameter_size": "1B",
                                                  "quantization_level": "Q4_K_M"}, "model_info": {}})
                 return
-            if self.path not in ("/api/generate", "/api/chat"):
+            openai = self.path in ("/v1/chat/completions", "/v1/completions")
+            if self.path not in ("/api/generate", "/api/chat") and not openai:
                 self._json(404, {"error": "not found"})
                 return
             standin.record(body, dict(self.headers))
             script = standin.next_script(body)
             if body.get("model") not in standin.models or script.fault == "http_404":
-                self._json(404, {"error": f"model '{body.get('model')}' not found"})
+                message = f"model '{body.get('model')}' not found"
+                self._json(404, {"error": {"message": message, "type": "not_found"}} if openai else {"error": message})
                 return
             if script.fault == "refuse":
                 self._kill()
                 return
             if script.fault == "http_500":
-                self._json(500, {"error": "llama runner process has terminated: exit status 2"})
+                message = "llama runner process has terminated: exit status 2"
+                self._json(500, {"error": {"message": message, "type": "server_error"}} if openai else {"error": message})
                 return
-            if standin.serialize:
-                with standin.engine:
+            with standin.engine if standin.serialize else contextlib.nullcontext():
+                if openai:
+                    self._sse_stream(script, chat=self.path == "/v1/chat/completions", model=body["model"])
+                else:
                     self._stream(script, chat=self.path == "/api/chat", model=body["model"])
-            else:
-                self._stream(script, chat=self.path == "/api/chat", model=body["model"])
+
+        def _sse(self, obj: Any) -> None:
+            self._chunk(b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n")
+
+        def _sse_stream(self, script: Script, *, chat: bool, model: str) -> None:
+            """OpenAI streaming: role chunk, one chunk per token, finish chunk, usage chunk, [DONE]."""
+            started = time.perf_counter()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            head = {"id": "chatcmpl-standin", "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": int(time.time()), "model": model}
+
+            def choice(text: str | None, finish: str | None) -> dict[str, Any]:
+                if chat:
+                    return {"index": 0, "delta": {} if text is None else {"content": text}, "finish_reason": finish}
+                return {"index": 0, "text": text or "", "finish_reason": finish}
+
+            if chat:
+                self._sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            self._chunk(b": keep-alive comment\n\n")
+            deadline = started + script.first_token_delay_s
+            last = len(script.tokens) - 1
+            for i, token in enumerate(script.tokens):
+                if i == script.fault_after and script.fault != "none":
+                    if script.fault == "error_line":
+                        self._sse({"error": {"message": "the model crashed: out of memory", "type": "server_error"}})
+                        self._chunk(b"")
+                        return
+                    if script.fault == "garbage_line":
+                        self._sse(b"{not json")
+                        self._chunk(b"")
+                        return
+                    if self._fault(script, model):
+                        return
+                time.sleep(max(0.0, deadline - time.perf_counter()))
+                finish = script.done_reason if script.finish_on_last_token and i == last else None
+                self._sse({**head, "choices": [choice(token, finish)]})
+                deadline += script.token_interval_s
+            if not script.finish_on_last_token:
+                self._sse({**head, "choices": [choice(None, script.done_reason)]})
+            if script.usage_chunk:
+                n = len(script.tokens) if script.eval_count is None else script.eval_count
+                usage = {**head, "choices": [], "usage": {"prompt_tokens": script.prompt_eval_count,
+                                                          "completion_tokens": n,
+                                                          "total_tokens": script.prompt_eval_count + n}}
+                if script.llama_timings:
+                    usage["timings"] = {"prompt_n": script.prompt_eval_count,
+                                        "prompt_ms": script.prompt_eval_duration / 1e6,
+                                        "predicted_n": n, "predicted_ms": script.eval_duration / 1e6}
+                self._sse(usage)
+            if script.fault != "no_final_chunk":
+                self._sse(b"[DONE]")
+            self._chunk(b"")
 
         def _stream(self, script: Script, *, chat: bool, model: str) -> None:
             started = time.perf_counter()

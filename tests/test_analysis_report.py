@@ -67,6 +67,7 @@ def trials_csv(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Path) -> None:
     result = _analyse(trials_csv, "--out", tmp_path / "out", "--markdown", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -82,6 +83,7 @@ def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Pat
     assert "| baseline | 3 | 12.00 | 2.00 | 16.67 | 7.03 | 16.97 |" in result.stdout
 
 
+@pytest.mark.slow
 def test_baseline_vs_chimera_welch_and_verdict(tmp_path: Path, trials_csv: Path) -> None:
     assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     by_metric = {r["metric"]: r for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")}
@@ -94,6 +96,7 @@ def test_baseline_vs_chimera_welch_and_verdict(tmp_path: Path, trials_csv: Path)
     assert (ttft["Δ %"], ttft["verdict"]) == ("-50.0", "faster")  # lower TTFT is faster
 
 
+@pytest.mark.slow
 def test_population_sd_flag_reproduces_older_reports(tmp_path: Path, trials_csv: Path) -> None:
     assert _analyse(trials_csv, "--population-sd", "--no-figures", "--out", tmp_path / "out",
                     cwd=tmp_path).returncode == 0
@@ -101,6 +104,7 @@ def test_population_sd_flag_reproduces_older_reports(tmp_path: Path, trials_csv:
     assert base["tok/s sd(pop)"] == "1.63"
 
 
+@pytest.mark.slow
 def test_markdown_csv_and_latex_show_the_same_numbers(tmp_path: Path, trials_csv: Path) -> None:
     assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     out = tmp_path / "out"
@@ -111,6 +115,7 @@ def test_markdown_csv_and_latex_show_the_same_numbers(tmp_path: Path, trials_csv
         assert " & ".join(map(tex_escape, values)) + r" \\" in latex
 
 
+@pytest.mark.slow
 def test_figures_are_written_as_png_and_svg(tmp_path: Path, trials_csv: Path) -> None:
     assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     figures = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
@@ -119,12 +124,14 @@ def test_figures_are_written_as_png_and_svg(tmp_path: Path, trials_csv: Path) ->
     assert (tmp_path / "out" / "figures" / "throughput_per_cell.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_run_order_shows_the_warm_up_and_first_trial(tmp_path: Path, trials_csv: Path) -> None:
     assert _analyse(trials_csv, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     base = _csv(tmp_path / "out" / "run_order.csv")[0]
     assert (base["warm-up TTFT ms mean"], base["first TTFT ms"], base["rest TTFT ms mean"]) == ("900.0", "100.0", "115.0")
 
 
+@pytest.mark.slow
 def test_two_inputs_are_labelled_never_pooled(tmp_path: Path) -> None:
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     pd.DataFrame(_rows("A")).to_csv(a, index=False)
@@ -136,6 +143,7 @@ def test_two_inputs_are_labelled_never_pooled(tmp_path: Path) -> None:
     assert means == ["112.00", "12.00"]  # each dataset's own cell, not a pooled mean of 62
 
 
+@pytest.mark.slow
 def test_default_input_is_the_newest_sweep(tmp_path: Path) -> None:
     sweeps = tmp_path / "outputs" / "sweeps"
     for name in ("20260101-000000", "20260102-000000"):
@@ -209,6 +217,7 @@ def test_embedded_server_port_does_not_split_a_resumed_sweep(tmp_path: Path) -> 
     assert {r["verdict"] for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")} == {"faster"}
 
 
+@pytest.mark.slow
 def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Path) -> None:
     """stdout: best cells, each verdict with Δ % and its CI, failures, files, the next command; no tables."""
     result = _analyse(trials_csv, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path)

@@ -26,6 +26,7 @@ def make_cell() -> Cell:
                 endpoint="generate", keep_alive=None)
 
 
+@pytest.mark.slow   # paced streams: seconds of real waiting
 def test_old_and_new_path_give_the_same_figures_on_the_paced_standin(standin: StandIn) -> None:
     """Alternate old (blocking) and new (async) calls; their TTFT, ITL and tok/s agree and match the script."""
     standin.default = Script(tokens=["t"] * 21, first_token_delay_s=0.08, token_interval_s=0.03)

@@ -18,6 +18,8 @@ import pytest
 
 from tests.test_analysis_report import _csv
 
+pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
+
 ROOT = Path(__file__).resolve().parent.parent
 GRID = [(512, 1), (512, 2), (2048, 1), (2048, 2)]
 

@@ -85,6 +85,7 @@ def _tr111_like(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_no_printed_latency_interval_is_negative_on_heavy_tailed_data(tmp_path: Path) -> None:
     data = pd.read_csv(_tr111_like(tmp_path / "tr111.csv"))
     # The old Student-t interval does go negative on this fixture (so this test can fail).
@@ -106,6 +107,7 @@ def test_no_printed_latency_interval_is_negative_on_heavy_tailed_data(tmp_path: 
         assert float(row["TTFT ms CI95 lo"]) < float(row["TTFT ms mean"]) < float(row["TTFT ms CI95 hi"])
 
 
+@pytest.mark.slow
 def test_minimum_detectable_effect_by_hand_and_in_the_table(tmp_path: Path) -> None:
     se = math.sqrt(4 / 3 + 4 / 3)
     expected = (2.7764451051977987 + 0.9409645131067241) * se

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.contract import HYDRA_DIR, trial_files
+from sweep.contract import HYDRA_DIR, cell_paths
 from tests.ollama_standin import StandIn
 from tests.sweep_cli import run_sweep
 
@@ -33,7 +33,7 @@ def test_hydra_sweep_dir_holds_the_trials_of_a_multirun(standin: StandIn, tmp_pa
     target = tmp_path / "t" / "sw"
     result = run_sweep("-m", *_common(standin), "chimera.num_ctx=256,512", f"hydra.sweep.dir={target}")
     assert result.returncode == 0, result.stderr
-    assert len(trial_files(target)) == 2
+    assert len(cell_paths(target)) == 2
     assert list((tmp_path / "t").iterdir()) == [target]           # not the parent, as it used to be
     assert (target / HYDRA_DIR / "multirun.yaml").is_file()
     assert sorted(p.name for p in (target / HYDRA_DIR).iterdir() if p.is_dir()) == ["0", "1"]
@@ -46,7 +46,7 @@ def test_hydra_run_dir_holds_the_trials_of_a_single_run(standin: StandIn, tmp_pa
     target = tmp_path / "one"
     result = run_sweep(*_common(standin), f"hydra.run.dir={target}")
     assert result.returncode == 0, result.stderr
-    assert len(trial_files(target)) == 1
+    assert len(cell_paths(target)) == 1
     assert (target / HYDRA_DIR / "config.yaml").is_file()         # Hydra's files in the subfolder
     _only_trials_and_private(target)
 
@@ -59,7 +59,7 @@ def test_every_form_of_output_root_is_honoured(standin: StandIn, tmp_path: Path,
         return
     result = run_sweep("-m", *_common(standin), "chimera.num_ctx=256,512", form.format(tmp_path), "sweep_id=fixed")
     assert result.returncode == 0, result.stderr
-    assert len(trial_files(tmp_path / "fixed")) == 2
+    assert len(cell_paths(tmp_path / "fixed")) == 2
 
 
 def test_output_root_and_sweep_id_from_an_experiment_file(standin: StandIn, tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_output_root_and_sweep_id_from_an_experiment_file(standin: StandIn, tmp_
             "chimera.num_ctx=256,512")
     result = run_sweep(*args)
     assert result.returncode == 0, result.stderr
-    assert len(trial_files(root / "placed")) == 2
+    assert len(cell_paths(root / "placed")) == 2
     sent = len(standin.requests)
     again = run_sweep(*args, "resume=true")
     assert again.returncode == 0, again.stderr
@@ -88,7 +88,7 @@ def test_output_root_in_an_experiment_file_gets_a_pinned_id(standin: StandIn, tm
                        "chimera.num_ctx=256,512")
     assert result.returncode == 0, result.stderr
     (sweep,) = [p for p in root.iterdir()]
-    assert len(trial_files(sweep)) == 2
+    assert len(cell_paths(sweep)) == 2
 
 
 def test_resume_of_a_hydra_sweep_dir_finds_it_and_sends_nothing(standin: StandIn, tmp_path: Path) -> None:

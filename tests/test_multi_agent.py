@@ -23,6 +23,8 @@ from analysis.tables import analyse
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
+pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
+
 PACED = dict(tokens=["tok"] * 20, first_token_delay_s=0.1, token_interval_s=0.02)  # ≈ 0.5 s per call: ms of jitter stay small
 
 

@@ -46,7 +46,9 @@ def test_two_agents_on_two_embedded_instances_then_analysis(tmp_path) -> None:
     assert df["status"].eq("ok").all(), df[["status", "error"]].to_string()
     assert df["base_url"].nunique() == 2                       # one server per agent, each on its own port
     assert df.groupby("agent_id")["base_url"].nunique().eq(1).all()
-    assert df["eval_count"].between(1, 16).all() and df["response"].str.len().gt(0).all()
+    # a sampled model may stop at once (EOS first, eval_count 0, still status ok): bounded, and text overall
+    assert df["eval_count"].between(0, 16).all() and df["eval_count"].sum() > 0
+    assert df["response"].str.len().gt(0).any()
     report = run_analysis(sweep_dir)
     assert report.returncode == 0, report.stderr
     rows = list(csv.DictReader((sweep_dir / "_report" / "concurrency.csv").open()))

@@ -14,6 +14,8 @@ import pytest
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, run_sweep
 
+pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

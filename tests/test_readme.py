@@ -79,7 +79,7 @@ def test_documented_config_keys_exist(key: str) -> None:
     """Every key in the configuration table resolves in the composed default config."""
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config")
+        cfg = compose(config_name="config", return_hydra_config=True)   # hydra.* keys are documented too
     node = cfg
     for part in key.split("."):
         assert part in node, f"README documents '{key}' but the config has no such key"

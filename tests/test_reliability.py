@@ -153,6 +153,7 @@ def test_sigkill_mid_cell_then_resume_gives_every_trial_exactly_once(standin: St
     assert len(kept) == len(killed)                           # rows measured before the kill are intact
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_completed_trials_and_exits_130(standin: StandIn, tmp_path: Path) -> None:
     standin.default = Script(token_interval_s=0.05)
     proc = _start_sweep(*common(standin, tmp_path, "trials=20", "warmup=0"))

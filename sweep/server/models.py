@@ -395,12 +395,6 @@ def default_registry(model_dir: str | None = None, models: Iterable[str] = ()) -
     reg.add_lazy(DEFAULT_MODEL, gemma3_path)
     if smollm2_path() is not None:
         reg.add_lazy("smollm2:135m", smollm2_path)
-    try:
-        from . import random_model
-    except ImportError:  # optional module
-        random_model = None  # type: ignore[assignment]
-    if random_model is not None:
-        reg.add_lazy(random_model.MODEL_NAME, random_model.ensure_model, "random", random_model.NOTE)
     if model_dir:
         reg.add_dir(model_dir)
     for spec in models:
