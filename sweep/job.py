@@ -28,7 +28,7 @@ from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, re
 from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
-from sweep.running import Running, lease_host
+from sweep.running import Running, lease_host, own_cells
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -144,6 +144,10 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
         provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
                                                               "config": config, "command": env["command"]}
                                                for c in cells})
+        try:   # before reading what the cells hold: another writer may still be finishing one
+            held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))
+        except TimeoutError as exc:
+            raise ConfigError(str(exc)) from None
         stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
         return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))

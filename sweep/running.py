@@ -67,6 +67,40 @@ LEASES_DIR = "_leases"
 
 
 @contextlib.contextmanager
+def own_cells(sweep_dir: Path, cell_hashes: list[str], *, wait_s: float = 60.0,
+              poll_s: float = 0.2) -> Iterator[None]:
+    """Hold the cells of this job so no other process writes them at the same time.
+
+    Why: a worker orphaned by a crashed driver (Ray) may still be finishing a cell
+    when ``resume=true`` starts it again; two writers of one cell would measure a
+    trial twice and could clash on part names.  A resume waits (bounded) for the
+    other writer, then reads what it stored.  Lock files are never deleted: deleting
+    one while another process waits on it would let two processes hold "the" lock.
+    """
+    directory = sweep_dir / LEASES_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    fds: list[int] = []
+    try:
+        for cell_hash in cell_hashes:
+            fd = os.open(directory / f"cell-{cell_hash}", os.O_CREAT | os.O_RDWR, 0o644)
+            fds.append(fd)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"cell {cell_hash} is still being measured by another process of this "
+                                           f"sweep after {wait_s:.0f} s: let it finish (or stop it), then resume")
+                    time.sleep(poll_s)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextlib.contextmanager
 def lease_host(sweep_dir: Path, hosts: list[str], *, wait_s: float = 900.0, poll_s: float = 0.2) -> Iterator[str]:
     """A server of ``hosts`` that no other cell of this sweep on this machine is using; held for the block.
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from sweep.contract import COLUMN_NAMES, read_cell
-from sweep.running import RUNNING_DIR
+from sweep.running import RUNNING_DIR, Running, lease_host, own_cells
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv
 
@@ -196,3 +196,25 @@ def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
                     return cell_file.stem
         time.sleep(0.05)
     raise AssertionError(f"no cell stored {trials} trials within {deadline_s:.0f} s")
+
+
+def test_running_cells_are_counted_and_a_cell_has_one_writer(tmp_path: Path) -> None:
+    """The flock registry behind concurrent_cells, host leases and cell ownership (real locks, one process)."""
+    running = Running(tmp_path)
+    with running.cell("a"):
+        with running.cell("b"):
+            assert running.count() == 2
+        assert running.count() == 1
+    assert running.count() == 0
+    with lease_host(tmp_path, ["http://h1", "http://h2"]) as first, \
+            lease_host(tmp_path, ["http://h1", "http://h2"]) as second:
+        assert {first, second} == {"http://h1", "http://h2"}
+        with pytest.raises(TimeoutError):
+            with lease_host(tmp_path, ["http://h1", "http://h2"], wait_s=0.3):
+                pass
+    with own_cells(tmp_path, ["c1"]):
+        with pytest.raises(TimeoutError, match="cell c1 is still being measured"):
+            with own_cells(tmp_path, ["c1"], wait_s=0.3):
+                pass
+    with own_cells(tmp_path, ["c1"]):          # released when the first owner is done
+        pass
