@@ -11,7 +11,10 @@ prints an interval asks :func:`method_for` which one to use and
 Methods:
 
 ``t``
-    Student t on the raw values (mean ± t·s/√n).
+    Student t on the raw values (mean ± t·s/√n).  Throughput is positive too:
+    a cell whose t-interval would reach below zero (a very noisy cell at small
+    n) takes the ``log-t`` interval instead, so no printed bound of a positive
+    metric is negative.
 ``log-t``
     t-interval on the log scale for the *arithmetic mean* of a log-normal
     variable (the modified Cox method, Olsson 2005, J. Stat. Educ. 13(1)):
@@ -38,7 +41,7 @@ from analysis import stats
 Method = Literal["t", "log-t", "bootstrap-bca", "bootstrap-percentile"]
 
 NAMES: dict[str, str] = {
-    "t": "Student t",
+    "t": "Student t (t on the log scale for a cell whose t-interval would cross 0)",
     "log-t": "t on the log scale (Cox, log-normal mean)",
     "bootstrap-bca": "bootstrap BCa",
     "bootstrap-percentile": "bootstrap percentile",

@@ -108,6 +108,24 @@ def test_no_printed_latency_interval_is_negative_on_heavy_tailed_data(tmp_path: 
 
 
 @pytest.mark.slow
+def test_a_throughput_interval_that_would_cross_zero_takes_the_log_scale(tmp_path: Path) -> None:
+    """tok/s 2, 3, 12: Student t gives a negative lower bound; the printed one is log-t (positive)."""
+    noisy = [2.0, 3.0, 12.0]
+    t_lo = stats.describe(np.array(noisy))["ci_lo"]
+    assert t_lo < 0                                         # so this test can fail
+    rows = [r for r in _rows() if r["preset"] == "baseline"]
+    for r, tps in zip(rows, noisy):
+        r["throughput_tok_s"] = tps
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    assert _analyse(tmp_path / "t.csv", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
+    (row,) = _csv(tmp_path / "out" / "comprehensive.csv")
+    lo, hi = intervals.mean_interval(np.array(noisy), "log-t")
+    assert float(row["tok/s CI95 lo"]) == pytest.approx(lo, rel=1e-2) and lo > 0
+    assert float(row["tok/s CI95 hi"]) == pytest.approx(hi, rel=1e-2)
+    assert "t on the log scale for a cell whose t-interval would cross 0" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_minimum_detectable_effect_by_hand_and_in_the_table(tmp_path: Path) -> None:
     se = math.sqrt(4 / 3 + 4 / 3)
     expected = (2.7764451051977987 + 0.9409645131067241) * se
