@@ -148,7 +148,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
             held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))
         except TimeoutError as exc:
             raise ConfigError(str(exc)) from None
-        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
+        later_round = bool(cfg.get("round"))   # a multirun's round job after round 0 continues its cells
+        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit or later_round, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
         return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
 
@@ -159,7 +160,7 @@ def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
     a = cfg.auto
     return Design(order=order, seed=seed, state=cfg.state, trials=trials_count(cfg),
                   auto=Auto(a.metric, float(a.ci_pct), int(a.min_trials), int(a.max_trials)),
-                  warmup=0 if cfg.state != "warm" else int(cfg.warmup))
+                  warmup=0 if cfg.state != "warm" else int(cfg.warmup), only_round=cfg.get("round"))
 
 
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
@@ -208,19 +209,21 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                 _close(run, traces)
             outcomes.append(outcome)
             _done(shown, outcome)
-        rounds = design.trials or design.auto.max_trials
+        rounds = len(design.rounds)
         if design.order == "blocked" or len(prompt_runs) < 2:
             for run, traces in prompt_runs:
-                shown.cell_started(run.cell.cell_id, run.store.path.name, rounds * len(run.cell.prompts))
+                shown.cell_started(run.cell.cell_id + _of_round(design), run.store.path.name,
+                                   rounds * len(run.cell.prompts))
                 try:
                     (outcome,) = await run_cells([run], design, cost)
                 finally:
                     _close(run, traces)
                 outcomes.append(outcome)
-                _done(shown, outcome)
+                _done(shown, outcome, design)
         elif prompt_runs:
             seed = f", order_seed={design.seed}" if design.order == "random" else ""
-            shown.cell_started(f"{len(prompt_runs)} cells, order={design.order}{seed}, one trial each per round",
+            shown.cell_started(f"{len(prompt_runs)} cells, order={design.order}{seed}, one trial each per round"
+                               + _of_round(design),
                                "", sum(rounds * len(r.cell.prompts) for r, _ in prompt_runs))
             try:
                 together = await run_cells([r for r, _ in prompt_runs], design, cost)
@@ -231,7 +234,7 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
             shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
                             sum(o.failed_attempts for o in together),
                             "complete" if all(o.complete for o in together) else "incomplete")
-        if cost.extra_warmups:
+        if cost.extra_warmups and design.only_round is None:   # a multirun's sweeper sums its round jobs
             console.print(f"order={design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between cells, "
                           f"{cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
                           f"{cost.measuring_s:.1f} s measuring")
@@ -245,6 +248,17 @@ def _close(run: CellRun, traces: TraceStore | None) -> None:
         traces.close()
 
 
-def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+def _of_round(design: Design) -> str:
+    """' (round 2 of 3)' for a multirun's round job, else nothing."""
+    if design.only_round is None:
+        return ""
+    total = f"of {design.trials}" if design.trials is not None else f"of ≤ {design.auto.max_trials}"
+    return f" (round {design.only_round + 1} {total}, order={design.order})"
+
+
+def _done(shown: progress.Progress, outcome: CellOutcome, design: Design | None = None) -> None:
     state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
+    if (state == "incomplete" and design is not None and design.only_round is not None
+            and design.only_round + 1 < (design.trials or design.auto.max_trials)):
+        state = "more rounds to come"
     shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
