@@ -6,7 +6,9 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -93,8 +95,15 @@ def test_trial_files_skip_underscore_and_dot_files(tmp_path: Path) -> None:
     assert [p.name for p in trial_files(tmp_path)] == ["a.parquet", "b.parquet"]
 
 
-def _while_rewritten(path: Path, read, seconds: float = 1.0) -> tuple[int, list[str]]:
-    """Call ``read`` in a loop while another thread keeps replacing ``path`` atomically."""
+def _while_rewritten(path: Path, read: Callable[[], Any], versions: int = 60,
+                     deadline_s: float = 60.0) -> tuple[set[int], list[str]]:
+    """Call ``read`` in a loop while another thread keeps replacing ``path`` atomically.
+
+    Returns the versions the reads saw (version ``n`` has ``n`` rows, each ``"x" * n``) and the
+    errors.  It stops once the reads have seen ``versions`` different versions, i.e. ``versions``
+    reads each separated from the last by at least one rename: a count of interleavings, not a
+    read rate, so a loaded machine makes it slower, never wrong; the deadline only bounds a hang.
+    """
     stop = threading.Event()
 
     def writer() -> None:
@@ -106,34 +115,39 @@ def _while_rewritten(path: Path, read, seconds: float = 1.0) -> tuple[int, list[
     write_atomic(pa.table({"trial": [0], "text": ["x"]}), path)
     thread = threading.Thread(target=writer)
     thread.start()
-    reads, errors = 0, []
+    seen: set[int] = set()
+    errors: list[str] = []
     try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + deadline_s
+        while len(seen) < versions and time.monotonic() < deadline:
             try:
-                read()
-                reads += 1
+                table = read()
             except Exception as exc:   # what a reader of a live sweep would hit
                 errors.append(str(exc))
+                continue
+            n = len(table)
+            if list(table["trial"]) != list(range(n)) or set(table["text"]) != {"x" * n}:
+                errors.append(f"version {n} read mixed with another version")
+            seen.add(n)
     finally:
         stop.set()
         thread.join()
-    return reads, errors
+    return seen, errors
 
 
 def test_reading_a_cell_that_is_being_rewritten_sees_a_whole_file(tmp_path: Path) -> None:
     """By path, pyarrow opens a file twice; a rename in between used to fail "page was smaller"."""
     path = tmp_path / "live.parquet"
-    reads, errors = _while_rewritten(path, lambda: read_whole(path))
-    assert reads > 50 and errors == []
+    seen, errors = _while_rewritten(path, lambda: read_whole(path).to_pandas())
+    assert errors == [] and len(seen) >= 60
 
 
 def test_analysis_reads_a_live_sweep_consistently(tmp_path: Path) -> None:
     from analysis.load import _read_parquet_files
 
     path = tmp_path / "live.parquet"
-    reads, errors = _while_rewritten(path, lambda: _read_parquet_files(path))
-    assert reads > 20 and errors == []
+    seen, errors = _while_rewritten(path, lambda: _read_parquet_files(path)[0])
+    assert errors == [] and len(seen) >= 60
 
 
 # ---------------------------------------------------------------- append-only parts
