@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -209,11 +210,46 @@ def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
 def test_running_cells_are_counted_and_a_cell_has_one_writer(tmp_path: Path) -> None:
     """The flock registry behind concurrent_cells, host leases and cell ownership (real locks, one process)."""
     running = Running(tmp_path)
-    with running.cell("a"):
-        with running.cell("b"):
+    with running.cell("a") as a:
+        with running.cell("b") as b:
             assert running.count() == 2
         assert running.count() == 1
-    assert running.count() == 0
+    assert running.count() == 0 and (a.peak, b.peak) == (2, 2)
+    with running.cell("a") as a:                      # b's call starts and ends inside a's: both count 2
+        with running.cell("b") as b:
+            pass
+        with running.cell("c") as c:                  # one at a time inside a's call: a's peak stays 2
+            with running.cell("c") as c2:             # a cell's parallel calls (agents) count once
+                pass
+    assert (a.peak, b.peak, c.peak, c2.peak) == (2, 2, 2, 2)
+    first = running.enter("a")                        # overlapping, not nested: each counts the other
+    second = running.enter("b")
+    running.leave(first)
+    third = running.enter("c")
+    assert (running.leave(second), running.leave(third)) == (2, 2) and first.peak == 2
+    with running.cell("alone") as alone:
+        pass
+    assert alone.peak == 1
+
+
+def test_a_killed_process_is_not_counted_as_running(tmp_path: Path) -> None:
+    code = ("import sys, time; from pathlib import Path; from sweep.running import Running; "
+            "Running(Path(sys.argv[1])).enter('dead'); print('in', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in"
+        running = Running(tmp_path)
+        assert running.count() == 1
+        with running.cell("alive") as alive:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert running.count() == 1                      # its marker's lock went with it
+        with running.cell("later") as later:
+            pass
+    finally:
+        proc.kill()
+    assert alive.peak == 2 and later.peak == 1
+    assert not list((tmp_path / RUNNING_DIR).glob("*-dead"))   # the stale marker was cleared
     with lease_host(tmp_path, ["http://h1", "http://h2"]) as first, \
             lease_host(tmp_path, ["http://h1", "http://h2"]) as second:
         assert {first, second} == {"http://h1", "http://h2"}
