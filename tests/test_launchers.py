@@ -81,6 +81,12 @@ def test_ray_runs_two_cells_at_once_each_on_its_own_embedded_server_and_resumes_
     assert by_ray.groupby("num_ctx")["concurrent_cells"].max().to_dict() == {256: 2, 512: 2}
     (a0, a1), (b0, b1) = _windows(by_ray[by_ray["num_ctx"] == 256]), _windows(by_ray[by_ray["num_ctx"] == 512])
     assert a0 < b1 and b0 < a1                                                        # measured at the same time
+    for _, row in by_ray.iterrows():          # a call that overlapped the other cell's call counted it, every time
+        other = by_ray[by_ray["num_ctx"] != row["num_ctx"]]
+        end = row["started_at"] + pd.to_timedelta(row["e2e_ms"], unit="ms")
+        if ((other["started_at"] < end) & (row["started_at"] < other["started_at"]
+                                           + pd.to_timedelta(other["e2e_ms"], unit="ms"))).any():
+            assert row["concurrent_cells"] == 2, by_ray[["num_ctx", "trial", "started_at", "e2e_ms", "concurrent_cells"]]
     assert "2/2" in ray.stderr and "INCOMPLETE" not in ray.stderr                     # summary covers all cells
 
 
