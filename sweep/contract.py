@@ -201,6 +201,12 @@ class TrialRecord:
                                              "layers of it")
     stop_reason: str | None = col("", "trials=auto: why the cell stopped (`ci: …`, `max_trials: …`), on its last "
                                       "row; `abandoned`")
+    # --- the client-side share of the trial (issue 16): what our client, the HTTP stack and the network add
+    client_overhead_ms: float | None = col("ms", "e2e_ms − total_duration_ms: the trial's time outside the server "
+                                                 "(our client, HTTP, network); null without the server's timings")
+    client_ttft_overhead_ms: float | None = col("ms", "ttft_ms − (load_duration_ms + prompt_eval_duration_ms): the "
+                                                      "same for TTFT (also holds the first token's eval step); null "
+                                                      "without the server's timings")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
