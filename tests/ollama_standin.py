@@ -48,6 +48,7 @@ class Script:
     prompt_eval_duration: int = 40_000_000
     eval_duration: int = 400_000_000
     eval_count: int | None = None       # default: len(tokens)
+    total_duration: int | None = None   # default: the stand-in's own time from request to final chunk
     done_reason: str = "stop"
     # OpenAI SSE only: send the usage chunk (with llama.cpp timings), or put finish_reason on the last token
     usage_chunk: bool = True
@@ -407,7 +408,8 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._chunk(b"")
                 return
             final = {"model": model, "created_at": _now(), "done": True, "done_reason": script.done_reason,
-                     "total_duration": int((time.perf_counter() - started) * 1e9),
+                     "total_duration": (int((time.perf_counter() - started) * 1e9) if script.total_duration is None
+                                        else script.total_duration),
                      "load_duration": script.load_duration,
                      "prompt_eval_count": script.prompt_eval_count,
                      "prompt_eval_duration": script.prompt_eval_duration,

@@ -201,6 +201,47 @@ def test_a_merge_caught_halfway_reads_once(tmp_path: Path) -> None:
     assert [p.name for p in trial_files(tmp_path)] == [part_name(0, 1), part_name(2, 2)]
 
 
+# A writer that dies (SIGKILL) right after the first unlink of a merge: the merged part is on disk, and some of
+# the parts it covers are too.  The kill is real; only the moment is chosen, by wrapping Path.unlink.
+_DIE_MID_MERGE = """
+import os, signal, sys
+from pathlib import Path
+from sweep.store import CellStore
+from tests.test_store import _record
+unlink = Path.unlink
+def unlink_then_die(self, missing_ok=False):
+    unlink(self, missing_ok=missing_ok)
+    if self.name.startswith("part-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+Path.unlink = unlink_then_die
+store = CellStore(Path(sys.argv[1]))
+for trial in range(3):
+    store.append(_record(trial))
+store.close()
+"""
+
+
+def test_a_writer_killed_mid_merge_leaves_each_trial_once_for_every_reader_after_the_next_open(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cell = tmp_path / "cell.parquet"
+    died = subprocess.run([sys.executable, "-c", _DIE_MID_MERGE, str(cell)], cwd=Path(__file__).parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == -9, died.stderr
+    assert _files(cell) == [part_name(0, 2), part_name(1, 1), part_name(2, 2)]   # the crash point, for real
+    assert sorted(pd.read_parquet(tmp_path)["trial"]) == [0, 1, 1, 2, 2]         # what a plain reader sees now
+    assert read_cell(cell)["trial"].to_pylist() == [0, 1, 2]                      # the contract's reader: once each
+    resumed = CellStore(cell)                                                     # the next open (resume, plan)
+    assert [r["trial"] for r in resumed.previous_rows()] == [0, 1, 2]
+    assert _files(cell) == [part_name(0, 2)]
+    assert pd.read_parquet(tmp_path)["trial"].tolist() == [0, 1, 2]
+    resumed.append(_record(3))
+    resumed.close()
+    assert _files(cell) == [part_name(0, 2), part_name(3, 3)]
+    assert pd.read_parquet(tmp_path)["trial"].tolist() == read_cell(cell)["trial"].to_pylist() == [0, 1, 2, 3]
+
+
 def test_resume_appends_after_the_earlier_runs_parts(tmp_path: Path) -> None:
     cell = tmp_path / "cell.parquet"
     first = CellStore(cell)
