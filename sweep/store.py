@@ -11,7 +11,9 @@ finished run of a cell is one file and a cell of 10,000 trials never holds
 more than a few dozen.  A merged part is named by the range of parts it
 covers, and the reader skips parts that a larger one covers
 (:func:`sweep.contract.trial_files`), so even the instant between writing a
-merged part and deleting what it covers reads as one consistent dataset.
+merged part and deleting what it covers reads as one consistent dataset; a
+merge cut short there by a crash is finished when the cell is next opened
+(:func:`drop_covered`), after which plain Parquet readers see each row once too.
 
 Everything that is not trial data in a sweep directory starts with ``_`` (temp
 files with ``.``), so ``pandas.read_parquet(sweep_dir)``, DuckDB and Polars
@@ -108,6 +110,31 @@ class _Part:
     level: int
 
 
+def drop_covered(directory: Path) -> list[tuple[int, int]]:
+    """Finish a merge cut short: delete the parts that a merged part covers; the ranges of the parts left.
+
+    A merge writes the merged part, then deletes the parts it covers; a SIGKILL in
+    between leaves both.  The contract's reader skips the covered ones, but a plain
+    ``pandas.read_parquet(<sweep>)`` would read their rows twice, so opening the cell
+    (to write, resume or plan) deletes them.  Safe whoever else has the cell open:
+    a covered part's rows are all in the part that covers it, and a writer deletes
+    its covered parts with ``missing_ok``.  Best effort: a read-only directory stays
+    as it is (and still reads right through the contract).
+    """
+    ranges = sorted(r for p in directory.glob(f"{PART_PREFIX}*.parquet") if (r := part_range(p.name))) \
+        if directory.is_dir() else []
+    kept = []
+    for r in ranges:
+        if any(a <= r[0] and r[1] <= b and (a, b) != r for a, b in ranges):
+            try:
+                (directory / part_name(*r)).unlink(missing_ok=True)
+                continue
+            except OSError:
+                pass
+        kept.append(r)
+    return kept
+
+
 class PartLog:
     """One directory of Parquet parts that only grows; this run's parts are merged as they accumulate.
 
@@ -118,8 +145,8 @@ class PartLog:
     def __init__(self, directory: Path, metadata: dict[bytes, bytes]) -> None:
         self.directory = directory
         self.metadata = metadata
-        existing = [part_range(p.name) for p in directory.glob(f"{PART_PREFIX}*.parquet")] if directory.is_dir() else []
-        self.next = max((r[1] for r in existing if r), default=-1) + 1
+        existing = drop_covered(directory)
+        self.next = max((r[1] for r in existing), default=-1) + 1
         self.parts: list[_Part] = []
 
     def _write(self, table: pa.Table, first: int, last: int) -> None:
