@@ -6,32 +6,50 @@ time spent in our client, the HTTP stack and the network (and, for TTFT, the
 first token's own eval step, which the server counts in ``eval_duration``).
 A reader comparing our TTFT with another tool's needs to know that share.
 
-Per row (added to the tidy frame when the inputs are present):
+Per row, the sweep stores both figures (columns of :mod:`sweep.contract`, computed
+where the trial record is built):
 
-* ``client_e2e_ms``  = e2e_ms − total_duration_ms
-* ``client_ttft_ms`` = ttft_ms − (load_duration_ms + prompt_eval_duration_ms)
+* ``client_overhead_ms``      = e2e_ms − total_duration_ms
+* ``client_ttft_overhead_ms`` = ttft_ms − (load_duration_ms + prompt_eval_duration_ms)
 
-Per cell: the means of both and their share of the cell's mean e2e / TTFT.
+Rows of older sweeps (before those columns) get them computed here from the
+same inputs, so every sweep reads alike.  Per cell: the means of both and their
+share of the cell's mean e2e / TTFT.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
-CLIENT_E2E = "client_e2e_ms"
-CLIENT_TTFT = "client_ttft_ms"
+CLIENT_E2E = "client_overhead_ms"          # the stored columns' names (sweep/contract.py)
+CLIENT_TTFT = "client_ttft_overhead_ms"
 _E2E_PARTS = ("e2e_ms", "total_duration_ms")
 _TTFT_PARTS = ("ttft_ms", "load_duration_ms", "prompt_eval_duration_ms")
 
 
 def add_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``client_e2e_ms`` / ``client_ttft_ms`` where their inputs exist (in place; returns ``df``)."""
+    """Both per-row figures: the stored values, computed from their inputs where a row has none (in place).
+
+    A row without a stored value is one from a sweep older than the columns (the
+    loader gives it nulls); a row whose server sent no timings stays null either way.
+    """
     if all(c in df.columns for c in _E2E_PARTS):
-        df[CLIENT_E2E] = df["e2e_ms"] - df["total_duration_ms"]
+        _fill(df, CLIENT_E2E, lambda: df["e2e_ms"] - df["total_duration_ms"])
     if all(c in df.columns for c in _TTFT_PARTS):
-        df[CLIENT_TTFT] = df["ttft_ms"] - (df["load_duration_ms"] + df["prompt_eval_duration_ms"])
+        _fill(df, CLIENT_TTFT, lambda: df["ttft_ms"] - (df["load_duration_ms"] + df["prompt_eval_duration_ms"]))
     return df
+
+
+def _fill(df: pd.DataFrame, column: str, compute: Callable[[], pd.Series]) -> None:
+    stored = pd.to_numeric(df[column], errors="coerce") if column in df.columns else None
+    if stored is not None and stored.notna().all():
+        df[column] = stored                  # a sweep that stored them: nothing to derive
+        return
+    computed = pd.to_numeric(compute(), errors="coerce")
+    df[column] = computed if stored is None else stored.where(stored.notna(), computed)
 
 
 def per_cell(df: pd.DataFrame, index: pd.Index) -> pd.DataFrame | None:

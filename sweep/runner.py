@@ -136,6 +136,20 @@ def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFo
         record.e2e_ms = (got.final_ns - sent_ns) / NS_PER_MS
     for name, value in fmt.server_fields(got.final, got.metas).items():
         setattr(record, name, value)
+    _client_share(record)
+
+
+def _client_share(record: TrialRecord) -> None:
+    """What of e2e and TTFT the server did not account for: our client, the HTTP stack, the network.
+
+    Computed once here, from the stamps and the server's durations of this very
+    call, so the analysis reads it instead of re-deriving it; null when the
+    server sent no timings (an OpenAI-compatible server, a failed call).
+    """
+    if record.e2e_ms is not None and record.total_duration_ms is not None:
+        record.client_overhead_ms = record.e2e_ms - record.total_duration_ms
+    if None not in (record.ttft_ms, record.load_duration_ms, record.prompt_eval_duration_ms):
+        record.client_ttft_overhead_ms = record.ttft_ms - (record.load_duration_ms + record.prompt_eval_duration_ms)
 
 
 async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord) -> TrialRecord:

@@ -114,7 +114,8 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     assert [(f.name, f.type) for f in SCHEMA][:len(head)] == head
     i = COLUMN_NAMES.index("run_kind")                       # later columns (issue 16's) follow these
     assert COLUMN_NAMES[i:i + 2] == ("run_kind", "http_status")
-    assert COLUMN_NAMES[-1] == "stop_reason"
+    i = COLUMN_NAMES.index("stop_reason")                    # then the client-side share (issue 16)
+    assert COLUMN_NAMES[i:] == ("stop_reason", "client_overhead_ms", "client_ttft_overhead_ms")
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 
