@@ -48,7 +48,8 @@ INTERNAL: dict[str, str] = {
     "sweep.server.launch": "the session fixture starts the embedded engine",
     "sweep.server.models": "the model registry (which GGUF files are installed), " + _UNIT,
     "sweep.server.options": "option parsing and the contract's ranges, " + _UNIT,
-    "sweep.server.engine": "stop-sequence matching, " + _UNIT,
+    "sweep.server.engine": "stop-sequence matching, and the engine in-process against Llama.generate "
+                           "(token identity), " + _UNIT,
     "sweep.server.templates": "chat templates, " + _UNIT,
     "sweep.server.vram": "GPU detection for the gpu-marked tests",
     "analysis.load": "the loader's derived columns and its live-read path, " + _UNIT,
