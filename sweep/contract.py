@@ -172,8 +172,8 @@ class TrialRecord:
                                           "or a local ollama)", label="server RSS MB max", decimals=0,
                                           better=LOWER, show=EXTRA)
     telemetry_samples: int | None = col("", "samples taken during the trial")
-    concurrent_cells: int | None = col("cells", "cells of this sweep measured on this machine while this trial ran "
-                                       "(its own included: 1 = alone; the larger of the counts at its start and end)")
+    concurrent_cells: int | None = col("cells", "the most cells of this sweep with a call in flight on this machine at "
+                                       "one moment while this trial's call ran (its own included: 1 = alone)")
     # --- agent workloads (null for single-prompt trials): one row per LLM call of a workflow
     stage: str | None = col("", "agent workflow step of this call: `analysis`, `report` (or `prompt`)")
     workflow_id: str | None = col("", "one workflow execution (ingest → calls); shared by its calls' rows")
@@ -416,13 +416,16 @@ def read_tables(directory: Path, columns: list[str] | None = None) -> list[tuple
     """Every trial file under ``directory``, read through :func:`read_whole`, as of one listing.
 
     A merge may delete a part between the listing and its reading; the merged part then
-    holds those rows, so the directory is listed again (a few times at most).  A file that
-    cannot be read raises :class:`OSError` naming it.
+    holds those rows, so the directory is listed again (a few times at most).  An empty
+    file is a part that a power cut caught before its fsync (``sweep/syncs.py``): no rows.
+    Any other file that cannot be read raises :class:`OSError` naming it.
     """
     for attempt in range(4):
         tables = []
         for f in trial_files(directory):
             try:
+                if f.stat().st_size == 0:
+                    continue
                 tables.append((f, read_whole(f, columns)))
             except FileNotFoundError:
                 if attempt < 3:

@@ -121,13 +121,14 @@ class CellRun:
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
         """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
-        at_start = self.running.count() if self.running else None
-        try:
-            measured = await measure_call(self.target, self.cell, prompt, record)
-        finally:
-            columns = sampler.stop() if sampler else {}
-        if self.running:
-            measured.concurrent_cells = max(at_start or 0, self.running.count())
+        # registered as running for exactly this call: its row counts every cell with a call in flight meanwhile
+        with self.running.cell(self.cell.cell_hash) if self.running else contextlib.nullcontext() as presence:
+            try:
+                measured = await measure_call(self.target, self.cell, prompt, record)
+            finally:
+                columns = sampler.stop() if sampler else {}
+        if presence is not None:
+            measured.concurrent_cells = presence.peak
         measured.attempt = attempt
         for name, value in columns.items():
             setattr(measured, name, value)
@@ -325,14 +326,7 @@ def _cursor(run: CellRun, design: Design, server: ServerState) -> _Cursor:
 
 
 async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
-    """One round of one cell, registered as running on this machine while it measures."""
-    running = cur.run.running
-    with running.cell(cur.run.cell.cell_hash) if running else contextlib.nullcontext():
-        await _visit_cell(cur, rnd, design, server, cost)
-
-
-async def _visit_cell(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
-    """[warm-ups,] then one trial per prompt not yet measured in this round."""
+    """[warm-ups,] then one trial per prompt not yet measured in this round (each call registers as running)."""
     run, cell = cur.run, cur.run.cell
     specs = [s for s in schedule(cell, rnd + 1, 0) if s.trial == rnd and (rnd, s.prompt.id) not in cur.done]
     if not specs or cur.stopped:

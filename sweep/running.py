@@ -1,12 +1,24 @@
 """Which cells of a sweep are being measured right now, across processes and launchers.
 
-Each cell being measured holds an exclusive ``flock`` on its own file in
-``<sweep>/_running/``; the number of held locks is the number of cells running
-at once.  The kernel drops the lock of a process that dies, so a crashed
-worker never counts, and no clock or PID is compared.  ``flock`` is local to
-one machine (and unreliable on some network filesystems): cells on other nodes
-of a Ray or SLURM cluster are not seen, which is right for what the count is
-for, telling whether a trial shared its machine.
+A cell is registered while one of its calls is in flight: it holds an exclusive
+``flock`` on its own marker ``<sweep>/_running/<host>-<pid>-<cell hash>``, so
+the kernel drops the registration of a process that dies and a crashed worker
+never blocks or counts later.  Every registration and deregistration also
+appends one line to an event log (``_running/.events``), all under one registry
+lock (``_running/.lock``).  A call notes which markers are held and where the
+log ends when it starts, and replays the log when it ends (atomically with its
+own deregistration): ``concurrent_cells`` is the largest number of cells that
+had a call in flight at any one moment during this call.
+
+Why not "count the held markers at the call's start and at its end": a cell
+whose call started and ended inside ours was never seen, and the two counts of
+two overlapping calls could disagree (one row saying "alone" while another
+cell was measured at the same time).  With the log, two cells whose calls
+overlap both count each other, whatever the timing.
+
+``flock`` is local to one machine (and unreliable on some network
+filesystems): only this machine's markers and events count, which is right for
+what the count is for, telling whether a trial shared its machine.
 """
 
 from __future__ import annotations
@@ -18,49 +30,142 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 RUNNING_DIR = "_running"
 
 
+@dataclass
+class Presence:
+    """One call's registration: the markers held and the end of the log when it started; ``peak`` once it ended."""
+
+    name: str
+    held: frozenset[str]
+    offset: int
+    peak: int | None = None
+
+
 class Running:
-    """The running-cells registry of one sweep directory."""
+    """The running-cells registry of one sweep directory, as seen from this machine.
+
+    Calls of one cell that overlap inside one process (an agent workflow's parallel
+    calls) share one marker, counted: the cell counts once.
+    """
 
     def __init__(self, sweep_dir: Path) -> None:
         self.dir = sweep_dir / RUNNING_DIR
+        self.host = socket.gethostname()
+        self._mine: dict[str, list[int]] = {}   # marker name -> [its fd, calls in flight]
+
+    @property
+    def _events(self) -> Path:   # per host: a network filesystem shared by nodes never mixes their offsets
+        return self.dir / f".events-{self.host}"
 
     @contextlib.contextmanager
-    def cell(self, cell_hash: str) -> Iterator[None]:
-        """Mark a cell as running for the duration of the block."""
+    def _locked(self) -> Iterator[None]:
+        """The registry lock: markers, the log and the counts change and are read as one."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{socket.gethostname()}-{os.getpid()}-{cell_hash}"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(self.dir / f".lock-{self.host}", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            path.unlink(missing_ok=True)
             os.close(fd)   # closing drops the lock
 
-    def count(self) -> int:
-        """Cells running now (this one included): files whose lock someone holds."""
-        try:
-            names = os.listdir(self.dir)
-        except OSError:
-            return 0
-        held = 0
-        for name in names:
+    def _held(self) -> frozenset[str]:
+        """This machine's markers whose lock someone holds; a dead process's marker is deleted (lock held)."""
+        held = set()
+        for name in os.listdir(self.dir):
+            if not name.startswith(f"{self.host}-"):
+                continue
+            if name in self._mine:
+                held.add(name)
+                continue
             try:
                 fd = os.open(self.dir / name, os.O_RDONLY)
             except OSError:
-                continue   # finished between listdir and open
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                (self.dir / name).unlink(missing_ok=True)   # nobody holds it: its process died mid-call
             except BlockingIOError:
-                held += 1
+                held.add(name)
             finally:
                 os.close(fd)
-        return held
+        return frozenset(held)
+
+    def _log(self, line: str) -> None:
+        fd = os.open(self._events, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
+
+    def _since(self, offset: int) -> list[str]:
+        try:
+            with open(self._events, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def enter(self, cell_hash: str) -> Presence:
+        """Register one call of a cell; what was running and where the log ends are noted with it."""
+        name = f"{self.host}-{os.getpid()}-{cell_hash}"
+        with self._locked():
+            mine = self._mine.get(name)
+            if mine:
+                mine[1] += 1
+            else:
+                fd = os.open(self.dir / name, os.O_CREAT | os.O_RDWR, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # ours alone: the name carries our pid
+                except OSError:
+                    os.close(fd)
+                    raise
+                self._mine[name] = [fd, 1]
+                self._log(f"+{name}")
+            held = self._held()
+            offset = self._events.stat().st_size
+        return Presence(name, held, offset)
+
+    def leave(self, presence: Presence) -> int:
+        """Deregister a call and set its ``peak``: the most cells in flight at once since it entered."""
+        with self._locked():
+            current = set(presence.held)
+            peak = len(current)
+            for line in self._since(presence.offset):
+                if line[:1] == "+":
+                    current.add(line[1:])
+                    peak = max(peak, len(current))
+                elif line[:1] == "-":
+                    current.discard(line[1:])
+            presence.peak = peak
+            mine = self._mine[presence.name]
+            mine[1] -= 1
+            if mine[1] == 0:
+                del self._mine[presence.name]
+                self._log(f"-{presence.name}")
+                (self.dir / presence.name).unlink(missing_ok=True)
+                os.close(mine[0])
+                if not self._held():   # nobody is in a call, so nobody holds an offset: start the log afresh
+                    os.truncate(self._events, 0)
+        return peak
+
+    @contextlib.contextmanager
+    def cell(self, cell_hash: str) -> Iterator[Presence]:
+        """Mark a cell as running for the duration of the block; the presence's ``peak`` is set at its end."""
+        presence = self.enter(cell_hash)
+        try:
+            yield presence
+        finally:
+            self.leave(presence)
+
+    def count(self) -> int:
+        """Cells with a call in flight on this machine now."""
+        with self._locked():
+            return len(self._held())
 
 
 LEASES_DIR = "_leases"

@@ -10,6 +10,7 @@ else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
@@ -19,11 +20,33 @@ SLOW_FIXTURES = frozenset({"embedded_server", "http"})
 SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(")
 
 
+_CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")
+
+
 def _source(func: object) -> str:
     try:
         return inspect.getsource(func)  # type: ignore[arg-type]
     except (OSError, TypeError):
         return ""
+
+
+def _with_helpers(func: object, seen: set[object]) -> str:
+    """The source of ``func`` and of the test-suite helpers it calls, transitively.
+
+    A helper such as ``_analyse`` that wraps ``subprocess.run`` makes its callers slow too:
+    reading only the test's own source missed them (15 tests that each start ``python -m
+    analysis`` ran with the fast set).
+    """
+    if func in seen:
+        return ""
+    seen.add(func)
+    source = _source(func)
+    names = getattr(func, "__globals__", {})
+    for name in set(_CALLED.findall(source)):
+        helper = names.get(name)
+        if inspect.isfunction(helper) and helper.__module__.startswith("tests"):
+            source += _with_helpers(helper, seen)
+    return source
 
 
 def _spawns(item: pytest.Item) -> bool:
@@ -33,7 +56,9 @@ def _spawns(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     for defs in (info.name2fixturedefs.values() if info else ()):
         funcs += [d.func for d in defs]
-    return any(call in _source(f) for f in funcs if f is not None for call in SLOW_CALLS)
+    seen: set[object] = set()
+    source = "".join(_with_helpers(f, seen) for f in funcs if f is not None)
+    return any(call in source for call in SLOW_CALLS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -80,6 +81,12 @@ def test_ray_runs_two_cells_at_once_each_on_its_own_embedded_server_and_resumes_
     assert by_ray.groupby("num_ctx")["concurrent_cells"].max().to_dict() == {256: 2, 512: 2}
     (a0, a1), (b0, b1) = _windows(by_ray[by_ray["num_ctx"] == 256]), _windows(by_ray[by_ray["num_ctx"] == 512])
     assert a0 < b1 and b0 < a1                                                        # measured at the same time
+    for _, row in by_ray.iterrows():          # a call that overlapped the other cell's call counted it, every time
+        other = by_ray[by_ray["num_ctx"] != row["num_ctx"]]
+        end = row["started_at"] + pd.to_timedelta(row["e2e_ms"], unit="ms")
+        if ((other["started_at"] < end) & (row["started_at"] < other["started_at"]
+                                           + pd.to_timedelta(other["e2e_ms"], unit="ms"))).any():
+            assert row["concurrent_cells"] == 2, by_ray[["num_ctx", "trial", "started_at", "e2e_ms", "concurrent_cells"]]
     assert "2/2" in ray.stderr and "INCOMPLETE" not in ray.stderr                     # summary covers all cells
 
 
@@ -209,11 +216,46 @@ def _kill_worker_after(out: Path, trials: int, deadline_s: float) -> str:
 def test_running_cells_are_counted_and_a_cell_has_one_writer(tmp_path: Path) -> None:
     """The flock registry behind concurrent_cells, host leases and cell ownership (real locks, one process)."""
     running = Running(tmp_path)
-    with running.cell("a"):
-        with running.cell("b"):
+    with running.cell("a") as a:
+        with running.cell("b") as b:
             assert running.count() == 2
         assert running.count() == 1
-    assert running.count() == 0
+    assert running.count() == 0 and (a.peak, b.peak) == (2, 2)
+    with running.cell("a") as a:                      # b's call starts and ends inside a's: both count 2
+        with running.cell("b") as b:
+            pass
+        with running.cell("c") as c:                  # one at a time inside a's call: a's peak stays 2
+            with running.cell("c") as c2:             # a cell's parallel calls (agents) count once
+                pass
+    assert (a.peak, b.peak, c.peak, c2.peak) == (2, 2, 2, 2)
+    first = running.enter("a")                        # overlapping, not nested: each counts the other
+    second = running.enter("b")
+    running.leave(first)
+    third = running.enter("c")
+    assert (running.leave(second), running.leave(third)) == (2, 2) and first.peak == 2
+    with running.cell("alone") as alone:
+        pass
+    assert alone.peak == 1
+
+
+def test_a_killed_process_is_not_counted_as_running(tmp_path: Path) -> None:
+    code = ("import sys, time; from pathlib import Path; from sweep.running import Running; "
+            "Running(Path(sys.argv[1])).enter('dead'); print('in', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "in"
+        running = Running(tmp_path)
+        assert running.count() == 1
+        with running.cell("alive") as alive:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert running.count() == 1                      # its marker's lock went with it
+        with running.cell("later") as later:
+            pass
+    finally:
+        proc.kill()
+    assert alive.peak == 2 and later.peak == 1
+    assert not list((tmp_path / RUNNING_DIR).glob("*-dead"))   # the stale marker was cleared
     with lease_host(tmp_path, ["http://h1", "http://h2"]) as first, \
             lease_host(tmp_path, ["http://h1", "http://h2"]) as second:
         assert {first, second} == {"http://h1", "http://h2"}

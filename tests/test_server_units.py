@@ -151,12 +151,15 @@ def test_helpers() -> None:
 
 
 def test_real_gemma_metadata_is_fast() -> None:
-    import time
+    """Metadata comes from the GGUF header, not the weights: checked by the bytes this process reads
+    (a timing bound here flaked on a loaded machine and could not tell a 270M model's load from a header)."""
+    import psutil
 
     entry = default_registry().get("gemma3:270m")
-    t0 = time.perf_counter()
+    io = psutil.Process().io_counters
+    before = io().read_chars
     details = entry.details()
-    assert time.perf_counter() - t0 < 2.0
+    assert io().read_chars - before < entry.path.stat().st_size / 10
     assert details["family"] == "gemma3" and details["quantization_level"] == "Q4_K_M"
     assert entry.chat_template is None and entry.context_length == 32768
 
