@@ -32,17 +32,19 @@ def _is_search(hc: Any) -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Returns the cell's objective (``objective.*``): what a search sweeper optimises."""
+    """Returns the cell's objective (``objective.*``) to a search sweeper: what it optimises."""
     hc = HydraConfig.get()
     directory = sweep_dir(hc)
     tidy_hydra_files(directory)
+    search = _is_search(hc)
     try:
-        if _is_search(hc) and not cfg.allow_shared_host:   # the grid sweeper checks this before any job
+        if search and not cfg.allow_shared_host:   # the grid sweeper checks this before any job
             problem = shared_host_problem(cfg.backend, parallel_slots(hc.launcher, int(hc.sweeper.n_jobs)))
             if problem:
                 raise ConfigError(problem)
-        outcomes = run_job(cfg, directory, revisit=_is_search(hc))
-        return objective_value(cfg, outcomes)
+        outcomes = run_job(cfg, directory, revisit=search)
+        # only a search sweeper reads the value (a grid's is dropped): it costs a read of the cell's file
+        return objective_value(cfg, outcomes) if search else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         backends.stop_embedded()

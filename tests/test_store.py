@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sweep import syncs
 from sweep.plan import ConfigError
 from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, part_name, read_cell, read_whole, to_table, trial_files
 from sweep import store as store_module
@@ -312,3 +313,33 @@ def test_store_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
                 "read_ms_at_end"):
         assert figures[key] > 0, key
     assert figures["trials"] == 50 and figures["files_at_end"] == 50 // FANOUT + 50 % FANOUT   # 3 merged parts of 16 flushes, 2 loose ones
+
+
+def test_a_stored_trial_owes_its_fsync_and_the_background_pays_it(tmp_path: Path) -> None:
+    """Renamed into place at once (SIGKILL-safe), fsynced within about SYNC_S (power cut), not on the spot."""
+    store = CellStore(tmp_path / "cell.parquet")
+    with syncs._paying:   # the payer, woken by an earlier test's write, must not pay it before we look
+        store.append(_record(0))
+        (part,) = (tmp_path / "cell.parquet").iterdir()
+        assert str(part) in syncs.owed()
+    deadline = time.monotonic() + syncs.SYNC_S + 30   # generous: a loaded machine delays the payer thread
+    while str(part) in syncs.owed() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(part) not in syncs.owed()
+
+
+def test_a_merge_is_on_disk_before_the_parts_it_covers_go(tmp_path: Path) -> None:
+    store = CellStore(tmp_path / "cell.parquet")
+    store.append(_record(0))
+    store.append(_record(1))
+    syncs.pay()
+    store.close()                      # the two parts become one, fsynced before they are deleted
+    (merged,) = (tmp_path / "cell.parquet").iterdir()
+    assert merged.name == part_name(0, 1) and str(merged) not in syncs.owed()
+
+
+def test_an_empty_part_left_by_a_power_cut_reads_as_no_rows(tmp_path: Path) -> None:
+    store = CellStore(tmp_path / "cell.parquet")
+    store.append(_record(0))
+    (tmp_path / "cell.parquet" / part_name(1, 1)).write_bytes(b"")   # its data never reached the disk
+    assert read_cell(tmp_path / "cell.parquet").column("trial").to_pylist() == [0]
