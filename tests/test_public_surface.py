@@ -34,6 +34,7 @@ INTERNAL: dict[str, str] = {
     "sweep.openai_sse": "the OpenAI SSE stream format, " + _UNIT,
     "sweep.ollama": "the streaming HTTP client, for the old-vs-new reference path",
     "sweep.store": "append-only parts and merges, atomic writes, " + _UNIT,
+    "sweep.syncs": "the fsyncs owed by atomic writes and paid in the background, " + _UNIT,
     "sweep.running": "the flock registry of running cells, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,
