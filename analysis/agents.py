@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.base import Options, Table, ci_label, id_columns
 from analysis.columns import (
     AGENT_ID, AGENTS, INGEST, RUN_ID, RUN_KIND, RUN_WALL, SCENARIO, STAGE, THROUGHPUT, TOKENS, TTFT, WORKFLOW_ID,
     WORKFLOW_WALL,
 )
-from analysis.tables import Options, Table, _ci_label, _id_columns
 
 CONCURRENT, ISOLATED = "concurrent", "isolated"
 WALL = "e2e_ms"
@@ -101,7 +101,7 @@ def stage_table(df: pd.DataFrame, cells: pd.DataFrame, multi: bool, opts: Option
     """Per cell (and run kind): one row per stage, then the workflow-total row."""
     if STAGE not in df.columns or not df[STAGE].notna().any():
         return None
-    ci = _ci_label(opts)
+    ci = ci_label(opts)
     m = df.loc[df["measured"] & df[STAGE].notna()].copy()
     m["_kind"] = _kind(m)
     keys = [m["cell_key"], m["_kind"], m[STAGE].astype(str)]
@@ -121,7 +121,7 @@ def stage_table(df: pd.DataFrame, cells: pd.DataFrame, multi: bool, opts: Option
     order[WORKFLOW_STAGE] = len(order)
     rows["_o"] = rows["stage"].map(order)
     rows = rows.sort_values(["cell_key", "_kind", "_o"], kind="mergesort").reset_index(drop=True)
-    t = _id_columns(cells, pd.Index(rows["cell_key"]), multi)
+    t = id_columns(cells, pd.Index(rows["cell_key"]), multi)
     fmt: dict[str, str] = {}
     if (rows["_kind"] == ISOLATED).any():
         t["run kind"] = rows["_kind"].to_numpy()
@@ -189,11 +189,25 @@ def concurrency_tables(df: pd.DataFrame, cells: pd.DataFrame, multi: bool,
     """
     if RUN_ID not in df.columns or WORKFLOW_WALL not in df.columns or not df[RUN_ID].notna().any():
         return [], None
-    ci = _ci_label(opts)
     runs, ag = _runs(df)
-    conc = runs.loc[runs["_kind"] == CONCURRENT].copy()
-    if conc.empty:
+    if not (runs["_kind"] == CONCURRENT).any():
         return [], None
+    conc, cag, iso_tps = _speedups(runs, ag)
+    keys = pd.Index(sorted(conc["cell_key"].unique()))
+    t = id_columns(cells, keys, multi)
+    fmt: dict[str, str] = {}
+    sp = _add_run_columns(t, fmt, conc, cag, iso_tps, keys, opts)
+    _add_agent_columns(t, fmt, cag, keys)
+    _add_pair_deltas(t, fmt, cag, keys, opts)
+    table = Table("concurrency", "Concurrency: speedup against agents run alone, and the TR114 figures", t, fmt,
+                  _concurrency_note(ci_label(opts)))
+    return [table, scenario_summary(df, t, keys)], _figure_frame(t, conc, sp, keys, opts)
+
+
+def _speedups(runs: pd.DataFrame, ag: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(concurrent runs with speedup, efficiency, tr114 and aggregate tok/s; their agent-runs with the
+    isolated mean and slowdown; the isolated tok/s per cell)."""
+    conc = runs.loc[runs["_kind"] == CONCURRENT].copy()
     iso_runs = runs.loc[runs["_kind"] == ISOLATED]
     iso_ag = ag.loc[ag["_kind"] == ISOLATED]
     iso_mean = iso_ag.groupby(["cell_key", "_agent"])["wall"].mean()
@@ -211,21 +225,26 @@ def concurrency_tables(df: pd.DataFrame, cells: pd.DataFrame, multi: bool,
         conc["agg_tps"] = conc["tokens"] / (conc["run_wall"] / 1000)
         cag["slowdown"] = cag["wall"] / cag["iso"]
         iso_tps = (iso_runs["tokens"] / (iso_runs["run_wall"] / 1000)).groupby(iso_runs["cell_key"]).mean()
-    keys = pd.Index(sorted(conc["cell_key"].unique()))
+    return conc, cag, iso_tps
+
+
+def _add_run_columns(t: pd.DataFrame, fmt: dict[str, str], conc: pd.DataFrame, cag: pd.DataFrame,
+                     iso_tps: pd.Series, keys: pd.Index, opts: Options) -> pd.DataFrame:
+    """Per cell over its concurrent runs: agents, runs, speedup/efficiency with CIs, slowdown, tok/s and the
+    TR114 figures (in place); returns the speedup summary the figure draws."""
+    ci = ci_label(opts)
     ck = conc["cell_key"]
+    by_cell = conc.groupby("cell_key")
     sp, ef = _summary(conc["speedup"], ck, opts).reindex(keys), _summary(conc["efficiency"], ck, opts).reindex(keys)
-    tr = conc.groupby("cell_key")["tr114"].mean().reindex(keys)
-    tre = conc.groupby("cell_key")["tr114_eff"]
-    t = _id_columns(cells, keys, multi)
-    fmt: dict[str, str] = {}
-    t["agents"] = conc.groupby("cell_key")["agents"].max().reindex(keys).to_numpy(int)
-    t["runs"] = conc.groupby("cell_key").size().reindex(keys).to_numpy(int)
+    tre = by_cell["tr114_eff"]
+    t["agents"] = by_cell["agents"].max().reindex(keys).to_numpy(int)
+    t["runs"] = by_cell.size().reindex(keys).to_numpy(int)
     _add_stat_columns(t, fmt, "speedup", sp, ".3f", ci)
     _add_stat_columns(t, fmt, "efficiency %", ef, ".2f", ci)
     t["slowdown mean"] = cag.groupby("cell_key")["slowdown"].mean().reindex(keys).to_numpy(float)
-    t["aggregate tok/s mean"] = conc.groupby("cell_key")["agg_tps"].mean().reindex(keys).to_numpy(float)
+    t["aggregate tok/s mean"] = by_cell["agg_tps"].mean().reindex(keys).to_numpy(float)
     t["isolated tok/s mean"] = iso_tps.reindex(keys).to_numpy(float)
-    t["tr114 speedup mean"] = tr.to_numpy(float)
+    t["tr114 speedup mean"] = by_cell["tr114"].mean().reindex(keys).to_numpy(float)
     t["tr114 efficiency % mean"] = tre.mean().reindex(keys).to_numpy(float)
     t["tr114 efficiency % sd"] = tre.std(ddof=opts.ddof).reindex(keys).to_numpy(float)
     t["tr114 efficiency % max"] = tre.max().reindex(keys).to_numpy(float)
@@ -235,13 +254,25 @@ def concurrency_tables(df: pd.DataFrame, cells: pd.DataFrame, multi: bool,
     fmt.update({"slowdown mean": ".3f", "aggregate tok/s mean": ".2f", "isolated tok/s mean": ".2f",
                 "tr114 speedup mean": ".3f"})
     fmt.update({f"tr114 efficiency % {s}": ".2f" for s in ("mean", "sd", "max", "min")})
+    return sp
+
+
+def _add_agent_columns(t: pd.DataFrame, fmt: dict[str, str], cag: pd.DataFrame, keys: pd.Index) -> None:
+    """Each agent's mean tok/s and TTFT over the concurrent runs (in place)."""
     agent_means = cag.groupby(["cell_key", "_agent"]).agg(tps=("tps", "mean"), ttft=("ttft", "mean"))
     for a in sorted(cag["_agent"].unique()):
         sub = agent_means.xs(a, level="_agent")
         t[f"agent {a} tok/s mean"] = sub["tps"].reindex(keys).to_numpy(float)
         t[f"agent {a} TTFT ms mean"] = sub["ttft"].reindex(keys).to_numpy(float)
         fmt[f"agent {a} tok/s mean"], fmt[f"agent {a} TTFT ms mean"] = ".2f", ".1f"
-    pair = cag.loc[cag["_agent"].isin([0, 1])].pivot_table(index=run_key, columns="_agent", values=["tps", "ttft"])
+
+
+def _add_pair_deltas(t: pd.DataFrame, fmt: dict[str, str], cag: pd.DataFrame, keys: pd.Index,
+                     opts: Options) -> None:
+    """Agent 1 − agent 0 tok/s and agent 0 − agent 1 TTFT, paired per run, with CIs (in place)."""
+    ci = ci_label(opts)
+    pair = cag.loc[cag["_agent"].isin([0, 1])].pivot_table(index=["cell_key", RUN_ID], columns="_agent",
+                                                           values=["tps", "ttft"])
     if (("tps", 0) in pair.columns) and (("tps", 1) in pair.columns):
         pk = pd.Series(pair.index.get_level_values("cell_key"), index=pair.index)
         d_tps = _summary(pair[("tps", 1)] - pair[("tps", 0)], pk, opts).reindex(keys)
@@ -250,7 +281,10 @@ def concurrency_tables(df: pd.DataFrame, cells: pd.DataFrame, multi: bool,
         d_tps = d_ttft = pd.DataFrame(np.nan, index=keys, columns=["mean", "ci_lo", "ci_hi"])
     _add_stat_columns(t, fmt, "throughput delta", d_tps, ".2f", ci)
     _add_stat_columns(t, fmt, "TTFT delta ms", d_ttft, ".1f", ci)
-    note = (
+
+
+def _concurrency_note(ci: str) -> str:
+    return (
         "One row per multi-agent cell, over complete concurrent runs (every agent's calls ok). "
         "speedup = Σ over agents of that agent's mean isolated workflow_wall_ms ÷ run_wall_ms (how much sooner "
         "the N workflows finish together than one after another; empty without isolated runs); "
@@ -262,15 +296,19 @@ def concurrency_tables(df: pd.DataFrame, cells: pd.DataFrame, multi: bool,
         f"throughput delta = agent 1 − agent 0 tok/s, TTFT delta = agent 0 − agent 1, paired per run. "
         f"{ci}: Student t over runs (the isolated means are taken as fixed)."
     )
-    table = Table("concurrency", "Concurrency: speedup against agents run alone, and the TR114 figures", t, fmt, note)
+
+
+def _figure_frame(t: pd.DataFrame, conc: pd.DataFrame, sp: pd.DataFrame, keys: pd.Index,
+                  opts: Options) -> pd.DataFrame:
+    """The speedup figure's numbers per cell: speedup and tr114 means with their CIs."""
     fig = pd.DataFrame({
         "label": t["cell"].to_numpy(), "agents": t["agents"].to_numpy(),
         "speedup": sp["mean"].to_numpy(), "speedup_lo": sp["ci_lo"].to_numpy(), "speedup_hi": sp["ci_hi"].to_numpy(),
     })
-    tr_s = _summary(conc["tr114"], ck, opts).reindex(keys)
+    tr_s = _summary(conc["tr114"], conc["cell_key"], opts).reindex(keys)
     fig["tr114"], fig["tr114_lo"], fig["tr114_hi"] = tr_s["mean"].to_numpy(), tr_s["ci_lo"].to_numpy(), tr_s["ci_hi"].to_numpy()
     fig["runs"] = t["runs"].to_numpy()
-    return [table, scenario_summary(df, t, keys)], fig
+    return fig
 
 
 def scenario_summary(df: pd.DataFrame, conc: pd.DataFrame, keys: pd.Index) -> Table:

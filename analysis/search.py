@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import stats
 from analysis.columns import SENSITIVITY_KEYS, THROUGHPUT
 from analysis.load import format_level
-from analysis.tables import CI, Options, Table
+from analysis.base import CI, Options, Table
 
 MAX_LEVELS = 6   # more distinct values than this: a continuous parameter, cut into quartiles
 

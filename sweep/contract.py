@@ -416,13 +416,16 @@ def read_tables(directory: Path, columns: list[str] | None = None) -> list[tuple
     """Every trial file under ``directory``, read through :func:`read_whole`, as of one listing.
 
     A merge may delete a part between the listing and its reading; the merged part then
-    holds those rows, so the directory is listed again (a few times at most).  A file that
-    cannot be read raises :class:`OSError` naming it.
+    holds those rows, so the directory is listed again (a few times at most).  An empty
+    file is a part that a power cut caught before its fsync (``sweep/syncs.py``): no rows.
+    Any other file that cannot be read raises :class:`OSError` naming it.
     """
     for attempt in range(4):
         tables = []
         for f in trial_files(directory):
             try:
+                if f.stat().st_size == 0:
+                    continue
                 tables.append((f, read_whole(f, columns)))
             except FileNotFoundError:
                 if attempt < 3:

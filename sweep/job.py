@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -21,14 +20,14 @@ from sweep import backends, progress, provenance
 from sweep.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
-from sweep.model_state import block_count
 from sweep.order import resolve
-from sweep.ollama import OllamaClient, StreamClient, headers_from_env
-from sweep.plan import OPENAI_KINDS, Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
+from sweep.ollama import StreamClient, headers_from_env
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
 from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
+from sweep.server_facts import server_facts
 from sweep.streams import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
@@ -37,16 +36,6 @@ from sweep.workflow import run_agent_cell
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-
-
-def _tags(client: OllamaClient) -> list[dict[str, Any]]:
-    """``/api/tags`` for model digests; a server without it still gets measured."""
-    try:
-        return client.tags()
-    except (httpx.HTTPError, ValueError):
-        return []
 
 
 def policy_from(backend: DictConfig) -> Policy:
@@ -81,21 +70,6 @@ def _say(line: str) -> None:
     console.print(f"[dim]{line}[/]")
 
 
-def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
-                      cells: list[Cell]) -> tuple[str, dict[str, dict[str, Any]]]:
-    """The server's version and each model's identity; a missing model is a :class:`ConfigError`."""
-    with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
-                      headers=headers) as client:
-        server_version = client.version()
-        tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
-        models = {}
-        for cell in cells:
-            show = client.show(cell.model, missing_hint=backends.missing_model_hint(b, served) or None)
-            models[cell.model] = {**provenance.model_record(show, tags.get(cell.model)), "layers": block_count(show)}
-    return server_version, models
-
-
 def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
                          cells: list[Cell]) -> list[str]:
     """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
@@ -112,11 +86,14 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list
     return [host] + [u for u in urls if u != host]
 
 
-def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[CellOutcome]:
+def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
+            overrides: list[str] | None = None) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``.
 
     ``revisit``: a search may propose a cell it already measured in this sweep; its
     missing trials run (none when complete) instead of the "already holds trials" error.
+    ``overrides``: the job's command-line overrides, recorded with each cell in ``_run.json``
+    (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
@@ -127,10 +104,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
         base_url = urls[0]
         headers = headers_from_env(b.api_key_env, b.headers_env)
         for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)
-            if b.kind in OPENAI_KINDS:
-                version, shown = backends.openai_preflight(b, url, headers, cells)
-            else:
-                version, shown = _ollama_preflight(b, url, headers, cells)
+            version, shown = server_facts(cfg.sweep_id, b, url, headers, cells)
             if url == base_url:
                 server_version, models = version, shown
                 layers = {m: rec.get("layers") for m, rec in shown.items()}   # block counts (Ollama's /api/show)
@@ -142,7 +116,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                                  gpus=telemetry.gpus if telemetry else process_gpus())
         provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
-                                                              "config": config, "command": env["command"]}
+                                                              "config": config, "command": env["command"],
+                                                              "overrides": overrides or []}
                                                for c in cells})
         try:   # before reading what the cells hold: another writer may still be finishing one
             held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))

@@ -1,9 +1,10 @@
 """Trial rows on disk, append-only: a cell is a directory of Parquet parts.
 
 ``<sweep>/<cell>.parquet/`` holds ``part-<first>-<last>.parquet`` files.  Each
-flush (one per trial) writes the new rows as a new part (temp file + fsync +
-rename), so its cost does not grow with the cell, a crash or SIGKILL loses at
-most the trial in flight, and a reader never sees half a file.  Nothing
+flush (one per trial) writes the new rows as a new part (temp file + rename;
+the fsync follows within a second, :mod:`sweep.syncs`), so its cost does not
+grow with the cell, a crash or SIGKILL loses at most the trial in flight, and a
+reader never sees half a file.  Nothing
 already written is rewritten, except that parts are merged as they accumulate
 (:class:`PartLog`): every ``FANOUT`` parts of one level become one part of the
 next level, and a run's parts become one part when the cell ends, so a
@@ -35,11 +36,21 @@ import pyarrow.parquet as pq
 
 from sweep.contract import (PART_PREFIX, PROVENANCE_KEY, SCHEMA, TrialRecord, conform, part_name, part_range,
                             read_cell, read_whole, to_table)
+from sweep import syncs
 from sweep.plan import ConfigError
 
 
+_WRITABLE: set[Path] = set()   # directories this process has probed (a multirun's jobs share one)
+
+
 def ensure_writable(directory: Path) -> None:
-    """Fail before measuring if the output directory cannot take files."""
+    """Fail before measuring if the output directory cannot take files (probed once per process).
+
+    A directory that fails later (full disk) is caught where it happens: the
+    cell's rows go to :func:`rescue_path`.
+    """
+    if directory in _WRITABLE:
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix="_probe-", delete=True) as probe:
@@ -51,44 +62,48 @@ def ensure_writable(directory: Path) -> None:
             f"output directory '{directory}' is not writable ({exc.strerror or exc}): "
             "choose another with output_root=DIR"
         ) from None
+    _WRITABLE.add(directory)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], None], durable: bool = False) -> None:
+    """Write to a temp file beside ``path``, rename: the file appears whole or not at all.
 
-
-def _replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temp file beside ``path``, fsync, rename: the file appears whole or not at all."""
+    That is all a SIGKILL needs.  The fsync that makes it survive a power cut is
+    owed and paid in the background within a second (:mod:`sweep.syncs`), or here,
+    before the rename, when ``durable`` (a merge, before deleting what it covers).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        syncs.fsync_path(path.parent)
+    else:
+        syncs.owe(path)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` as Parquet, atomically."""
-    _replace_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+def write_atomic(table: pa.Table, path: Path, durable: bool = False) -> None:
+    """Write ``table`` to ``path`` as Parquet, atomically (``durable``: fsynced before returning)."""
+    _replace_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"), durable)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """A text file, atomically (the same temp + rename as the trials)."""
+    data = text.encode("utf-8")
+    _replace_atomically(path, lambda handle: handle.write(data))
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    """A JSON file, atomically (the same temp + fsync + rename as the trials)."""
-    text = json.dumps(obj, indent=2, default=str).encode("utf-8")
-    _replace_atomically(path, lambda handle: handle.write(text))
+    """A JSON file, atomically (the same temp + rename as the trials)."""
+    write_text_atomic(json.dumps(obj, indent=2, default=str), path)
 
 
 def rescue_path(path: Path, sweep_id: str | None) -> Path:
@@ -149,8 +164,8 @@ class PartLog:
         self.next = max((r[1] for r in existing), default=-1) + 1
         self.parts: list[_Part] = []
 
-    def _write(self, table: pa.Table, first: int, last: int) -> None:
-        write_atomic(table.replace_schema_metadata(self.metadata), self.directory / part_name(first, last))
+    def _write(self, table: pa.Table, first: int, last: int, durable: bool = False) -> None:
+        write_atomic(table.replace_schema_metadata(self.metadata), self.directory / part_name(first, last), durable)
 
     def flush(self, start: int, stop: int, rows: Callable[[int, int], pa.Table]) -> None:
         """Write rows ``[start, stop)`` of this run as a new part (raises if that fails), then merge full levels."""
@@ -170,7 +185,7 @@ class PartLog:
             return
         merged = _Part(group[0].first, group[-1].last, group[0].start, group[-1].stop,
                        max(p.level for p in group) + 1)
-        self._write(rows(merged.start, merged.stop), merged.first, merged.last)
+        self._write(rows(merged.start, merged.stop), merged.first, merged.last, durable=True)
         for p in group:   # the reader already skips these: the merged part covers them
             (self.directory / part_name(p.first, p.last)).unlink(missing_ok=True)
         self.parts[since:] = [merged]
@@ -256,11 +271,11 @@ def _into_parts(path: Path, schema: pa.Schema) -> None:
     if path.is_file():   # in today's schema, so that every part of the directory has the same columns
         old = read_whole(path)
         write_atomic(conform(old, schema).replace_schema_metadata(old.schema.metadata),
-                     staging / part_name(0, 0))
+                     staging / part_name(0, 0), durable=True)
         path.unlink()
     if staging.is_dir() and not path.exists():
         os.replace(staging, path)
-        _fsync_dir(path.parent)
+        syncs.fsync_path(path.parent)
 
 
 class TraceStore:

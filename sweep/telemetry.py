@@ -303,17 +303,34 @@ class TrialSampler:
         return aggregate(self.samples, self.gpus.names if self.gpus.available else [], self._energy_start, end)
 
 
+_OLLAMA_PIDS: dict[str, int | None] = {}   # base_url → what the last search found
+
+
 def find_local_ollama_pid(base_url: str) -> int | None:
-    """The pid of an ``ollama serve`` on this machine, if ``base_url`` points here."""
+    """The pid of an ``ollama serve`` on this machine, if ``base_url`` points here.
+
+    Searching every process costs 5–10 ms on a busy machine, once per job; the
+    answer is kept for the process while that process lives (a restarted Ollama
+    is searched again).  "None here" is kept too: a server already answering at
+    that address that is not an ``ollama serve`` (a container, a stand-in) does
+    not become one between two cells.
+    """
     if urlsplit(base_url).hostname not in ("localhost", "127.0.0.1", "::1"):
         return None
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if proc.info["name"] == "ollama" and "serve" in (proc.info["cmdline"] or []):
-                return proc.pid
-        except psutil.Error:
-            continue
-    return None
+    if base_url in _OLLAMA_PIDS:
+        pid = _OLLAMA_PIDS[base_url]
+        if pid is None or _is_ollama(pid):
+            return pid
+    _OLLAMA_PIDS[base_url] = next((p.pid for p in psutil.process_iter() if _is_ollama(p.pid)), None)
+    return _OLLAMA_PIDS[base_url]
+
+
+def _is_ollama(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.name() == "ollama" and "serve" in proc.cmdline()
+    except psutil.Error:
+        return False
 
 
 # ---------------------------------------------------------------- the samples file

@@ -1,22 +1,28 @@
 """Fixtures, and the fast/slow split: ``python -m pytest -m "not slow"`` answers in seconds.
 
-A test is ``slow`` when it starts the real engine (the ``embedded_server`` fixture) or
-another process (``python -m sweep``/``analysis``, a stand-in process, a launcher), itself
-or through one of its fixtures; those are found by reading the test's and its fixtures'
-source, so a new test of that kind is classified without anyone remembering to.  Anything
+A test is ``slow`` when it starts the real engine (the ``embedded_server`` fixture, or an
+``Engine``/``Llama`` in-process) or another process (``python -m sweep``/``analysis``, a
+stand-in process, a launcher), itself, through one of its fixtures or through a helper of the
+test suite it calls; those are found by reading their source, so a new test of that kind is
+classified without anyone remembering to.  Anything
 else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
 pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin"]
 
 SLOW_FIXTURES = frozenset({"embedded_server", "http"})
-SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(")
+SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(",
+              "Engine(", "Llama(", "load_llama(")   # the real engine in-process (tests/test_server_generation.py)
+
+
+_CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")
 
 
 def _source(func: object) -> str:
@@ -26,6 +32,25 @@ def _source(func: object) -> str:
         return ""
 
 
+def _with_helpers(func: object, seen: set[object]) -> str:
+    """The source of ``func`` and of the test-suite helpers it calls, transitively.
+
+    A helper such as ``_analyse`` that wraps ``subprocess.run`` makes its callers slow too:
+    reading only the test's own source missed them (15 tests that each start ``python -m
+    analysis`` ran with the fast set).
+    """
+    if func in seen:
+        return ""
+    seen.add(func)
+    source = _source(func)
+    names = getattr(func, "__globals__", {})
+    for name in set(_CALLED.findall(source)):
+        helper = names.get(name)
+        if inspect.isfunction(helper) and helper.__module__.startswith("tests"):
+            source += _with_helpers(helper, seen)
+    return source
+
+
 def _spawns(item: pytest.Item) -> bool:
     if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
         return True
@@ -33,7 +58,9 @@ def _spawns(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     for defs in (info.name2fixturedefs.values() if info else ()):
         funcs += [d.func for d in defs]
-    return any(call in _source(f) for f in funcs if f is not None for call in SLOW_CALLS)
+    seen: set[object] = set()
+    source = "".join(_with_helpers(f, seen) for f in funcs if f is not None)
+    return any(call in source for call in SLOW_CALLS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import httpx
 import pytest
@@ -36,15 +37,33 @@ def require(present: bool, what: str) -> None:
     pytest.skip(what)
 
 
-def _require_engine() -> None:
+def require_module(name: str, hint: str) -> ModuleType:
+    """Import ``name`` for a test, through :func:`require`: a skip on a developer's machine, a failure on CI.
+
+    Call it inside the test or fixture (not at module level): collection then stays cheap (``openai``
+    alone costs ~2 s to import) and ``pytest -m "not slow"`` does not pay for it.
+    """
+    require(importlib.util.find_spec(name) is not None, f"{name} is not installed ({hint})")
+    return importlib.import_module(name)
+
+
+def require_engine() -> None:
+    """The real engine (llama-cpp-python) is importable, or skip (fail on CI)."""
     require(importlib.util.find_spec("llama_cpp") is not None,
             "llama-cpp-python is not installed (python scripts/install_engine.py)")
+
+
+def require_tool(name: str) -> None:
+    """A llama.cpp binary (``llama-server``, ``llama-bench``) is installed, or skip (fail on CI)."""
+    from sweep.llama_tools import missing_hint, tool_path
+
+    require(tool_path(name) is not None, missing_hint(name))
 
 
 @pytest.fixture(scope="session")
 def embedded_server() -> Iterator[launch.EmbeddedServer]:
     """A running ``python -m sweep.server`` on a free port of 127.0.0.1."""
-    _require_engine()
+    require_engine()
     server = launch.start(startup_timeout_s=180.0)
     try:
         yield server

@@ -18,12 +18,15 @@ import contextlib
 import dataclasses
 import json
 import socket
+import statistics
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from pytest import approx as pytest_approx
 
 FAULTS = ("none", "http_500", "http_404", "kill_mid_stream", "stall", "garbage_line",
           "no_final_chunk", "error_line", "slow_first_byte", "refuse")
@@ -51,6 +54,53 @@ class Script:
     usage_chunk: bool = True
     llama_timings: bool = True
     finish_on_last_token: bool = False
+
+
+#: On top of the stand-in's own stamps, what a client's figure may add: connecting, sending the request
+#: and reading a chunk, on a loaded 2-core machine (a thread can wait tens of ms for a core or the GIL).
+DELIVERY_SLACK_MS = 150.0
+
+
+@dataclass
+class Sent:
+    """When one streamed answer started (request body read) and when each content chunk was flushed."""
+
+    started_ns: int
+    request: dict[str, Any] = field(default_factory=dict)
+    content_ns: list[int] = field(default_factory=list)
+
+    @property
+    def ttft_ms(self) -> float:
+        """The stand-in's own time to first content chunk: a lower bound of any client's TTFT."""
+        return (self.content_ns[0] - self.started_ns) / 1e6
+
+    @property
+    def itl_ms_mean(self) -> float:
+        return (self.content_ns[-1] - self.content_ns[0]) / 1e6 / (len(self.content_ns) - 1)
+
+    @property
+    def itl_ms_p50(self) -> float:
+        gaps = [(b - a) / 1e6 for a, b in zip(self.content_ns, self.content_ns[1:])]
+        return float(statistics.median(gaps))
+
+    @property
+    def last_ms(self) -> float:
+        """Start to the last content chunk: a lower bound of any client's e2e."""
+        return (self.content_ns[-1] - self.started_ns) / 1e6
+
+    def check(self, record: Any) -> None:
+        """A client's TTFT, ITL mean, client tok/s and e2e agree with when the chunks actually left.
+
+        Lower bounds are causal (the client started before the stand-in, each chunk arrives after it
+        left) and cannot flake; upper bounds allow :data:`DELIVERY_SLACK_MS` per stamp.  Nothing is
+        compared with the script's nominal delays, which a loaded machine overshoots.
+        """
+        assert self.ttft_ms <= record.ttft_ms <= self.ttft_ms + DELIVERY_SLACK_MS, (record.ttft_ms, self)
+        gaps = len(self.content_ns) - 1
+        assert record.itl_ms_mean == pytest_approx(self.itl_ms_mean, abs=DELIVERY_SLACK_MS / gaps), \
+            (record.itl_ms_mean, self.itl_ms_mean)
+        assert record.client_tok_s == pytest_approx(1000.0 / record.itl_ms_mean, rel=1e-6)
+        assert record.e2e_ms >= self.last_ms and record.e2e_ms >= record.ttft_ms
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -91,10 +141,17 @@ class StandIn:
         self.context_length: int | None = None
         self.reload_load_duration: int | None = None
         self.resident_before: list[list[str]] = []   # per streamed request: the models loaded when it arrived
+        # per streamed request, on the client's clock (perf_counter_ns, one clock per machine): when the
+        # stand-in started answering, and when each content chunk left it.  Tests check measured timings
+        # against these stamps, not against the script, which a loaded machine does not keep.
+        self.sent: list[Sent] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # poll_interval: how long close() waits for the serving loop to notice; the default 0.5 s
+        # cost every test half a second in teardown
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
         self._thread.start()
 
     @property
@@ -120,6 +177,13 @@ class StandIn:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append(headers)
+
+    def stamp(self, request: dict[str, Any]) -> Sent:
+        """A new :class:`Sent` record for the stream that answers ``request``, starting now."""
+        sent = Sent(time.perf_counter_ns(), request)
+        with self._lock:
+            self.sent.append(sent)
+        return sent
 
     def load(self, model: str, options: dict[str, Any]) -> bool:
         """Make ``model`` resident with these load-time options; True when that meant a (re)load."""
@@ -154,6 +218,7 @@ def _now() -> str:
 def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        request_body: dict[str, Any] = {}   # the streamed request being answered (set in do_POST)
 
         def log_message(self, *args: Any) -> None:  # quiet
             pass
@@ -238,6 +303,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                                  "done_reason": "unload" if unload else "load"})
                 return
             standin.record(body, dict(self.headers))
+            self.request_body = body
             standin.resident_before.append(list(standin.loaded))
             script = standin.next_script(body)
             if body.get("model") not in standin.models or script.fault == "http_404":
@@ -267,6 +333,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
         def _sse_stream(self, script: Script, *, chat: bool, model: str) -> None:
             """OpenAI streaming: role chunk, one chunk per token, finish chunk, usage chunk, [DONE]."""
             started = time.perf_counter()
+            sent = standin.stamp(self.request_body)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
@@ -299,6 +366,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 time.sleep(max(0.0, deadline - time.perf_counter()))
                 finish = script.done_reason if script.finish_on_last_token and i == last else None
                 self._sse({**head, "choices": [choice(token, finish)]})
+                sent.content_ns.append(time.perf_counter_ns())
                 deadline += script.token_interval_s
             if not script.finish_on_last_token:
                 self._sse({**head, "choices": [choice(None, script.done_reason)]})
@@ -318,6 +386,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _stream(self, script: Script, *, chat: bool, model: str) -> None:
             started = time.perf_counter()
+            sent = standin.stamp(self.request_body)
             if script.fault == "slow_first_byte":
                 time.sleep(script.stall_s)
             self.send_response(200)
@@ -333,6 +402,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 time.sleep(max(0.0, deadline - time.perf_counter()))
                 piece = {"message": {"role": "assistant", "content": token}} if chat else {"response": token}
                 self._line({"model": model, "created_at": _now(), **piece, "done": False})
+                sent.content_ns.append(time.perf_counter_ns())
                 deadline += script.token_interval_s
             if script.fault == "no_final_chunk":
                 self._chunk(b"")

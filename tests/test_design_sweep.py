@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.fixtures_server import require_engine
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
 
@@ -187,7 +188,7 @@ def test_cold_state_on_the_embedded_engine_loads_before_every_trial(tmp_path: Pa
     The sweep confirms the unload through the engine's own ``/api/ps`` before every trial (it would print
     "could not confirm" otherwise); the engine reports its CPU build truthfully: 0 bytes in VRAM.
     """
-    pytest.importorskip("llama_cpp")
+    require_engine()
     tiny = ("chimera.num_predict=4", "chimera.num_ctx=256", "telemetry.enabled=false", f"output_root={tmp_path}")
     result = run_sweep("state=cold", "trials=2", *tiny, timeout=240)
     assert result.returncode == 0, result.stderr

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from sweep.openai_sse import OPENAI
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.plan import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
+from tests import cells
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
 
@@ -23,9 +24,7 @@ TOKENS = ["Hello", " world", ",", " this", " is", " a", " test", "."]
 
 
 def make_cell(endpoint: str = "chat", **options: object) -> Cell:
-    return Cell(preset="chimera", model="gemma3:latest", backend="openai", base_url=None, options=options,
-                workload="report", prompts=(Prompt("0", "Generate a technical report"),), system=None,
-                endpoint=endpoint, keep_alive=None)
+    return cells.make_cell(endpoint=endpoint, backend="openai", **options)
 
 
 def measure(standin: StandIn, cell: Cell | None = None) -> TrialRecord:
@@ -40,9 +39,9 @@ def test_stream_chunks_usage_only_final_chunk_and_done(standin: StandIn, endpoin
     record = measure(standin, make_cell(endpoint, num_predict=64, temperature=0.5, top_k=40))
     assert record.status == "ok" and record.error is None
     assert record.response == "".join(TOKENS) and record.content_chunks == len(TOKENS)
-    assert 195 <= record.ttft_ms <= 400                        # scripted 200 ms, on our clock
-    assert 25 <= record.itl_ms_mean <= 60                      # scripted 30 ms gaps
-    assert record.e2e_ms >= record.ttft_ms + 7 * 25            # [DONE] arrives after the last token
+    sent = standin.sent[-1]                                    # when the chunks actually left the stand-in
+    assert sent.ttft_ms >= 200 and len(sent.content_ns) == len(TOKENS)   # scripted 200 ms: never early
+    sent.check(record)                                         # TTFT, ITL, client tok/s, e2e against the stamps
     assert (record.prompt_eval_count, record.eval_count) == (12, 8)           # usage
     assert (record.prompt_eval_duration_ms, record.eval_duration_ms) == (40.0, 400.0)  # llama.cpp timings
     assert record.throughput_tok_s == pytest.approx(20.0) and record.done_reason == "stop"

@@ -6,6 +6,7 @@ to what the hash covers would make every older sweep un-resumable, silently.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +76,31 @@ def test_a_missing_engine_fails_on_ci_and_skips_elsewhere(monkeypatch: pytest.Mo
     with pytest.raises(pytest.skip.Exception):
         fixtures_server.require(False, "llama-cpp-python is not installed")
     fixtures_server.require(True, "present")   # nothing happens
+
+
+def test_module_and_tool_prerequisites_fail_on_ci_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``require_module``/``require_tool`` go through ``require``: a missing client package or
+    llama-server fails a CI build instead of skipping its tests."""
+    from sweep import llama_tools
+    from tests import fixtures_server
+
+    monkeypatch.setattr(fixtures_server, "ON_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="no_such_package_xyz is not installed"):
+        fixtures_server.require_module("no_such_package_xyz", "pip install it")
+    monkeypatch.setattr(llama_tools, "tool_path", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="missing on CI"):
+        fixtures_server.require_tool("llama-server")
+    monkeypatch.setattr(fixtures_server, "ON_CI", False)
+    with pytest.raises(pytest.skip.Exception):
+        fixtures_server.require_tool("llama-server")
+    assert fixtures_server.require_module("json", "stdlib").dumps([]) == "[]"
+
+
+def test_no_test_skips_a_missing_prerequisite_past_ci() -> None:
+    """``importorskip`` and a ``skipif`` on a missing tool skip silently on CI too: use
+    ``tests.fixtures_server.require*`` (skip locally, fail on CI) instead."""
+    offenders = [f"{path.name}:{number}" for path in sorted(Path(__file__).parent.glob("*.py"))
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if "importorskip(" in line and path.name != Path(__file__).name
+                 or re.search(r"skipif\(\s*tool_path\(", line)]
+    assert offenders == []

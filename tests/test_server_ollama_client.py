@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import pytest
 
 from sweep.server.models import smollm2_path
-from tests.fixtures_server import ON_CI
-
-ollama = importlib.import_module("ollama") if ON_CI else pytest.importorskip("ollama")   # CI: missing = failure
+from tests.fixtures_server import ON_CI, require_module
 
 pytest_plugins = ["tests.fixtures_server"]
 pytestmark = pytest.mark.timeout(120)
@@ -23,7 +20,13 @@ MODELS = [
 
 
 @pytest.fixture
-def client(embedded_server):
+def ollama():
+    """The ``ollama`` package, imported here and not at collection: skip, or fail on CI, if missing."""
+    return require_module("ollama", 'pip install -e ".[test]"')
+
+
+@pytest.fixture
+def client(embedded_server, ollama):
     return ollama.Client(host=embedded_server.base_url)
 
 
@@ -90,7 +93,7 @@ def test_ps(client) -> None:
     assert m.expires_at is not None and m.context_length
 
 
-def test_errors_surface_as_response_errors(client) -> None:
+def test_errors_surface_as_response_errors(client, ollama) -> None:
     with pytest.raises(ollama.ResponseError) as exc:
         client.generate(model="missing:model", prompt="x")
     assert exc.value.status_code == 404

@@ -8,14 +8,20 @@ import re
 import httpx
 import pytest
 
-openai = pytest.importorskip("openai")
+from tests.fixtures_server import require_module
 
 pytest_plugins = ["tests.fixtures_server"]
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def client(embedded_server):
+def openai():
+    """The ``openai`` package, imported here and not at collection (~2 s): skip, or fail on CI, if missing."""
+    return require_module("openai", 'pip install -e ".[test]"')
+
+
+@pytest.fixture
+def client(embedded_server, openai):
     return openai.OpenAI(base_url=embedded_server.base_url + "/v1", api_key="unused", max_retries=0)
 
 
@@ -73,7 +79,7 @@ def test_completion_stream_carries_llama_cpp_timings(embedded_server) -> None:
     assert timings["predicted_ms"] > 0 and timings["prompt_ms"] > 0
 
 
-def test_errors_in_openai_shape(client) -> None:
+def test_errors_in_openai_shape(client, openai) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert "no-such-model" in missing.value.message

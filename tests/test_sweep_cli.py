@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sweep.contract import COLUMN_NAMES
+from sweep.contract import COLUMN_NAMES, PROVENANCE_KEY
 from tests.ollama_standin import StandIn
 from tests.sweep_cli import only_sweep, run_sweep, trials_of
 
@@ -93,3 +94,27 @@ def test_unwritable_output_dir_fails_before_measuring(standin: StandIn, tmp_path
     assert standin.requests == []
     assert f"error: output directory '{blocker}' is not writable" in result.stderr
     assert "output_root=DIR" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_server_is_asked_about_each_model_once_per_sweep(standin: StandIn, tmp_path: Path) -> None:
+    """Version, tags and a model's details cannot change between cells: asked per model, not per cell."""
+    result = run_sweep("-m", "backend=ollama", f"backend.base_url={standin.base_url}",
+                       "model=gemma3,llama3_1_8b_q4", "chimera.num_ctx=256,512", "trials=1", "warmup=0",
+                       f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    inventory = [h for h in standin.hits if h.split()[1] in ("/api/version", "/api/tags", "/api/show")]
+    assert sorted(inventory) == ["GET /api/tags"] * 2 + ["GET /api/version"] * 2 + ["POST /api/show"] * 2   # 4 cells
+    sweep_dir = only_sweep(tmp_path)
+    for cell in sweep_dir.glob("*.parquet"):   # each cell still records its own model's identity
+        (part,) = cell.iterdir()
+        meta = json.loads(pq.read_schema(part).metadata[PROVENANCE_KEY])
+        assert list(meta["models"]) == [pq.read_table(part).column("model")[0].as_py()]
+        assert meta["server"]["version"] == "0.12.3"
+
+
+def test_a_model_missing_from_the_server_is_an_error_in_every_job(standin: StandIn, tmp_path: Path) -> None:
+    """Known answers are reused, a missing model never is: the job that needs it stops the sweep."""
+    result = run_sweep("-m", "backend=ollama", f"backend.base_url={standin.base_url}",
+                       "model=gemma3,smollm2_135m", "trials=1", "warmup=0", f"output_root={tmp_path}")
+    assert result.returncode == 2
+    assert "is not on" in result.stderr and "smollm2" in result.stderr

@@ -99,13 +99,22 @@ def test_energy_integral_fallback_is_trapezoidal() -> None:
     assert gpu_energy_j(samples[:1], [None], [None]) is None   # one point: no integral
 
 
+def _wait_for_samples(sampler: TrialSampler, n: int, at_least_s: float = 0.0, deadline_s: float = 30.0) -> None:
+    """Poll until the sampler holds ``n`` samples (and ``at_least_s`` has passed), instead of a fixed
+    sleep: on a loaded machine the sampler thread may take several intervals to get a core."""
+    t0 = time.monotonic()
+    while len(sampler.samples) < n or time.monotonic() - t0 < at_least_s:
+        assert time.monotonic() - t0 < deadline_s, f"{len(sampler.samples)} samples after {deadline_s} s"
+        time.sleep(0.01)
+
+
 def test_sampler_reads_the_fake_nvml_at_the_boundary() -> None:
     nvml = FakeNvml()
     gpus = Gpus(nvml)
     assert gpus.available and gpus.names == ["RTX 4080", "RTX 4090"]
     assert (gpus.driver_version, gpus.cuda_driver_version) == ("560.35", 12060)
     sampler = TrialSampler(gpus, interval_s=0.02).start()
-    time.sleep(0.15)
+    _wait_for_samples(sampler, 4)
     cols = sampler.stop()
     assert cols["gpu_name"] == "RTX 4080 + RTX 4090" and cols["gpu_count"] == 2
     assert cols["gpu_power_w_mean"] == pytest.approx(300.0)      # 200 W + 100 W
@@ -155,7 +164,7 @@ def test_cpu_of_a_busy_server_process_tree_is_measured() -> None:
         child = children[0]
         before, t0 = sum(child.cpu_times()[:2]), time.monotonic()
         sampler = TrialSampler(Gpus(FakeNvmlOff()), interval_s=0.05, server_pid=busy.pid).start()
-        time.sleep(0.6)
+        _wait_for_samples(sampler, 5, at_least_s=0.6)
         cols = sampler.stop()
         child_pct = (sum(child.cpu_times()[:2]) - before) / (time.monotonic() - t0) * 100
     finally:

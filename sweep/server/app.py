@@ -3,9 +3,10 @@
 The OpenAI-compatible ``/v1`` routes that Ollama also serves live in
 :mod:`sweep.server.openai_routes` and share these handlers' checks and engine.
 
-Why a worker thread per generation and an asyncio queue: llama.cpp calls block,
-so each request runs :meth:`Engine.run` in its own thread, which pushes events
-into the event loop; the response streams them as NDJSON as they come.  A client
+Why a worker thread per generation and a :class:`Mailbox`: llama.cpp calls block,
+so each request runs :meth:`Engine.run` in its own thread, which hands events
+to the event loop (one wake-up per burst, not per token); the response streams
+them as NDJSON as they come, a burst in one write.  A client
 that disconnects sets the job's cancel flag, and the engine stops after the
 current token.
 """
@@ -307,25 +308,37 @@ class OllamaAPI:
                 item = await queue.get()
 
         async def lines() -> AsyncIterator[bytes]:
-            item = first
+            items = [first]
             try:
                 while True:
-                    if isinstance(item, Piece):
-                        yield _line(piece(item.text))
-                    elif isinstance(item, Done):
-                        yield _line(final(item, ""))
+                    out, finished = _ndjson_burst(items, piece, final)
+                    if out:
+                        yield out  # what arrived together is written together
+                    if finished:
                         return
-                    elif isinstance(item, _Failed):
-                        yield _line({"error": item.message})
-                        return
-                    elif item is _END:
-                        yield _line({"error": "generation ended without a final result"})
-                        return
-                    item = await queue.get()
+                    items = await queue.get_many()
             finally:
                 job.cancel.set()  # no-op when finished; stops the engine if the client left
 
         return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def _ndjson_burst(items: list[Any], piece: Callable[[str], dict[str, Any]],
+                  final: Callable[[Done, str], dict[str, Any]]) -> tuple[bytes, bool]:
+    """NDJSON lines for a burst of events, and whether the stream ends with it."""
+    out = bytearray()
+    for item in items:
+        if isinstance(item, Piece):
+            out += _line(piece(item.text))
+            continue
+        if isinstance(item, Done):
+            out += _line(final(item, ""))
+        elif isinstance(item, _Failed):
+            out += _line({"error": item.message})
+        else:  # _END before a final result
+            out += _line({"error": "generation ended without a final result"})
+        return bytes(out), True
+    return bytes(out), False
 
 
 def _timings(d: Done) -> dict[str, int]:
@@ -361,23 +374,76 @@ def _messages(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def begin(engine: Engine, job: Job) -> tuple["asyncio.Queue[Any]", Any, _Failed | None]:
-    """Start the job and wait for its first event: (queue, first event, the failure if it failed at once)."""
-    queue = _start(engine, job)
-    first = await queue.get()
+class Mailbox:
+    """Events from a generation's worker thread to the event loop, one wake-up per burst.
+
+    Why not an ``asyncio.Queue`` fed by ``call_soon_threadsafe`` per event: that
+    wakes the loop (a write to its self-pipe, a GIL hand-over) once per token,
+    even when the loop is still busy with the previous one.  Here the worker
+    appends under a lock and schedules a wake-up only when none is pending; the
+    loop takes everything that has arrived in one go.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[Any] = []
+        self._wake_pending = False
+        self._waiter: asyncio.Future[None] | None = None  # only touched on the loop
+
+    def put(self, item: Any) -> None:
+        """From the worker thread; raises RuntimeError once the loop is closed."""
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get_many(self) -> list[Any]:
+        """Every event that has arrived (at least one: waits for it)."""
+        while True:
+            with self._lock:
+                if self._items:
+                    items, self._items = self._items, []
+                    return items
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def get(self) -> Any:
+        """One event (the rest of a burst stays for the next call)."""
+        items = await self.get_many()
+        if len(items) > 1:
+            with self._lock:
+                self._items[:0] = items[1:]
+        return items[0]
+
+
+async def begin(engine: Engine, job: Job) -> tuple[Mailbox, Any, _Failed | None]:
+    """Start the job and wait for its first event: (mailbox, first event, the failure if it failed at once)."""
+    box = _start(engine, job)
+    first = await box.get()
     if first is _END:
-        return queue, first, _Failed("generation ended without a result")
-    return queue, first, first if isinstance(first, _Failed) else None
+        return box, first, _Failed("generation ended without a result")
+    return box, first, first if isinstance(first, _Failed) else None
 
 
-def _start(engine: Engine, job: Job) -> "asyncio.Queue[Any]":
-    """Run the job in a worker thread; its events arrive on the returned queue."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+def _start(engine: Engine, job: Job) -> Mailbox:
+    """Run the job in a worker thread; its events arrive in the returned mailbox."""
+    box = Mailbox(asyncio.get_running_loop())
 
     def put(item: Any) -> None:
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            box.put(item)
         except RuntimeError:  # event loop closed (shutdown): stop generating
             job.cancel.set()
 
@@ -393,7 +459,7 @@ def _start(engine: Engine, job: Job) -> "asyncio.Queue[Any]":
             put(_END)
 
     threading.Thread(target=work, name=f"gen-{job.entry.name}", daemon=True).start()
-    return queue
+    return box
 
 
 def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,

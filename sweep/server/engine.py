@@ -10,7 +10,6 @@ option reloads the model and the reload is what ``load_duration`` measures.
 
 from __future__ import annotations
 
-import codecs
 import datetime as _dt
 import logging
 import math
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
+from .generation import DecodeError, DecodeState, Outcome, StopMatcher, generate_tokens, make_sampler
 from .models import ModelEntry, Registry
 from .options import DEFAULT_KEEP_ALIVE_S, LoadParams, SamplingParams
 
@@ -85,28 +85,10 @@ class LoadedInfo:
 
 # ------------------------------------------------------------------ llama
 
-def _llama_class() -> type:
-    """A Llama subclass counting evaluated tokens (how many prompt tokens were really processed)."""
-    from llama_cpp import Llama
-
-    class CountingLlama(Llama):  # type: ignore[misc, valid-type]
-        evaluated = 0
-
-        def eval(self, tokens: Sequence[int]) -> None:
-            self.evaluated += len(tokens)
-            super().eval(tokens)
-
-    return CountingLlama
-
-
-_LLAMA_CLS: type | None = None
-
-
 def load_llama(path: str, params: LoadParams) -> Any:
     """Construct the llama-cpp-python model with our load-time parameters."""
-    global _LLAMA_CLS
-    if _LLAMA_CLS is None:
-        _LLAMA_CLS = _llama_class()
+    from llama_cpp import Llama
+
     kwargs: dict[str, Any] = dict(
         n_ctx=params.n_ctx,
         n_batch=params.n_batch,
@@ -118,7 +100,7 @@ def load_llama(path: str, params: LoadParams) -> Any:
     if params.n_threads:
         kwargs["n_threads"] = params.n_threads
         kwargs["n_threads_batch"] = params.n_threads
-    return _LLAMA_CLS(path, **kwargs)
+    return Llama(path, **kwargs)
 
 
 def _prefix_reuse_safe(entry: ModelEntry) -> bool:
@@ -144,37 +126,6 @@ def kv_cache_bytes(entry: ModelEntry, n_ctx: int) -> int:
     return n_layer * n_ctx * n_head_kv * (k_len + v_len) * 2
 
 
-class StopMatcher:
-    """Finds Ollama ``stop`` strings in streamed text, holding back possible prefixes."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop string was hit)."""
-        if not self.stops:
-            return text, False
-        self.pending += text
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.pending = self.pending[: min(hits)], ""
-            return out, True
-        keep = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.pending)), keep, -1):
-                if self.pending.endswith(s[:k]):
-                    keep = k
-                    break
-        cut = len(self.pending) - keep
-        out, self.pending = self.pending[:cut], self.pending[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
 # ------------------------------------------------------------------ engine
 
 @dataclass
@@ -190,7 +141,7 @@ class _Slot:
     expires_mono: float = math.inf
     expires_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc))
     last_used: float = 0.0
-    eog: Callable[[int], bool] | None = None
+    state: DecodeState | None = None  # the low-level decode side of llama
 
 
 class Engine:
@@ -237,12 +188,14 @@ class Engine:
         """Free the model; caller holds slot.lock."""
         if slot.llama is not None:
             try:
+                if slot.state is not None:
+                    slot.state.close()
                 slot.llama.close()
             except Exception:  # pragma: no cover - freeing must not fail a request
                 log.exception("closing %s failed", slot.entry.name)
             slot.llama = None
             slot.params = None
-            slot.eog = None
+            slot.state = None
             log.info("unloaded %s", slot.entry.name)
 
     def _make_room(self, keep: _Slot) -> None:
@@ -269,9 +222,7 @@ class Engine:
             raise EngineError(f"failed to load model '{slot.entry.name}': {exc}") from exc
         import llama_cpp
 
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        slot.eog = lambda tok, _v=vocab: bool(llama_cpp.llama_vocab_is_eog(_v, tok))
-        slot.llama, slot.params = llm, params
+        slot.llama, slot.params, slot.state = llm, params, DecodeState(llm)
         # llama.cpp rounds the context up (to a multiple of 256) but llama-cpp-python's token
         # buffer holds exactly the requested n_ctx: going past it fails with a numpy
         # broadcast error.  So truncate and stop at the requested size (what Ollama reports
@@ -327,96 +278,44 @@ class Engine:
     def _run_locked(self, slot: _Slot, job: Job, emit: Callable[[Event], None]) -> None:
         t0 = time.perf_counter_ns()
         if job.prompt is None and job.keep_alive_s <= 0:
-            # Ollama's "unload" request: empty prompt with keep_alive 0.
-            self._unload(slot)
+            self._unload(slot)  # Ollama's "unload" request: empty prompt with keep_alive 0
             emit(self._done(job, "unload", 0, 0, 0, 0, 0, []))
             return
         self._ensure_loaded(slot, job.load)
         load_ns = time.perf_counter_ns() - t0
         self._set_expiry(slot, job.keep_alive_s)
         if job.prompt is None:
-            if job.keep_alive_s <= 0:
-                self._unload(slot)
             emit(self._done(job, "load", load_ns, 0, 0, 0, 0, []))
             return
-        llm, s = slot.llama, job.sampling
-        prompt_tokens = self._prompt_tokens(llm, job, slot.n_ctx)
-
-        if not (self.prompt_cache and _prefix_reuse_safe(slot.entry)):
-            llm.reset()
-        llm.set_seed(s.seed & 0xFFFFFFFF if s.seed >= 0 else 0xFFFFFFFF)
-        llm.last_n_tokens_size = slot.n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-        limit = s.num_predict if s.num_predict > 0 else math.inf
-        if s.num_predict == 0:
+        prompt_tokens = self._prompt_tokens(slot.llama, job, slot.n_ctx)
+        if job.sampling.num_predict == 0:
             emit(self._done(job, "length", load_ns, 0, 0, 0, 0, list(prompt_tokens)))
             return
-
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stopper = StopMatcher(s.stop)
-        generated: list[int] = []
-        done_reason = "stop"
-        t_first = t_last = 0
-        prompt_evaluated = 0
-        llm.evaluated = 0
-        t_start = time.perf_counter_ns()
-        gen = llm.generate(
-            prompt_tokens,
-            temp=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            typical_p=s.typical_p,
-            repeat_penalty=s.repeat_penalty,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            mirostat_mode=s.mirostat,
-            mirostat_tau=s.mirostat_tau,
-            mirostat_eta=s.mirostat_eta,
-            reset=True,
-        )
-        try:
-            for tok in gen:
-                t_last = time.perf_counter_ns()
-                if not t_first:
-                    t_first = t_last
-                    prompt_evaluated = llm.evaluated
-                if slot.eog is not None and slot.eog(tok):
-                    break
-                generated.append(tok)
-                text = decoder.decode(llm.detokenize([tok]))
-                out, hit = stopper.feed(text)
-                emit(Piece(out))
-                if hit or job.cancel.is_set():
-                    break
-                if len(generated) >= limit or len(prompt_tokens) + len(generated) >= slot.n_ctx:
-                    done_reason = "length"
-                    break
-        except Exception as exc:
-            raise EngineError(f"generation failed: {exc}") from exc
-        finally:
-            gen.close()
-        if job.cancel.is_set():
+        outcome = self._generate(slot, job, prompt_tokens, emit)
+        if outcome is None:  # cancelled: the client is gone, nobody reads a final line
             return
-        tail = stopper.flush()
-        if tail:
-            emit(Piece(tail))
-        if not t_first:  # nothing sampled (cannot happen with llama.generate, but be safe)
-            t_first = t_last = time.perf_counter_ns()
         self._set_expiry(slot, job.keep_alive_s)
         if job.keep_alive_s <= 0:
             self._unload(slot)  # before the final chunk, so /api/ps is empty once it arrives
-        emit(
-            self._done(
-                job,
-                done_reason,
-                load_ns,
-                prompt_evaluated,
-                t_first - t_start,
-                len(generated),
-                t_last - t_first,
-                list(prompt_tokens) + generated,
-            )
-        )
+        emit(self._done(job, outcome.reason, load_ns, outcome.prompt_evaluated, outcome.prompt_ns,
+                        len(outcome.generated), outcome.eval_ns, list(prompt_tokens) + outcome.generated))
+
+    def _generate(self, slot: _Slot, job: Job, prompt_tokens: list[int],
+                  emit: Callable[[Event], None]) -> Outcome | None:
+        """Prefill and the token loop on the slot's decode state; None when cancelled."""
+        state, s = slot.state, job.sampling
+        assert state is not None
+        last_n = slot.n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
+        sampler = make_sampler(s, last_n, state.n_vocab)
+        try:
+            return generate_tokens(state, sampler, prompt_tokens, num_predict=s.num_predict, n_ctx=slot.n_ctx,
+                                   stops=s.stop, cancel=job.cancel,
+                                   reuse=self.prompt_cache and _prefix_reuse_safe(slot.entry),
+                                   on_text=lambda text: emit(Piece(text)))
+        except DecodeError as exc:
+            raise EngineError(f"generation failed: {exc}") from exc
+        finally:
+            sampler.close()
 
     @staticmethod
     def _prompt_tokens(llm: Any, job: Job, n_ctx: int) -> list[int]:

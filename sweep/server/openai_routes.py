@@ -184,25 +184,36 @@ class OpenAIRoutes:
                 item = await queue.get()
             return JSONResponse({**head, "choices": [whole("".join(parts), item.done_reason)], **usage_of(item)})
 
+        def burst(items: list[Any]) -> tuple[bytes, bool]:
+            """SSE events for what arrived together, and whether the stream ends with it."""
+            out = bytearray()
+            for item in items:
+                if isinstance(item, Piece):
+                    if item.text:
+                        out += _sse({**head, "choices": [piece(item.text)]})
+                    continue
+                if isinstance(item, Done):
+                    out += _sse({**head, "choices": [{**last, "finish_reason": item.done_reason}]})
+                    if include_usage:
+                        out += _sse({**head, "choices": [], **usage_of(item)})
+                    out += _sse("[DONE]")
+                else:
+                    message = item.message if isinstance(item, _Failed) else "generation ended without a result"
+                    out += _sse({"error": {"message": message, "type": "server_error", "param": None,
+                                           "code": None}})
+                return bytes(out), True
+            return bytes(out), False
+
         async def events() -> AsyncIterator[bytes]:
-            item = first
+            items = [first]
             try:
                 while True:
-                    if isinstance(item, Piece):
-                        if item.text:
-                            yield _sse({**head, "choices": [piece(item.text)]})
-                    elif isinstance(item, Done):
-                        yield _sse({**head, "choices": [{**last, "finish_reason": item.done_reason}]})
-                        if include_usage:
-                            yield _sse({**head, "choices": [], **usage_of(item)})
-                        yield _sse("[DONE]")
+                    out, finished = burst(items)
+                    if out:
+                        yield out  # what arrived together is written together
+                    if finished:
                         return
-                    else:
-                        message = item.message if isinstance(item, _Failed) else "generation ended without a result"
-                        yield _sse({"error": {"message": message, "type": "server_error", "param": None,
-                                              "code": None}})
-                        return
-                    item = await queue.get()
+                    items = await queue.get_many()
             finally:
                 job.cancel.set()  # no-op when finished; stops the engine if the client left
 
