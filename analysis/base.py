@@ -95,12 +95,6 @@ def id_columns(cells: pd.DataFrame, index: pd.Index, multi: bool) -> pd.DataFram
     return cells.loc[index, cols].reset_index(drop=True)
 
 
-def numeric_columns(df: pd.DataFrame) -> list[str]:
-    """The numeric, non-boolean columns: what per-cell statistics read (text columns are slow to copy)."""
-    return [c for c in df.columns
-            if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-
-
 def significance(p_adj: np.ndarray | pd.Series, alpha: float) -> np.ndarray:
     """'not testable' / 'significant' / 'not significant' per adjusted p (NaN: not testable)."""
     p = np.asarray(p_adj, dtype=float)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import intervals, offload, stats
-from analysis.base import STOP_REASON, Options, numeric_columns, present_metrics
+from analysis import client_share, intervals, offload, stats
+from analysis.base import STOP_REASON, Options, present_metrics
 from analysis.columns import DURATIONS, HEADLINE, OPTIONAL, SENSITIVITY_KEYS, TOKENS, TTFT, Metric
 
 _SUMMARY_STATS = ("n", "mean", "sd", "cv_pct", "ci_lo", "ci_hi", "var")
+# Measured columns read beside the metrics: run order (trial, started_at) and the client-side share.
+_ALSO_READ = ("trial", "started_at", client_share.CLIENT_E2E, client_share.CLIENT_TTFT)
 
 
 def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -34,8 +36,42 @@ def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+class Measured:
+    """The measured trials (status ok, not warm-up), cut once to the columns the tables read, grouped by cell once.
+
+    Why: each table used to copy the million measured rows again (text columns
+    included, an Arrow take) and group them again (a hash of every cell key per
+    ``groupby``).  Here the copy holds only numeric columns the tables read, plus
+    ``<column>:log`` / ``<column>:nonpos`` of each log-t metric, and the two
+    groupings are built once and shared: ``by_cell`` (``sort=True``, cell order)
+    and ``by_seen`` (``sort=False``: what :func:`analysis.stats.group_moments`
+    uses, so the moments keep their numbers to the last bit).
+    """
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        wanted = [m.column for m in HEADLINE + DURATIONS + OPTIONAL] + [TOKENS, *_ALSO_READ]
+        frame = df.loc[df["measured"], ["cell_key"] + [c for c in dict.fromkeys(wanted) if c in df.columns]]
+        for metric in HEADLINE:
+            if metric.column in frame.columns and intervals.method_for(metric.column) == "log-t":
+                frame[f"{metric.column}:log"] = intervals.log_values(frame[metric.column])
+                frame[f"{metric.column}:nonpos"] = frame[metric.column] <= 0
+        self.frame = frame
+        self.by_cell = frame.groupby("cell_key", sort=True)
+        self.by_seen = frame.groupby("cell_key", sort=False, dropna=False, observed=True)
+
+    def moments(self, column: str) -> pd.DataFrame:
+        """Per cell (first-seen order) (n, mean, m2) of ``column``: :func:`analysis.stats.group_moments`."""
+        return stats.moments_of(self.by_seen[column])
+
+    def log_moments(self, column: str) -> pd.DataFrame:
+        """Per cell (n, mean, m2, nonpos) of log(``column``): :func:`analysis.intervals.log_moments`."""
+        if f"{column}:log" not in self.frame.columns:
+            return intervals.log_moments(self.frame[column], self.frame["cell_key"])
+        return intervals.moments_of_logs(self.by_seen[f"{column}:log"], self.by_seen[f"{column}:nonpos"])
+
+
 def cell_statistics(
-    df: pd.DataFrame, cells: pd.DataFrame, opts: Options
+    df: pd.DataFrame, cells: pd.DataFrame, opts: Options, measured: Measured | None = None
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Per-cell numbers for every metric: the one scan over trials the hot path makes.
 
@@ -43,31 +79,31 @@ def cell_statistics(
     the raw (n, mean, m2) moments per headline metric (and ``"<column>:log"``,
     the log moments of a log-t metric) for later combination.
     """
-    m = df.loc[df["measured"], numeric_columns(df)]   # text columns are slow to copy (Arrow take) and unused here
-    out = _row_counts(df, m, cells.index)
+    measured = measured or Measured(df)
+    out = _row_counts(df, measured, cells.index)
     moments: dict[str, pd.DataFrame] = {}
     for metric in present_metrics(df, HEADLINE):
-        summ = _headline_summary(m, metric, cells.index, opts, moments)
+        summ = _headline_summary(measured, metric, cells.index, opts, moments)
         for stat in _SUMMARY_STATS:
             out[f"{metric.column}:{stat}"] = summ[stat]
-    _add_descriptive(out, m, df)
+    _add_descriptive(out, measured, df)
     if opts.bootstrap:
-        _add_bootstrap_cis(out, m, df, opts)
+        _add_bootstrap_cis(out, measured, df, opts)
     return out, moments
 
 
-def _row_counts(df: pd.DataFrame, m: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+def _row_counts(df: pd.DataFrame, measured: Measured, index: pd.Index) -> pd.DataFrame:
     """rows (all), n (measured), failed and warm-up rows per cell."""
     all_g = df.groupby("cell_key", sort=True)
     out = pd.DataFrame(index=index)
     out["rows"] = all_g.size()
-    out["n"] = m["cell_key"].value_counts().reindex(index, fill_value=0)
+    out["n"] = measured.by_cell.size().reindex(index, fill_value=0)
     out["failed"] = all_g["is_failed"].sum().astype(int)
     out["warmups"] = all_g["is_warmup"].sum().astype(int)
     return out
 
 
-def _headline_summary(m: pd.DataFrame, metric: Metric, index: pd.Index, opts: Options,
+def _headline_summary(measured: Measured, metric: Metric, index: pd.Index, opts: Options,
                       moments: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """n/mean/sd/CV/CI/var of one headline metric per cell; stores its moments in ``moments``.
 
@@ -75,15 +111,15 @@ def _headline_summary(m: pd.DataFrame, metric: Metric, index: pd.Index, opts: Op
     log-t for a latency, Student t for a rate unless that crosses zero.  With
     ``--bootstrap`` the bounds are replaced later by :func:`_add_bootstrap_cis`.
     """
-    values, key = m[metric.column], m["cell_key"]
-    mom = stats.group_moments(values, key).reindex(index)
+    mom = measured.moments(metric.column).reindex(index)
     mom["n"] = mom["n"].fillna(0)
     moments[metric.column] = mom
     summ = stats.moments_summary(mom, ddof=opts.ddof, confidence=opts.confidence)
     if opts.bootstrap:
         return summ
+    values, key = measured.frame[metric.column], measured.frame["cell_key"]
     if intervals.method_for(metric.column) == "log-t":
-        logmom = intervals.log_moments(values, key).reindex(index)
+        logmom = measured.log_moments(metric.column).reindex(index)
         moments[f"{metric.column}:log"] = logmom
         raw = _raw_by_cell(values, key) if (logmom["nonpos"].fillna(0) > 0).any() else None
         return intervals.apply_log_t(summ, logmom, raw, opts.confidence, opts.seed)
@@ -113,28 +149,27 @@ def _positive_fallback(summ: pd.DataFrame, values: pd.Series, key: pd.Series, in
     return out
 
 
-def _add_descriptive(out: pd.DataFrame, m: pd.DataFrame, df: pd.DataFrame) -> None:
+def _add_descriptive(out: pd.DataFrame, measured: Measured, df: pd.DataFrame) -> None:
     """TTFT p50/p95, the means of the server durations and optional columns, Σ tokens (in place)."""
-    index = out.index
+    index, m, by_cell = out.index, measured.frame, measured.by_cell
     if TTFT in m.columns and m[TTFT].notna().any():
-        q = m.groupby("cell_key", sort=True)[TTFT].quantile([0.5, 0.95]).unstack()
+        q = by_cell[TTFT].quantile([0.5, 0.95]).unstack()
         out[f"{TTFT}:p50"] = q[0.5].reindex(index)
         out[f"{TTFT}:p95"] = q[0.95].reindex(index)
     extra = present_metrics(df, DURATIONS + OPTIONAL)
     if extra:
-        means = m.groupby("cell_key", sort=True)[[x.column for x in extra]].mean()
+        means = by_cell[[x.column for x in extra]].mean()
         for x in extra:
             out[f"{x.column}:mean"] = means[x.column].reindex(index)
     if TOKENS in m.columns and m[TOKENS].notna().any():
-        out[f"{TOKENS}:sum"] = m.groupby("cell_key", sort=True)[TOKENS].sum().reindex(index)
+        out[f"{TOKENS}:sum"] = by_cell[TOKENS].sum().reindex(index)
 
 
-def _add_bootstrap_cis(out: pd.DataFrame, m: pd.DataFrame, df: pd.DataFrame, opts: Options) -> None:
+def _add_bootstrap_cis(out: pd.DataFrame, measured: Measured, df: pd.DataFrame, opts: Options) -> None:
     """``--bootstrap``: every headline metric's CI bounds by scipy's bootstrap of each cell's mean (in place)."""
-    groups = m.groupby("cell_key", sort=True)
     for metric in present_metrics(df, HEADLINE):
         lo, hi = {}, {}
-        for k, vals in groups[metric.column]:
+        for k, vals in measured.by_cell[metric.column]:
             lo[k], hi[k] = stats.bootstrap_mean_ci(
                 vals.to_numpy(), opts.bootstrap_method, opts.resamples, opts.seed, opts.confidence
             )

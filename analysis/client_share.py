@@ -28,6 +28,7 @@ CLIENT_E2E = "client_overhead_ms"          # the stored columns' names (sweep/co
 CLIENT_TTFT = "client_ttft_overhead_ms"
 _E2E_PARTS = ("e2e_ms", "total_duration_ms")
 _TTFT_PARTS = ("ttft_ms", "load_duration_ms", "prompt_eval_duration_ms")
+_SHARES = ((CLIENT_E2E, "e2e_ms", "e2e"), (CLIENT_TTFT, "ttft_ms", "TTFT"))   # (column, its total, label)
 
 
 def add_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -54,12 +55,14 @@ def _fill(df: pd.DataFrame, column: str, compute: Callable[[], pd.Series]) -> No
 
 def per_cell(df: pd.DataFrame, index: pd.Index) -> pd.DataFrame | None:
     """Per cell_key (in ``index`` order): n and the mean client-side ms and share % of e2e and TTFT."""
-    m = df.loc[df["measured"]]
+    parts = [(col, total, label) for col, total, label in _SHARES if col in df.columns]
+    # only the columns read: copying the text columns of a million rows cost more than the statistics
+    m = df.loc[df["measured"], ["cell_key", *dict.fromkeys(c for col, total, _ in parts for c in (col, total))]]
     out = pd.DataFrame(index=index)
-    for col, total, label in ((CLIENT_E2E, "e2e_ms", "e2e"), (CLIENT_TTFT, "ttft_ms", "TTFT")):
-        if col not in m.columns or not m[col].notna().any():
+    for col, total, label in parts:
+        if not m[col].notna().any():
             continue
-        rows = m.loc[m[col].notna(), ["cell_key", col, total]]
+        rows = m if m[col].notna().all() else m.loc[m[col].notna(), ["cell_key", col, total]]
         g = rows.groupby("cell_key", sort=True)
         mean_client = g[col].mean().reindex(index)
         mean_total = g[total].mean().reindex(index)

@@ -15,23 +15,26 @@ from sweep.contract import COLUMNS, COLUMNS_BY_NAME, DURATION, EXTRA, HIGHER, IN
 __all__ = ["OPTION_KEYS", "INT_OPTIONS", "GPU_NAME", "SENSITIVITY_KEYS", "MATCH_KEYS", "THROUGHPUT", "TTFT",
            "TOKENS", "Metric", "HEADLINE", "DURATIONS", "OPTIONAL", "NUMERIC_COLUMNS"]
 
+def _column(name: str) -> str:
+    """A column's name, as the contract declares it: a column renamed or dropped there fails here, at import."""
+    return COLUMNS_BY_NAME[name].name
+
+
 # Hardware label: rows on different GPUs are never pooled into one dataset.
-GPU_NAME = "gpu_name"
+GPU_NAME = _column("gpu_name")
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
 SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend")
 # A baseline cell must match a chimera cell on these (those present in the data).
 MATCH_KEYS: tuple[str, ...] = ("model", "workload", "backend", "base_url", "row_state")
 
-# Agent workloads: workflow / concurrent-run structure (see analysis.agents).
-STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST = "stage", "workflow_id", "workflow_wall_ms", "ingest_ms"
-RUN_ID, AGENT_ID, AGENTS, SCENARIO, RUN_WALL, RUN_KIND = (
-    "run_id", "agent_id", "agents", "scenario", "run_wall_ms", "run_kind")
-AGENT_COLUMNS: tuple[str, ...] = (STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST, RUN_ID, AGENT_ID, AGENTS, SCENARIO,
-                                  RUN_WALL, RUN_KIND)
+# Agent workloads: workflow / concurrent-run structure (see analysis.agents); short names for the code.
+STAGE, WORKFLOW_ID, WORKFLOW_WALL, INGEST = map(_column, ("stage", "workflow_id", "workflow_wall_ms", "ingest_ms"))
+RUN_ID, AGENT_ID, AGENTS, SCENARIO, RUN_WALL, RUN_KIND = map(
+    _column, ("run_id", "agent_id", "agents", "scenario", "run_wall_ms", "run_kind"))
 
-THROUGHPUT = "throughput_tok_s"
-TTFT = "ttft_ms"
-TOKENS = "eval_count"
+THROUGHPUT = _column("throughput_tok_s")
+TTFT = _column("ttft_ms")
+TOKENS = _column("eval_count")
 
 
 @dataclass(frozen=True)

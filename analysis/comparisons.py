@@ -13,14 +13,16 @@ import numpy as np
 import pandas as pd
 
 from analysis import power, stats
-from analysis.base import Options, Table, ci_label, id_columns, numeric_columns
+from analysis.base import Options, Table, ci_label, id_columns
+from analysis.cellstats import Measured
 from analysis.columns import HEADLINE, MATCH_KEYS, Metric
 
 _TAIL = ["p", "p adj", "hedges g", "verdict", "MDE", "MDE %"]
 
 
 def baseline_vs_chimera(
-    df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Options
+    df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Options,
+    measured: Measured | None = None,
 ) -> tuple[Table | None, str]:
     """Δ of each chimera cell against its baseline: Welch CI, p (Welch/MWU), Hedges g, Holm/BH, verdict.
 
@@ -34,7 +36,9 @@ def baseline_vs_chimera(
     if pairs.empty:
         return None, "No chimera cell has a baseline with the same model/workload/backend." + note_unmatched
     kc, kb = pairs["cell_key"].to_numpy(), pairs["cell_key_b"].to_numpy()
-    raw = _raw_groups(df) if opts.test == "mannwhitney" or opts.bootstrap else None
+    raw = None
+    if opts.test == "mannwhitney" or opts.bootstrap:
+        raw = _RawGroups(measured or Measured(df))
     parts = [_metric_rows(metric, kb, kc, an_cells, cs, raw, multi, opts)
              for metric in HEADLINE if f"{metric.column}:mean" in cs]
     t = _with_verdicts(pd.concat(parts, ignore_index=True), opts)
@@ -81,17 +85,13 @@ def _match_baselines(cells: pd.DataFrame, cs: pd.DataFrame) -> tuple[pd.DataFram
 class _RawGroups:
     """The measured trials' values of one metric for any cell: what the rank test and bootstrap read."""
 
-    def __init__(self, measured: pd.DataFrame) -> None:
-        self._measured = measured
-        self._index = measured.groupby("cell_key", sort=False).indices
+    def __init__(self, measured: Measured) -> None:
+        self._frame = measured.frame
+        self._index = measured.by_seen.indices
         self._empty = np.array([], dtype=np.int64)
 
     def values(self, column: str, cell_key: object) -> np.ndarray:
-        return self._measured[column].to_numpy(float)[self._index.get(cell_key, self._empty)]
-
-
-def _raw_groups(df: pd.DataFrame) -> _RawGroups:
-    return _RawGroups(df.loc[df["measured"], numeric_columns(df)])
+        return self._frame[column].to_numpy(float)[self._index.get(cell_key, self._empty)]
 
 
 def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.DataFrame, cs: pd.DataFrame,

@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import SeriesGroupBy
 from scipy import stats as sps
 
 from analysis import stats
@@ -70,11 +71,23 @@ def describe_method(method: str, resamples: int | None = None, seed: int | None 
 
 def log_moments(values: pd.Series, keys: pd.Series | list[pd.Series]) -> pd.DataFrame:
     """Per group (n, mean, m2) of log(values) plus ``nonpos``: how many values were ≤ 0 (not logged)."""
+    def grouped(column: pd.Series) -> SeriesGroupBy:
+        return column.groupby(keys, sort=False, dropna=False, observed=True)
+
+    return moments_of_logs(grouped(log_values(values)), grouped(values <= 0))
+
+
+def log_values(values: pd.Series) -> pd.Series:
+    """log(values) where a value is > 0, else NaN (those are counted apart, as ``nonpos``)."""
     x = values.to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logged = pd.Series(np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan), index=values.index)
-    mom = stats.group_moments(logged, keys)
-    mom["nonpos"] = (values <= 0).groupby(keys, sort=False, dropna=False, observed=True).sum()
+        return pd.Series(np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan), index=values.index)
+
+
+def moments_of_logs(logged: SeriesGroupBy, nonpos: SeriesGroupBy) -> pd.DataFrame:
+    """:func:`log_moments` from already grouped :func:`log_values` and ``values <= 0`` (one shared grouping)."""
+    mom = stats.moments_of(logged)
+    mom["nonpos"] = nonpos.sum()
     return mom
 
 

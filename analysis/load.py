@@ -327,7 +327,9 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     opts = [c for c in opts if c not in per_agent_columns(df, opts, ["dataset", "cell"])]
     ident = [c for c in _LABEL_IDENTITY if c in df.columns and df[c].nunique(dropna=False) > 1]
     state = [ROW_STATE] if ROW_STATE in df.columns else []
-    cells = df.drop_duplicates(["dataset", "cell"])[["dataset", "cell", "preset", *ident, *opts, *state]]
+    pairs, (datasets, cell_ids) = _pair_codes(df["dataset"], df["cell"])
+    first = ~pd.Series(pairs).duplicated().to_numpy()          # each cell's first row, as drop_duplicates keeps
+    cells = df.loc[first, ["dataset", "cell", "preset", *ident, *opts, *state]]
     new: dict[tuple[str, str], str] = {}
     fixed: dict[str, str] = {}
     for preset, group in cells.groupby("preset", dropna=False, sort=False):
@@ -344,12 +346,11 @@ def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     labels = pd.Series(new)
     if labels.groupby(level=0).apply(lambda s: s.duplicated().any()).any():
         return df, {}
-    pairs, (datasets, cell_ids) = _pair_codes(df["dataset"], df["cell"])
     uniq, inverse = np.unique(pairs, return_inverse=True)
     n = len(cell_ids)
     short = np.array([new[(datasets[p // n], cell_ids[p % n])] for p in uniq], dtype=object)
     df["cell_id_full"] = df["cell"]
-    df["cell"] = short[inverse]
+    df["cell"] = pd.Series(short).array.take(inverse)   # one Arrow take, not a million Python strings
     return df, fixed
 
 

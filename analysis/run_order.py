@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import DataFrameGroupBy
 
 from analysis import stats
 from analysis.base import Options, Table, id_columns
+from analysis.cellstats import Measured
 from analysis.columns import THROUGHPUT, TTFT
 from sweep.contract import Status
 
 
-def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Options) -> Table | None:
+def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Options,
+              measured: Measured | None = None) -> Table | None:
     """First measured trial vs the rest, per cell (TTFT when measured, else throughput); None without trials."""
     metric = TTFT if f"{TTFT}:mean" in cs else THROUGHPUT
     lab = "TTFT ms" if metric == TTFT else "tok/s"
-    m = df.loc[df["measured"] & df[metric].notna(),
-               ["cell_key", metric] + [c for c in ("started_at", "trial") if c in df.columns]]
+    m, by_cell = _rows(df, metric, measured)
     if m.empty:
         return None
-    first_rows, order_by = _first_rows(m)
-    rest = _first_and_rest(m, metric, first_rows, opts)
+    first_rows, order_by = _first_rows(m, by_cell)
+    rest = _first_and_rest(m, by_cell, metric, first_rows, opts)
     index = rest.index
     t = id_columns(an_cells, index, multi)
     t["n"] = rest["n"].to_numpy(int)
@@ -45,33 +47,49 @@ def run_order(df: pd.DataFrame, an_cells: pd.DataFrame, cs: pd.DataFrame, multi:
                  "with a much lower CV without it is a cold start, not noise.")
 
 
-def _first_rows(m: pd.DataFrame) -> tuple[pd.Index, str]:
-    """The row label of each cell's first measured trial, and what "first" was ordered by."""
-    if "started_at" in m.columns and m["started_at"].notna().all():
-        order = m.sort_values(["cell_key", "started_at"], kind="mergesort")
-    elif "trial" in m.columns and m["trial"].notna().all():
-        order = m.sort_values(["cell_key", "trial"], kind="mergesort")
+def _rows(df: pd.DataFrame, metric: str, measured: Measured | None) -> tuple[pd.DataFrame, DataFrameGroupBy]:
+    """The measured rows with a value of ``metric``, and their grouping by cell (the shared one when it fits)."""
+    if measured is not None and metric in measured.frame.columns and measured.frame[metric].notna().all():
+        return measured.frame, measured.by_cell
+    m = df.loc[df["measured"] & df[metric].notna(),
+               ["cell_key", metric] + [c for c in ("started_at", "trial") if c in df.columns]]
+    return m, m.groupby("cell_key", sort=True)
+
+
+def _first_rows(m: pd.DataFrame, by_cell: DataFrameGroupBy) -> tuple[pd.Index, str]:
+    """The row label of each cell's first measured trial, and what "first" was ordered by.
+
+    The earliest ``started_at`` (else the lowest ``trial``), ties to the row read first:
+    what a stable sort by (cell, that column) puts first, without sorting a million rows.
+    """
+    for column in ("started_at", "trial"):
+        if column in m.columns and m[column].notna().all():
+            first = pd.Index(by_cell[column].idxmin().to_numpy())
+            break
     else:
-        order = m.sort_values(["cell_key"], kind="mergesort")
+        first = m.index[~m["cell_key"].duplicated().to_numpy()]
     order_by = "started_at" if "started_at" in m.columns else ("trial" if "trial" in m.columns else "file order")
-    return order.drop_duplicates("cell_key").index, order_by
+    return first, order_by
 
 
-def _first_and_rest(m: pd.DataFrame, metric: str, first_rows: pd.Index, opts: Options) -> pd.DataFrame:
+def _first_and_rest(m: pd.DataFrame, by_cell: DataFrameGroupBy, metric: str, first_rows: pd.Index,
+                    opts: Options) -> pd.DataFrame:
     """Per cell: n, the first value, and mean, sd and max of the rest (from sums, without re-scanning)."""
     first = m.loc[first_rows].set_index("cell_key")[metric]
-    g = m.groupby("cell_key", sort=True)[metric]
+    g = by_cell[metric]
     n = g.count()
     s1 = g.sum()
-    s2 = (m[metric] ** 2).groupby(m["cell_key"], sort=True).sum()
+    is_first = m.index.isin(first_rows)
+    derived = pd.DataFrame({"sq": m[metric] ** 2, "rest": m[metric].where(~is_first)})
+    by_derived = derived.groupby(m["cell_key"], sort=True)
+    s2 = by_derived["sq"].sum()
     first = first.reindex(n.index)
     rn = n - 1
     rest_mean = (s1 - first) / rn.where(rn > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rest_m2 = (s2 - first**2) - rn * rest_mean**2
         rest_sd = np.sqrt(np.clip(rest_m2, 0, None) / (rn - opts.ddof).where(rn - opts.ddof > 0))
-    rest_max = (m.assign(_f=m.index.isin(first_rows)).loc[lambda x: ~x["_f"]]
-                .groupby("cell_key")[metric].max().reindex(n.index))
+    rest_max = by_derived["rest"].max().reindex(n.index)
     return pd.DataFrame({"n": n, "first": first, "rn": rn, "rest_mean": rest_mean, "rest_sd": rest_sd,
                          "rest_max": rest_max})
 

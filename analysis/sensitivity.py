@@ -9,7 +9,7 @@ baseline is not part of the sweep grid), else all cells.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,19 @@ from analysis.load import format_level
 
 # Per parameter and metric: the per-level summary (n, mean, CI) and the test's p.
 _PerMetric = dict[Metric, tuple[pd.DataFrame, float]]
+
+
+class _Levels(NamedTuple):
+    """One parameter's level per cell: as printed, and as integer codes in order of first appearance.
+
+    The pooling groups cells by the codes: the same groups in the same order as the
+    printed labels (so the same sums), without pandas' string machinery, which
+    cost more than the arithmetic on a thousand cells.
+    """
+
+    labels: pd.Series        # per cell (cell_key index): the level as the tables print it
+    codes: np.ndarray        # per cell: the level's code
+    names: np.ndarray        # code → printed level
 
 
 def sensitivity(
@@ -35,16 +48,17 @@ def sensitivity(
     raw = None
     if opts.sensitivity_test == "kruskal":
         raw = df.loc[df["measured"] & df["cell_key"].isin(cells.index), ["cell_key"] + [m.column for m in metrics]]
+    cell_moments = {k: v.loc[cells.index] for k, v in moments.items()}
+    levels = {p: _levels(cells[p], p) for p in params}
     level_rows: list[dict[str, Any]] = []
     summary_rows: list[dict[str, Any]] = []
     for p in params:
-        labels = _level_labels(cells[p], p)
-        per_metric = {metric: _by_level(metric, moments, cells.index, labels, raw, opts) for metric in metrics}
+        per_metric = {metric: _by_level(metric, cell_moments, levels[p], raw, opts) for metric in metrics}
         order = _sort_levels(cells[p])
-        level_rows += _level_rows(p, [format_level(p, v) for v in order], labels, per_metric, opts)
+        level_rows += _level_rows(p, [format_level(p, v) for v in order], levels[p].labels, per_metric, opts)
         summary_rows.append(_summary_row(p, len(order), per_metric))
     tables = [_levels_table(level_rows, scope, metrics, opts), _summary_table(summary_rows, opts)]
-    inter_rows = _interaction_rows(cells, params, metrics, moments)
+    inter_rows = _interaction_rows(levels, metrics, cell_moments)
     if inter_rows:
         tables.append(_interactions_table(inter_rows, opts))
     return tables, ""
@@ -76,27 +90,35 @@ def _sort_levels(values: pd.Series) -> list:
     return nulls[:1] + rest
 
 
-def _level_labels(values: pd.Series, parameter: str) -> pd.Series:
-    """Each cell's level of ``parameter`` as the tables print it (null → 'default')."""
-    return values.map(lambda v: format_level(parameter, v))
+def _levels(values: pd.Series, parameter: str) -> _Levels:
+    """Each cell's level of ``parameter`` (null → 'default'), each distinct value formatted once."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    text = np.array([format_level(parameter, v) for v in uniques], dtype=object)[codes]
+    codes, names = pd.factorize(text)          # two values printed alike are one level
+    return _Levels(pd.Series(text, index=values.index, dtype=object), codes, np.asarray(names, dtype=object))
 
 
-def _by_level(metric: Metric, moments: dict[str, pd.DataFrame], index: pd.Index, labels: pd.Series,
+def _pooled(moments: pd.DataFrame, levels: _Levels) -> pd.DataFrame:
+    """Cell moments combined per level, indexed by the printed level."""
+    comb = stats.combine_moments(moments.assign(level=levels.codes), "level")
+    return comb.set_axis(pd.Index(levels.names[comb.index.to_numpy()], dtype=object, name="level"))
+
+
+def _by_level(metric: Metric, moments: dict[str, pd.DataFrame], levels: _Levels,
               raw: pd.DataFrame | None, opts: Options) -> tuple[pd.DataFrame, float]:
     """One metric pooled per level (n, mean, CI from the combined cell moments) and the test's p."""
-    mom = moments[metric.column].loc[index].assign(level=labels)
-    comb = stats.combine_moments(mom, "level")
+    comb = _pooled(moments[metric.column], levels)
     summ = stats.moments_summary(comb, ddof=opts.ddof, confidence=opts.confidence)
     logmom = moments.get(f"{metric.column}:log")
     if logmom is not None:
-        lm = logmom.loc[index].assign(level=labels)
-        comb_log = stats.combine_moments(lm, "level")
-        comb_log["nonpos"] = lm.groupby("level", sort=False)["nonpos"].sum()
+        comb_log = _pooled(logmom, levels)
+        nonpos = logmom["nonpos"].groupby(levels.codes, sort=False).sum()
+        comb_log["nonpos"] = nonpos.set_axis(levels.names[nonpos.index.to_numpy()]).reindex(comb_log.index)
         summ = intervals.apply_log_t(summ, comb_log, None, opts.confidence, opts.seed)
     if raw is None:
         p = stats.anova_oneway(comb["n"], comb["mean"], comb["m2"])["p"]
     else:
-        by_trial = raw["cell_key"].map(labels)
+        by_trial = raw["cell_key"].map(levels.labels)
         p = stats.kruskal_p([g.to_numpy() for _, g in raw[metric.column].groupby(by_trial)])
     return summ, p
 
@@ -138,14 +160,13 @@ def _summary_row(parameter: str, levels: int, per_metric: _PerMetric) -> dict[st
     return row
 
 
-def _interaction_rows(cells: pd.DataFrame, params: list[str], metrics: list[Metric],
+def _interaction_rows(levels: dict[str, _Levels], metrics: list[Metric],
                       moments: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     """Per pair of parameters and metric: the F-test of the A×B term from the combination moments."""
     rows = []
-    for a, b in itertools.combinations(params, 2):
-        la, lb = _level_labels(cells[a], a), _level_labels(cells[b], b)
+    for a, b in itertools.combinations(levels, 2):
         for metric in metrics:
-            mom = moments[metric.column].loc[cells.index].assign(a=la, b=lb)
+            mom = moments[metric.column].assign(a=levels[a].codes, b=levels[b].codes)
             comb = stats.combine_moments(mom, ["a", "b"]).reset_index()
             r = stats.anova_interaction(comb["a"], comb["b"], comb["n"], comb["mean"], comb["m2"])
             rows.append({

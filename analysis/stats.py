@@ -21,6 +21,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+from pandas.api.typing import SeriesGroupBy
 from scipy import special
 from scipy import stats as sps
 
@@ -84,8 +85,17 @@ def group_moments(values: pd.Series, keys: pd.Series | list[pd.Series]) -> pd.Da
     (:func:`combine_moments`), which lets sensitivity tables aggregate cells
     instead of re-scanning every trial.
     """
-    g = values.groupby(keys, sort=False, dropna=False, observed=True)
-    out = g.agg(["count", "mean", "var"])
+    return moments_of(values.groupby(keys, sort=False, dropna=False, observed=True))
+
+
+def moments_of(grouped: SeriesGroupBy) -> pd.DataFrame:
+    """(n, mean, m2) of an already grouped column: lets several columns share one grouping of the rows.
+
+    Group it as :func:`group_moments` does (``sort=False``) to get the same numbers
+    to the last bit: pandas sums a group with a different algorithm when the
+    group codes happen to be in row order.
+    """
+    out = grouped.agg(["count", "mean", "var"])
     out.columns = ["n", "mean", "var"]
     out["m2"] = (out["var"].fillna(0.0) * (out["n"] - 1).clip(lower=0)).astype(float)
     return out[["n", "mean", "m2"]]
@@ -100,10 +110,11 @@ def combine_moments(moments: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     m = moments[moments["n"] > 0].copy()
     m["_s"] = m["n"] * m["mean"]
     g = m.groupby(by, sort=False, dropna=False, observed=True)
-    grand = g["_s"].transform("sum") / g["n"].transform("sum")
+    n, s = g["n"].sum(), g["_s"].sum()
+    group = g.ngroup().to_numpy()                  # each unit's group: the sums broadcast back (a transform)
+    grand = s.to_numpy()[group] / n.to_numpy()[group]
     m["_between"] = m["n"] * (m["mean"] - grand) ** 2
-    n = g["n"].sum()
-    mean = g["_s"].sum() / n
+    mean = s / n
     m2 = g["m2"].sum() + g["_between"].sum()
     return pd.DataFrame({"n": n, "mean": mean, "m2": m2})
 

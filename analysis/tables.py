@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis.agents import analyse_agents
 from analysis.base import CI, STOP_REASON, Analysis, Options, Table, ci_methods
-from analysis.cellstats import cell_frame, cell_statistics
+from analysis.cellstats import Measured, cell_frame, cell_statistics
 from analysis.comparisons import baseline_vs_chimera
 from analysis.rankings import rankings
 from analysis.run_order import run_order
@@ -35,7 +35,7 @@ from analysis.sensitivity import sensitivity, swept_parameters
 from analysis.summaries import client_side, comprehensive, population
 
 __all__ = [
-    "CI", "STOP_REASON", "Analysis", "Options", "Table", "analyse", "baseline_vs_chimera", "cell_frame",
+    "CI", "STOP_REASON", "Analysis", "Measured", "Options", "Table", "analyse", "baseline_vs_chimera", "cell_frame",
     "cell_statistics", "ci_methods", "client_side", "comprehensive", "population", "rankings", "run_order",
     "sensitivity", "swept_parameters",
 ]
@@ -46,11 +46,12 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     opts = opts or Options()
     cells = cell_frame(df)
     multi = cells["dataset"].nunique() > 1
-    cs, moments = cell_statistics(df, cells, opts)
+    measured = Measured(df)          # the measured rows, copied and grouped by cell once for every table
+    cs, moments = cell_statistics(df, cells, opts, measured)
     notes: dict[str, str] = {}
     tables = [comprehensive(cells, cs, multi, opts)]
     tables += rankings(cells, cs, multi, opts)
-    bvc, note = baseline_vs_chimera(df, cells, cs, multi, opts)
+    bvc, note = baseline_vs_chimera(df, cells, cs, multi, opts, measured)
     if bvc is not None:
         tables.append(bvc)
     else:
@@ -60,7 +61,7 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     if note:
         notes["sensitivity"] = note
     tables.append(population(cells, cs, multi, opts))
-    ro = run_order(df, cells, cs, multi, opts)
+    ro = run_order(df, cells, cs, multi, opts, measured)
     if ro is not None:
         tables.append(ro)
     cst = client_side(cells, df, multi)

@@ -170,12 +170,18 @@ def is_transient(record: TrialRecord) -> bool:
     return _transient(record.status, record.http_status)
 
 
+def measured_ok(rows: list[dict[str, Any]], cell_hash: str) -> list[dict[str, Any]]:
+    """The rows of ``cell_hash`` that a resume keeps: measured trials (not warm-ups) that succeeded.
+
+    The one statement of that rule: the run, the dry run's count (:mod:`sweep.preflight`) and the
+    adaptive design's earlier values all read it here.
+    """
+    return [r for r in rows if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]]
+
+
 def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
     """(trial, prompt_id) of the measured trials that succeeded in earlier runs."""
-    return {
-        (r["trial"], r["prompt_id"]) for r in rows
-        if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]
-    }
+    return {(r["trial"], r["prompt_id"]) for r in measured_ok(rows, cell_hash)}
 
 
 def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) -> list[TrialSpec]:
@@ -319,8 +325,7 @@ def _cursor(run: CellRun, design: Design, server: ServerState) -> _Cursor:
     outcome.expected = (design.trials or design.auto.min_trials) * len(cell.prompts)
     outcome.measured_ok = len(done)
     metric = design.auto.metric
-    values = [r.get(metric) for r in previous
-              if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]]
+    values = [r.get(metric) for r in measured_ok(previous, cell.cell_hash)]
     warm = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
     return _Cursor(run, done, warm, [v for v in values if v is not None], visited=cell.cell_hash in server.warmed)
 

@@ -86,11 +86,14 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list
     return [host] + [u for u in urls if u != host]
 
 
-def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[CellOutcome]:
+def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
+            overrides: list[str] | None = None) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``.
 
     ``revisit``: a search may propose a cell it already measured in this sweep; its
     missing trials run (none when complete) instead of the "already holds trials" error.
+    ``overrides``: the job's command-line overrides, recorded with each cell in ``_run.json``
+    (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
     fmt = format_for(cfg.backend.api)
@@ -113,7 +116,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False) -> list[
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                                  gpus=telemetry.gpus if telemetry else process_gpus())
         provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
-                                                              "config": config, "command": env["command"]}
+                                                              "config": config, "command": env["command"],
+                                                              "overrides": overrides or []}
                                                for c in cells})
         try:   # before reading what the cells hold: another writer may still be finishing one
             held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))

@@ -33,6 +33,7 @@ from sweep.cli_errors import EXIT_CONFIG, one_line
 from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count
 from sweep import layout
 from sweep.contract import Status, read_whole, sweep_dirs, trial_files
+from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
 
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
@@ -96,9 +97,8 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
         return 0
     rows = CellStore(path).previous_rows()
     if cell.agent_plan is not None:  # one row per call of an agent's workflow
-        return sum(1 for r in rows if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"])
-    return len({(r["trial"], r["prompt_id"]) for r in rows
-                if r["cell_hash"] == cell.cell_hash and r["status"] == Status.OK and not r["warmup"]})
+        return len(measured_ok(rows, cell.cell_hash))
+    return len(already_measured(rows, cell.cell_hash))
 
 
 def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:

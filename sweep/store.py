@@ -95,10 +95,15 @@ def write_atomic(table: pa.Table, path: Path, durable: bool = False) -> None:
     _replace_atomically(path, lambda handle: pq.write_table(table, handle, compression="zstd"), durable)
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    """A text file, atomically (the same temp + rename as the trials)."""
+    data = text.encode("utf-8")
+    _replace_atomically(path, lambda handle: handle.write(data))
+
+
 def write_json_atomic(obj: Any, path: Path) -> None:
     """A JSON file, atomically (the same temp + rename as the trials)."""
-    text = json.dumps(obj, indent=2, default=str).encode("utf-8")
-    _replace_atomically(path, lambda handle: handle.write(text))
+    write_text_atomic(json.dumps(obj, indent=2, default=str), path)
 
 
 def rescue_path(path: Path, sweep_id: str | None) -> Path:

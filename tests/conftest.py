@@ -1,9 +1,10 @@
 """Fixtures, and the fast/slow split: ``python -m pytest -m "not slow"`` answers in seconds.
 
-A test is ``slow`` when it starts the real engine (the ``embedded_server`` fixture) or
-another process (``python -m sweep``/``analysis``, a stand-in process, a launcher), itself
-or through one of its fixtures; those are found by reading the test's and its fixtures'
-source, so a new test of that kind is classified without anyone remembering to.  Anything
+A test is ``slow`` when it starts the real engine (the ``embedded_server`` fixture, or an
+``Engine``/``Llama`` in-process) or another process (``python -m sweep``/``analysis``, a
+stand-in process, a launcher), itself, through one of its fixtures or through a helper of the
+test suite it calls; those are found by reading their source, so a new test of that kind is
+classified without anyone remembering to.  Anything
 else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
 """
 
@@ -17,7 +18,8 @@ import pytest
 pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin"]
 
 SLOW_FIXTURES = frozenset({"embedded_server", "http"})
-SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(")
+SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(",
+              "Engine(", "Llama(", "load_llama(")   # the real engine in-process (tests/test_server_generation.py)
 
 
 _CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")

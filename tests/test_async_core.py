@@ -12,18 +12,13 @@ from typing import Any
 import pytest
 
 from sweep.ollama import StreamClient
-from sweep.plan import Cell, ConfigError, Prompt
+from sweep.plan import ConfigError
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
 from sweep.streams import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for
+from tests.cells import make_cell
 from tests.ollama_standin import DELIVERY_SLACK_MS, Script, StandIn
 from tests.sync_reference import old_and_new
-
-
-def make_cell() -> Cell:
-    return Cell(preset="chimera", model="gemma3:latest", backend="ollama", base_url=None, options={},
-                workload="report", prompts=(Prompt("0", "Generate a technical report"),), system=None,
-                endpoint="generate", keep_alive=None)
 
 
 @pytest.mark.slow   # paced streams: seconds of real waiting

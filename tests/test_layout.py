@@ -8,6 +8,7 @@ must find the same directory and send nothing when the sweep is complete.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -142,3 +143,21 @@ def test_rescue_path_is_per_sweep(tmp_path: Path) -> None:
     a = rescue_path(tmp_path / "x" / "cell.parquet", "sweep-a")
     b = rescue_path(tmp_path / "x" / "cell.parquet", "sweep-b")
     assert a != b and a.parent.name == "sweep-a" and a.name == "cell.parquet"
+
+
+def test_a_multirun_job_saves_no_hydra_files_and_its_provenance_holds_its_config(standin: StandIn,
+                                                                                  tmp_path: Path) -> None:
+    """Hydra's per-job config.yaml/hydra.yaml/overrides.yaml are not written; _run.json has each job's config."""
+    target = tmp_path / "sw"
+    result = run_sweep("-m", *_common(standin), "chimera.num_ctx=256,512", f"hydra.sweep.dir={target}")
+    assert result.returncode == 0, result.stderr
+    assert [p for p in (target / HYDRA_DIR).rglob("*") if p.is_file()] == [target / HYDRA_DIR / "multirun.yaml"]
+    run = json.loads((target / "_run.json").read_text())
+    by_ctx = {c["config"]["chimera"]["num_ctx"]: c for c in run["cells"].values()}
+    assert sorted(by_ctx) == [256, 512]
+    for num_ctx, cell in by_ctx.items():
+        assert f"chimera.num_ctx={num_ctx}" in cell["overrides"] and "backend=ollama" in cell["overrides"]
+    again = run_sweep("-m", *_common(standin), "chimera.num_ctx=256,512", f"hydra.sweep.dir={tmp_path / 'kept'}",
+                      "hydra.output_subdir=_hydra")   # asked for: every job keeps Hydra's files
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "kept" / HYDRA_DIR).glob("*/_hydra/config.yaml"))) == 2

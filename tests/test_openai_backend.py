@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from sweep.openai_sse import OPENAI
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.plan import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
+from tests import cells
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
 
@@ -23,9 +24,7 @@ TOKENS = ["Hello", " world", ",", " this", " is", " a", " test", "."]
 
 
 def make_cell(endpoint: str = "chat", **options: object) -> Cell:
-    return Cell(preset="chimera", model="gemma3:latest", backend="openai", base_url=None, options=options,
-                workload="report", prompts=(Prompt("0", "Generate a technical report"),), system=None,
-                endpoint=endpoint, keep_alive=None)
+    return cells.make_cell(endpoint=endpoint, backend="openai", **options)
 
 
 def measure(standin: StandIn, cell: Cell | None = None) -> TrialRecord:

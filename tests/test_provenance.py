@@ -12,7 +12,7 @@ import pyarrow
 import pyarrow.parquet as pq
 import pytest
 
-from sweep.provenance import git_state, model_record, package_versions
+from sweep.provenance import git_state, model_record, package_versions, record_run
 from sweep.contract import PROVENANCE_KEY, cell_paths, trial_files
 from tests.ollama_standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep
@@ -94,3 +94,21 @@ def test_report_header_shows_the_environment(sweep_dir: Path) -> None:
     assert "| server | ollama server, version 0.12.3 |" in env
     assert "pyarrow " + pyarrow.__version__ in env
     assert "config" not in env   # the full config stays in _run.json
+
+
+def test_run_file_merges_every_writer_and_is_not_rewritten_unchanged(tmp_path: Path) -> None:
+    """Jobs add their cells; another process's cells survive; a job that changes nothing writes nothing."""
+    env = {"python": "3.x", "config": {"k": 1}, "command": ["x"]}
+    record_run(tmp_path, env, {"a": {"config": {"k": 1}}})
+    record_run(tmp_path, env, {"b": {"config": {"k": 2}}})
+    path = tmp_path / "_run.json"
+    other = json.loads(path.read_text())                        # a parallel job of another process
+    other["cells"]["c"] = {"config": {"k": 3}}
+    path.write_text(json.dumps(other))
+    record_run(tmp_path, {**env, "python": "3.y"}, {"d": {"config": {"k": 4}}})
+    expected = {"python": "3.y", "cells": {"a": {"config": {"k": 1}}, "b": {"config": {"k": 2}},
+                                           "c": {"config": {"k": 3}}, "d": {"config": {"k": 4}}}}
+    assert path.read_text() == json.dumps(expected, indent=2)  # the newest environment, every cell once
+    before = path.stat().st_ino
+    record_run(tmp_path, {**env, "python": "3.y"}, {"b": {"config": {"k": 2}}})   # a resumed cell
+    assert path.stat().st_ino == before

@@ -48,6 +48,7 @@ INTERNAL: dict[str, str] = {
     "sweep.llama_tools": "where llama-server/llama-bench live: fixtures and scripts/install_engine.py "
                          "must agree with the sweep on it",
     "sweep.server.launch": "the session fixture starts the embedded engine",
+    "sweep.server.__main__": "the listening socket (TCP_NODELAY), " + _UNIT,
     "sweep.server.models": "the model registry (which GGUF files are installed), " + _UNIT,
     "sweep.server.options": "option parsing and the contract's ranges, " + _UNIT,
     "sweep.server.engine": "stop-sequence matching, and the engine in-process against Llama.generate "

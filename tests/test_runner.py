@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.plan import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial
 from sweep.streams import OLLAMA, request_body
+from tests.cells import make_cell
 from tests.ollama_standin import Script, StandIn
-
-
-def make_cell(model: str = "gemma3:latest", endpoint: str = "generate", **options: object) -> Cell:
-    return Cell(preset="chimera", model=model, backend="ollama", base_url=None, options=options,
-                workload="report", prompts=(Prompt("0", "Generate a technical report"),), system=None,
-                endpoint=endpoint, keep_alive=None)
 
 
 def measure(standin: StandIn, cell: Cell | None = None, stall_timeout_s: float = 2.0,
