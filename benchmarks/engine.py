@@ -1,4 +1,4 @@
-"""Embedded server over HTTP against llama-cpp-python in-process: same model, same work.
+"""Embedded server over HTTP against the same engine in-process: same model, same work.
 
 What is compared, per model and per ``num_thread``:
 
@@ -6,26 +6,28 @@ What is compared, per model and per ``num_thread``:
   measured by our own runner (:func:`sweep.runner.measure_trial`), giving the
   server's ``eval_count / eval_duration`` (``throughput_tok_s``) and the client's
   ``(chunks - 1) / (last - first arrival)`` (``client_tok_s``).
-* **in-process**: ``llama_cpp.Llama`` on the same GGUF file, built with the same
-  load-time parameters (the options dict is parsed by the server's own
-  :func:`~sweep.server.options.parse_options`, so both sides get identical
+* **in-process**: the server engine's own loader and token loop
+  (:func:`sweep.server.engine.load_llama`, :func:`sweep.server.generation.generate_tokens`)
+  on the same GGUF file, without the server around it (the options dict is parsed by the
+  server's own :func:`~sweep.server.options.parse_options`, so both sides get identical
   ``n_ctx``/``n_batch``/``n_threads`` and sampling), the same prompt text (the
   server's own template step), greedy (temperature 0, fixed seed), the same
   token limit and the same stop rule (an end-of-generation token ends both; the
   server has no "ignore EOS", so the prompt was chosen to run past the limit and
   the token counts are checked).  Timed like the two HTTP figures: ``n / (last -
   first token)`` (the server's formula), ``(n - 1) / (last - first token)`` (the
-  client's formula) and, for reference, decode compute alone (time inside
-  ``Llama.eval`` for the tokens after the first).
+  client's formula) and, for reference, decode compute alone (time inside the
+  one-token ``llama_decode`` steps after the first token).
 
 The anchor (:mod:`benchmarks.anchor`), in the same rounds: **llama-bench** (``tg128``
 and ``pp512``: llama.cpp's C++ loop, no HTTP, no Python, no sampling; same GGUF,
 threads and batch) and **llama-server** (llama.cpp's own HTTP server from the same
 build, same flags and prompt tokens, measured by our runner through the OpenAI
 format).  Every engine's tok/s is reported as a ratio to ``tg128`` of the same
-round, and the steps in between say where the rest goes: llama-cpp-python's
-decode call (decode only), sampling and Python between tokens (in-process),
-the server's thread and queue (embedded, server clock), HTTP and our client
+round, and the steps in between say where the rest goes: the ``llama_decode``
+call per token through ctypes (decode only), sampling, detokenising and the
+loop's Python between tokens (in-process), the server's worker thread and its
+hand-off to the event loop (embedded, server clock), HTTP and our client
 (embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
 (``embedded_vs_tg128`` in what :func:`run` returns).
 
@@ -40,13 +42,13 @@ nothing else should run meanwhile; the "other CPU" column shows if something did
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import dataclasses
 import math
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -57,6 +59,8 @@ from sweep.llama_tools import missing_hint, tool_path
 from sweep.plan import Cell, Prompt
 from sweep.streams import OLLAMA
 from sweep.server import launch
+from sweep.server.engine import load_llama
+from sweep.server.generation import DecodeState, generate_tokens, make_sampler
 from sweep.server.models import default_registry
 from sweep.server.options import LoadParams, SamplingParams, parse_options
 from sweep.server.templates import generate_prompt
@@ -78,7 +82,7 @@ class Run:
     server_tok_s: float      # n / (last - first token): the server's eval_count / eval_duration
     client_tok_s: float      # (n - 1) / (last - first token/chunk)
     ttft_ms: float
-    compute_tok_s: float | None = None  # in-process only: decode tokens / time inside Llama.eval
+    compute_tok_s: float | None = None  # in-process only: decode steps / time inside llama_decode
     text: str = ""
 
 
@@ -208,78 +212,44 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _timed_llama_class() -> type:
-    from llama_cpp import Llama
+class TimedState(DecodeState):
+    """The engine's decode state, timing each one-token decode step (llama_decode alone)."""
 
-    class TimedLlama(Llama):  # type: ignore[misc, valid-type]
-        """Accumulates the time spent in eval() (llama_decode), after the flag is set."""
+    def __init__(self, llm: Any) -> None:
+        super().__init__(llm)
+        self.step_ns = 0
+        self.steps = 0
 
-        eval_ns = 0
-        eval_calls = 0
-        timing = False
-
-        def eval(self, tokens: Any) -> None:
-            if not self.timing:
-                return super().eval(tokens)
-            t0 = time.perf_counter_ns()
-            super().eval(tokens)
-            self.eval_ns += time.perf_counter_ns() - t0
-            self.eval_calls += 1
-
-    return TimedLlama
+    def step(self, token: int) -> None:
+        t0 = time.perf_counter_ns()
+        super().step(token)
+        self.step_ns += time.perf_counter_ns() - t0
+        self.steps += 1
 
 
 def load_in_process(path: str, load: LoadParams) -> Any:
-    """The same constructor arguments the server's engine uses for these LoadParams."""
-    kwargs: dict[str, Any] = dict(n_ctx=load.n_ctx, n_batch=load.n_batch, n_ubatch=load.n_batch,
-                                  n_gpu_layers=load.n_gpu_layers, use_mmap=load.use_mmap, verbose=False)
-    if load.n_threads:
-        kwargs["n_threads"] = kwargs["n_threads_batch"] = load.n_threads
+    """The server engine's own loader (same constructor arguments for these LoadParams)."""
     with _quiet_stderr():
-        return _timed_llama_class()(path, **kwargs)
+        return load_llama(path, load)
 
 
-def generate_once(llm: Any, prompt_tokens: list[int], s: SamplingParams, reset: bool) -> Run:
-    """One greedy generation, stamped like the server's engine stamps its tokens."""
-    import llama_cpp
-
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    if reset:
-        llm.reset()
-    llm.set_seed(s.seed & 0xFFFFFFFF)
-    llm.last_n_tokens_size = s.repeat_last_n
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+def generate_once(state: TimedState, prompt_tokens: list[int], s: SamplingParams, reuse: bool) -> Run:
+    """One generation through the server engine's own token loop, without the server around it."""
     pieces: list[str] = []
-    n = 0
-    t_first = t_last = 0
-    llm.timing, llm.eval_ns, llm.eval_calls = False, 0, 0
-    t_start = time.perf_counter_ns()
-    gen = llm.generate(prompt_tokens, temp=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
-                       typical_p=s.typical_p, repeat_penalty=s.repeat_penalty,
-                       presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
-                       mirostat_mode=s.mirostat, mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta,
-                       reset=True)
+    state.step_ns = state.steps = 0
+    sampler = make_sampler(s, s.repeat_last_n, state.n_vocab)
     try:
-        for tok in gen:
-            t_last = time.perf_counter_ns()
-            if not t_first:
-                t_first = t_last
-                llm.timing = True  # from here on, every eval() is one decode step
-            if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                break
-            n += 1
-            pieces.append(decoder.decode(llm.detokenize([tok])))
-            if n >= s.num_predict:
-                break
+        out = generate_tokens(state, sampler, prompt_tokens, num_predict=s.num_predict, n_ctx=N_CTX, stops=(),
+                              cancel=threading.Event(), reuse=reuse, on_text=pieces.append)
     finally:
-        gen.close()
-        llm.timing = False
-    span_s = (t_last - t_first) / 1e9
+        sampler.close()
+    assert out is not None
+    n, span_s = len(out.generated), out.eval_ns / 1e9
     return Run(tokens=n,
                server_tok_s=n / span_s if span_s > 0 else math.nan,
                client_tok_s=(n - 1) / span_s if span_s > 0 else math.nan,
-               ttft_ms=(t_first - t_start) / 1e6,
-               compute_tok_s=llm.eval_calls / (llm.eval_ns / 1e9) if llm.eval_ns else math.nan,
+               ttft_ms=out.prompt_ns / 1e6,
+               compute_tok_s=state.steps / (state.step_ns / 1e9) if state.step_ns else math.nan,
                text="".join(pieces))
 
 
@@ -287,15 +257,16 @@ def measure_in_process(model: str, threads: int, num_predict: int, reps: int) ->
     entry = default_registry().get(model)
     load, sampling = parse_options(options_for(threads, num_predict))
     text = generate_prompt(entry, PROMPT, None, None, False)
-    # The server resets the cache before each request for Gemma (sliding window) and
-    # reuses the prompt prefix for SmolLM2; do the same so prompt work matches too.
-    reset = f"{entry.architecture}.attention.sliding_window" in entry.header.metadata
+    # The server reuses a cached prompt prefix for SmolLM2 but not for Gemma (sliding window): same here.
+    reuse = f"{entry.architecture}.attention.sliding_window" not in entry.header.metadata
     llm = load_in_process(str(entry.path), load)
+    state = TimedState(llm)
     try:
         tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
-        generate_once(llm, tokens, dataclasses.replace(sampling, num_predict=WARMUP_TOKENS), reset)
-        return [generate_once(llm, tokens, sampling, reset) for _ in range(reps)]
+        generate_once(state, tokens, dataclasses.replace(sampling, num_predict=WARMUP_TOKENS), reuse)
+        return [generate_once(state, tokens, sampling, reuse) for _ in range(reps)]
     finally:
+        state.close()
         llm.close()
         del llm
 
@@ -336,9 +307,9 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
               f"{','.join(map(str, tokens)):>6} {same:>9} {b.other_cpu:9.2f}")
     print("HTTP server = eval_count / eval_duration from the final chunk (throughput_tok_s); HTTP client = "
           "(chunks - 1) / (last - first arrival) in our runner (client_tok_s);")
-    print("in-proc = the same formula on the tokens Llama.generate yields in this process; ratio = HTTP / "
+    print("in-proc = the same formula on the engine's token loop run in this process; ratio = HTTP / "
           "in-process per round (paired), mean ± sd over rounds;")
-    print("decode only = in-process decode steps / time inside Llama.eval (no sampling, no Python between "
+    print("decode only = in-process decode steps / time inside llama_decode (no sampling, no Python between "
           "tokens); other CPU = cores busy with other processes (above ~0.1 the figures are disturbed).")
     verdict = "met" if worst >= GOAL else "NOT met"
     print(f"lowest HTTP/in-process ratio: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
@@ -362,10 +333,14 @@ def print_anchor(blocks: list[Block]) -> dict[str, float]:
         same = "yes" if b.server and b.http and b.server[0].text == b.http[0].text else "NO"
         print(f"{b.model:<13} {b.threads:>3} | {_ms(b.tg):>13} {_ms(b.pp):>15} | "
               + " ".join(f"{_ms(b.vs_tg.get(name, []), 2):>19}" for name in ANCHOR_STEPS) + f" | {same}")
-    print("Where the rest goes, step by step from tg128: decode only = llama-cpp-python's decode call per token "
-          "(ctypes, one-token batches);")
-    print("in-process = + sampling and Python between tokens (Llama.generate); embedded = + the server's worker "
-          "thread and queue (eval_count / eval_duration);")
+    print("Where the rest goes, step by step from tg128: decode only = the engine's llama_decode call per token "
+          "(ctypes, one reused one-token batch); what it lacks to tg128 is inside llama.cpp's call: llama-bench runs "
+          "flash attention auto (on for this CPU), the engine keeps it off because on changes greedy tokens (gemma3 "
+          "from token 5, smollm2 from 27); in-process, flash attention on decoded +7-8 % faster (paired rounds, load "
+          "~10), the rest differs by n_ctx 128 vs 2048 and llama-bench's polling threadpool;")
+    print("in-process = + sampling (greedy: argmax over a view of the logits; else llama.cpp's C chain), "
+          "detokenising, stop check, the loop's Python; embedded = + the server process: worker thread, one "
+          "event-loop wake-up per burst (eval_count / eval_duration);")
     print("embedded client = + HTTP and our runner (chunks on our clock); llama-server = llama.cpp's own C++ "
           "server (predicted_n / predicted_ms) and its client-side figure.")
     print("same text: llama-server gets the same prompt tokens (checked: 9 for gemma3, 38 for smollm2) and the same "

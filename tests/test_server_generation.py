@@ -141,3 +141,15 @@ def test_cached_prompt_prefix_is_reused_with_the_same_answer(engine: Engine) -> 
     _, b = run_engine(engine, "smollm2:135m", opts)
     assert a.context == b.context
     assert a.prompt_eval_count > 1 and b.prompt_eval_count == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_num_thread_reaches_llama_cpp_for_decode_and_prompt(engine: Engine, threads: int) -> None:
+    """num_thread sets both of llama.cpp's thread counts (n_threads: decode, n_threads_batch: prompt)."""
+    import llama_cpp
+
+    run_engine(engine, "gemma3:270m", {"temperature": 0, "num_predict": 2, "num_thread": threads})
+    (info,) = [i for i in engine.loaded() if i.entry.name == "gemma3:270m"]
+    assert info.load.n_threads == threads
+    ctx = engine._slots["gemma3:270m"].llama.ctx
+    assert llama_cpp.llama_n_threads(ctx) == threads and llama_cpp.llama_n_threads_batch(ctx) == threads

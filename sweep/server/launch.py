@@ -111,17 +111,35 @@ def start(
     Raises RuntimeError (one line, with the server's stderr tail) if it exits or
     does not report ready within startup_timeout_s.
     """
+    proc = _spawn(_command(host, model_dir, models, extra_args))
+    tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
+    lines: collections.deque[str] = collections.deque()
+    assert proc.stderr is not None and proc.stdout is not None
+    threading.Thread(target=_pump, args=(proc.stderr, tail), daemon=True).start()
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    server = EmbeddedServer(proc, "", tail)
+    server.base_url = _wait_ready(server, proc, lines, reader, startup_timeout_s)
+    return server
+
+
+def _command(host: str, model_dir: str | None, models: Sequence[str], extra_args: Sequence[str]) -> list[str]:
+    """``python -m sweep.server`` on port 0 (the OS picks a free one) with our options."""
     cmd = [sys.executable, "-m", "sweep.server", "--port", "0", "--host", host]
     if model_dir:
         cmd += ["--model-dir", str(model_dir)]
     for m in models:
         cmd += ["--model", str(m)]
-    cmd += list(extra_args)
+    return cmd + list(extra_args)
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
+    """Start the child with this project on its path, unbuffered, in its own session, dying with us."""
     env = dict(os.environ)
     root = _project_root()
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -131,21 +149,17 @@ def start(
         start_new_session=True,  # Ctrl-C in the terminal reaches the parent only
         preexec_fn=die_with_parent,
     )
-    tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
-    assert proc.stderr is not None and proc.stdout is not None
-    threading.Thread(target=_pump, args=(proc.stderr, tail), daemon=True).start()
 
-    lines: collections.deque[str] = collections.deque()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-    reader.start()
-    server = EmbeddedServer(proc, "", tail)
-    deadline = time.monotonic() + startup_timeout_s
+
+def _wait_ready(server: EmbeddedServer, proc: subprocess.Popen[str], lines: "collections.deque[str]",
+                reader: threading.Thread, timeout_s: float) -> str:
+    """The base URL from the child's ready line; RuntimeError if it exits first or takes too long."""
+    deadline = time.monotonic() + timeout_s
     while True:
         while lines:
             line = lines.popleft().strip()
             if line.startswith(READY_PREFIX):
-                server.base_url = line[len(READY_PREFIX):].strip()
-                return server
+                return line[len(READY_PREFIX):].strip()
         if proc.poll() is not None:
             reader.join(timeout=1)
             if any(l.startswith(READY_PREFIX) for l in lines):
@@ -158,7 +172,7 @@ def start(
         if time.monotonic() > deadline:
             server.stop(grace_s=2)
             raise RuntimeError(
-                f"embedded server not ready after {startup_timeout_s:.0f}s: "
+                f"embedded server not ready after {timeout_s:.0f}s: "
                 f"{server.stderr_tail() or '(no stderr)'}"
             )
         time.sleep(0.02)
