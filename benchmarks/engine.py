@@ -334,9 +334,10 @@ def print_anchor(blocks: list[Block]) -> dict[str, float]:
         print(f"{b.model:<13} {b.threads:>3} | {_ms(b.tg):>13} {_ms(b.pp):>15} | "
               + " ".join(f"{_ms(b.vs_tg.get(name, []), 2):>19}" for name in ANCHOR_STEPS) + f" | {same}")
     print("Where the rest goes, step by step from tg128: decode only = the engine's llama_decode call per token "
-          "(ctypes, one reused one-token batch); what it lacks to tg128 is inside llama.cpp's call for our context "
-          "(llama-bench: flash attention auto, n_ctx 128, its own polling threadpool; the engine: flash attention "
-          "off, so greedy output stays as it was, num_ctx 2048);")
+          "(ctypes, one reused one-token batch); what it lacks to tg128 is inside llama.cpp's call: llama-bench runs "
+          "flash attention auto (on for this CPU), the engine keeps it off because on changes greedy tokens (gemma3 "
+          "from token 5, smollm2 from 27); in-process, flash attention on decoded +7-8 % faster (paired rounds, load "
+          "~10), the rest differs by n_ctx 128 vs 2048 and llama-bench's polling threadpool;")
     print("in-process = + sampling (greedy: argmax over a view of the logits; else llama.cpp's C chain), "
           "detokenising, stop check, the loop's Python; embedded = + the server process: worker thread, one "
           "event-loop wake-up per burst (eval_count / eval_duration);")
