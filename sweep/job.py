@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,82 +139,136 @@ def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
                   warmup=0 if cfg.state != "warm" else int(cfg.warmup), only_round=cfg.get("round"))
 
 
+@dataclass
+class _Job:
+    """What the cells of one job share while they run: config, servers, telemetry, design, progress."""
+
+    cfg: DictConfig
+    sweep_dir: Path
+    urls: list[str]
+    targets: list[Target]        # one per server, the first is every single-server cell's
+    telemetry: Telemetry | None
+    design: Design
+    layers: dict[str, int | None]
+    shown: progress.Progress
+    running: Running
+    cost: DesignCost = field(default_factory=DesignCost)
+
+
 async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
                    urls: list[str], headers: dict[str, str], telemetry: Telemetry | None, design: Design,
                    layers: dict[str, int | None]) -> list[CellOutcome]:
     """The cells in the design's order, in one event loop with one stream client per server.
 
-    Agent cells run one after the other; single-prompt cells follow ``design`` (:func:`run_cells`):
-    under ``blocked`` one at a time with a progress line each, otherwise together in rounds.
+    Agent cells run one after the other, as they come; single-prompt cells then follow
+    ``design`` (:func:`_prompt_cells`).
     """
     b = cfg.backend
-    outcomes = []
-    shown = progress.for_job(console, bool(cfg.get("progress", True)))
-    if shown.state.cells_total is None:
-        shown.state.cells_total = len(cells)       # a plain run: this job's cells are the sweep
     async with contextlib.AsyncExitStack() as stack:
         targets = [Target(await stack.enter_async_context(
             StreamClient(url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,
                          headers=headers)), fmt, b.request_timeout_s) for url in urls]
-        target = targets[0]
-        running = Running(sweep_dir)
-        cost = DesignCost()
+        job = _Job(cfg, sweep_dir, urls, targets, telemetry, design, layers, _progress(cfg, len(cells)),
+                   Running(sweep_dir))
+        outcomes: list[CellOutcome] = []
         prompt_runs: list[tuple[CellRun, TraceStore | None]] = []
-        for cell, store in zip(cells, stores):
-            if b.kind == "llama_server":  # restarts llama-server when the cell's flags differ (same port)
-                # in this (the main) thread, not a worker: the child's death signal follows the starting thread
-                backends.prepare_cell(b, cell, _say)
-                if telemetry:
-                    telemetry.server_pid = backends.server_pid(b, urls[0])
-            traces = TraceStore(sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA) if telemetry else None
-            run = CellRun(target, cell, store, policy_from(b), cfg.sweep_id,
-                          Watch(telemetry, traces) if telemetry and traces else None, on_record=shown.trial,
-                          running=running)
+        for cell, store in zip(cells, stores):   # in order: a llama-server restart belongs right before its cell
+            run, traces = _cell_run(job, cell, store)
             if cell.agent_plan is None:
-                if layers.get(cell.model) is not None:
-                    run.extra["model_layers"] = layers[cell.model]
                 prompt_runs.append((run, traces))
-                continue
-            shown.cell_started(cell.cell_id, store.path.name,
-                               expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs))
-            try:
-                with running.cell(cell.cell_hash):
-                    outcome = await run_agent_cell(run, targets, trials=cfg.trials, warmup=cfg.warmup,
-                                                   isolated_runs=cfg.agents.isolated_runs)
-            finally:   # also on Ctrl-C: a finished run's parts become one file
-                _close(run, traces)
-            outcomes.append(outcome)
-            _done(shown, outcome)
-        rounds = len(design.rounds)
-        if design.order == "blocked" or len(prompt_runs) < 2:
-            for run, traces in prompt_runs:
-                shown.cell_started(run.cell.cell_id + _of_round(design), run.store.path.name,
-                                   rounds * len(run.cell.prompts))
-                try:
-                    (outcome,) = await run_cells([run], design, cost)
-                finally:
-                    _close(run, traces)
-                outcomes.append(outcome)
-                _done(shown, outcome, design)
-        elif prompt_runs:
-            seed = f", order_seed={design.seed}" if design.order == "random" else ""
-            shown.cell_started(f"{len(prompt_runs)} cells, order={design.order}{seed}, one trial each per round"
-                               + _of_round(design),
-                               "", sum(rounds * len(r.cell.prompts) for r, _ in prompt_runs))
-            try:
-                together = await run_cells([r for r, _ in prompt_runs], design, cost)
-            finally:
-                for run, traces in prompt_runs:
-                    _close(run, traces)
-            outcomes += together
-            shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
-                            sum(o.failed_attempts for o in together),
-                            "complete" if all(o.complete for o in together) else "incomplete")
-        if cost.extra_warmups and design.only_round is None:   # a multirun's sweeper sums its round jobs
-            console.print(f"order={design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between cells, "
-                          f"{cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
-                          f"{cost.measuring_s:.1f} s measuring")
+            else:
+                outcomes.append(await _agent_cell(job, run, traces))
+        outcomes += await _prompt_cells(job, prompt_runs)
+        _say_extra_warmups(job)
     return outcomes
+
+
+def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
+    """The job's progress display; a plain run's total is this job's cells (a multirun's comes from the plan)."""
+    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    if shown.state.cells_total is None:
+        shown.state.cells_total = cells
+    return shown
+
+
+def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceStore | None]:
+    """A cell's run (and its telemetry file), its server ready: llama-server restarted when its flags differ."""
+    b = job.cfg.backend
+    if b.kind == "llama_server":  # same port; in this (the main) thread: the child's death signal follows it
+        backends.prepare_cell(b, cell, _say)
+        if job.telemetry:
+            job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
+    traces = (TraceStore(job.sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA)
+              if job.telemetry else None)
+    run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
+                  Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,
+                  running=job.running)
+    if cell.agent_plan is None and job.layers.get(cell.model) is not None:
+        run.extra["model_layers"] = job.layers[cell.model]
+    return run, traces
+
+
+async def _agent_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellOutcome:
+    """An agent cell: its workflows over every server, with a progress line of its own."""
+    cfg, cell = job.cfg, run.cell
+    assert cell.agent_plan is not None
+    job.shown.cell_started(cell.cell_id, run.store.path.name,
+                           expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs))
+    try:
+        with job.running.cell(cell.cell_hash):
+            outcome = await run_agent_cell(run, job.targets, trials=cfg.trials, warmup=cfg.warmup,
+                                           isolated_runs=cfg.agents.isolated_runs)
+    finally:   # also on Ctrl-C: a finished run's parts become one file
+        _close(run, traces)
+    _done(job.shown, outcome)
+    return outcome
+
+
+async def _prompt_cells(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]) -> list[CellOutcome]:
+    """Single-prompt cells by the design (:func:`run_cells`): under ``blocked`` (or alone) one at a time
+    with a progress line each, otherwise together in rounds under one line."""
+    if job.design.order == "blocked" or len(runs) < 2:
+        return [await _one_cell(job, run, traces) for run, traces in runs]
+    return await _cells_together(job, runs)
+
+
+async def _one_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellOutcome:
+    rounds = len(job.design.rounds)
+    job.shown.cell_started(run.cell.cell_id + _of_round(job.design), run.store.path.name,
+                           rounds * len(run.cell.prompts))
+    try:
+        (outcome,) = await run_cells([run], job.design, job.cost)
+    finally:
+        _close(run, traces)
+    _done(job.shown, outcome, job.design)
+    return outcome
+
+
+async def _cells_together(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]) -> list[CellOutcome]:
+    design = job.design
+    rounds = len(design.rounds)
+    seed = f", order_seed={design.seed}" if design.order == "random" else ""
+    job.shown.cell_started(f"{len(runs)} cells, order={design.order}{seed}, one trial each per round"
+                           + _of_round(design),
+                           "", sum(rounds * len(r.cell.prompts) for r, _ in runs))
+    try:
+        together = await run_cells([r for r, _ in runs], design, job.cost)
+    finally:
+        for run, traces in runs:
+            _close(run, traces)
+    job.shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
+                        sum(o.failed_attempts for o in together),
+                        "complete" if all(o.complete for o in together) else "incomplete")
+    return together
+
+
+def _say_extra_warmups(job: _Job) -> None:
+    """What an order that reloads between cells cost in extra warm-ups (nothing when none)."""
+    cost = job.cost
+    if cost.extra_warmups and job.design.only_round is None:   # a multirun in rounds: the sweeper sums them
+        console.print(f"order={job.design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between "
+                      f"cells, {cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
+                      f"{cost.measuring_s:.1f} s measuring")
 
 
 def _close(run: CellRun, traces: TraceStore | None) -> None:
