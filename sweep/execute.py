@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweep import interrupts
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
@@ -120,6 +121,7 @@ class CellRun:
 
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
         """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
+        interrupts.check()   # a Ctrl-C whose cancellation a library absorbed still stops here
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
         # registered as running for exactly this call: its row counts every cell with a call in flight meanwhile
         with self.running.cell(self.cell.cell_hash) if self.running else contextlib.nullcontext() as presence:

@@ -7,7 +7,6 @@ the first request; failing servers only ever produce rows.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, progress, provenance
+from sweep import backends, interrupts, progress, provenance
 from sweep.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
@@ -127,7 +126,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
         later_round = bool(cfg.get("round"))   # a multirun's round job after round 0 continues its cells
         stores = [_open_store(cell, sweep_dir, cfg.resume or revisit or later_round, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
-        outcomes = asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
+        outcomes = interrupts.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design,
+                                            layers))
         fail_if_rescued(sweep_dir, stores)
         return outcomes
 
