@@ -108,6 +108,7 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = w["diff"] / mb * 100
         pct_lo, pct_hi = lo / np.abs(mb) * 100, hi / np.abs(mb) * 100
+    _ratio_fallback(nb, mb, vb, nc, mc, vc, opts.confidence, pct_lo, pct_hi)
     t = id_columns(an_cells, kc, multi)
     t["baseline"] = an_cells.loc[kb, "cell"].to_numpy()
     t["metric"] = metric.label
@@ -122,6 +123,23 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     with np.errstate(invalid="ignore", divide="ignore"):
         t["MDE %"] = t["MDE"] / np.abs(mb) * 100
     return t
+
+
+def _ratio_fallback(nb: np.ndarray, mb: np.ndarray, vb: np.ndarray, nc: np.ndarray, mc: np.ndarray,
+                    vc: np.ndarray, confidence: float, pct_lo: np.ndarray, pct_hi: np.ndarray) -> None:
+    """Rows whose Δ % CI would reach −100 % or below take the interval of the ratio of means (in place).
+
+    Why: with both means positive, chimera / baseline > 0, so Δ % > −100 % for
+    certain; "Δ CI / baseline mean" ignores the baseline's own uncertainty and
+    printed −150 % on a noisy n=3 demo cell.  Those rows take the delta-method
+    interval of log(mean chimera / mean baseline) with Welch–Satterthwaite df,
+    mapped back to percent; every other row keeps the rule the note states.
+    """
+    bad = (pct_lo <= -100) & (mb > 0) & (mc > 0) & (nb >= 2) & (nc >= 2)
+    if not bad.any():
+        return
+    lo, hi = stats.log_ratio_ci(nb[bad], mb[bad], vb[bad], nc[bad], mc[bad], vc[bad], confidence)
+    pct_lo[bad], pct_hi[bad] = (lo - 1) * 100, (hi - 1) * 100
 
 
 def _raw_overrides(column: str, kb: np.ndarray, kc: np.ndarray, raw: _RawGroups, opts: Options,
@@ -165,7 +183,8 @@ def _note(comparisons: int, opts: Options) -> str:
     ci_kind = f"bootstrap {opts.bootstrap_method}" if opts.bootstrap else "Welch"
     return (
         f"Δ = chimera − baseline (units of the metric); Δ % relative to the baseline mean "
-        f"(its CI = the Δ CI / baseline mean, baseline mean treated as fixed). {ci}: {ci_kind}. "
+        f"(its CI = the Δ CI / baseline mean, baseline mean treated as fixed; where that would reach −100 %, "
+        f"impossible for positive means, the delta-method CI of the log ratio of means). {ci}: {ci_kind}. "
         f"p: {test}; p adj: {corr} over all {comparisons} comparisons in this table; "
         f"verdict at α = {opts.alpha} on p adj (for TTFT, lower is faster). "
         f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected). {power.note(opts.alpha)}"

@@ -70,6 +70,22 @@ def describe(values: ArrayLike, ddof: int = 1, confidence: float = 0.95) -> dict
     }
 
 
+def log_ratio_ci(nb: ArrayLike, mb: ArrayLike, vb: ArrayLike, nc: ArrayLike, mc: ArrayLike, vc: ArrayLike,
+                 confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """CI of mean_c / mean_b for positive means: delta method on the log scale, Welch–Satterthwaite df.
+
+    Var(log m̄) ≈ s² / (n · m̄²) per sample; the bounds are exp(log ratio ± t · se),
+    so they are positive whatever the spread (the point of using it).
+    """
+    nb, mb, vb, nc, mc, vc = (_arr(x) for x in (nb, mb, vb, nc, mc, vc))
+    a, b = vc / (nc * mc**2), vb / (nb * mb**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = (a + b) ** 2 / (a**2 / (nc - 1) + b**2 / (nb - 1))
+    t = sps.t.ppf((1 + confidence) / 2, df)
+    centre, half = np.log(mc / mb), t * np.sqrt(a + b)
+    return np.exp(centre - half), np.exp(centre + half)
+
+
 def cv_pct(sd: ArrayLike, mean: ArrayLike) -> np.ndarray | float:
     """Coefficient of variation in percent, sd / |mean| · 100 (NaN for a zero mean)."""
     sd, mean = _arr(sd), _arr(mean)

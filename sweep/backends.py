@@ -111,6 +111,9 @@ def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
 
 def stop_embedded() -> None:
     """Stop every server this process started: embedded engines and llama-server (idempotent)."""
+    from sweep.model_state import forget_servers
+
+    forget_servers()
     while _embedded:
         _, server = _embedded.popitem()
         server.stop()

@@ -199,6 +199,8 @@ class SweepConfig:
     state: str = "warm"                      # warm | cold (unload before every trial) | reload (flag reloads)
     order: Optional[str] = None              # blocked | interleaved | random; null: random when baseline+chimera
     order_seed: Optional[int] = None         # random order's seed; null: drawn and recorded in _run.json
+    # set by the sweeper in a multirun under order=random|interleaved: this job measures round N of its cells only
+    round: Optional[int] = None
 
 
 def register() -> None:

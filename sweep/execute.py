@@ -37,7 +37,7 @@ from typing import Any
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
-from sweep.model_state import ServerState, offload, unload, was_reloaded
+from sweep.model_state import ServerState, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.runner import Target, measure_call
@@ -242,6 +242,14 @@ class Design:
     trials: int | None = 3              # None: trials=auto
     auto: Auto = Auto()
     warmup: int = 1
+    only_round: int | None = None       # a multirun's job of one round (``round=``): that round only
+
+    @property
+    def rounds(self) -> list[int]:
+        """The rounds this job runs: all of them, or the one the sweeper gave it."""
+        if self.only_round is not None:
+            return [self.only_round]
+        return list(range(self.trials if self.trials is not None else self.auto.max_trials))
 
 
 @dataclass
@@ -275,24 +283,29 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
 
     ``blocked`` runs all rounds of a cell before the next cell (today's order);
     ``interleaved`` / ``random`` visit each running cell once per round.  A visit
-    starts with the warm-ups when the cell is new, or (state=warm) when the
-    previous request loaded other load-time options.  ``trials=auto`` drops a
-    cell from the rounds once :func:`sweep.adaptive.stop_reason` says so.
+    starts with the warm-ups when the cell is new (in this process), or (state=warm)
+    when the previous request on its server, in this job or an earlier job of the
+    process, loaded other load-time options.  ``trials=auto`` drops a cell from
+    the rounds once :func:`sweep.adaptive.stop_reason` says so.  A multirun's round
+    job (``design.only_round``) runs just that round, after the rounds before it.
     """
     cost = cost or DesignCost()
-    server = ServerState()
-    cursors = [_cursor(run, design) for run in runs]
-    rounds = design.trials if design.trials is not None else design.auto.max_trials
+    server = server_state(runs[0].target.client.base_url) if runs else ServerState()
+    cursors = [_cursor(run, design, server) for run in runs]
+    rounds = design.rounds
+    if design.only_round and design.trials is None:     # trials=auto: cells already precise enough stay stopped
+        for cur in cursors:
+            _check_stop(cur, design.only_round, design)
     started = time.perf_counter()
     if design.order == "blocked":
         for cur in cursors:
-            for r in range(rounds):
+            for r in rounds:
                 if cur.stopped:
                     break
                 await _visit(cur, r, design, server, cost)
                 _check_stop(cur, r + 1, design)
     else:
-        for r in range(rounds):
+        for r in rounds:
             active = [c for c in cursors if not c.stopped]
             if not active:
                 break
@@ -304,7 +317,7 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
     return [c.run.outcome for c in cursors]
 
 
-def _cursor(run: CellRun, design: Design) -> _Cursor:
+def _cursor(run: CellRun, design: Design, server: ServerState) -> _Cursor:
     previous = run.store.previous_rows()
     cell = run.cell
     done = already_measured(previous, cell.cell_hash)
@@ -314,7 +327,7 @@ def _cursor(run: CellRun, design: Design) -> _Cursor:
     metric = design.auto.metric
     values = [r.get(metric) for r in measured_ok(previous, cell.cell_hash)]
     warm = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
-    return _Cursor(run, done, warm, [v for v in values if v is not None])
+    return _Cursor(run, done, warm, [v for v in values if v is not None], visited=cell.cell_hash in server.warmed)
 
 
 async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
@@ -324,6 +337,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
     if not specs or cur.stopped:
         return
     key = load_key(cell)
+    cur.rounds = rnd
     cur.need_snapshot = True
     run.extra = {**run.extra, "state": design.state, "round": rnd, **cur.snapshot}
     _install_hooks(cur, design, server, key)
@@ -339,6 +353,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
             cost.extra_warmups += design.warmup
             cost.extra_warmup_s += time.perf_counter() - t0
     cur.visited = True
+    server.warmed.add(cell.cell_hash)
     for i, spec in enumerate(specs):
         cur.last_of_round = i == len(specs) - 1
         if not await _attempt(cur, spec, design):

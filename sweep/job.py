@@ -124,7 +124,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
             held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))
         except TimeoutError as exc:
             raise ConfigError(str(exc)) from None
-        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit, {"sweep_id": cfg.sweep_id, **env})
+        later_round = bool(cfg.get("round"))   # a multirun's round job after round 0 continues its cells
+        stores = [_open_store(cell, sweep_dir, cfg.resume or revisit or later_round, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
         return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
 
@@ -135,7 +136,7 @@ def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
     a = cfg.auto
     return Design(order=order, seed=seed, state=cfg.state, trials=trials_count(cfg),
                   auto=Auto(a.metric, float(a.ci_pct), int(a.min_trials), int(a.max_trials)),
-                  warmup=0 if cfg.state != "warm" else int(cfg.warmup))
+                  warmup=0 if cfg.state != "warm" else int(cfg.warmup), only_round=cfg.get("round"))
 
 
 @dataclass
@@ -232,21 +233,23 @@ async def _prompt_cells(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]
 
 
 async def _one_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellOutcome:
-    rounds = job.design.trials or job.design.auto.max_trials
-    job.shown.cell_started(run.cell.cell_id, run.store.path.name, rounds * len(run.cell.prompts))
+    rounds = len(job.design.rounds)
+    job.shown.cell_started(run.cell.cell_id + _of_round(job.design), run.store.path.name,
+                           rounds * len(run.cell.prompts))
     try:
         (outcome,) = await run_cells([run], job.design, job.cost)
     finally:
         _close(run, traces)
-    _done(job.shown, outcome)
+    _done(job.shown, outcome, job.design)
     return outcome
 
 
 async def _cells_together(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]) -> list[CellOutcome]:
     design = job.design
-    rounds = design.trials or design.auto.max_trials
+    rounds = len(design.rounds)
     seed = f", order_seed={design.seed}" if design.order == "random" else ""
-    job.shown.cell_started(f"{len(runs)} cells, order={design.order}{seed}, one trial each per round",
+    job.shown.cell_started(f"{len(runs)} cells, order={design.order}{seed}, one trial each per round"
+                           + _of_round(design),
                            "", sum(rounds * len(r.cell.prompts) for r, _ in runs))
     try:
         together = await run_cells([r for r, _ in runs], design, job.cost)
@@ -262,7 +265,7 @@ async def _cells_together(job: _Job, runs: list[tuple[CellRun, TraceStore | None
 def _say_extra_warmups(job: _Job) -> None:
     """What an order that reloads between cells cost in extra warm-ups (nothing when none)."""
     cost = job.cost
-    if cost.extra_warmups:
+    if cost.extra_warmups and job.design.only_round is None:   # a multirun in rounds: the sweeper sums them
         console.print(f"order={job.design.order}: {cost.extra_warmups} extra warm-up(s) after reloads between "
                       f"cells, {cost.extra_warmup_s:.1f} s = {cost.extra_warmup_s / cost.measuring_s:.0%} of "
                       f"{cost.measuring_s:.1f} s measuring")
@@ -275,6 +278,17 @@ def _close(run: CellRun, traces: TraceStore | None) -> None:
         traces.close()
 
 
-def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+def _of_round(design: Design) -> str:
+    """' (round 2 of 3)' for a multirun's round job, else nothing."""
+    if design.only_round is None:
+        return ""
+    total = f"of {design.trials}" if design.trials is not None else f"of ≤ {design.auto.max_trials}"
+    return f" (round {design.only_round + 1} {total}, order={design.order})"
+
+
+def _done(shown: progress.Progress, outcome: CellOutcome, design: Design | None = None) -> None:
     state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
+    if (state == "incomplete" and design is not None and design.only_round is not None
+            and design.only_round + 1 < (design.trials or design.auto.max_trials)):
+        state = "more rounds to come"
     shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -30,9 +30,34 @@ UNLOAD_TIMEOUT_S = 30.0
 
 @dataclass
 class ServerState:
-    """What this job last asked the server to load: a different load key next means a reload."""
+    """What this process last asked a server to load: a different load key next means a reload.
+
+    ``warmed``: cells (by hash) that had their warm-up on it in this process; a
+    cell's first visit warms up even when the model stays loaded.
+    """
 
     last_key: tuple[Any, ...] | None = None
+    warmed: set[str] = field(default_factory=set)
+
+
+_servers: dict[str, ServerState] = {}
+
+
+def server_state(base_url: str) -> ServerState:
+    """The state of the server at ``base_url`` as this process left it, shared by the jobs of a multirun.
+
+    Why per process, not per job: under ``order=random`` a multirun runs one job
+    per cell and round, and a job needs a warm-up only when the previous job on
+    its server loaded other options.  A new process (a resume, a launcher's new
+    worker) knows nothing, so its first visit of each cell warms up.  A server
+    that loaded something else behind our back is still caught, by ``load_duration``.
+    """
+    return _servers.setdefault(base_url, ServerState())
+
+
+def forget_servers() -> None:
+    """The servers this process started are gone (stopped): nothing they had loaded is known any more."""
+    _servers.clear()
 
 
 def was_reloaded(previous_key: tuple[Any, ...] | None, key: tuple[Any, ...], load_duration_ms: float | None) -> bool:

@@ -12,10 +12,12 @@ of round ``r`` under ``random`` is a permutation drawn from
 ``numpy.random.default_rng([order_seed, r])``: the same seed gives the same
 order, independent of how many cells stopped early (``trials=auto``).
 
-This is the order *inside one job*.  The reload-aware sweeper
-(:mod:`hydra_plugins.chimera_sweep.reload_aware_sweeper`) orders *jobs*; a
-multirun of one cell per job is therefore always blocked, whatever ``order``
-says — run the grid in one job (no ``-m``) to interleave it.
+This is the order inside one job, and the order of a multirun's jobs: there
+the reload-aware sweeper (:mod:`hydra_plugins.chimera_sweep.reload_aware_sweeper`)
+runs one batch of jobs per round, a job per cell in :func:`round_order`'s
+order, each measuring that round only (:mod:`sweep.rounds`); ``blocked`` keeps
+one job per cell, grouped by model loads.  :func:`resolve` decides the default
+for both, over the job's or the whole multirun's cells.
 """
 
 from __future__ import annotations

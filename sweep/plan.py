@@ -193,6 +193,12 @@ def validate_design(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(ORDERS)}")
     if cfg.state == "cold" and cfg.backend.get("api", "ollama") != "ollama":
         raise ConfigError("state=cold unloads with keep_alive 0 and checks GET /api/ps: it needs backend.api=ollama")
+    rnd = cfg.get("round")
+    rounds = trials_count(cfg) or cfg.auto.max_trials
+    if rnd is not None and not 0 <= rnd < rounds:
+        raise ConfigError(f"invalid round={rnd}: this sweep has rounds 0..{rounds - 1} (the sweeper sets round=)")
+    if rnd is not None and cfg.workload.get("kind", "prompt") != "prompt":
+        raise ConfigError("round= is for single-prompt workloads: agent cells run blocked")
     if trials_count(cfg) is None and cfg.workload.get("kind", "prompt") != "prompt":
         raise ConfigError("trials=auto is for single-prompt workloads: give agent workloads a number of trials")
     a = cfg.auto

@@ -167,8 +167,13 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
-def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig]) -> None:
-    """The dry run's output: one row per cell, then totals and the command that runs it."""
+def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_lines: Sequence[str] = (),
+               extra_loads: int = 0) -> None:
+    """The dry run's output: one row per cell, then totals and the command that runs it.
+
+    ``order_lines``: a multirun in rounds (:mod:`sweep.rounds`) prints its order, round by round;
+    ``extra_loads``: the model loads (each with its warm-ups) its rounds add to the blocked plan.
+    """
     console = Console(stderr=False, highlight=False, soft_wrap=True, width=200 if not sys.stdout.isatty() else None)
     cfg = configs[0]
     sweep_dir = sweep_dir_of(cfg)
@@ -184,13 +189,18 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig]) -> Non
         table.add_row(str(i), p.cell.preset, p.cell.model, opts, p.cell.cell_hash,
                       f"{p.warmup_calls}+{expected}", done, "yes" if p.reload else "")
     console.print(table)
+    for line in order_lines:
+        console.print(line)
     history = _history(Path(cfg.output_root), sweep_dir)
     seconds, basis = estimate_s(planned, history)
     todo = sum(max(0, p.calls - p.done) for p in planned)
     requests = todo + sum(p.warmup_calls for p in planned if p.calls > p.done)
+    if extra_loads and planned:      # every extra load: the load and the cell's warm-ups, at the plan's mean cost
+        seconds += extra_loads * _reload_s(planned, history)
+        requests += extra_loads * round(sum(p.warmup_calls for p in planned) / len(planned))
     skipped = sum(1 for p in planned if p.done >= p.calls)
-    console.print(f"{requests} requests ({todo} measured trials + warm-ups), {sum(p.reload for p in planned)} model "
-                  f"loads, {skipped} cells already complete")
+    console.print(f"{requests} requests ({todo} measured trials + warm-ups), "
+                  f"{sum(p.reload for p in planned) + extra_loads} model loads, {skipped} cells already complete")
     console.print(f"estimated duration: {_duration(seconds)} ({basis})")
     args = [a for a in sys.argv[1:] if not a.startswith("dry_run=")]
     console.print(f"nothing was sent; run it with: python -m sweep {' '.join(args)}")
@@ -231,11 +241,59 @@ class Preflight(Callback):
         self._check(config)
 
 
-def dry_run(configs: Sequence[DictConfig]) -> None:
-    """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0."""
+def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequence[Sequence[int]] | None = None) -> None:
+    """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0.
+
+    ``rounds`` (a :class:`sweep.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
+    the multirun runs in rounds, and the plan shows their order by the table's cell numbers.
+    """
     try:
         planned = plan_all(configs)
     except ConfigError as exc:
         _stop(str(exc))
-    print_plan(planned, configs)
+    lines: list[str] = []
+    extra_loads = 0
+    if rounds is not None and rounds_plan is not None:
+        lines, extra_loads = _order_lines(planned, rounds, rounds_plan)
+    print_plan(planned, configs, lines, extra_loads)
     raise SystemExit(0)
+
+
+ROUNDS_SHOWN = 6
+
+
+def _reload_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> float:
+    """Seconds one more model load costs, with its warm-ups, averaged over the cells (as :func:`estimate_s`)."""
+    costs = []
+    for p in planned:
+        tokens = p.cell.options.get("num_predict") or ASSUMED_TOKENS
+        if p.cell.model in history:
+            per_request, tok_s, load_s = history[p.cell.model]
+            per_request = ASSUMED_OVERHEAD_S + tokens / tok_s if p.cell.options.get("num_predict") and tok_s else per_request
+        else:
+            per_request, load_s = ASSUMED_OVERHEAD_S + tokens / ASSUMED_TOK_S, ASSUMED_RELOAD_S
+        costs.append(load_s + p.warmup_calls * per_request)
+    return sum(costs) / len(costs)
+
+
+def _order_lines(planned: Sequence[Planned], rounds: Any, plan: Sequence[Sequence[int]]) -> tuple[list[str], int]:
+    """The rounds' order by cell number (#), and the model loads they add to the blocked order."""
+    numbers: list[list[int]] = []
+    i = 0
+    for job in rounds.jobs:                  # the table lists every job's cells in run order
+        numbers.append(list(range(i, i + len(job.cells))))
+        i += len(job.cells)
+    order = rounds.order
+    head = f"run order: {order.describe()}, one job per cell and round (cells by # above)"
+    if order.drawn:
+        head += f"; add order_seed={order.seed} to run exactly this order"
+    if any(trials_count(job.cfg) is None for job in rounds.jobs):
+        head += "; trials=auto: cells leave the rounds once precise enough"
+    lines = [head]
+    for rnd, jobs in enumerate(plan[:ROUNDS_SHOWN]):
+        cells = " ".join(str(n) for j in jobs for n in numbers[j])
+        lines.append(f"  round {rnd}: {cells or '(stored)'}")
+    if len(plan) > ROUNDS_SHOWN:
+        lines.append(f"  … {len(plan) - ROUNDS_SHOWN} more round(s)")
+    blocked = sum(p.reload for p in planned)
+    return lines, max(0, rounds.loads(plan) - blocked)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from analysis import intervals, offload, power, stats
 from tests.test_analysis_report import _csv, _rows
@@ -189,3 +190,33 @@ def test_offload_flag_sits_next_to_the_cell_in_every_table(tmp_path: Path) -> No
         flags = {r["cell"]: r["offload"] for r in table}
         assert flags.get("chimera", "CPU only: num_gpu=80 but 0 % in VRAM").startswith("CPU only"), name
         assert flags.get("baseline", "ok") == "ok", name
+
+
+def test_a_relative_change_interval_never_reaches_minus_100_pct() -> None:
+    """Noisy baseline (10, 30, 50) vs chimera (2, 3, 4) tok/s: Δ CI / baseline mean would print about −255 %.
+
+    Both means are positive, so chimera / baseline > 0: the Δ % CI is the delta-method interval of the
+    log ratio of means (hand-computed here), and the Δ CI in units keeps Welch.
+    """
+    from analysis.load import combine, tidy
+    from analysis.tables import Options, analyse
+    from tests.test_analysis_report import _rows
+
+    rows = _rows()
+    tps = {("baseline", 0): 10.0, ("baseline", 1): 30.0, ("baseline", 2): 50.0,
+           ("chimera", 0): 2.0, ("chimera", 1): 3.0, ("chimera", 2): 4.0}
+    for row in rows:
+        if not row["warmup"] and row["status"] == "ok":
+            row["throughput_tok_s"] = tps[(row["preset"], row["trial"])]
+    df, _ = combine([tidy(pd.DataFrame(rows), "S")])
+    table = analyse(df, Options()).get("baseline_vs_chimera")
+    assert table is not None
+    row = table.frame.set_index("metric").loc["tok/s"]
+    a, b = 1.0 / (3 * 3.0**2), 400.0 / (3 * 30.0**2)              # Var(log mean) of chimera, baseline
+    dof = (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
+    half = scipy_stats.t.ppf(0.975, dof) * np.sqrt(a + b)
+    expected = ((np.exp(np.log(0.1) - half) - 1) * 100, (np.exp(np.log(0.1) + half) - 1) * 100)
+    assert (row["Δ % CI95 lo"], row["Δ % CI95 hi"]) == pytest.approx(expected, rel=1e-9)
+    assert -100 < row["Δ % CI95 lo"] < row["Δ %"] == pytest.approx(-90.0)
+    assert row["Δ CI95 lo"] < -30                                   # the Δ in units: Welch, unchanged
+    assert "log ratio of means" in table.note

@@ -36,6 +36,8 @@ INTERNAL: dict[str, str] = {
     "sweep.store": "append-only parts and merges, atomic writes, " + _UNIT,
     "sweep.syncs": "the fsyncs owed by atomic writes and paid in the background, " + _UNIT,
     "sweep.running": "the flock registry of running cells, " + _UNIT,
+    "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
+    "sweep.rounds": "the multirun's order and its round overrides, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,
     "sweep.prompts": "prompt files, " + _UNIT,
