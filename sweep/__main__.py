@@ -21,7 +21,7 @@ from sweep.job import objective_value, run_job
 from sweep.launchers import parallel_slots, shared_host_problem
 from sweep.plan import ConfigError
 from sweep.layout import pin, sweep_dir, tidy_hydra_files
-from sweep.store import ensure_writable
+from sweep.store import SweepDirLost, ensure_writable
 
 register()
 
@@ -50,6 +50,10 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         backends.stop_embedded()
         raise SystemExit(2) from None
+    except SweepDirLost as exc:   # every trial is saved elsewhere; no later job could write either
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        backends.stop_embedded()
+        raise SystemExit(1) from None
 
 
 def _run() -> None:

@@ -30,7 +30,7 @@ from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
 from sweep.server_facts import server_facts
 from sweep.streams import StreamFormat, format_for
-from sweep.store import CellStore, TraceStore, ensure_writable
+from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workflow import run_agent_cell
 
@@ -127,7 +127,9 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
         later_round = bool(cfg.get("round"))   # a multirun's round job after round 0 continues its cells
         stores = [_open_store(cell, sweep_dir, cfg.resume or revisit or later_round, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
-        return asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
+        outcomes = asyncio.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design, layers))
+        fail_if_rescued(sweep_dir, stores)
+        return outcomes
 
 
 def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:

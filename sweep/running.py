@@ -155,12 +155,34 @@ class Running:
 
     @contextlib.contextmanager
     def cell(self, cell_hash: str) -> Iterator[Presence]:
-        """Mark a cell as running for the duration of the block; the presence's ``peak`` is set at its end."""
-        presence = self.enter(cell_hash)
+        """Mark a cell as running for the duration of the block; the presence's ``peak`` is set at its end.
+
+        The registry only fills a column: when its directory becomes unusable (the
+        sweep directory deleted or turned into a file mid-run), the call is measured
+        anyway with ``peak`` None, so the store can rescue the trial instead of the
+        sweep dying in the bookkeeping.
+        """
+        try:
+            presence: Presence | None = self.enter(cell_hash)
+        except OSError:
+            presence = None
+        if presence is None:
+            yield Presence(f"{self.host}-{os.getpid()}-{cell_hash}", frozenset(), 0)
+            return
         try:
             yield presence
         finally:
+            self._leave_or_forget(presence)
+
+    def _leave_or_forget(self, presence: Presence) -> None:
+        """:meth:`leave`, or, if the registry is gone, drop our marker's lock and leave ``peak`` None."""
+        try:
             self.leave(presence)
+        except OSError:
+            presence.peak = None
+            mine = self._mine.pop(presence.name, None)
+            if mine is not None:
+                os.close(mine[0])
 
     def count(self) -> int:
         """Cells with a call in flight on this machine now."""

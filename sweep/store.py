@@ -106,6 +106,23 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     write_text_atomic(json.dumps(obj, indent=2, default=str), path)
 
 
+class SweepDirLost(RuntimeError):
+    """Trials had to be rescued outside the sweep directory: the sweep must not end as a success."""
+
+    def __init__(self, sweep_dir: Path, rescued: list[Path]) -> None:
+        where = ", ".join(map(str, rescued))
+        super().__init__(f"could not write to {sweep_dir}: the trials of {len(rescued)} cell(s) were saved to "
+                         f"{where}; copy them into a writable sweep directory (or pass the files to "
+                         f"python -m analysis) and resume there with resume=true")
+
+
+def fail_if_rescued(sweep_dir: Path, stores: list[CellStore]) -> None:
+    """Raise :class:`SweepDirLost` when any cell's trials went to its rescue path."""
+    rescued = [s.rescued for s in stores if s.rescued is not None]
+    if rescued:
+        raise SweepDirLost(sweep_dir, rescued)
+
+
 def rescue_path(path: Path, sweep_id: str | None) -> Path:
     """Where a cell's rows go when its directory fails mid-sweep: per sweep id, so two sweeps never mix."""
     return Path(tempfile.gettempdir()) / "chimera-sweep-rescue" / (sweep_id or path.parent.name) / path.name

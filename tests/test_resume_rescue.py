@@ -49,11 +49,6 @@ def test_a_complete_embedded_sweep_resumes_without_measuring_anything(tmp_path: 
     assert measured.search(first.stderr) and not measured.search(again.stderr), again.stderr[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (sweep/running.py, not this worktree's): the running-cells registry opens "
-    "<sweep>/_running/.lock-* before every trial and raises NotADirectoryError once the directory is "
-    "gone, so the sweep ends in a traceback (exit 1) before the store can rescue anything; "
-    "strict: this test fails as XPASS once that is fixed, to remove the marker"))
 def test_a_sweep_directory_lost_mid_run_rescues_its_trials_under_the_sweep_id(standin: StandIn,
                                                                               tmp_path: Path) -> None:
     """The sweep directory is replaced by a file after the first trial is stored (as the store's unit
