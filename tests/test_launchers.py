@@ -105,7 +105,8 @@ def test_parallel_cells_on_one_server_are_refused_unless_allowed(standin: StandI
     allowed = run_sweep(*common, "allow_shared_host=true", f"output_root={tmp_path / 'b'}", timeout=180)
     assert allowed.returncode == 0, allowed.stderr
     df = pd.read_parquet(only_sweep(tmp_path / "b"))
-    assert len(df) == 4 and df["concurrent_cells"].between(1, 2).all() and df["concurrent_cells"].max() == 2
+    assert len(df) == 4 and df["concurrent_cells"].between(1, 2).all()
+    _assert_overlaps_counted(df)   # judged on the rows' own windows: two workers need not overlap on a loaded machine
 
 
 def test_slurm_gpu_config_reaches_sbatch_with_partition_time_and_gres(tmp_path: Path,
