@@ -16,7 +16,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from sweep.server import launch
+from sweep.server import EmbeddedServer, start
 
 
 #: CI sets CI=true: there a missing engine or model is a broken install step, not a reason to skip.
@@ -61,10 +61,10 @@ def require_tool(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedded_server() -> Iterator[launch.EmbeddedServer]:
+def embedded_server() -> Iterator[EmbeddedServer]:
     """A running ``python -m sweep.server`` on a free port of 127.0.0.1."""
     require_engine()
-    server = launch.start(startup_timeout_s=180.0)
+    server = start(startup_timeout_s=180.0)
     try:
         yield server
     finally:
@@ -72,7 +72,7 @@ def embedded_server() -> Iterator[launch.EmbeddedServer]:
 
 
 @pytest.fixture
-def http(embedded_server: launch.EmbeddedServer) -> Iterator[httpx.Client]:
+def http(embedded_server: EmbeddedServer) -> Iterator[httpx.Client]:
     """An httpx client on the session server (generous read timeout: real generation)."""
     with httpx.Client(base_url=embedded_server.base_url, timeout=httpx.Timeout(120.0, connect=10.0)) as client:
         yield client

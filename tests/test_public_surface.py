@@ -19,7 +19,7 @@ import pytest
 from tests.ollama_standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
-SURFACES = ("sweep", "analysis", "benchmarks")
+SURFACES = ("sweep", "sweep.server", "analysis", "benchmarks")
 PACKAGES = ("sweep", "analysis", "benchmarks", "hydra_plugins")
 
 _UNIT = "unit tests of this module's internals"
@@ -48,7 +48,6 @@ INTERNAL: dict[str, str] = {
     "sweep.llama_server": "llama-server's flags, " + _UNIT,
     "sweep.llama_tools": "where llama-server/llama-bench live: fixtures and scripts/install_engine.py "
                          "must agree with the sweep on it",
-    "sweep.server.launch": "the session fixture starts the embedded engine",
     "sweep.server.__main__": "the listening socket (TCP_NODELAY), " + _UNIT,
     "sweep.server.models": "the model registry (which GGUF files are installed), " + _UNIT,
     "sweep.server.options": "option parsing and the contract's ranges, " + _UNIT,
