@@ -50,7 +50,8 @@ GOALS: dict[str, Goal] = {
                                "chunks/s", 50_000, True, 0),
     "fidelity_err_pct_5000": Goal("client tok/s and ITL vs the truth, one stream at 5,000 tok/s", "%", 1.0),
     "fidelity_err_pct_500": Goal("client tok/s and ITL vs the truth, one stream at 500 tok/s", "%", 1.0),
-    "ttft_err_ms_p99": Goal("TTFT vs (first send − request arrival), p99 over calls", "ms", 1.0, decimals=3),
+    "ttft_err_ms_p99": Goal("TTFT vs (first send − the runner's request stamp), p99 over 200 short calls", "ms", 1.0,
+                            decimals=3),
     "concurrency_err_pct": Goal("64 streams × 200 tok/s in one process: worst of per-stream and aggregate", "%", 2.0),
     "cell_overhead_ms": Goal("50-cell multirun, instant server: time per cell outside requests", "ms", 50.0, decimals=1),
     "analysis_1m_rows_s": Goal("1 M trial rows, 1,000 cells → every table", "s", 1.5),
@@ -74,8 +75,8 @@ def _fidelity(size: str) -> dict[str, float]:
 
     tokens, reps = {"tiny": (20, 1), "quick": (500, 3), "full": (2_000, 7)}[size]
     fast, slow = fidelity.fidelity(5000, tokens, reps), fidelity.fidelity(500, max(20, tokens // 5), reps)
-    return {"fidelity_err_pct_5000": fast["err_pct"], "fidelity_err_pct_500": slow["err_pct"],
-            "ttft_err_ms_p99": max(fast["ttft_err_ms_p99"], slow["ttft_err_ms_p99"])}
+    ttft = fidelity.ttft_error({"tiny": 10, "quick": 200, "full": 1_000}[size])
+    return {"fidelity_err_pct_5000": fast["err_pct"], "fidelity_err_pct_500": slow["err_pct"], **ttft}
 
 
 def _concurrency(size: str) -> dict[str, float]:

@@ -46,7 +46,8 @@ def check_real_rows(df) -> None:
     assert (df["eval_count"].eq(8) | df["done_reason"].eq("stop")).all()
     assert df["ttft_ms"].gt(0).all() and df["throughput_tok_s"].gt(0).all()
     assert df["client_tok_s"].gt(0).all() and df["e2e_ms"].gt(df["ttft_ms"]).all()
-    assert df["response"].str.contains(r"[A-Za-z]{2,}").all(), df["response"].tolist()
+    # real text, not bytes: 8 sampled tokens may hold no word yet (gemma3 once gave " (150-200")
+    assert df["response"].str.contains(r"[A-Za-z0-9]{2,}").all(), df["response"].tolist()
 
 
 def test_vertical_slice_sweep_runs_on_the_embedded_engine(tmp_path: Path) -> None:
