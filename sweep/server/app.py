@@ -307,20 +307,29 @@ class OllamaAPI:
                     return _error(500, "generation ended without a final result")
                 item = await queue.get()
 
-        async def lines() -> AsyncIterator[bytes]:
-            items = [first]
-            try:
-                while True:
-                    out, finished = _ndjson_burst(items, piece, final)
-                    if out:
-                        yield out  # what arrived together is written together
-                    if finished:
-                        return
-                    items = await queue.get_many()
-            finally:
-                job.cancel.set()  # no-op when finished; stops the engine if the client left
+        return StreamingResponse(stream_bursts(first, queue, job, lambda items: _ndjson_burst(items, piece, final)),
+                                 media_type=NDJSON)
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+
+async def stream_bursts(first: Any, queue: "Mailbox", job: Job,
+                        burst: Callable[[list[Any]], tuple[bytes, bool]]) -> AsyncIterator[bytes]:
+    """A streamed response body: each batch of engine items that arrived together, encoded by ``burst``.
+
+    Shared by the Ollama (NDJSON) and OpenAI (SSE) routes; ``burst`` says whether the
+    stream is finished.  The job is cancelled on the way out: a no-op when it finished,
+    it stops the engine when the client left mid-stream.
+    """
+    items = [first]
+    try:
+        while True:
+            out, finished = burst(items)
+            if out:
+                yield out  # what arrived together is written together
+            if finished:
+                return
+            items = await queue.get_many()
+    finally:
+        job.cancel.set()
 
 
 def _ndjson_burst(items: list[Any], piece: Callable[[str], dict[str, Any]],

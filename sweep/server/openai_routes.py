@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin
+from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin, stream_bursts
 from .engine import Done, Piece
 from .templates import PromptError, generate_prompt, render_chat
 
@@ -204,20 +204,8 @@ class OpenAIRoutes:
                 return bytes(out), True
             return bytes(out), False
 
-        async def events() -> AsyncIterator[bytes]:
-            items = [first]
-            try:
-                while True:
-                    out, finished = burst(items)
-                    if out:
-                        yield out  # what arrived together is written together
-                    if finished:
-                        return
-                    items = await queue.get_many()
-            finally:
-                job.cancel.set()  # no-op when finished; stops the engine if the client left
-
-        return StreamingResponse(events(), media_type=SSE, headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(stream_bursts(first, queue, job, burst), media_type=SSE,
+                                 headers={"Cache-Control": "no-cache"})
 
 
 def openai_routes(api: OllamaAPI) -> list[Route]:
