@@ -24,8 +24,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-CLIENT_E2E = "client_overhead_ms"          # the stored columns' names (sweep/contract.py)
-CLIENT_TTFT = "client_ttft_overhead_ms"
+from sweep.contract import COLUMNS_BY_NAME, client_overhead_ms, client_ttft_overhead_ms
+
+CLIENT_E2E = COLUMNS_BY_NAME["client_overhead_ms"].name          # a column dropped from the contract fails here
+CLIENT_TTFT = COLUMNS_BY_NAME["client_ttft_overhead_ms"].name
 _E2E_PARTS = ("e2e_ms", "total_duration_ms")
 _TTFT_PARTS = ("ttft_ms", "load_duration_ms", "prompt_eval_duration_ms")
 _SHARES = ((CLIENT_E2E, "e2e_ms", "e2e"), (CLIENT_TTFT, "ttft_ms", "TTFT"))   # (column, its total, label)
@@ -38,9 +40,9 @@ def add_columns(df: pd.DataFrame) -> pd.DataFrame:
     loader gives it nulls); a row whose server sent no timings stays null either way.
     """
     if all(c in df.columns for c in _E2E_PARTS):
-        _fill(df, CLIENT_E2E, lambda: df["e2e_ms"] - df["total_duration_ms"])
+        _fill(df, CLIENT_E2E, lambda: client_overhead_ms(*(df[c] for c in _E2E_PARTS)))
     if all(c in df.columns for c in _TTFT_PARTS):
-        _fill(df, CLIENT_TTFT, lambda: df["ttft_ms"] - (df["load_duration_ms"] + df["prompt_eval_duration_ms"]))
+        _fill(df, CLIENT_TTFT, lambda: client_ttft_overhead_ms(*(df[c] for c in _TTFT_PARTS)))
     return df
 
 

@@ -279,6 +279,23 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def client_overhead_ms(e2e_ms: typing.Any, total_duration_ms: typing.Any) -> typing.Any:
+    """The ``client_overhead_ms`` column from its inputs: e2e − the server's total_duration.
+
+    One formula for the sweep (floats; None when an input is) and for the analysis
+    (pandas Series of older sweeps that did not store the column).
+    """
+    return None if e2e_ms is None or total_duration_ms is None else e2e_ms - total_duration_ms
+
+
+def client_ttft_overhead_ms(ttft_ms: typing.Any, load_duration_ms: typing.Any,
+                            prompt_eval_duration_ms: typing.Any) -> typing.Any:
+    """The ``client_ttft_overhead_ms`` column from its inputs: TTFT − (load + prompt eval); see above."""
+    if ttft_ms is None or load_duration_ms is None or prompt_eval_duration_ms is None:
+        return None
+    return ttft_ms - (load_duration_ms + prompt_eval_duration_ms)
+
+
 # ---------------------------------------------------------------- options
 
 

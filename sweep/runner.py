@@ -38,7 +38,7 @@ import numpy as np
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, TrialSpec
-from sweep.contract import Status, TrialRecord, utc_now
+from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
 from sweep.streams import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 # Failure kinds worth another attempt: the server or network may recover.
@@ -146,10 +146,9 @@ def _client_share(record: TrialRecord) -> None:
     call, so the analysis reads it instead of re-deriving it; null when the
     server sent no timings (an OpenAI-compatible server, a failed call).
     """
-    if record.e2e_ms is not None and record.total_duration_ms is not None:
-        record.client_overhead_ms = record.e2e_ms - record.total_duration_ms
-    if None not in (record.ttft_ms, record.load_duration_ms, record.prompt_eval_duration_ms):
-        record.client_ttft_overhead_ms = record.ttft_ms - (record.load_duration_ms + record.prompt_eval_duration_ms)
+    record.client_overhead_ms = client_overhead_ms(record.e2e_ms, record.total_duration_ms)
+    record.client_ttft_overhead_ms = client_ttft_overhead_ms(record.ttft_ms, record.load_duration_ms,
+                                                             record.prompt_eval_duration_ms)
 
 
 async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord) -> TrialRecord:
