@@ -81,6 +81,9 @@ def test_a_sweep_directory_lost_mid_run_rescues_its_trials_under_the_sweep_id(st
     assert len(rescued) == 1, (out[-2000:], err[-2000:])
     assert str(rescued[0]) in out + err                          # the path is printed
     assert proc.returncode != 0, (out[-2000:], err[-2000:])     # and the sweep does not claim success
+    last = err.strip().splitlines()[-1]                          # one line that names where the trials are
+    assert last.startswith(f"error: could not write to {sweep_dir}") and str(rescued[0]) in last, last
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
     frame = analysis.load_trials([rescued[0]]).frame
     assert len(frame) == 12 and frame["sweep_id"].eq(sweep_id).all()
     assert sorted(frame["trial"]) == list(range(12)) and frame["status"].eq("ok").all()
