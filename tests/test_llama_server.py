@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sweep.contract import read_tables
 from tests.fixtures_server import require_tool
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
@@ -79,8 +80,7 @@ def _start_and_wait_for_server(tmp_path: Path) -> tuple[subprocess.Popen[str], i
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in c.name()]
-        stored = list(tmp_path.rglob("*.parquet"))
-        if children and stored:
+        if children and _stored_trial_rows(tmp_path) > 0:
             return proc, children[0].pid
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
@@ -109,6 +109,11 @@ def test_no_orphan_after_sigkill(tmp_path: Path) -> None:
         assert _gone(server_pid), "llama-server survived SIGKILL of the sweep (PR_SET_PDEATHSIG)"
     finally:
         _kill_if_alive(server_pid)
+
+
+def _stored_trial_rows(output_root: Path) -> int:
+    """Trial rows stored so far; telemetry parts under ``_telemetry/`` are written first and do not count."""
+    return sum(t.num_rows for _, t in read_tables(output_root)) if output_root.is_dir() else 0
 
 
 def _kill_if_alive(pid: int) -> None:
