@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from analysis import servers
 from analysis.columns import HEADLINE, THROUGHPUT, TTFT, Metric
 from analysis.load import Loaded
 from analysis.tables import Analysis
@@ -83,6 +84,8 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
     lines += [b for m in HEADLINE if (b := _best(an, m))]
     lines += _verdicts(an)
     lines.append(_failures(df))
+    if spans := servers.line(df):
+        lines.append(f"warning: {spans}")
     return lines
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from sweep.contract import COLUMNS, COLUMNS_BY_NAME, DURATION, EXTRA, HIGHER, INT_OPTIONS, OPTION_KEYS
 
-__all__ = ["OPTION_KEYS", "INT_OPTIONS", "GPU_NAME", "SENSITIVITY_KEYS", "MATCH_KEYS", "THROUGHPUT", "TTFT",
-           "TOKENS", "Metric", "HEADLINE", "DURATIONS", "OPTIONAL", "NUMERIC_COLUMNS"]
+__all__ = ["OPTION_KEYS", "INT_OPTIONS", "GPU_NAME", "BASE_URL", "SENSITIVITY_KEYS", "MATCH_KEYS", "THROUGHPUT",
+           "TTFT", "TOKENS", "Metric", "HEADLINE", "DURATIONS", "OPTIONAL", "NUMERIC_COLUMNS"]
 
 def _column(name: str) -> str:
     """A column's name, as the contract declares it: a column renamed or dropped there fails here, at import."""
@@ -22,6 +22,8 @@ def _column(name: str) -> str:
 
 # Hardware label: rows on different GPUs are never pooled into one dataset.
 GPU_NAME = _column("gpu_name")
+# The server a row was measured on: a cell whose rows name several is flagged (analysis.servers).
+BASE_URL = _column("base_url")
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
 SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend")
 # A baseline cell must match a chimera cell on these (those present in the data).

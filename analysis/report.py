@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import html, render
+from analysis import html, render, servers
 from analysis.environment import environment_frame
 from analysis.load import Loaded
 from analysis.tables import Analysis, Options, Table, ci_methods, analyse
@@ -111,6 +111,8 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
         f"{'Holm' if opts.correction == 'holm' else 'Benjamini–Hochberg'} correction, α = {opts.alpha}; "
         f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}."
     )
+    if spans := servers.line(df, limit=len(cells)):
+        facts.append(f"**Warning**: {spans}.")
     if loaded.held_fixed:
         held = "; ".join(f"{preset}: {opts}" for preset, opts in loaded.held_fixed.items())
         facts.append(f"**Held fixed** (cell labels show only what varies): {held}.")

@@ -20,6 +20,7 @@ from sweep import backends, interrupts, progress, provenance
 from sweep.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
+from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
 from sweep.order import resolve
 from sweep.ollama import StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
@@ -36,6 +37,7 @@ from sweep.workflow import run_agent_cell
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+LEASE_WAIT_S = 900.0   # for a server held by another cell: against a stuck job only
 
 
 def policy_from(backend: DictConfig) -> Policy:
@@ -70,19 +72,24 @@ def _say(line: str) -> None:
     console.print(f"[dim]{line}[/]")
 
 
-def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, urls: list[str],
+def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: DictConfig, urls: list[str],
                          cells: list[Cell]) -> list[str]:
     """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
 
     Why: under a parallel launcher (joblib, submitit, Ray on one machine) two
     cells measured at once on one server slow each other down; the sweeper
     refused plans with more cells at once than servers, and this picks the free
-    one.  The leased server goes first (the cell's target); the lease is held
-    until the job ends.  Agent cells use every server at once, round-robin.
+    one.  A cell with stored trials takes the server they ran on, waiting for it
+    if need be (:mod:`sweep.home`): its rounds and a resume never mix machines.
+    The leased server goes first (the cell's target); the lease is held until
+    the job ends.  Agent cells use every server at once, round-robin.
     """
     if len(urls) < 2 or any(c.agent_plan is not None for c in cells):
         return urls
-    host = held.enter_context(lease_host(sweep_dir, urls))
+    home = stored_host(sweep_dir, cells) if backend.kind in STABLE_ADDRESSES else None
+    host = held.enter_context(lease_host(sweep_dir, urls, prefer=home, wait_s=LEASE_WAIT_S))
+    if (line := moved_line(cells, home, host, urls, LEASE_WAIT_S)) is not None:
+        console.print(line, markup=False)
     return [host] + [u for u in urls if u != host]
 
 
@@ -100,7 +107,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
         b = cfg.backend
-        urls = _one_server_per_cell(held, sweep_dir, backends.base_urls_for(b, cells[0], say=_say), cells)
+        urls = _one_server_per_cell(held, sweep_dir, b, backends.base_urls_for(b, cells[0], say=_say), cells)
         base_url = urls[0]
         headers = headers_from_env(b.api_key_env, b.headers_env)
         for url in urls:  # every server is checked before the first trial (the first one's answers are recorded)

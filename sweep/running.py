@@ -227,31 +227,50 @@ def own_cells(sweep_dir: Path, cell_hashes: list[str], *, wait_s: float = 60.0,
             os.close(fd)
 
 
+def _try_lease(directory: Path, host: str) -> int | None:
+    """The locked lease file of ``host`` (its fd; closing it lets go), or None when another job holds it."""
+    fd = os.open(directory / hashlib.sha256(host.encode()).hexdigest()[:16], os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 @contextlib.contextmanager
-def lease_host(sweep_dir: Path, hosts: list[str], *, wait_s: float = 900.0, poll_s: float = 0.2) -> Iterator[str]:
+def lease_host(sweep_dir: Path, hosts: list[str], *, prefer: str | None = None, wait_s: float = 900.0,
+               poll_s: float = 0.2) -> Iterator[str]:
     """A server of ``hosts`` that no other cell of this sweep on this machine is using; held for the block.
 
     The sweeper already refused more parallel cells than servers, so a free one
     exists or is about to (a finishing job releases its lock as it exits); the
     wait is only bounded against a stuck job.
+
+    ``prefer`` (the server the cell's stored trials ran on, :mod:`sweep.home`):
+    only that one is taken, waiting for it while another cell holds it, so a
+    cell's trials never mix two machines.  Waiting cannot deadlock: a job leases
+    its server before anything else it waits for (:func:`own_cells` comes after),
+    and a holder waits for nothing while it measures, so every holder finishes
+    and lets go.  What waiting costs is time: a worker idles while another
+    server may be free.  Only after ``wait_s`` (a stuck holder) does the cell
+    take any free server; the caller sees the difference and says so.
     """
     directory = sweep_dir / LEASES_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    home = prefer if prefer in hosts else None
     while True:
-        for host in hosts:
-            path = directory / hashlib.sha256(host.encode()).hexdigest()[:16]
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+        waited = time.monotonic() - started
+        for host in ([home] if home is not None and waited < wait_s else hosts):
+            fd = _try_lease(directory, host)
+            if fd is None:
                 continue
             try:
                 yield host
                 return
             finally:
                 os.close(fd)
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no free server among {', '.join(hosts)} after {wait_s:.0f} s")
+        if waited > (wait_s if home is None else 2 * wait_s):
+            raise TimeoutError(f"no free server among {', '.join(hosts)} after {waited:.0f} s")
         time.sleep(poll_s)

@@ -1,0 +1,47 @@
+"""Which server a cell's trials belong on: the one its stored rows were measured on (``base_url``).
+
+Why: with several servers (``backend.hosts``) each job of a parallel multirun
+leases a free one (:func:`sweep.running.lease_host`), and a multirun in rounds
+starts a new job per cell and round (:mod:`sweep.rounds`), as does a resume.
+The servers are often two machines (two GPUs); a cell whose rounds landed on
+both would pool them in one mean and CI, confounding every comparison with it.
+The stored rows are the one record of where a cell ran, so rounds, resume and
+a crashed run all find the cell's server the same way, with nothing else to keep.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from sweep.contract import read_cell
+from sweep.plan import Cell
+
+# Backends whose address names the same server in every process (an embedded engine's port is new in each).
+STABLE_ADDRESSES = ("ollama", "openai")
+
+
+def stored_host(sweep_dir: Path, cells: Sequence[Cell]) -> str | None:
+    """The server most of these cells' stored rows were measured on; None before their first row."""
+    counts: Counter[str] = Counter()
+    for cell in cells:
+        path = sweep_dir / f"{cell.file_stem}.parquet"
+        if not path.exists():
+            continue
+        table = read_cell(path)
+        for cell_hash, url in zip(table.column("cell_hash").to_pylist(), table.column("base_url").to_pylist()):
+            if cell_hash == cell.cell_hash and url:
+                counts[url] += 1
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequence[str], wait_s: float) -> str | None:
+    """The one line saying a cell measures away from its server (its rows will span two); None when it did not."""
+    if home is None or host == home:
+        return None
+    why = ("which is not among backend.hosts" if home not in hosts
+           else f"which another cell of this sweep still held after {wait_s:.0f} s")
+    names = ", ".join(c.cell_id for c in cells)
+    return (f"{names}: its stored trials ran on {home}, {why}; measuring on {host}, so its rows span servers "
+            "(the analysis report lists such cells)")
