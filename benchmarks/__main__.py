@@ -59,6 +59,10 @@ GOALS: dict[str, Goal] = {
     "embedded_vs_tg128": Goal("embedded server tok/s / llama-bench tg128, same GGUF and threads (lowest)",
                               "ratio", 0.9, True),
     "llama_server_vs_tg128": Goal("llama.cpp's llama-server over HTTP / llama-bench tg128 (lowest)", "ratio"),
+    "server_loop_us_per_token": Goal("embedded server's event-loop thread, CPU per streamed token (worst block)",
+                                     "µs", decimals=0),
+    "client_us_per_token": Goal("our runner's CPU per streamed token from the embedded server (worst block)", "µs",
+                                decimals=0),
     "llama_bench_tg128_tok_s": Goal("llama-bench tg128, fastest model and thread count", "tok/s", decimals=1),
 }
 

@@ -11,6 +11,7 @@ ours.  :mod:`benchmarks.engine` reports every engine as a ratio to ``tg128``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sweep.runner import measure_trial
 from sweep.streams import StreamFormat
 
 TG, PP = 128, 512
+Meter = Callable[[str], contextlib.AbstractContextManager[Any]]  # a named span around some trials
 
 
 @dataclass
@@ -63,8 +65,13 @@ def parse_llama_bench(stdout: str) -> dict[str, BenchFigure]:
 
 
 def run_trials(base_url: str, fmt: StreamFormat, cell_for: Callable[[int], Cell], warmup_tokens: int,
-               num_predict: int, reps: int) -> list[TrialRecord]:
-    """One warm-up of ``warmup_tokens`` (same load-time options: no reload after it), then ``reps`` measured trials."""
+               num_predict: int, reps: int, meter: Meter | None = None) -> list[TrialRecord]:
+    """One warm-up of ``warmup_tokens`` (same load-time options: no reload after it), then ``reps`` measured trials.
+
+    With a ``meter``, a one-token trial runs after the warm-up inside ``meter("one")``, and the
+    measured trials inside ``meter("all")``: the difference per token is what streaming costs,
+    without each request's fixed cost.
+    """
     def trial(i: int, tokens: int) -> TrialRecord:
         cell = cell_for(tokens)
         rec = measure_trial(base_url, cell, TrialSpec(i, cell.prompts[0], i == 0), fmt=fmt, request_timeout_s=600)
@@ -73,11 +80,16 @@ def run_trials(base_url: str, fmt: StreamFormat, cell_for: Callable[[int], Cell]
         return rec
 
     trial(0, warmup_tokens)
-    return [trial(i, num_predict) for i in range(1, reps + 1)]
+    if meter is None:
+        return [trial(i, num_predict) for i in range(1, reps + 1)]
+    with meter("one"):
+        trial(1, 1)
+    with meter("all"):
+        return [trial(i, num_predict) for i in range(2, reps + 2)]
 
 
 def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, warmup_tokens: int,
-                         reps: int) -> list[TrialRecord]:
+                         reps: int, meter: Meter | None = None) -> list[TrialRecord]:
     """Start llama-server with the options' load-time flags, warm up, then ``reps`` trials by our runner; stop it.
 
     The prompt goes to ``/v1/completions`` as text already templated the way the
@@ -92,6 +104,6 @@ def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, 
                           lambda tokens: Cell("bench", model, "llama_server", server.base_url,
                                               {**options, "num_predict": tokens}, "engine-bench",
                                               (Prompt("0", prompt_text),), None, "completions", None),
-                          warmup_tokens, options["num_predict"], reps)
+                          warmup_tokens, options["num_predict"], reps, meter)
     finally:
         server.stop()

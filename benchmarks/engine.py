@@ -31,6 +31,18 @@ hand-off to the event loop (embedded, server clock), HTTP and our client
 (embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
 (``embedded_vs_tg128`` in what :func:`run` returns).
 
+Where the HTTP side's time goes with ``num_thread`` = cores (measured on 2 cores, smollm2,
+2 threads, by instrumenting the token loop): the decode step itself costs the same in the
+server as in-process, but the gap between two steps grows from ~0.13 ms to ~0.45 ms.  The
+worker thread's hand-off to the event loop (``Mailbox.put``: a write to the loop's self-pipe)
+releases the GIL; the woken loop takes it and handles the whole burst (JSON, the socket
+write) before the worker gets it back, ~0.3 ms per token against ~1 µs in-process.  A
+hand-off that keeps the GIL (libc ``write`` through ``ctypes.PyDLL``) cut that to 0.06 ms,
+but the loop's work then ran during the decode, on a core a compute thread needed, and tok/s
+did not change (A/B over 3 × 3 rounds); ``GOMP_SPINCOUNT`` below its default and uvloop (13 %
+less loop CPU) did not either.  Total work per token is what counts: :class:`CpuMeter`
+reports the loop's and our client's CPU per token beside the ratios.
+
 None of them run at the same time: each round of a (model, threads)
 block starts a server, warms up, measures, stops it, then loads the model
 in-process, warms up, measures and frees it (or the other way round: the order
@@ -84,6 +96,54 @@ class Run:
     ttft_ms: float
     compute_tok_s: float | None = None  # in-process only: decode steps / time inside llama_decode
     text: str = ""
+    loop_us_per_token: float = math.nan    # embedded only: the server's event-loop thread, CPU µs per token
+    client_us_per_token: float = math.nan  # HTTP sides: this process (our runner), CPU µs per token
+
+
+class CpuMeter:
+    """CPU per streamed token outside the decode: the embedded server's event-loop thread and our runner.
+
+    Why: with ``num_thread`` = cores, every microsecond another thread runs is
+    taken from a compute thread, and its partner then waits at the next barrier
+    of the graph; these two figures say how much the server and the client ask
+    for per token.  Per token means the slope: (CPU of the measured trials per
+    trial − CPU of a one-token trial) / (their token counts' difference), so
+    each request's fixed cost (a new HTTP client, parsing, the final line) is
+    not spread over the tokens.  The event loop is the server process's main
+    thread (``asyncio.run`` in ``python -m sweep.server``); its CPU time comes
+    from Linux's ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds; NaN
+    elsewhere).  Ours is :func:`time.process_time_ns`: nothing else runs in
+    this process while the runner measures.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.spans: dict[str, tuple[float, float]] = {}  # name -> (loop ns, client ns)
+
+    def _loop_cpu_ns(self) -> float:
+        if self.server_pid is None:
+            return math.nan
+        try:
+            with open(f"/proc/{self.server_pid}/task/{self.server_pid}/schedstat") as f:
+                return float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return math.nan
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        loop0, client0 = self._loop_cpu_ns(), time.process_time_ns()
+        yield
+        self.spans[name] = (self._loop_cpu_ns() - loop0, time.process_time_ns() - client0)
+
+    def per_token(self, runs: list[Run]) -> list[Run]:
+        """``runs`` with both figures set (µs per token; NaN when a span is missing)."""
+        if not runs or "one" not in self.spans or "all" not in self.spans:
+            return runs
+        extra_tokens = _mean([r.tokens for r in runs]) - 1
+        (loop_one, client_one), (loop_all, client_all) = self.spans["one"], self.spans["all"]
+        per = lambda one, total: (total / len(runs) - one) / extra_tokens / 1e3 if extra_tokens > 0 else math.nan  # noqa: E731
+        return [dataclasses.replace(r, loop_us_per_token=per(loop_one, loop_all),
+                                    client_us_per_token=per(client_one, client_all)) for r in runs]
 
 
 @dataclass
@@ -166,12 +226,13 @@ def options_for(threads: int, num_predict: int) -> dict[str, Any]:
 def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
     """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
     with launch.start() as server:
+        meter = CpuMeter(server.pid)
         records = anchor.run_trials(
             server.base_url, OLLAMA,
             lambda tokens: Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
                                 "engine-bench", (Prompt("0", PROMPT),), None, "generate", None),
-            WARMUP_TOKENS, num_predict, reps)
-    return [_run_of(rec) for rec in records]
+            WARMUP_TOKENS, num_predict, reps, meter)
+    return meter.per_token([_run_of(rec) for rec in records])
 
 
 def _run_of(rec: TrialRecord) -> Run:
@@ -187,7 +248,9 @@ def measure_llama_server(model: str, threads: int, num_predict: int, reps: int) 
     defaults = SamplingParams()
     options = {**options_for(threads, num_predict), "repeat_penalty": defaults.repeat_penalty,
                "top_k": defaults.top_k, "top_p": defaults.top_p}
-    return [_run_of(rec) for rec in anchor.measure_llama_server(model, options, text, WARMUP_TOKENS, reps)]
+    meter = CpuMeter(None)  # llama.cpp's server threads are not ours to attribute: our client's share only
+    records = anchor.measure_llama_server(model, options, text, WARMUP_TOKENS, reps, meter)
+    return meter.per_token([_run_of(rec) for rec in records])
 
 
 def measure_llama_bench(model: str, threads: int, reps: int) -> tuple[float, float]:
@@ -316,6 +379,32 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
     return worst
 
 
+def print_cpu(blocks: list[Block]) -> dict[str, float]:
+    """CPU per token outside the decode, per block; returns the highest of each (the worst block's figures)."""
+    print("\nCPU per streamed token outside the decode, µs (mean ± sd over rounds): the embedded server's event-loop "
+          "thread and our runner")
+    head = (f"{'model':<13} {'thr':>3} | {'token period':>13} | {'server loop':>13} {'our client':>13} "
+            f"{'share':>6} | {'llama-server: our client':>24}")
+    print(head)
+    print("-" * len(head))
+    worst_loop = worst_client = math.nan
+    for b in blocks:
+        loop = [r.loop_us_per_token for r in b.http if not math.isnan(r.loop_us_per_token)]
+        client = [r.client_us_per_token for r in b.http if not math.isnan(r.client_us_per_token)]
+        period = 1e6 / _mean([r.server_tok_s for r in b.http]) if b.http else math.nan
+        share = (_mean(loop) + _mean(client)) / period if loop and client else math.nan
+        worst_loop = max(worst_loop, _mean(loop)) if loop and not math.isnan(worst_loop) else _mean(loop)
+        worst_client = max(worst_client, _mean(client)) if client and not math.isnan(worst_client) else _mean(client)
+        print(f"{b.model:<13} {b.threads:>3} | {period:13.0f} | {_ms(loop, 0):>13} {_ms(client, 0):>13} "
+              f"{share:6.1%} | {_ms([r.client_us_per_token for r in b.server], 0):>24}")
+    print("token period = 1e6 / embedded tok/s; server loop = CPU of the server's asyncio thread (HTTP parsing, one "
+          "wake-up per burst, JSON, the socket write: Linux schedstat); our client = this process's CPU in the runner;")
+    print("share = (server loop + our client) / token period.  With num_thread = cores there is no idle core: that "
+          "CPU is taken from a compute thread while its partner waits at the graph's next barrier, so it costs up "
+          "to twice its share in tok/s.")
+    return {"server_loop_us_per_token": worst_loop, "client_us_per_token": worst_client}
+
+
 ANCHOR_STEPS = ("decode only", "in-process", "embedded", "embedded client", "llama-server", "llama-server client")
 
 
@@ -389,6 +478,7 @@ def run(quick: bool = False) -> dict[str, float]:
             print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
             blocks.append(block)
     figures = {"embedded_ratio": print_table(blocks, rounds, reps, num_predict)}
+    figures.update(print_cpu(blocks))
     if with_anchor:
         figures.update(print_anchor(blocks))
     return figures

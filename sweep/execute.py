@@ -38,7 +38,7 @@ from sweep import interrupts
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
-from sweep.model_state import ServerState, offload, server_state, unload, was_reloaded
+from sweep.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.runner import Target, measure_call
@@ -69,6 +69,10 @@ class CellOutcome:
     ran: int = 0               # requests sent this run
     abandoned: bool = False
     records: list[TrialRecord] | None = None
+    # a multirun's round job (``round=``): the sweeper gives the cell another round; the later rounds'
+    # trials it will not get (trials=auto stopped it, or it was abandoned)
+    more_rounds: bool = False
+    skipped: int = 0
 
     @property
     def complete(self) -> bool:
@@ -316,7 +320,23 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
             for cur in active:
                 _check_stop(cur, r + 1, design)
     cost.measuring_s += time.perf_counter() - started
+    if design.only_round is not None:
+        for cur in cursors:
+            _after_round(cur, design.only_round, design)
     return [c.run.outcome for c in cursors]
+
+
+def _after_round(cur: _Cursor, rnd: int, design: Design) -> None:
+    """What a round job tells of its cell: more rounds to come, or done and which later trials it skips.
+
+    Later rounds are the sweeper's (:mod:`sweep.rounds`), which decides from the same facts: a stopped
+    cell (its trials reached, trials=auto precise enough, abandoned) gets none, a resume skips stored ones.
+    """
+    last = design.trials if design.trials is not None else design.auto.max_trials
+    later = [(r, p.id) for r in range(rnd + 1, last) for p in cur.run.cell.prompts if (r, p.id) not in cur.done]
+    outcome = cur.run.outcome
+    outcome.more_rounds = bool(later) and cur.stopped is None
+    outcome.skipped = len(later) if cur.stopped is not None else 0
 
 
 def _cursor(run: CellRun, design: Design, server: ServerState) -> _Cursor:
@@ -343,7 +363,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
     cur.need_snapshot = True
     run.extra = {**run.extra, "state": design.state, "round": rnd, **cur.snapshot}
     _install_hooks(cur, design, server, key)
-    if design.state == "warm" and design.warmup and (not cur.visited or server.last_key != key):
+    if design.state == "warm" and design.warmup and needs_warmup(cur.visited, server.last_key, key):
         extra = cur.visited
         t0 = time.perf_counter()
         for _ in range(design.warmup):

@@ -23,7 +23,7 @@ from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watc
 from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
 from sweep.order import resolve
 from sweep.ollama import StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count
+from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, read_cell
 from sweep.objective import Objective, score
 from sweep.runner import Target
@@ -145,7 +145,7 @@ def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
     a = cfg.auto
     return Design(order=order, seed=seed, state=cfg.state, trials=trials_count(cfg),
                   auto=Auto(a.metric, float(a.ci_pct), int(a.min_trials), int(a.max_trials)),
-                  warmup=0 if cfg.state != "warm" else int(cfg.warmup), only_round=cfg.get("round"))
+                  warmup=warmups_per_visit(cfg), only_round=cfg.get("round"))
 
 
 @dataclass
@@ -249,7 +249,7 @@ async def _one_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellO
         (outcome,) = await run_cells([run], job.design, job.cost)
     finally:
         _close(run, traces)
-    _done(job.shown, outcome, job.design)
+    _done(job.shown, outcome)
     return outcome
 
 
@@ -265,9 +265,11 @@ async def _cells_together(job: _Job, runs: list[tuple[CellRun, TraceStore | None
     finally:
         for run, traces in runs:
             _close(run, traces)
+    state = "complete" if all(o.complete for o in together) else "incomplete"
     job.shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),
                         sum(o.failed_attempts for o in together),
-                        "complete" if all(o.complete for o in together) else "incomplete")
+                        "more rounds to come" if any(o.more_rounds for o in together) else state,
+                        cells=sum(not o.more_rounds for o in together), dropped=sum(o.skipped for o in together))
     return together
 
 
@@ -295,9 +297,10 @@ def _of_round(design: Design) -> str:
     return f" (round {design.only_round + 1} {total}, order={design.order})"
 
 
-def _done(shown: progress.Progress, outcome: CellOutcome, design: Design | None = None) -> None:
+def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+    """The cell's line; a multirun's round job with more rounds to come does not finish its cell."""
     state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
-    if (state == "incomplete" and design is not None and design.only_round is not None
-            and design.only_round + 1 < (design.trials or design.auto.max_trials)):
+    if outcome.more_rounds:
         state = "more rounds to come"
-    shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state)
+    shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state,
+                    cells=0 if outcome.more_rounds else 1, dropped=outcome.skipped)

@@ -23,9 +23,9 @@ def parallel_slots(launcher: Mapping[str, Any], jobs: int) -> int:
     Unknown launchers, and a Ray cluster given by address (its size is not known
     here), count as fully parallel: the safe assumption for the shared-host check.
     """
-    target = str(launcher.get("_target_", ""))
-    if target.endswith("BasicLauncher") or not target:
+    if in_process(launcher):
         return 1
+    target = str(launcher.get("_target_", ""))
     if "joblib" in target:
         n = int(launcher.get("n_jobs", -1) or 1)
         slots = n if n > 0 else max(1, _cpus() + 1 + n)
@@ -42,6 +42,16 @@ def parallel_slots(launcher: Mapping[str, Any], jobs: int) -> int:
     else:
         slots = jobs
     return max(1, min(slots, jobs))
+
+
+def in_process(launcher: Mapping[str, Any]) -> bool:
+    """The jobs run one after another in the sweeper's own process (Hydra's basic launcher).
+
+    Why it matters: what a job leaves on a server (:mod:`sweep.model_state`) is then the next
+    job's, so a multirun in rounds warms up only after a reload; a worker process starts knowing nothing.
+    """
+    target = str(launcher.get("_target_", ""))
+    return target.endswith("BasicLauncher") or not target
 
 
 def shared_host_problem(backend: Mapping[str, Any], slots: int) -> str | None:

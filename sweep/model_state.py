@@ -55,6 +55,16 @@ def server_state(base_url: str) -> ServerState:
     return _servers.setdefault(base_url, ServerState())
 
 
+def needs_warmup(visited: bool, last_key: tuple[Any, ...] | None, key: tuple[Any, ...]) -> bool:
+    """A visit (state=warm) starts with the warm-ups: the cell is new in this process, or its server last loaded
+    other load-time options.
+
+    The one statement of the rule: the run applies it (:mod:`sweep.execute`) and the dry run replays it over the
+    rounds' visits (:mod:`sweep.rounds`), so the warm-ups it announces are the ones that run.
+    """
+    return not visited or last_key != key
+
+
 def forget_servers() -> None:
     """The servers this process started are gone (stopped): nothing they had loaded is known any more."""
     _servers.clear()

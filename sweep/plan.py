@@ -181,6 +181,15 @@ def trials_count(cfg: DictConfig) -> int | None:
     return trials
 
 
+def warmups_per_visit(cfg: DictConfig) -> int:
+    """Warm-ups a single-prompt cell's visit starts with (when it needs them): ``warmup``, none unless state=warm.
+
+    Why none: ``cold`` measures the load on purpose and ``reload`` flags it; a warm-up would hide it.
+    The job's design and the dry run's count both read it here.
+    """
+    return int(cfg.warmup) if cfg.state == "warm" else 0
+
+
 STATES = ("warm", "cold", "reload")
 ORDERS = ("blocked", "interleaved", "random")
 

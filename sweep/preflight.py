@@ -30,7 +30,7 @@ from rich.table import Table
 
 from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count
+from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count, warmups_per_visit
 from sweep import layout
 from sweep.contract import Status, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
@@ -111,7 +111,8 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
             calls = (expected_rows(cell.agent_plan, int(cfg.trials), cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
-            planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, int(cfg.warmup), done,
+            warmup = int(cfg.warmup) if cell.agent_plan is not None else warmups_per_visit(cfg)
+            planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
                                    loaded.get(key[0]) != key, calls))
             loaded[key[0]] = key
     return planned
@@ -168,11 +169,12 @@ def _duration(seconds: float) -> str:
 
 
 def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_lines: Sequence[str] = (),
-               extra_loads: int = 0) -> None:
+               extra_loads: int = 0, upper_bound: bool = False) -> None:
     """The dry run's output: one row per cell, then totals and the command that runs it.
 
     ``order_lines``: a multirun in rounds (:mod:`sweep.rounds`) prints its order, round by round;
-    ``extra_loads``: the model loads (each with its warm-ups) its rounds add to the blocked plan.
+    ``extra_loads``: the model loads its rounds add to the blocked plan (their warm-ups are in each
+    cell's ``warmup_calls``); ``upper_bound``: the warm-ups, loads and duration are at most these.
     """
     console = Console(stderr=False, highlight=False, soft_wrap=True, width=200 if not sys.stdout.isatty() else None)
     cfg = configs[0]
@@ -195,13 +197,13 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
     seconds, basis = estimate_s(planned, history)
     todo = sum(max(0, p.calls - p.done) for p in planned)
     requests = todo + sum(p.warmup_calls for p in planned if p.calls > p.done)
-    if extra_loads and planned:      # every extra load: the load and the cell's warm-ups, at the plan's mean cost
-        seconds += extra_loads * _reload_s(planned, history)
-        requests += extra_loads * round(sum(p.warmup_calls for p in planned) / len(planned))
+    if extra_loads and planned:      # every extra load at the plan's mean load time
+        seconds += extra_loads * _load_s(planned, history)
     skipped = sum(1 for p in planned if p.done >= p.calls)
-    console.print(f"{requests} requests ({todo} measured trials + warm-ups), "
-                  f"{sum(p.reload for p in planned) + extra_loads} model loads, {skipped} cells already complete")
-    console.print(f"estimated duration: {_duration(seconds)} ({basis})")
+    up = "up to " if upper_bound else ""
+    console.print(f"{up}{requests} requests ({todo} measured trials + {up}{requests - todo} warm-ups), "
+                  f"{up}{sum(p.reload for p in planned) + extra_loads} model loads, {skipped} cells already complete")
+    console.print(f"estimated duration: {up}{_duration(seconds)} ({basis})")
     args = [a for a in sys.argv[1:] if not a.startswith("dry_run=")]
     console.print(f"nothing was sent; run it with: python -m sweep {' '.join(args)}")
 
@@ -241,11 +243,14 @@ class Preflight(Callback):
         self._check(config)
 
 
-def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequence[Sequence[int]] | None = None) -> None:
+def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequence[Sequence[int]] | None = None,
+            one_process: bool = True) -> None:
     """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0.
 
     ``rounds`` (a :class:`sweep.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
-    the multirun runs in rounds, and the plan shows their order by the table's cell numbers.
+    the multirun runs in rounds, and the plan shows their order by the table's cell numbers and the
+    warm-ups the rounds run; ``one_process``: the launcher runs the jobs in this process (else the
+    warm-ups, loads and duration printed are upper bounds).
     """
     try:
         planned = plan_all(configs)
@@ -253,27 +258,49 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
         _stop(str(exc))
     lines: list[str] = []
     extra_loads = 0
+    bound = False
     if rounds is not None and rounds_plan is not None:
         lines, extra_loads = _order_lines(planned, rounds, rounds_plan)
-    print_plan(planned, configs, lines, extra_loads)
+        auto = any(trials_count(job.cfg) is None for job in rounds.jobs)     # cells may leave earlier
+        lines.append(_round_warmups(planned, rounds, rounds_plan, one_process, auto))
+        bound = not one_process or auto
+        if not one_process:      # a fresh process per job: any visit may load the model
+            extra_loads = max(0, sum(len(r) for r in rounds_plan) - sum(p.reload for p in planned))
+    print_plan(planned, configs, lines, extra_loads, upper_bound=bound)
     raise SystemExit(0)
 
 
 ROUNDS_SHOWN = 6
 
 
-def _reload_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> float:
-    """Seconds one more model load costs, with its warm-ups, averaged over the cells (as :func:`estimate_s`)."""
-    costs = []
-    for p in planned:
-        tokens = p.cell.options.get("num_predict") or ASSUMED_TOKENS
-        if p.cell.model in history:
-            per_request, tok_s, load_s = history[p.cell.model]
-            per_request = ASSUMED_OVERHEAD_S + tokens / tok_s if p.cell.options.get("num_predict") and tok_s else per_request
-        else:
-            per_request, load_s = ASSUMED_OVERHEAD_S + tokens / ASSUMED_TOK_S, ASSUMED_RELOAD_S
-        costs.append(load_s + p.warmup_calls * per_request)
+def _load_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> float:
+    """Seconds one more model load costs, averaged over the cells (as :func:`estimate_s` counts a load)."""
+    costs = [history[p.cell.model][2] if p.cell.model in history else ASSUMED_RELOAD_S for p in planned]
     return sum(costs) / len(costs)
+
+
+def _round_warmups(planned: Sequence[Planned], rounds: Any, plan: Sequence[Sequence[int]], one_process: bool,
+                   auto: bool) -> str:
+    """Set each cell's warm-ups to what the rounds run (:meth:`sweep.rounds.Rounds.warmups`); the line that says so.
+
+    Why: a round job warms up again whenever its server last loaded other options (in one
+    process), or on every visit (a launcher's fresh worker process), not once per cell.
+    """
+    exact = rounds.warmups(plan, one_process=True)
+    counts = exact if one_process else rounds.warmups(plan, one_process=False)
+    for p in planned:
+        if p.cell.agent_plan is None and p.cell.cell_hash in counts:
+            p.warmup_calls = counts[p.cell.cell_hash]
+    visits = sum(len(r) for r in plan)
+    total, in_one = sum(counts.values()), sum(exact.values())
+    if not any(warmups_per_visit(job.cfg) for job in rounds.jobs):
+        return "warm-ups: none (warmup=0, or state=cold|reload)"
+    if one_process:
+        up = "up to " if auto else ""
+        return (f"warm-ups: {up}{total} over {up}{visits} round job(s): a job warms up its cell on its first visit "
+                "and after its server loaded other load-time options (the jobs run in this process)")
+    return (f"warm-ups: up to {total} over {visits} round job(s) (upper bound): this launcher may run a job in a "
+            f"fresh process, which warms up every cell it visits (in one process: {in_one})")
 
 
 def _order_lines(planned: Sequence[Planned], rounds: Any, plan: Sequence[Sequence[int]]) -> tuple[list[str], int]:

@@ -8,8 +8,12 @@ live panel spans every job of a multirun run in this process (Hydra's basic
 launcher), so it is module state, stopped by the end-of-sweep summary; Hydra's
 per-job launch lines are silenced while it shows, so they do not scroll it away.
 
-The sweeper tells how many cells the whole multirun has through
-``CHIMERA_SWEEP_CELLS`` (an environment variable, so launcher processes see it too).
+The sweeper tells how large the whole multirun is (:func:`announce`: environment
+variables, so launcher processes see them too).  A multirun in rounds
+(``order=random | interleaved``, :mod:`sweep.rounds`) runs one job per cell and
+round, so there the panel counts a cell done only when its last round finished,
+adds the trials done of the sweep's total, and takes its ETA from the time per
+trial so far: a job's time is one round's, not a cell's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from rich.text import Text
 from sweep.contract import Status, TrialRecord
 
 PLAN_ENV = "CHIMERA_SWEEP_CELLS"
+TRIALS_ENV = "CHIMERA_SWEEP_TRIALS"    # set for a multirun in rounds only: "<trials>" or "<trials> at most"
+_AT_MOST = " at most"
 _HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : overrides…" per job
 
 
@@ -43,6 +49,22 @@ def trial_line(record: TrialRecord) -> str:
     tps = f"{record.throughput_tok_s:.1f} tok/s" if record.throughput_tok_s else "- tok/s"
     ttft = f"TTFT {record.ttft_ms:.0f} ms" if record.ttft_ms is not None else "TTFT -"
     return f"    {kind} {record.trial} {what}: {tps}, {ttft}, {record.eval_count} tokens"
+
+
+def announce(cells: int, trials: int | None = None, at_most: bool = False) -> None:
+    """The sweeper's word on the multirun: ``cells`` in it and, when it runs in rounds, the measured ``trials``
+    it plans (``at_most``: trials=auto, cells may leave earlier)."""
+    os.environ[PLAN_ENV] = str(cells)
+    if trials is None:
+        os.environ.pop(TRIALS_ENV, None)
+    else:
+        os.environ[TRIALS_ENV] = f"{trials}{_AT_MOST if at_most else ''}"
+
+
+def _announced_trials() -> tuple[int | None, bool]:
+    value = os.environ.get(TRIALS_ENV, "")
+    number = value.removesuffix(_AT_MOST)
+    return (int(number), value.endswith(_AT_MOST)) if number.isdigit() else (None, False)
 
 
 def _clock(seconds: float) -> str:
@@ -63,6 +85,10 @@ class _State:
     last: str = "waiting for the first trial"
     failures: int = 0
     started: float = field(default_factory=time.monotonic)
+    # a multirun in rounds (None otherwise): the sweep's measured trials, planned and done
+    sweep_trials_total: int | None = None
+    sweep_trials_at_most: bool = False
+    sweep_trials_done: int = 0
 
 
 class Progress:
@@ -73,6 +99,7 @@ class Progress:
         self.state = _State()
         planned = os.environ.get(PLAN_ENV, "")
         self.state.cells_total = int(planned) if planned.isdigit() else None
+        self.state.sweep_trials_total, self.state.sweep_trials_at_most = _announced_trials()
         self._live: Live | None = None
         if live:
             self._live = Live(self._render(), console=console, refresh_per_second=4, transient=True,
@@ -98,18 +125,26 @@ class Progress:
             s.failures += 1
         elif not record.warmup:
             s.trials_done += 1
+            s.sweep_trials_done += 1
         s.last = trial_line(record).strip()
         if not self.live:
             self.console.print(trial_line(record))
         self._refresh()
 
-    def cell_done(self, ok: int, expected: int, failed: int, state: str) -> None:
+    def cell_done(self, ok: int, expected: int, failed: int, state: str, *, cells: int = 1, dropped: int = 0) -> None:
+        """The job's cell(s) ran; ``cells`` of them are done (0: a multirun's round, more rounds to come).
+
+        ``dropped``: planned trials they will not run (trials=auto stopped them early, or they were abandoned).
+        """
         s = self.state
-        s.cells_done += 1
+        s.cells_done += cells
+        if s.sweep_trials_total is not None:
+            s.sweep_trials_total = max(s.sweep_trials_done, s.sweep_trials_total - dropped)
         s.cell_seconds.append(time.monotonic() - s.cell_started)
         line = f"  {ok}/{expected} trials ok, {failed} failed attempts, {state}"
         if self.live:
-            self.console.print(f"[green]✓[/] {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
+            mark = "[green]✓[/]" if cells else "[dim]·[/]"
+            self.console.print(f"{mark} {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
         else:
             self.console.print(line)
         self._refresh()
@@ -117,6 +152,11 @@ class Progress:
     # ------------------------------------------------------------------ live panel
     def eta_s(self) -> float | None:
         s = self.state
+        if s.sweep_trials_total is not None:      # in rounds: the time per trial so far, warm-ups and jobs included
+            if not s.sweep_trials_done:
+                return None
+            per_trial = (time.monotonic() - s.started) / s.sweep_trials_done
+            return max(0, s.sweep_trials_total - s.sweep_trials_done) * per_trial
         if s.cells_total is None or not s.cell_seconds:
             return None
         mean = sum(s.cell_seconds) / len(s.cell_seconds)
@@ -126,13 +166,19 @@ class Progress:
         s = self.state
         total = s.cells_total
         eta = self.eta_s()
-        head = Text.assemble(("sweep ", "bold"), f"cells {s.cells_done}/{total if total else '?'}  ",
+        done, of = s.cells_done, total
+        trials = up = ""
+        if s.sweep_trials_total is not None:     # in rounds: the bar follows the trials, cells finish late
+            up = "≤ " if s.sweep_trials_at_most and s.cells_done != total else ""   # until the last cell left
+            trials = f"trials {s.sweep_trials_done}/{up}{s.sweep_trials_total}  "
+            done, of = s.sweep_trials_done, s.sweep_trials_total
+        head = Text.assemble(("sweep ", "bold"), f"cells {s.cells_done}/{total if total else '?'}  ", trials,
                              f"elapsed {_clock(time.monotonic() - s.started)}  ",
-                             f"ETA {_clock(eta)}" if eta is not None else "ETA –",
+                             f"ETA {up}{_clock(eta)}" if eta is not None else "ETA –",
                              (f"  failures {s.failures}", "red" if s.failures else "dim"))
-        filled = round(30 * s.cells_done / total) if total else 0
+        filled = min(30, round(30 * done / of)) if of else 0
         bar = Text.assemble(("━" * filled, "green"), ("━" * (30 - filled), "grey37"),
-                            f" {100 * s.cells_done / total:.0f} %" if total else "")
+                            f" {100 * done / of:.0f} %" if of else "")
         cell = Text(f"cell {s.cell or '–'}: trial {s.trials_done}/{s.trials_total}", overflow="ellipsis",
                     no_wrap=True)
         last = Text.from_markup(f"last: {s.last}", overflow="ellipsis")
@@ -160,6 +206,14 @@ def for_job(console: Console, enabled: bool) -> Progress:
         stop()
         _current = Progress(console, live)
     return _current
+
+
+def say(line: str) -> None:
+    """A line for the person watching: above the live panel when one shows (a plain print would tear it)."""
+    if _current is not None and _current.live:
+        _current.console.print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def stop() -> None:

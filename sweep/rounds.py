@@ -33,7 +33,8 @@ from omegaconf import DictConfig
 from sweep.adaptive import Auto, stop_reason
 from sweep.contract import Status, read_cell, utc_now
 from sweep.order import resolve, round_order
-from sweep.plan import Cell, ConfigError, count_loads, load_key, trials_count
+from sweep.model_state import needs_warmup
+from sweep.plan import Cell, ConfigError, count_loads, load_key, trials_count, warmups_per_visit
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
 _COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms"]
@@ -164,15 +165,20 @@ class Rounds:
             failures += 1
         return failures >= int(cfg.backend.max_consecutive_failures)
 
-    @staticmethod
-    def _missing(job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> bool:
+    @classmethod
+    def _missing(cls, job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> bool:
         """Some cell of the job lacks a successful measured trial of round ``rnd`` for some prompt."""
+        return cls._missing_trials(job, rows, rnd) > 0
+
+    @staticmethod
+    def _missing_trials(job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> int:
+        """Measured trials of round ``rnd`` the job's cells lack (one per cell and prompt not stored ok)."""
+        missing = 0
         for cell in job.cells:
             done = {(r["trial"], r["prompt_id"]) for r in rows.get(cell.cell_hash, [])
                     if r["status"] == Status.OK and not r["warmup"]}
-            if any((rnd, p.id) not in done for p in cell.prompts):
-                return True
-        return False
+            missing += sum((rnd, p.id) not in done for p in cell.prompts)
+        return missing
 
     # ------------------------------------------------------------------ plan and cost
     def preview(self) -> list[list[int]]:
@@ -188,9 +194,39 @@ class Rounds:
                          if not self.resume or self._missing(self.jobs[i], rows, rnd)])
         return plan
 
+    def trials(self, plan: Sequence[Sequence[int]]) -> int:
+        """Measured trials the rounds in ``plan`` run (trials=auto: at most; a cell may leave earlier)."""
+        rows = self._rows() if self.resume else {}
+        return sum(self._missing_trials(self.jobs[i], rows, rnd) for rnd, jobs in enumerate(plan) for i in jobs)
+
     def loads(self, plan: Sequence[Sequence[int]]) -> int:
         """Model loads the rounds imply (one server; per-server counting as :func:`sweep.plan.count_loads`)."""
         return count_loads([load_key(c) for rnd in plan for i in rnd for c in self.jobs[i].cells])
+
+    def warmups(self, plan: Sequence[Sequence[int]], one_process: bool) -> dict[str, int]:
+        """Warm-up requests per cell (by hash) the rounds in ``plan`` will run.
+
+        ``one_process`` (the basic launcher): the jobs run one after another in
+        this process, so a visit warms up exactly when
+        :func:`sweep.model_state.needs_warmup` says, replayed here over the
+        visits in order (one server, as :meth:`loads` counts).  Otherwise a job
+        may run in a fresh process that knows nothing of the server (a
+        launcher's worker): every visit may warm up, so this is the upper
+        bound, one visit's warm-ups per visit.
+        """
+        out = {c.cell_hash: 0 for job in self.jobs for c in job.cells}
+        last: dict[Any, tuple[Any, ...]] = {}     # per server: the load key of its last request
+        visited: set[str] = set()
+        for rnd in plan:
+            for i in rnd:
+                job = self.jobs[i]
+                for cell in job.cells:
+                    key = load_key(cell)
+                    if not one_process or needs_warmup(cell.cell_hash in visited, last.get(key[0]), key):
+                        out[cell.cell_hash] += warmups_per_visit(job.cfg)
+                    visited.add(cell.cell_hash)
+                    last[key[0]] = key
+        return out
 
     def cost_line(self) -> str | None:
         """After the last round: the warm-ups beyond each cell's first in this run, and their share of the time.

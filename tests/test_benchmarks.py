@@ -59,3 +59,22 @@ def test_unknown_benchmark_is_one_line() -> None:
 def test_goals_read_the_right_way(value: float, met: bool) -> None:
     assert GOALS["fidelity_err_pct_500"].met(value) is met
     assert GOALS["parse_chunks_per_s"].met(60_000.0) is True and GOALS["parse_chunks_per_s"].met(1.0) is False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread CPU needs Linux's /proc")
+def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client() -> None:
+    from benchmarks import anchor, engine
+    from sweep.server import start
+
+    with start() as server:
+        meter = engine.CpuMeter(server.pid)
+        cell = lambda tokens: engine.Cell("bench", "smollm2:135m", "embedded", server.base_url,  # noqa: E731
+                                          engine.options_for(1, tokens), "engine-bench",
+                                          (engine.Prompt("0", engine.PROMPT),), None, "generate", None)
+        records = anchor.run_trials(server.base_url, engine.OLLAMA, cell, 4, 48, 3, meter)
+    runs = meter.per_token([engine._run_of(r) for r in records])
+    assert [r.tokens for r in runs] == [48] * 3                  # the prompt runs past the limit on greedy decoding
+    assert set(meter.spans) == {"one", "all"}
+    for run in runs:
+        # every streamed line costs the event loop and our runner some CPU; a token costs far less than a request
+        assert 0 < run.loop_us_per_token < 20_000 and 0 < run.client_us_per_token < 20_000, run

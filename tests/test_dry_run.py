@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.ollama_standin import StandIn
-from tests.sweep_cli import run_sweep
+from tests.sweep_cli import run_sweep, trials_of
 
 
 def _ollama(standin: StandIn, root: Path) -> list[str]:
@@ -22,7 +22,7 @@ def test_dry_run_lists_every_cell_and_sends_nothing(standin: StandIn, tmp_path: 
         for temp in (0.6, 0.8):
             assert f"num_ctx={ctx} temperature={temp}" in out
     # num_ctx is a load-time option: the order 512,512,1024,1024 implies two model loads
-    assert "12 requests (8 measured trials + warm-ups), 2 model loads, 0 cells already complete" in out
+    assert "12 requests (8 measured trials + 4 warm-ups), 2 model loads, 0 cells already complete" in out
     # 12 requests × (0.3 s + 100 tokens / 30 tok/s) + 2 loads × 2 s = 47.6 s, stated with its assumptions
     assert "estimated duration: 48 s (assumed 30 tok/s" in out
     assert "nothing was sent; run it with: python -m sweep -m backend=ollama" in out
@@ -40,7 +40,7 @@ def test_dry_run_with_resume_shows_what_is_already_measured(standin: StandIn, tm
     rows = [line for line in result.stdout.splitlines() if "num_ctx=" in line and "│" in line]
     assert len(rows) == 2 and "2/2" in rows[0] and "2/2" not in rows[1]
     assert f"dry run: 2 cells → {tmp_path / sweep}" in result.stdout
-    assert "2 requests (2 measured trials + warm-ups), 2 model loads, 1 cells already complete" in result.stdout
+    assert "2 requests (2 measured trials + 0 warm-ups), 2 model loads, 1 cells already complete" in result.stdout
     assert len(standin.hits) == hits   # the dry run sent nothing
 
 
@@ -66,5 +66,15 @@ def test_dry_run_counts_every_agents_calls(standin: StandIn, tmp_path: Path) -> 
     # 2 agents: 3 concurrent runs × 2 agents + 2 × 3 isolated runs = 12 workflows × 2 calls; warm-up 1 run × 2 × 2
     assert "chimera_homo agents=2" in out and "4+24" in out
     assert "chimera_homo agents=4" in out and "8+48" in out
-    assert "84 requests (72 measured trials + warm-ups)" in out
+    assert "84 requests (72 measured trials + 12 warm-ups)" in out
     assert standin.hits == []
+
+
+def test_dry_run_of_a_cold_sweep_plans_no_warm_ups_as_the_run_does_none(standin: StandIn, tmp_path: Path) -> None:
+    sweep = ["-m", *_ollama(standin, tmp_path), "chimera.num_ctx=512,1024", "trials=2", "state=cold"]
+    dry = run_sweep(*sweep, "dry_run=true")
+    assert dry.returncode == 0, dry.stderr
+    assert "4 requests (4 measured trials + 0 warm-ups)" in dry.stdout and "0+2" in dry.stdout
+    ran = run_sweep(*sweep)
+    assert ran.returncode == 0, ran.stderr
+    assert not trials_of(tmp_path)["warmup"].any()

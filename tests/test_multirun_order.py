@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -203,3 +204,44 @@ def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) ->
         "cell=1", "trials=3", "order=random", "order_seed=4", "round=2"]
     with pytest.raises(ConfigError, match=r"invalid round=3: this sweep has rounds 0..2"):
         plan_cells(compose_cfg("trials=3", "round=3"))
+
+
+def _warmups_announced(out: str) -> int:
+    found = re.search(r"^warm-ups: (\d+) over (\d+) round job\(s\)", out, re.M)
+    assert found, out
+    n = int(found[1])
+    assert f"({found[2]} measured trials + {n} warm-ups)" in out      # one visit: one trial (one prompt)
+    return n
+
+
+def test_dry_run_of_a_random_multirun_announces_the_warm_ups_it_runs(standin: StandIn, tmp_path: Path) -> None:
+    """Two cells per load key: a cell's first visit warms up even when the model stays loaded; a revisit only
+    after its server loaded other options."""
+    _fast(standin)
+    grid = ["chimera.num_ctx=512,2048", "chimera.temperature=0.6,0.8", "order=random", "order_seed=5", "trials=4",
+            "warmup=1", "backend=ollama", f"backend.base_url={standin.base_url}", "model=gemma3",
+            "telemetry.enabled=false", "progress=false", "chimera.num_predict=8"]
+    dry = run_sweep("-m", *grid, f"output_root={tmp_path / 'dry'}", "dry_run=true")
+    assert dry.returncode == 0, dry.stderr
+    announced = _warmups_announced(dry.stdout)
+    ran = run_sweep("-m", *grid, f"output_root={tmp_path / 'run'}")
+    assert ran.returncode == 0, ran.stderr
+    assert int(trials_of(tmp_path / "run")["warmup"].sum()) == announced
+
+
+def test_dry_run_under_a_worker_launcher_gives_an_upper_bound_of_a_warm_up_per_round_job(
+        standin: StandIn, tmp_path: Path) -> None:
+    _fast(standin)
+    run = args(standin, tmp_path, "order_seed=7", "trials=3", "warmup=1", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", "allow_shared_host=true")
+    dry = run_sweep(*run, "dry_run=true")
+    assert dry.returncode == 0, dry.stderr
+    out = dry.stdout
+    in_one = re.search(r"^warm-ups: up to 15 over 15 round job\(s\) \(upper bound\): .*\(in one process: (\d+)\)$",
+                       out, re.M)
+    assert in_one and int(in_one[1]) < 15, out
+    assert "up to 30 requests (15 measured trials + up to 15 warm-ups), up to 15 model loads" in out
+    assert "estimated duration: up to " in out
+    ran = run_sweep(*run)
+    assert ran.returncode == 0, ran.stderr
+    assert int(in_one[1]) <= int(trials_of(tmp_path)["warmup"].sum()) <= 15

@@ -67,6 +67,8 @@ INTERNAL: dict[str, str] = {
     "analysis.columns": "the contract test checks it holds no copy of the contract",
     "benchmarks.__main__": "the goals table (GOALS) the benchmark run prints",
     "benchmarks.fidelity": "the fidelity benchmark at a tiny size, against the server's send times",
+    "benchmarks.engine": "the engine benchmark's CPU meter against a real embedded server, " + _UNIT,
+    "benchmarks.anchor": "run_trials, the trial loop the CPU meter wraps, " + _UNIT,
 }
 
 

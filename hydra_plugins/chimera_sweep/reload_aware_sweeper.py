@@ -17,7 +17,6 @@ per cell in the reload-aware order.
 
 
 import copy
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
@@ -81,6 +80,7 @@ class ReloadAwareSweeper(BasicSweeper):
 
     def _next_round(self) -> List[List[List[str]]]:
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
+        from sweep import progress
         from sweep.rounds import round_overrides
 
         rounds = self._rounds
@@ -88,7 +88,7 @@ class ReloadAwareSweeper(BasicSweeper):
         if found is None:
             line = rounds.cost_line()
             if line:
-                print(line, file=sys.stderr, flush=True)
+                progress.say(line)
             return []
         rnd, jobs = found
         batch = []
@@ -103,7 +103,7 @@ class ReloadAwareSweeper(BasicSweeper):
         """Already done: :meth:`_ordered` composed every job."""
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
-        from sweep.launchers import parallel_slots, shared_host_problem
+        from sweep.launchers import in_process, parallel_slots, shared_host_problem
         from sweep.plan import (ConfigError, check_grid_coverage, count_loads, load_key, plan_cells, reload_order,
                                 trials_count)
 
@@ -141,9 +141,9 @@ class ReloadAwareSweeper(BasicSweeper):
         loads = count_loads([k for _, keys, _ in keyed for k in keys])
         n_cells = sum(len(keys) for _, keys, _ in keyed)
         at_once = f", {slots} at once" if slots > 1 else ""
-        from sweep.progress import PLAN_ENV
+        from sweep import progress
 
-        os.environ[PLAN_ENV] = str(n_cells)        # the live progress panel's "cells done / total"
+        progress.announce(n_cells)                 # the live progress panel's "cells done / total"
         rounds_plan: Optional[List[List[int]]] = None
         if order is None:
             print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
@@ -165,12 +165,15 @@ class ReloadAwareSweeper(BasicSweeper):
                   f"{auto}{visits} job(s){left}{at_once}, {order.describe()}: {how}; "
                   f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {loads})",
                   file=sys.stderr, flush=True)
-            os.environ[PLAN_ENV] = str(visits)     # the panel counts jobs: one cell's round each
+            visited = {i for rnd in rounds_plan for i in rnd}     # the cells this run measures, and their trials
+            progress.announce(sum(len(self._rounds.jobs[i].cells) for i in visited),
+                              self._rounds.trials(rounds_plan), at_most=bool(auto))
         if self.config.get("dry_run"):
             from sweep.preflight import dry_run
 
             # prints the plan and exits: no job runs
-            dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan)
+            dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan,
+                    one_process=in_process(self.config.hydra.launcher))
         self._composed.update({tuple(overrides): cfg for overrides, _, cfg in keyed})
         _hand_over(loader, self._composed)
         return [overrides for overrides, _, _ in keyed]
