@@ -11,29 +11,58 @@ a crashed run all find the cell's server the same way, with nothing else to keep
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sweep.contract import read_cell
 from sweep.plan import Cell
+
+T = TypeVar("T")
 
 # Backends whose address names the same server in every process (an embedded engine's port is new in each).
 STABLE_ADDRESSES = ("ollama", "openai")
 
 
+def most_used(urls: Iterable[str | None]) -> str | None:
+    """The server most of these rows name (the first such on a tie); None when none names one."""
+    counts = Counter(url for url in urls if url)
+    return counts.most_common(1)[0][0] if counts else None
+
+
 def stored_host(sweep_dir: Path, cells: Sequence[Cell]) -> str | None:
     """The server most of these cells' stored rows were measured on; None before their first row."""
-    counts: Counter[str] = Counter()
+    urls: list[str | None] = []
     for cell in cells:
         path = sweep_dir / f"{cell.file_stem}.parquet"
-        if not path.exists():
-            continue
-        table = read_cell(path)
-        for cell_hash, url in zip(table.column("cell_hash").to_pylist(), table.column("base_url").to_pylist()):
-            if cell_hash == cell.cell_hash and url:
-                counts[url] += 1
-    return counts.most_common(1)[0][0] if counts else None
+        if path.exists():
+            table = read_cell(path)
+            urls += [url for cell_hash, url in zip(table.column("cell_hash").to_pylist(),
+                                                   table.column("base_url").to_pylist()) if cell_hash == cell.cell_hash]
+    return most_used(urls)
+
+
+def alternate(items: Sequence[T], server: Callable[[T], str | None]) -> list[T]:
+    """``items`` taking the servers in turn, each server's items in their given order.
+
+    Why: a launcher hands a round's jobs to its workers in order, and two jobs of
+    one server side by side make the second wait for the first's lease while
+    another server idles (docs/scaling.md has what it cost and saves).  What
+    the order means for the measurement is the sequence each server sees
+    (reloads, warm-ups): that stays the round's order.  Jobs with no server yet
+    (a cell's first round) count as one more server.
+    """
+    queues: dict[str | None, deque[T]] = {}
+    for item in items:
+        queues.setdefault(server(item), deque()).append(item)
+    out: list[T] = []
+    while queues:
+        for key in list(queues):
+            out.append(queues[key].popleft())
+            if not queues[key]:
+                del queues[key]
+    return out
 
 
 def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequence[str], wait_s: float) -> str | None:

@@ -32,12 +32,13 @@ from omegaconf import DictConfig
 
 from sweep.adaptive import Auto, stop_reason
 from sweep.contract import Status, read_cell, utc_now
+from sweep.home import STABLE_ADDRESSES, alternate, most_used
 from sweep.order import resolve, round_order
 from sweep.model_state import needs_warmup
 from sweep.plan import Cell, ConfigError, count_loads, load_key, trials_count, warmups_per_visit
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
-_COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms"]
+_COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Rounds:
             todo = [i for i in round_order(active, self.order.order, self.order.seed, rnd)
                     if not self.resume or self._missing(self.jobs[i], rows, rnd)]
             if todo:
-                return rnd, [self.jobs[i] for i in todo]
+                return rnd, alternate([self.jobs[i] for i in todo], lambda job: self._home(job, rows))
         return None
 
     # ------------------------------------------------------------------ what is stored
@@ -164,6 +165,16 @@ class Rounds:
                 break
             failures += 1
         return failures >= int(cfg.backend.max_consecutive_failures)
+
+    @staticmethod
+    def _home(job: RoundJob, rows: dict[str, list[dict[str, Any]]]) -> str | None:
+        """The server the job's cells are measured on (:func:`sweep.home.stored_host`, from the rows read here).
+
+        None where an address names no lasting server (an embedded engine's port is new in every process).
+        """
+        if job.cfg.backend.kind not in STABLE_ADDRESSES:
+            return None
+        return most_used(r["base_url"] for cell in job.cells for r in rows.get(cell.cell_hash, []))
 
     @classmethod
     def _missing(cls, job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from tests.ollama_standin import Script, StandIn
+from sweep.home import alternate
 from sweep.running import lease_host
 from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 
@@ -129,3 +130,11 @@ def test_the_report_and_summary_flag_a_cell_whose_rows_span_servers(tmp_path: Pa
     (fact,) = [line for line in text.splitlines() if "rows span servers" in line]
     both = ", ".join(sorted([a.base_url, b.base_url]))
     assert fact.startswith("- **Warning**: 5 cell(s)") and fact.count(f"({both})") == 5, fact
+
+
+def test_a_rounds_jobs_take_the_servers_in_turn_each_server_keeping_the_rounds_order() -> None:
+    """Side by side, two jobs of one server make a worker wait while the other server idles."""
+    jobs = [("c1", "A"), ("c2", "A"), ("c3", "A"), ("c4", "B"), ("c5", "B"), ("c6", None)]
+    order = alternate(jobs, lambda job: job[1])
+    assert [name for name, _ in order] == ["c1", "c4", "c6", "c2", "c5", "c3"]
+    assert alternate(jobs[:3], lambda job: job[1]) == jobs[:3]          # one server: the round's order as is
