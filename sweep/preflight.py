@@ -78,6 +78,7 @@ class Planned:
     reload: bool       # the server has to load the model anew before this cell
     calls: int = 0     # measured requests the cell needs (agent cells: every agent's calls of every run)
     warmup_calls: int = 0
+    cold: bool = False  # state=cold: the model is unloaded before every measured call
 
     def __post_init__(self) -> None:
         plan = self.cell.agent_plan
@@ -85,6 +86,12 @@ class Planned:
             self.calls = self.trials * len(self.cell.prompts)
         if not self.warmup_calls:
             self.warmup_calls = self.warmup * (len(plan.agents) * len(plan.stages) if plan else 1)
+
+    def model_loads(self) -> int:
+        """Loads this cell costs: one per measured call still to run under state=cold, else one if it reloads."""
+        if self.cold:
+            return max(0, self.calls - self.done)
+        return int(self.reload)
 
 
 def sweep_dir_of(cfg: DictConfig) -> Path:
@@ -113,7 +120,7 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
                      if cell.agent_plan is not None else 0)
             warmup = int(cfg.warmup) if cell.agent_plan is not None else warmups_per_visit(cfg)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
-                                   loaded.get(key[0]) != key, calls))
+                                   loaded.get(key[0]) != key, calls, cold=cfg.state == "cold"))
             loaded[key[0]] = key
     return planned
 
@@ -151,7 +158,7 @@ def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float
             measured.add(p.cell.model)
         else:
             per_request, load_s = ASSUMED_OVERHEAD_S + tokens / ASSUMED_TOK_S, ASSUMED_RELOAD_S
-        total += requests * per_request + (load_s if p.reload and requests else 0.0)
+        total += requests * per_request + (load_s * p.model_loads() if requests else 0.0)
     models = {p.cell.model for p in planned}
     basis = (f"from earlier sweeps of {', '.join(sorted(measured))}" if measured else "")
     assumed = sorted(models - measured)
@@ -202,7 +209,8 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
     skipped = sum(1 for p in planned if p.done >= p.calls)
     up = "up to " if upper_bound else ""
     console.print(f"{up}{requests} requests ({todo} measured trials + {up}{requests - todo} warm-ups), "
-                  f"{up}{sum(p.reload for p in planned) + extra_loads} model loads, {skipped} cells already complete")
+                  f"{up}{sum(p.model_loads() for p in planned) + extra_loads} model loads, "
+                  f"{skipped} cells already complete")
     console.print(f"estimated duration: {up}{_duration(seconds)} ({basis})")
     args = [a for a in sys.argv[1:] if not a.startswith("dry_run=")]
     console.print(f"nothing was sent; run it with: python -m sweep {' '.join(args)}")
@@ -265,7 +273,9 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
         lines.append(_round_warmups(planned, rounds, rounds_plan, one_process, auto))
         bound = not one_process or auto
         if not one_process:      # a fresh process per job: any visit may load the model
-            extra_loads = max(0, sum(len(r) for r in rounds_plan) - sum(p.reload for p in planned))
+            extra_loads = max(0, sum(len(r) for r in rounds_plan) - sum(p.model_loads() for p in planned))
+        if any(p.cold for p in planned):   # state=cold already counts a load per trial, whatever the order
+            extra_loads = 0
     print_plan(planned, configs, lines, extra_loads, upper_bound=bound)
     raise SystemExit(0)
 

@@ -74,7 +74,9 @@ def test_dry_run_of_a_cold_sweep_plans_no_warm_ups_as_the_run_does_none(standin:
     sweep = ["-m", *_ollama(standin, tmp_path), "chimera.num_ctx=512,1024", "trials=2", "state=cold"]
     dry = run_sweep(*sweep, "dry_run=true")
     assert dry.returncode == 0, dry.stderr
-    assert "4 requests (4 measured trials + 0 warm-ups)" in dry.stdout and "0+2" in dry.stdout
+    # every measured trial loads the model (it is unloaded before each one): 4 loads, not 2 for 2 num_ctx values
+    assert "4 requests (4 measured trials + 0 warm-ups), 4 model loads" in dry.stdout and "0+2" in dry.stdout
     ran = run_sweep(*sweep)
     assert ran.returncode == 0, ran.stderr
-    assert not trials_of(tmp_path)["warmup"].any()
+    rows = trials_of(tmp_path)
+    assert not rows["warmup"].any() and len(rows) == 4 and rows["reloaded"].all()
