@@ -460,6 +460,21 @@ def cell_paths(sweep_dir: Path) -> list[Path]:
     return sorted(p for p in sweep_dir.glob("*.parquet") if not p.name.startswith(PRIVATE_PREFIXES))
 
 
+def cell_path(directory: Path, stem: str) -> Path:
+    """Where the cell ``stem`` (``Cell.file_stem``) lives under a sweep directory (or its ``_telemetry/``)."""
+    return directory / f"{stem}.parquet"
+
+
+def cell_rows(path: Path, cell_hash: str, columns: list[str] | None = None) -> list[dict[str, typing.Any]]:
+    """The stored rows of one cell (by hash; ``columns`` only, when given) as dicts, oldest first; [] before any."""
+    if not path.exists():
+        return []
+    table = read_cell(path)
+    hashes = table.column("cell_hash").to_pylist()
+    rows = (table.select(columns) if columns else table).to_pylist()
+    return [row for row, h in zip(rows, hashes) if h == cell_hash]
+
+
 def read_cell(path: Path, schema: pa.Schema = SCHEMA) -> pa.Table:
     """All rows of one cell (a directory of parts, or a one-file cell) in ``schema``, oldest first."""
     if path.is_file():

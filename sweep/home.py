@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sweep.contract import read_cell
+from sweep.contract import cell_path, cell_rows
 from sweep.plan import Cell
 
 T = TypeVar("T")
@@ -33,14 +33,8 @@ def most_used(urls: Iterable[str | None]) -> str | None:
 
 def stored_host(sweep_dir: Path, cells: Sequence[Cell]) -> str | None:
     """The server most of these cells' stored rows were measured on; None before their first row."""
-    urls: list[str | None] = []
-    for cell in cells:
-        path = sweep_dir / f"{cell.file_stem}.parquet"
-        if path.exists():
-            table = read_cell(path)
-            urls += [url for cell_hash, url in zip(table.column("cell_hash").to_pylist(),
-                                                   table.column("base_url").to_pylist()) if cell_hash == cell.cell_hash]
-    return most_used(urls)
+    return most_used(row["base_url"] for cell in cells
+                     for row in cell_rows(cell_path(sweep_dir, cell.file_stem), cell.cell_hash, ["base_url"]))
 
 
 def alternate(items: Sequence[T], server: Callable[[T], str | None]) -> list[T]:

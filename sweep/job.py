@@ -24,7 +24,7 @@ from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
 from sweep.order import resolve
 from sweep.ollama import StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count, warmups_per_visit
-from sweep.contract import TRACES_DIR, read_cell
+from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
@@ -48,7 +48,7 @@ def policy_from(backend: DictConfig) -> Policy:
 
 def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str, Any]) -> CellStore:
     """The cell's file; an existing one is only continued with ``resume`` (or when a search revisits it)."""
-    store = CellStore(sweep_dir / f"{cell.file_stem}.parquet", provenance)
+    store = CellStore(cell_path(sweep_dir, cell.file_stem), provenance)
     if store.previous is not None and not resume:
         raise ConfigError(f"{store.path} already holds trials of this cell: add resume=true to continue "
                           "that sweep, or leave out sweep_id= to start a new one")
@@ -63,9 +63,7 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
     if len(outcomes) != 1:
         return None
     (outcome,) = outcomes
-    rows = read_cell(outcome.path).to_pylist() if outcome.path.exists() else []
-    return score([r for r in rows if r["cell_hash"] == outcome.cell.cell_hash],
-                 Objective.from_config(cfg.objective)).value
+    return score(cell_rows(outcome.path, outcome.cell.cell_hash), Objective.from_config(cfg.objective)).value
 
 
 def _say(line: str) -> None:
@@ -207,7 +205,7 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceSt
         backends.prepare_cell(b, cell, _say)
         if job.telemetry:
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
-    traces = (TraceStore(job.sweep_dir / TRACES_DIR / f"{cell.file_stem}.parquet", TRACE_SCHEMA)
+    traces = (TraceStore(cell_path(job.sweep_dir / TRACES_DIR, cell.file_stem), TRACE_SCHEMA)
               if job.telemetry else None)
     run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
                   Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,

@@ -32,7 +32,7 @@ from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
 from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count, warmups_per_visit
 from sweep import layout
-from sweep.contract import Status, read_whole, sweep_dirs, trial_files
+from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
 
@@ -99,7 +99,7 @@ def sweep_dir_of(cfg: DictConfig) -> Path:
 
 
 def _done(cell: Cell, sweep_dir: Path) -> int:
-    path = sweep_dir / f"{cell.file_stem}.parquet"
+    path = cell_path(sweep_dir, cell.file_stem)
     if not path.exists():
         return 0
     rows = CellStore(path).previous_rows()

@@ -31,7 +31,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sweep.adaptive import Auto, stop_reason
-from sweep.contract import Status, read_cell, utc_now
+from sweep.contract import Status, cell_path, cell_rows, utc_now
 from sweep.home import STABLE_ADDRESSES, alternate, most_used
 from sweep.order import resolve, round_order
 from sweep.model_state import needs_warmup
@@ -138,10 +138,7 @@ class Rounds:
         for job in self.jobs:
             columns = list(dict.fromkeys([*_COLUMNS, job.cfg.auto.metric]))
             for cell in job.cells:
-                path = self.sweep_dir / f"{cell.file_stem}.parquet"
-                table = read_cell(path).select(columns) if path.exists() else None
-                rows = table.to_pylist() if table is not None else []
-                out[cell.cell_hash] = [r for r in rows if r["cell_hash"] == cell.cell_hash]
+                out[cell.cell_hash] = cell_rows(cell_path(self.sweep_dir, cell.file_stem), cell.cell_hash, columns)
         return out
 
     def _stopped(self, job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> bool:

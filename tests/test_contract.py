@@ -40,6 +40,7 @@ RESTATEMENTS = {
     "a Parquet listing (use contract.trial_files)": re.compile(r"\.r?glob\([\"']\*\.parquet[\"']\)"),
     "a sweep listing (use contract.newest_sweep)": re.compile(r"def newest_sweep\(.*\n(?:.*\n){0,2}.*(glob|iterdir)"),
     "HTTP codes parsed out of error text": re.compile(r"startswith\(\(?[\"']HTTP "),
+    "a cell's file name (use contract.cell_path)": re.compile(r"file_stem\}\.parquet"),
 }
 
 
@@ -65,6 +66,7 @@ def test_the_pattern_list_would_catch_the_old_copies() -> None:
         "a sweep listing (use contract.newest_sweep)":
             'def newest_sweep(root: Path) -> Path | None:\n    sweeps = [p for p in root.glob("*")]',
         "HTTP codes parsed out of error text": '(record.error or "").startswith(("HTTP 5", "HTTP 429"))',
+        "a cell's file name (use contract.cell_path)": 'path = sweep_dir / f"{cell.file_stem}.parquet"',
     }
     assert set(old) == set(RESTATEMENTS)
     for fact, text in old.items():
