@@ -141,9 +141,12 @@ class CpuMeter:
             return runs
         extra_tokens = _mean([r.tokens for r in runs]) - 1
         (loop_one, client_one), (loop_all, client_all) = self.spans["one"], self.spans["all"]
-        per = lambda one, total: (total / len(runs) - one) / extra_tokens / 1e3 if extra_tokens > 0 else math.nan  # noqa: E731
-        return [dataclasses.replace(r, loop_us_per_token=per(loop_one, loop_all),
-                                    client_us_per_token=per(client_one, client_all)) for r in runs]
+
+        def per_token_us(one: float, total: float) -> float:
+            return (total / len(runs) - one) / extra_tokens / 1e3 if extra_tokens > 0 else math.nan
+
+        return [dataclasses.replace(r, loop_us_per_token=per_token_us(loop_one, loop_all),
+                                    client_us_per_token=per_token_us(client_one, client_all)) for r in runs]
 
 
 @dataclass
@@ -387,14 +390,14 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
             f"{'share':>6} | {'llama-server: our client':>24}")
     print(head)
     print("-" * len(head))
-    worst_loop = worst_client = math.nan
+    loops, clients = [], []   # each block's mean, for the worst-block figures
     for b in blocks:
         loop = [r.loop_us_per_token for r in b.http if not math.isnan(r.loop_us_per_token)]
         client = [r.client_us_per_token for r in b.http if not math.isnan(r.client_us_per_token)]
         period = 1e6 / _mean([r.server_tok_s for r in b.http]) if b.http else math.nan
         share = (_mean(loop) + _mean(client)) / period if loop and client else math.nan
-        worst_loop = max(worst_loop, _mean(loop)) if loop and not math.isnan(worst_loop) else _mean(loop)
-        worst_client = max(worst_client, _mean(client)) if client and not math.isnan(worst_client) else _mean(client)
+        loops += [_mean(loop)] if loop else []
+        clients += [_mean(client)] if client else []
         print(f"{b.model:<13} {b.threads:>3} | {period:13.0f} | {_ms(loop, 0):>13} {_ms(client, 0):>13} "
               f"{share:6.1%} | {_ms([r.client_us_per_token for r in b.server], 0):>24}")
     print("token period = 1e6 / embedded tok/s; server loop = CPU of the server's asyncio thread (HTTP parsing, one "
@@ -402,7 +405,8 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
     print("share = (server loop + our client) / token period.  With num_thread = cores there is no idle core: that "
           "CPU is taken from a compute thread while its partner waits at the graph's next barrier, so it costs up "
           "to twice its share in tok/s.")
-    return {"server_loop_us_per_token": worst_loop, "client_us_per_token": worst_client}
+    return {"server_loop_us_per_token": max(loops, default=math.nan),
+            "client_us_per_token": max(clients, default=math.nan)}
 
 
 ANCHOR_STEPS = ("decode only", "in-process", "embedded", "embedded client", "llama-server", "llama-server client")
