@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-_KEY_PACKAGES = ("hydra-core", "httpx", "pandas", "pyarrow", "llama-cpp-python", "nvidia-ml-py")
+_KEY_PACKAGES = ("hydra-core", "httpx", "aiohttp", "pandas", "pyarrow", "llama-cpp-python", "nvidia-ml-py")
 _SKIP = ("config", "cells", "command")  # per-cell detail, not environment
 
 

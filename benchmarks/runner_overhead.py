@@ -1,7 +1,7 @@
 """What our measurement path costs per chunk, alone and with 1, 8 and 64 concurrent streams.
 
 The stand-in runs in its own process, so the client's CPU time (``process_time``)
-is the runner's own: httpx reading the socket plus our stamp-split-interpret
+is the runner's own: aiohttp reading the socket plus our stamp-split-interpret
 loop.  Per streamed chunk (one token line) that CPU is what the event loop is
 busy with; with N concurrent streams it is also how late, at most, one stream's
 stamp can be taken because another stream's chunk was being handled.
@@ -11,8 +11,10 @@ Figures:
 - ``loop_us_per_line``: the hot loop alone on in-memory bytes (no socket);
 - ``cpu_us_per_chunk_{1,8,64}``: client CPU per chunk with N concurrent streams
   from a stand-in that sends without delay (the client is the bottleneck);
-- ``bare_cpu_us_per_chunk_{1,8,64}``: the same with a bare ``aiter_bytes`` loop,
-  so ``cpu_us_per_chunk − bare`` is what our loop adds over httpx;
+- ``bare_cpu_us_per_chunk_{1,8,64}``: the same streams read by a bare aiohttp
+  session (``content.iter_any()``, same pool and timeouts, nothing done per chunk),
+  so ``cpu_us_per_chunk − bare`` is what our client wrapper and loop add over the
+  HTTP library;
 - ``itl_error_ms_{1,8,64}``: paced stand-in (``PACED_GAP_MS`` between tokens),
   median measured ITL minus the scripted gap: the distortion a user would see;
 - ``old_*`` / ``new_*``: TTFT, ITL and client tok/s of the blocking path before
@@ -31,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from sweep.ollama import StreamClient
 from sweep.plan import Cell, Prompt
@@ -68,18 +72,21 @@ def standin_process(tokens: int, first_s: float, gap_s: float) -> Iterator[str]:
         proc.wait()
 
 
-async def _bare(client: StreamClient) -> None:
-    async with client.stream("/api/generate", {"model": CELL.model, "prompt": "x", "stream": True}) as start:
-        async for _ in start.response.aiter_bytes():
+async def _bare(session: aiohttp.ClientSession, url: str) -> None:
+    """The HTTP library alone: the same request, its body read and dropped chunk by chunk."""
+    async with session.post(url, json={"model": CELL.model, "prompt": "x", "stream": True}) as response:
+        async for _ in response.content.iter_any():
             pass
 
 
 async def _concurrent(base_url: str, streams: int, *, bare: bool) -> list[TrialRecord]:
+    if bare:   # a session as StreamClient makes one (pool bound, stall timeout), without our wrapper
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                         timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)) as s:
+            await asyncio.gather(*(_bare(s, base_url + "/api/generate") for _ in range(streams)))
+        return []
     async with StreamClient(base_url) as client:
         target = Target(client, OLLAMA, 600.0)
-        if bare:
-            await asyncio.gather(*(_bare(client) for _ in range(streams)))
-            return []
         return list(await asyncio.gather(*(measure_call(target, CELL, "x", TrialRecord()) for _ in range(streams))))
 
 
@@ -154,7 +161,7 @@ def run(quick: bool = False) -> dict[str, float]:
     print("client CPU per chunk (stand-in in its own process, sending without delay):")
     for n in CONCURRENCY:
         ours, bare = f[f"cpu_us_per_chunk_{n}"], f[f"bare_cpu_us_per_chunk_{n}"]
-        print(f"  {n:>2} concurrent streams: runner {ours:6.1f} µs, bare httpx {bare:6.1f} µs, "
+        print(f"  {n:>2} concurrent streams: runner {ours:6.1f} µs, bare aiohttp {bare:6.1f} µs, "
               f"ours adds {ours - bare:5.1f} µs per chunk")
     print(f"paced stand-in ({PACED_GAP_MS:.0f} ms gaps): measured ITL − scripted gap, median over streams:")
     for n in CONCURRENCY:

@@ -35,7 +35,7 @@ from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-# httpx logs every request at INFO; the per-trial lines below say more, once.
+# httpx (the inventory calls' client) logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 LEASE_WAIT_S = 900.0   # for a server held by another cell: against a stuck job only
 

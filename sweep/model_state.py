@@ -17,9 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from sweep.ollama import StreamClient
+from sweep.ollama import StreamClient, TransportError
 
 STATES = ("warm", "cold", "reload")
 # A load_duration this long means the server (re)loaded the model even when our options did not change
@@ -83,7 +81,7 @@ async def loaded_models(client: StreamClient) -> list[dict[str, Any]]:
     """``GET /api/ps`` → the models list (empty on a server without the route)."""
     try:
         return list((await client.get_json("/api/ps")).get("models") or [])
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except (TransportError, ValueError, AttributeError):
         return []
 
 
@@ -104,7 +102,7 @@ async def unload(client: StreamClient, model: str, timeout_s: float = UNLOAD_TIM
     """Ask the server to unload ``model`` (``keep_alive: 0``) and poll ``/api/ps`` until it is gone."""
     try:
         await client.post_json("/api/generate", {"model": model, "keep_alive": 0})
-    except httpx.HTTPError:
+    except TransportError:
         return False
     deadline = time.monotonic() + timeout_s
     while _entry(await loaded_models(client), model) is not None:

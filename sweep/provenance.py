@@ -32,7 +32,7 @@ from sweep.contract import RUN_FILE, RUN_LOCK
 from sweep.store import write_text_atomic
 from sweep.telemetry import Gpus
 
-PACKAGES = ("chimera-sweep", "hydra-core", "omegaconf", "httpx", "pandas", "pyarrow", "scipy",
+PACKAGES = ("chimera-sweep", "hydra-core", "omegaconf", "httpx", "aiohttp", "pandas", "pyarrow", "scipy",
             "llama-cpp-python", "nvidia-ml-py", "psutil")
 _PROJECT = Path(__file__).resolve().parent.parent
 

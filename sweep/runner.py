@@ -1,4 +1,4 @@
-"""Measure one streamed call: one request → one :class:`TrialRecord`, on ``httpx.AsyncClient``.
+"""Measure one streamed call: one request → one :class:`TrialRecord`, on aiohttp (:class:`~sweep.ollama.StreamClient`).
 
 The API for workloads (single prompt, agent workflows, N agents at once)::
 
@@ -26,17 +26,15 @@ in one loop cost each other only the microseconds of that loop (measured in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
 
-from sweep.ollama import StreamClient
+from sweep.ollama import Failure, StreamClient, TransportError
 from sweep.plan import Cell, TrialSpec
 from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
 from sweep.streams import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
@@ -110,10 +108,11 @@ async def _read_stream(chunks: AsyncIterator[bytes], fmt: StreamFormat, deadline
     got.status, got.error = Status.PROTOCOL_ERROR, f"stream ended without a final chunk ({fmt.name})"
 
 
-def _classify(exc: httpx.HTTPError, responded: bool) -> Status:
-    if isinstance(exc, httpx.ReadTimeout):
+def _classify(exc: TransportError, responded: bool) -> Status:
+    """A silence is a stall; no connection or no answer is a connect error; a broken answer is a protocol error."""
+    if exc.kind == Failure.STALL:
         return Status.STALL
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)) or not responded:
+    if exc.kind == Failure.CONNECT or not responded:
         return Status.CONNECT_ERROR
     return Status.PROTOCOL_ERROR
 
@@ -163,18 +162,17 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
         async with target.client.stream(path, body) as start:
             sent_ns = start.sent_ns
             responded = True
-            response = start.response
-            got.http_status = response.status_code
-            if response.status_code != 200:
+            got.http_status = start.status
+            if start.status != 200:
                 got.status = Status.HTTP_ERROR
-                got.error = f"HTTP {response.status_code}: {fmt.error_text(await response.aread())}"
+                got.error = f"HTTP {start.status}: {fmt.error_text(await start.body())}"
             else:
                 deadline_ns = sent_ns + int(target.request_timeout_s * 1e9)
-                async with contextlib.aclosing(response.aiter_bytes()) as chunks:   # closed when we stop early
-                    await _read_stream(chunks, fmt, deadline_ns, got)
-    except httpx.HTTPError as exc:
+                # an early stop leaves the body unread: leaving stream() then closes the connection
+                await _read_stream(start.chunks(), fmt, deadline_ns, got)
+    except TransportError as exc:
         got.status = _classify(exc, responded)
-        got.error = f"{type(exc).__name__}: {exc}".strip(": ") or type(exc).__name__
+        got.error = str(exc)
     record.status, record.error, record.http_status = got.status, got.error, got.http_status
     _fill_timings(record, sent_ns, got, fmt)
     return record

@@ -85,7 +85,7 @@ def test_every_public_name_resolves_and_is_documented(package: str) -> None:
     assert clashes == [], f"{package}.__all__ names {clashes}, which are also submodules"
 
 
-@pytest.mark.parametrize("package, heavy", [("sweep", ("pyarrow", "hydra", "httpx")),
+@pytest.mark.parametrize("package, heavy", [("sweep", ("pyarrow", "hydra", "httpx", "aiohttp")),
                                             ("analysis", ("pandas", "scipy", "matplotlib"))])
 def test_importing_a_package_stays_cheap(package: str, heavy: tuple[str, ...]) -> None:
     """``import sweep`` (and ``python -m sweep.server``, which imports it first) loads no heavy dependency."""
