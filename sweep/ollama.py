@@ -182,9 +182,8 @@ class _Timeouts:
                                                    "(backend.connect_timeout_s)")
         if isinstance(exc, aiohttp.ClientConnectorError):
             return TransportError(Failure.CONNECT, f"ConnectError: {_one_line(exc)}")
-        if not responded:   # connected (or reused), then closed or reset before any answer
-            return TransportError(Failure.CONNECT, f"ConnectError: the server closed the connection without "
-                                                   f"answering ({_named(exc)})")
+        if not responded:   # connected, then closed, reset or garbled before a response head
+            return TransportError(Failure.CONNECT, f"ConnectError: no response from the server ({_named(exc)})")
         if isinstance(exc, OSError):   # reset mid-body (aiohttp's ClientOSError is one)
             return TransportError(Failure.BROKEN, f"ReadError: the connection broke mid-response ({_named(exc)})")
         return TransportError(Failure.BROKEN, f"RemoteProtocolError: the response broke off ({_named(exc)})")
