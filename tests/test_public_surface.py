@@ -55,6 +55,8 @@ INTERNAL: dict[str, str] = {
     "sweep.server.engine": "stop-sequence matching, and the engine in-process against Llama.generate "
                            "(token identity), " + _UNIT,
     "sweep.server.templates": "chat templates, " + _UNIT,
+    "sweep.server.streaming": "streamed responses written by the worker thread, served by a real uvicorn whose "
+                              "event loop the test blocks, " + _UNIT,
     "sweep.server.vram": "GPU detection for the gpu-marked tests",
     "analysis.load": "the loader's derived columns and its live-read path, " + _UNIT,
     "analysis.tables": "statistics tables on hand-computed data (report-level tests)",

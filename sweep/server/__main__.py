@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .streaming import expose_transport
     from .engine import Engine, default_max_loaded
     from .models import default_registry
     from .options import OptionError, parse_keep_alive
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log,
+    config = uvicorn.Config(expose_transport(app), log_level=args.log_level, access_log=args.access_log,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     asyncio.run(_serve(server, sock, f"http://{host}:{port}"))

@@ -3,12 +3,11 @@
 The OpenAI-compatible ``/v1`` routes that Ollama also serves live in
 :mod:`sweep.server.openai_routes` and share these handlers' checks and engine.
 
-Why a worker thread per generation and a :class:`Mailbox`: llama.cpp calls block,
-so each request runs :meth:`Engine.run` in its own thread, which hands events
-to the event loop (one wake-up per burst, not per token); the response streams
-them as NDJSON as they come, a burst in one write.  A client
-that disconnects sets the job's cancel flag, and the engine stops after the
-current token.
+Why a worker thread per generation: llama.cpp calls block, so each request runs
+:meth:`Engine.run` in its own thread, whose events reach the response as
+:mod:`sweep.server.streaming` describes (after the first burst, the worker writes
+a stream's tokens to the socket itself).  A client that disconnects sets the
+job's cancel flag, and the engine stops after the current token.
 """
 
 from __future__ import annotations
@@ -24,12 +23,13 @@ from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import OLLAMA_API_VERSION
 from .engine import Done, Engine, EngineError, Job, Piece
 from .models import GEMMA_TEMPLATE, ModelEntry, ModelNotFound, Registry
+from .streaming import BurstStream, Mailbox
 from .options import OptionError, describe_defaults, parse_keep_alive, parse_options
 from .templates import PromptError, generate_prompt, render_chat
 from .vram import process_vram_bytes
@@ -307,29 +307,7 @@ class OllamaAPI:
                     return _error(500, "generation ended without a final result")
                 item = await queue.get()
 
-        return StreamingResponse(stream_bursts(first, queue, job, lambda items: _ndjson_burst(items, piece, final)),
-                                 media_type=NDJSON)
-
-
-async def stream_bursts(first: Any, queue: "Mailbox", job: Job,
-                        burst: Callable[[list[Any]], tuple[bytes, bool]]) -> AsyncIterator[bytes]:
-    """A streamed response body: each batch of engine items that arrived together, encoded by ``burst``.
-
-    Shared by the Ollama (NDJSON) and OpenAI (SSE) routes; ``burst`` says whether the
-    stream is finished.  The job is cancelled on the way out: a no-op when it finished,
-    it stops the engine when the client left mid-stream.
-    """
-    items = [first]
-    try:
-        while True:
-            out, finished = burst(items)
-            if out:
-                yield out  # what arrived together is written together
-            if finished:
-                return
-            items = await queue.get_many()
-    finally:
-        job.cancel.set()
+        return BurstStream(first, queue, job.cancel, lambda items: _ndjson_burst(items, piece, final), NDJSON)
 
 
 def _ndjson_burst(items: list[Any], piece: Callable[[str], dict[str, Any]],
@@ -381,60 +359,6 @@ def _messages(value: Any) -> list[dict[str, Any]]:
             raise BadRequest(400, f"messages[{i}]: content must be a string")
         out.append({"role": role, "content": content or ""})
     return out
-
-
-class Mailbox:
-    """Events from a generation's worker thread to the event loop, one wake-up per burst.
-
-    Why not an ``asyncio.Queue`` fed by ``call_soon_threadsafe`` per event: that
-    wakes the loop (a write to its self-pipe, a GIL hand-over) once per token,
-    even when the loop is still busy with the previous one.  Here the worker
-    appends under a lock and schedules a wake-up only when none is pending; the
-    loop takes everything that has arrived in one go.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._items: list[Any] = []
-        self._wake_pending = False
-        self._waiter: asyncio.Future[None] | None = None  # only touched on the loop
-
-    def put(self, item: Any) -> None:
-        """From the worker thread; raises RuntimeError once the loop is closed."""
-        with self._lock:
-            self._items.append(item)
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        with self._lock:
-            self._wake_pending = False
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get_many(self) -> list[Any]:
-        """Every event that has arrived (at least one: waits for it)."""
-        while True:
-            with self._lock:
-                if self._items:
-                    items, self._items = self._items, []
-                    return items
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def get(self) -> Any:
-        """One event (the rest of a burst stays for the next call)."""
-        items = await self.get_many()
-        if len(items) > 1:
-            with self._lock:
-                self._items[:0] = items[1:]
-        return items[0]
 
 
 async def begin(engine: Engine, job: Job) -> tuple[Mailbox, Any, _Failed | None]:

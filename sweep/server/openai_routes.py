@@ -21,11 +21,12 @@ import uuid
 from typing import Any, Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin, stream_bursts
+from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin
 from .engine import Done, Piece
+from .streaming import BurstStream
 from .templates import PromptError, generate_prompt, render_chat
 
 SSE = "text/event-stream"
@@ -204,8 +205,7 @@ class OpenAIRoutes:
                 return bytes(out), True
             return bytes(out), False
 
-        return StreamingResponse(stream_bursts(first, queue, job, burst), media_type=SSE,
-                                 headers={"Cache-Control": "no-cache"})
+        return BurstStream(first, queue, job.cancel, burst, SSE, headers={"Cache-Control": "no-cache"})
 
 
 def openai_routes(api: OllamaAPI) -> list[Route]:
