@@ -26,22 +26,36 @@ build, same flags and prompt tokens, measured by our runner through the OpenAI
 format).  Every engine's tok/s is reported as a ratio to ``tg128`` of the same
 round, and the steps in between say where the rest goes: the ``llama_decode``
 call per token through ctypes (decode only), sampling, detokenising and the
-loop's Python between tokens (in-process), the server's worker thread and its
-hand-off to the event loop (embedded, server clock), HTTP and our client
-(embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
+loop's Python between tokens (in-process), the server process with a client
+that costs next to nothing (embedded, curl), the server with our runner as the
+client (embedded, server clock), HTTP and our client (embedded, client clock).  The goal: embedded ≥ 0.9 of ``tg128``
 (``embedded_vs_tg128`` in what :func:`run` returns).
 
-Where the HTTP side's time goes with ``num_thread`` = cores (measured on 2 cores, smollm2,
-2 threads, by instrumenting the token loop): the decode step itself costs the same in the
-server as in-process, but the gap between two steps grows from ~0.13 ms to ~0.45 ms.  The
-worker thread's hand-off to the event loop (``Mailbox.put``: a write to the loop's self-pipe)
-releases the GIL; the woken loop takes it and handles the whole burst (JSON, the socket
-write) before the worker gets it back, ~0.3 ms per token against ~1 µs in-process.  A
-hand-off that keeps the GIL (libc ``write`` through ``ctypes.PyDLL``) cut that to 0.06 ms,
-but the loop's work then ran during the decode, on a core a compute thread needed, and tok/s
-did not change (A/B over 3 × 3 rounds); ``GOMP_SPINCOUNT`` below its default and uvloop (13 %
-less loop CPU) did not either.  Total work per token is what counts: :class:`CpuMeter`
-reports the loop's and our client's CPU per token beside the ratios.
+Where the HTTP side's time went with ``num_thread`` = cores (2 cores, smollm2, 2 threads),
+and what was done about it.  The decode step costs the same in the server as in-process;
+what the server added was CPU per token outside it, and with no idle core every
+microsecond of it is taken from a compute thread while its partner waits at the graph's
+next barrier:
+
+* the server's event loop, ~200–250 µs per token: each token was handed to the loop (a
+  wake-up through its self-pipe that also handed it the GIL, a task step, Starlette's and
+  uvicorn's ``send``, the socket write).  Now the worker writes each token to the socket
+  itself after the first burst (:mod:`sweep.server.streaming`): the loop's CPU per token
+  fell to ~5–20 µs, and encoding plus ``write(2)`` cost the worker ~4 µs of Python;
+* our client, ~350 µs per token on httpx (h11 in Python, anyio), now ~190–230 µs on aiohttp
+  (C parser).  ``embedded, curl`` measures the same server with curl as the client (a C
+  loop, a few µs per chunk): it now gives the same tok/s as with our runner, within the
+  noise, so our client is no longer what the server loses;
+* tried without a gain: a loop hand-off that keeps the GIL (the loop's work then ran during
+  the decode), uvloop (in the server: 13 % less loop CPU; in the client: ~15 % less, no tok/s
+  gain), ``GOMP_SPINCOUNT`` below its default (worse), ``OMP_WAIT_POLICY=PASSIVE`` (a third
+  of the speed), and one long-lived worker thread instead of a thread per request (half the
+  speed: the idle OpenMP team of a live thread keeps a core busy).
+
+What is left in that block (0.89–0.93 of tg128 over this session's runs, against 0.97 in
+process) is what llama.cpp's own C++ server loses the same way (0.90–0.92): serving over
+HTTP from a machine whose every core is computing.  :class:`CpuMeter` reports the loop's and
+our client's CPU per token beside the ratios.
 
 None of them run at the same time: each round of a (model, threads)
 block starts a server, warms up, measures, stops it, then loads the model
@@ -56,8 +70,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
+import shutil
+import subprocess
 import statistics
 import sys
 import threading
@@ -160,6 +177,7 @@ class Block:
     other_cpu: float = 0.0  # cores used by processes other than ours while the block ran
     # the anchor: llama-server runs, llama-bench figures, and every engine / tg128 per round
     server: list[Run] = field(default_factory=list)
+    curl: list[Run] = field(default_factory=list)   # the embedded server with curl as the client
     tg: list[float] = field(default_factory=list)
     pp: list[float] = field(default_factory=list)
     vs_tg: dict[str, list[float]] = field(default_factory=dict)
@@ -170,16 +188,21 @@ class Block:
         self.ratios_server.append(_mean([r.server_tok_s for r in http]) / _mean([r.server_tok_s for r in local]))
         self.ratios_client.append(_mean([r.client_tok_s for r in http]) / _mean([r.client_tok_s for r in local]))
 
-    def add_anchor(self, http: list[Run], local: list[Run], server: list[Run], tg: float, pp: float) -> None:
+    def add_anchor(self, http: list[Run], curl: list[Run], local: list[Run], server: list[Run], tg: float,
+                   pp: float) -> None:
         """One round's llama-bench figures, and each engine's tok/s over that round's tg128."""
         self.server += server
+        self.curl += curl
         self.tg.append(tg)
         self.pp.append(pp)
         figures = {"decode only": [r.compute_tok_s or math.nan for r in local],
-                   "in-process": [r.server_tok_s for r in local], "embedded": [r.server_tok_s for r in http],
+                   "in-process": [r.server_tok_s for r in local],
+                   "embedded": [r.server_tok_s for r in http],
                    "embedded client": [r.client_tok_s for r in http],
                    "llama-server": [r.server_tok_s for r in server],
                    "llama-server client": [r.client_tok_s for r in server]}
+        if curl:   # without curl the column shows "-"
+            figures["embedded, curl"] = [r.server_tok_s for r in curl]
         for name, values in figures.items():
             self.vs_tg.setdefault(name, []).append(_mean(values) / tg)
 
@@ -226,16 +249,39 @@ def options_for(threads: int, num_predict: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- HTTP side
 
-def measure_http(model: str, threads: int, num_predict: int, reps: int) -> list[Run]:
-    """Start a server, warm up (loads the model), then ``reps`` measured trials; stop it."""
+def measure_http(model: str, threads: int, num_predict: int, reps: int) -> tuple[list[Run], list[Run]]:
+    """Start a server, warm up (loads the model), then ``reps`` trials by our runner and ``reps`` by curl; stop it."""
     with launch.start() as server:
         meter = CpuMeter(server.pid)
-        records = anchor.run_trials(
-            server.base_url, OLLAMA,
-            lambda tokens: Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
-                                "engine-bench", (Prompt("0", PROMPT),), None, "generate", None),
-            WARMUP_TOKENS, num_predict, reps, meter)
-    return meter.per_token([_run_of(rec) for rec in records])
+
+        def cell_for(tokens: int) -> Cell:
+            return Cell("bench", model, "embedded", server.base_url, options_for(threads, tokens),
+                        "engine-bench", (Prompt("0", PROMPT),), None, "generate", None)
+
+        records = anchor.run_trials(server.base_url, OLLAMA, cell_for, WARMUP_TOKENS, num_predict, reps, meter)
+        curl = curl_trials(server.base_url, cell_for(num_predict), reps)
+    return meter.per_token([_run_of(rec) for rec in records]), curl
+
+
+def curl_trials(base_url: str, cell: Cell, reps: int) -> list[Run]:
+    """The same call with curl as the client: the server's own tok/s when the client costs next to nothing.
+
+    Why: with ``num_thread`` = cores our runner's CPU per token is taken from a
+    compute thread; curl's C loop costs a few µs per chunk, so the gap between
+    this and ``embedded`` is what our client costs the server (empty without curl).
+    """
+    exe = shutil.which("curl")
+    if exe is None:
+        return []
+    path, body = OLLAMA.request(cell, PROMPT)
+    runs = []
+    for _ in range(reps):
+        out = subprocess.run([exe, "-sSN", "--fail-with-body", base_url + path, "-H", "Content-Type: application/json",
+                              "-d", json.dumps(body)], capture_output=True, text=True, timeout=600, check=True).stdout
+        final = json.loads(out.strip().splitlines()[-1])
+        runs.append(Run(tokens=final["eval_count"], server_tok_s=final["eval_count"] / final["eval_duration"] * 1e9,
+                        client_tok_s=math.nan, ttft_ms=math.nan))
+    return runs
 
 
 def _run_of(rec: TrialRecord) -> Run:
@@ -400,8 +446,9 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
         clients += [_mean(client)] if client else []
         print(f"{b.model:<13} {b.threads:>3} | {period:13.0f} | {_ms(loop, 0):>13} {_ms(client, 0):>13} "
               f"{share:6.1%} | {_ms([r.client_us_per_token for r in b.server], 0):>24}")
-    print("token period = 1e6 / embedded tok/s; server loop = CPU of the server's asyncio thread (HTTP parsing, one "
-          "wake-up per burst, JSON, the socket write: Linux schedstat); our client = this process's CPU in the runner;")
+    print("token period = 1e6 / embedded tok/s; server loop = CPU of the server's asyncio thread (Linux schedstat; "
+          "after a stream's first burst the worker writes the tokens itself, so little is left); our client = this "
+          "process's CPU in the runner;")
     print("share = (server loop + our client) / token period.  With num_thread = cores there is no idle core: that "
           "CPU is taken from a compute thread while its partner waits at the graph's next barrier, so it costs up "
           "to twice its share in tok/s.")
@@ -409,7 +456,7 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
             "client_us_per_token": max(clients, default=math.nan)}
 
 
-ANCHOR_STEPS = ("decode only", "in-process", "embedded", "embedded client", "llama-server", "llama-server client")
+ANCHOR_STEPS = ("decode only", "in-process", "embedded, curl", "embedded", "embedded client", "llama-server", "llama-server client")
 
 
 def print_anchor(blocks: list[Block]) -> dict[str, float]:
@@ -433,8 +480,9 @@ def print_anchor(blocks: list[Block]) -> dict[str, float]:
           "polling threadpool); with 2 threads on a 2-core machine the server's event loop and our client compete "
           "with both compute threads, which llama-bench (no server, no client) never does;")
     print("in-process = + sampling (greedy: argmax over a view of the logits; else llama.cpp's C chain), "
-          "detokenising, stop check, the loop's Python; embedded = + the server process: worker thread, one "
-          "event-loop wake-up per burst (eval_count / eval_duration);")
+          "detokenising, stop check, the loop's Python; embedded, curl = + the server process (worker thread, "
+          "encoding, the socket write) with curl as the client (eval_count / eval_duration); embedded = the same "
+          "with our runner as the client;")
     print("embedded client = + HTTP and our runner (chunks on our clock); llama-server = llama.cpp's own C++ "
           "server (predicted_n / predicted_ms) and its client-side figure.")
     print("same text: llama-server gets the same prompt tokens (checked: 9 for gemma3, 38 for smollm2) and the same "
@@ -475,9 +523,10 @@ def run(quick: bool = False) -> dict[str, float]:
                 names = list(steps)
                 shift = (r + len(blocks)) % len(names)
                 got = {name: steps[name]() for name in names[shift:] + names[:shift]}
-                block.add_round(got["http"], got["local"])
+                http, curl = got["http"]
+                block.add_round(http, got["local"])
                 if with_anchor:
-                    block.add_anchor(got["http"], got["local"], got["server"], *got["bench"])
+                    block.add_anchor(http, curl, got["local"], got["server"], *got["bench"])
             block.other_cpu = load.cores()
             print(f"  {model} num_thread={threads}: {time.perf_counter() - started:.1f} s", flush=True)
             blocks.append(block)
