@@ -501,7 +501,9 @@ def run(quick: bool = False) -> dict[str, float]:
     ``embedded_ratio``: lowest HTTP / in-process ratio; ``embedded_vs_tg128`` and
     ``llama_server_vs_tg128``: lowest block's engine tok/s / llama-bench tg128 (NaN without the tools).
     """
-    rounds, reps, num_predict = (2, 1, 32) if quick else (3, 3, 128)
+    # quick keeps tg128's length: with 32 tokens a request's fixed client work (each trial opens its own event
+    # loop and session) fell on a quarter as many tokens, and the all-cores block read 0.81 where 128 read 0.91-0.94
+    rounds, reps, num_predict = (2, 1, anchor.TG) if quick else (3, 3, anchor.TG)
     models = [m for m in MODELS if _available(m)]
     with_anchor = tool_path("llama-server") is not None and tool_path("llama-bench") is not None
     if not with_anchor:
