@@ -59,13 +59,13 @@ class Generation:
         box.put(END)
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[str, Generation]]:
+@pytest.fixture(params=["httptools", "h11"])   # uvicorn's two HTTP/1.1 implementations: both expose the transport
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, Generation]]:
     gen = Generation()
 
-    async def route(request: Request) -> BurstStream:
+    async def route(req: Request) -> BurstStream:
         gen.loop = asyncio.get_running_loop()
-        gen.clients.append(request.client)
+        gen.clients.append(req.client)
         gen.cancel = threading.Event()
         box = Mailbox(gen.loop)
         threading.Thread(target=gen.work, args=(box,), daemon=True).start()
@@ -73,7 +73,7 @@ def served() -> Iterator[tuple[str, Generation]]:
 
     app = expose_transport(Starlette(routes=[Route("/stream", route, methods=["POST"])]))
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", http=request.param))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
