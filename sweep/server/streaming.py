@@ -38,6 +38,7 @@ TRANSPORT_KEY = "chimera.transport"
 _STALL_POLL_S = 0.5  # a client that stops reading: check the job's cancel flag this often
 
 Burst = Callable[[list[Any]], "tuple[bytes, bool]"]
+"""Encodes events that arrived together (NDJSON or SSE) and says whether the stream ends with them."""
 
 
 class Mailbox:
@@ -113,8 +114,7 @@ class Mailbox:
         return items[0]
 
 
-async def stream_bursts(first: Any, queue: Mailbox, cancel: threading.Event,
-                        burst: Callable[[list[Any]], tuple[bytes, bool]]) -> AsyncIterator[bytes]:
+async def stream_bursts(first: Any, queue: Mailbox, cancel: threading.Event, burst: Burst) -> AsyncIterator[bytes]:
     """A streamed response body: each batch of engine items that arrived together, encoded by ``burst``.
 
     Shared by the Ollama (NDJSON) and OpenAI (SSE) routes; ``burst`` says whether the
