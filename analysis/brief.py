@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import servers
+from analysis import servers, shared_cpu
 from analysis.columns import HEADLINE, THROUGHPUT, TTFT, Metric
 from analysis.load import Loaded
 from analysis.tables import Analysis
@@ -86,6 +86,8 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
     lines.append(_failures(df))
     if spans := servers.line(df):
         lines.append(f"warning: {spans}")
+    if shared := shared_cpu.line(df, loaded.provenance):
+        lines.append(f"warning: {shared}")
     return lines
 
 

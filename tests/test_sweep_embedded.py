@@ -68,6 +68,19 @@ def test_vertical_slice_sweep_runs_on_the_embedded_engine(tmp_path: Path) -> Non
     assert "gemma3:270m" in text
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: num_thread=1 already takes every core")
+def test_a_cell_using_every_core_beside_the_harness_is_flagged_by_the_analysis(tmp_path: Path) -> None:
+    cores = os.cpu_count()
+    result = run_sweep("-m", *TINY, f"chimera.num_thread=1,{cores}", f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    report = run_analysis(only_sweep(tmp_path))
+    assert report.returncode == 0, report.stderr
+    (warning,) = [ln for ln in report.stdout.splitlines() if "ran a CPU engine with num_thread" in ln]
+    assert f"num_thread={cores}" in warning and "num_thread=1" not in warning and warning.startswith("warning: 1 cell(s)")
+    text = (only_sweep(tmp_path) / "_report" / "report.md").read_text()
+    assert "**Warning**: 1 cell(s) ran a CPU engine with num_thread" in text
+
+
 @needs_smollm2
 def test_two_model_sweep_stores_rows_for_both(tmp_path: Path) -> None:
     result = run_sweep("-m", *TINY, "model=gemma3_270m,smollm2_135m", f"output_root={tmp_path}")
