@@ -19,6 +19,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from analysis.columns import BASE_URL
+from sweep.contract import COLUMNS_BY_NAME
+
+BACKEND, NUM_THREAD, VRAM_FRACTION = (COLUMNS_BY_NAME[n].name for n in ("backend", "num_thread", "vram_fraction"))
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -34,21 +37,21 @@ def _cpu_counts(provenance: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
 
 
 def _local(df: pd.DataFrame) -> pd.Series:
-    embedded = df["backend"].astype(str).eq("embedded") if "backend" in df.columns else False
+    embedded = df[BACKEND].astype(str).eq("embedded") if BACKEND in df.columns else False
     host = df[BASE_URL].map(lambda url: urlsplit(str(url)).hostname if "://" in str(url) else None)
     return embedded | host.isin(_LOOPBACK)
 
 
 def cells(df: pd.DataFrame, provenance: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The labels of the measured cells that used every core beside the harness."""
-    needed = {"num_thread", BASE_URL, "dataset", "cell"}
+    needed = {NUM_THREAD, BASE_URL, "dataset", "cell"}
     counts = _cpu_counts(provenance)
     if not counts or not needed <= set(df.columns):
         return []
     rows = df.loc[df["measured"]]
     cores = rows["dataset"].map(counts)
-    on_cpu = rows["vram_fraction"].fillna(0).eq(0) if "vram_fraction" in rows.columns else True
-    flagged = rows.loc[_local(rows) & on_cpu & rows["num_thread"].ge(cores) & cores.notna()]
+    on_cpu = rows[VRAM_FRACTION].fillna(0).eq(0) if VRAM_FRACTION in rows.columns else True
+    flagged = rows.loc[_local(rows) & on_cpu & rows[NUM_THREAD].ge(cores) & cores.notna()]
     return sorted(map(str, flagged["cell"].unique()))
 
 
