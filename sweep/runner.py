@@ -108,13 +108,9 @@ async def _read_stream(chunks: AsyncIterator[bytes], fmt: StreamFormat, deadline
     got.status, got.error = Status.PROTOCOL_ERROR, f"stream ended without a final chunk ({fmt.name})"
 
 
-def _classify(exc: TransportError, responded: bool) -> Status:
-    """A silence is a stall; no connection or no answer is a connect error; a broken answer is a protocol error."""
-    if exc.kind == Failure.STALL:
-        return Status.STALL
-    if exc.kind == Failure.CONNECT or not responded:
-        return Status.CONNECT_ERROR
-    return Status.PROTOCOL_ERROR
+# A silence is a stall; no connection or no answer is a connect error; a broken answer is a protocol error.
+# Whether the response head had come is the client's call (:meth:`StreamClient.stream` raises CONNECT before it).
+_STATUS_OF = {Failure.STALL: Status.STALL, Failure.CONNECT: Status.CONNECT_ERROR}
 
 
 def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFormat) -> None:
@@ -157,11 +153,9 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
     path, body = fmt.request(cell, prompt)
     got = _Stream()
     sent_ns = time.perf_counter_ns()
-    responded = False
     try:
         async with target.client.stream(path, body) as start:
             sent_ns = start.sent_ns
-            responded = True
             got.http_status = start.status
             if start.status != 200:
                 got.status = Status.HTTP_ERROR
@@ -171,7 +165,7 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
                 # an early stop leaves the body unread: leaving stream() then closes the connection
                 await _read_stream(start.chunks(), fmt, deadline_ns, got)
     except TransportError as exc:
-        got.status = _classify(exc, responded)
+        got.status = _STATUS_OF.get(exc.kind, Status.PROTOCOL_ERROR)
         got.error = str(exc)
     record.status, record.error, record.http_status = got.status, got.error, got.http_status
     _fill_timings(record, sent_ns, got, fmt)
