@@ -44,16 +44,16 @@ next barrier:
   fell to ~5–20 µs, and encoding plus ``write(2)`` cost the worker ~4 µs of Python;
 * our client, ~350 µs per token on httpx (h11 in Python, anyio), now ~190–230 µs on aiohttp
   (C parser).  ``embedded, curl`` measures the same server with curl as the client (a C
-  loop, a few µs per chunk): it now gives the same tok/s as with our runner, within the
-  noise, so our client is no longer what the server loses;
+  loop, a few µs per chunk): 1–4 % above the same server measured by our runner, which is
+  what our client still costs it;
 * tried without a gain: a loop hand-off that keeps the GIL (the loop's work then ran during
   the decode), uvloop (in the server: 13 % less loop CPU; in the client: ~15 % less, no tok/s
   gain), ``GOMP_SPINCOUNT`` below its default (worse), ``OMP_WAIT_POLICY=PASSIVE`` (a third
   of the speed), and one long-lived worker thread instead of a thread per request (half the
   speed: the idle OpenMP team of a live thread keeps a core busy).
 
-What is left in that block (0.89–0.93 of tg128 over this session's runs, against 0.97 in
-process) is what llama.cpp's own C++ server loses the same way (0.90–0.92): serving over
+What is left in that block (0.89–0.94 of tg128 over the full runs, against 0.97 in
+process) is what llama.cpp's own C++ server loses the same way (0.90–0.95): serving over
 HTTP from a machine whose every core is computing.  :class:`CpuMeter` reports the loop's and
 our client's CPU per token beside the ratios.
 
@@ -177,7 +177,6 @@ class Block:
     other_cpu: float = 0.0  # cores used by processes other than ours while the block ran
     # the anchor: llama-server runs, llama-bench figures, and every engine / tg128 per round
     server: list[Run] = field(default_factory=list)
-    curl: list[Run] = field(default_factory=list)   # the embedded server with curl as the client
     tg: list[float] = field(default_factory=list)
     pp: list[float] = field(default_factory=list)
     vs_tg: dict[str, list[float]] = field(default_factory=dict)
@@ -192,7 +191,6 @@ class Block:
                    pp: float) -> None:
         """One round's llama-bench figures, and each engine's tok/s over that round's tg128."""
         self.server += server
-        self.curl += curl
         self.tg.append(tg)
         self.pp.append(pp)
         figures = {"decode only": [r.compute_tok_s or math.nan for r in local],
@@ -273,7 +271,7 @@ def curl_trials(base_url: str, cell: Cell, reps: int) -> list[Run]:
     exe = shutil.which("curl")
     if exe is None:
         return []
-    path, body = OLLAMA.request(cell, PROMPT)
+    path, body = OLLAMA.request(cell, cell.prompts[0].text)
     runs = []
     for _ in range(reps):
         out = subprocess.run([exe, "-sSN", "--fail-with-body", base_url + path, "-H", "Content-Type: application/json",
@@ -456,7 +454,8 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
             "client_us_per_token": max(clients, default=math.nan)}
 
 
-ANCHOR_STEPS = ("decode only", "in-process", "embedded, curl", "embedded", "embedded client", "llama-server", "llama-server client")
+ANCHOR_STEPS = ("decode only", "in-process", "embedded, curl", "embedded", "embedded client", "llama-server",
+                "llama-server client")
 
 
 def print_anchor(blocks: list[Block]) -> dict[str, float]:
