@@ -278,3 +278,57 @@ def test_the_conversion_is_kept_and_redone_when_a_file_changes(tmp_path) -> None
     elsewhere = tmp_path / "kept"
     assert analyse(old, "--import-to", elsewhere, "--out", tmp_path / "r4").returncode == 0
     assert (elsewhere / "old" / TRIALS_FILE).is_file()
+
+
+def test_the_import_benchmark_runs_at_tiny_size(tmp_path) -> None:
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "import", "--tiny", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["import_rows"] == 5 * 2 * 5 * 2          # folders × agents × runs × calls
+    assert figures["import_5_runs_s"] > 0 and figures["import_reuse_s"] > 0
+
+
+# ---------------------------------------------------------------- old and new side by side
+
+
+@pytest.mark.slow
+def test_old_results_beside_our_multi_agent_sweep_and_against_it(tmp_path) -> None:
+    """Our multi-agent sweep (on a paced stand-in server) and an imported folder: one report, and the gate."""
+    from sweep.contract import OPTION_KEYS
+    from tests.ollama_standin import Script, StandIn
+    from tests.sweep_cli import only_sweep, run_sweep
+
+    with StandIn() as host:
+        host.default = Script(tokens=["tok"] * 12, first_token_delay_s=0.05, token_interval_s=0.01)
+        result = run_sweep("workload=multi_agent", "backend=ollama", f"backend.hosts=[{host.base_url}]",
+                           "model=gemma3", "agents.count=2", "trials=3", "telemetry.enabled=false",
+                           f"output_root={tmp_path / 'sweeps'}")
+    assert result.returncode == 0, result.stderr
+    sweep = only_sweep(tmp_path / "sweeps")
+    ours = pd.read_parquet(sweep)
+    first = ours.iloc[0]
+    opts = {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in OPTION_KEYS if pd.notna(first[k])}
+    old = tmp_path / "old_results"
+    generate.rust_multi(old, scenario="chimera-homo", runs=3, options_a=opts, options_b=opts, model=first["model"],
+                        seed=12)
+
+    out = tmp_path / "both"
+    both = analyse(old, sweep, "--out", out)
+    assert both.returncode == 0, both.stderr
+    conc = {r["dataset"]: r for r in table(out, "concurrency")}
+    assert set(conc) == {"old_results", sweep.name}
+    assert conc["old_results"]["speedup mean"] == ""                     # no isolated runs in the old harness
+    assert float(conc[sweep.name]["speedup mean"]) > 0                    # ours ran them
+    assert float(conc["old_results"]["tr114 speedup mean"]) > 1 and float(conc[sweep.name]["tr114 speedup mean"]) > 0
+    md = (out / "report.md").read_text()
+    assert "Isolated runs: not available" in md and "## 12. Imported results" in md
+    stages = {(r["dataset"], r["stage"]) for r in table(out, "agent_stages")}
+    assert {("old_results", "analysis"), (sweep.name, "analysis")} <= stages
+
+    for new, against in ((old, sweep), (sweep, old)):
+        gate = analyse(new, "--against", against)
+        assert gate.returncode == 0, gate.stderr
+        assert "TTFT ms" in gate.stdout and "tok/s" in gate.stdout and "not paired" not in gate.stderr
+        assert "significant regression" in gate.stderr

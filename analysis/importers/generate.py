@@ -20,14 +20,14 @@ MODEL = "gemma3:latest"
 F32_TEMPERATURE = 0.6000000238418579    # 0.6 as the Rust harness wrote an f32
 
 
-def _call(rng: random.Random, stage: str, run_number: int | None = None) -> dict[str, Any]:
+def _call(rng: random.Random, stage: str, run_number: int | None = None, text_chars: int = 0) -> dict[str, Any]:
     tokens = rng.randint(120, 400)
     tps = rng.uniform(60.0, 120.0)
     eval_ms = tokens / tps * 1000.0
     ttft = rng.uniform(60.0, 400.0)
     prompt_eval = rng.uniform(10.0, 50.0)
     call: dict[str, Any] = {
-        "stage": stage, "prompt": f"{stage} prompt", "response": f"{stage} text",
+        "stage": stage, "prompt": f"{stage} prompt" + "p" * text_chars, "response": f"{stage} text" + "r" * text_chars,
         "metrics": {"throughput_tokens_per_sec": tokens / (eval_ms / 1000.0), "ttft_ms": ttft,
                     "prompt_eval_duration_ms": prompt_eval, "eval_duration_ms": eval_ms,
                     "load_duration_ms": rng.uniform(0.0, 5.0), "tokens_generated": tokens,
@@ -57,14 +57,17 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 
 def rust_single(run_dir: Path, runs: int = 3, configuration: dict[str, Any] | None = None, seed: int = 0,
-                model: str = MODEL, tamper: bool = False) -> Path:
-    """``<run_dir>/data/metrics.json``: a baseline agent (``configuration {}``) and a chimera agent."""
+                model: str = MODEL, tamper: bool = False, text_chars: int = 0) -> Path:
+    """``<run_dir>/data/metrics.json``: a baseline agent (``configuration {}``) and a chimera agent.
+
+    ``text_chars`` pads each prompt and response (real files carry a few KB of text per call).
+    """
     rng = random.Random(seed)
     chimera_cfg = {"num_gpu": 60, "num_ctx": 256, "temperature": F32_TEMPERATURE} if configuration is None \
         else configuration
     agents = {}
     for key, cfg in (("baseline", {}), ("chimera", chimera_cfg)):
-        calls = [_call(rng, stage, run) for run in range(1, runs + 1) for stage in ("analysis", "report")]
+        calls = [_call(rng, stage, run, text_chars) for run in range(1, runs + 1) for stage in ("analysis", "report")]
         workflow_runs = [{"run_number": run, "analysis": {}, "report_markdown": "# report",
                           "llm_calls": [c for c in calls if c["run_number"] == run]} for run in range(1, runs + 1)]
         agents[key] = {"agent_type": key.capitalize(), "model": model, "runs": runs, "timestamp": "2025-10-09T12:00:00Z",
