@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.importers import IMPORT_DIR, generate
-from analysis.importers.common import short_float
-from analysis.importers.store import TRIALS_FILE
+from analysis import importers
+
+IMPORT_DIR, TRIALS_FILE, generate, short_float = (importers.IMPORT_DIR, importers.TRIALS_FILE, importers.generate,
+                                                  importers.short_float)
 
 REPO = Path(__file__).resolve().parent.parent
 
