@@ -425,7 +425,7 @@ def load(paths: Sequence[str | Path], import_to: Path | None = None) -> Loaded:
         label = _label_for(path, used)
         if importers.is_harness_folder(path):
             frame, imports[label] = _import(path, import_to)
-            nfiles, prov = imports[label].files, []
+            nfiles, prov = imports[label].files, imports[label].provenance
         else:
             frame, nfiles, prov = _read_source(path)
         if len(frame) == 0:

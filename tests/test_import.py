@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from analysis import importers
+from analysis.importers import generate
 
-IMPORT_DIR, TRIALS_FILE, generate, short_float = (importers.IMPORT_DIR, importers.TRIALS_FILE, importers.generate,
-                                                  importers.short_float)
+IMPORT_DIR, TRIALS_FILE, short_float = importers.IMPORT_DIR, importers.TRIALS_FILE, importers.short_float
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -67,8 +67,8 @@ INTERNAL: dict[str, str] = {
     "analysis.offload": "the offload flag, " + _UNIT,
     "analysis.power": "power analysis, " + _UNIT,
     "analysis.client_share": "the client-side share, " + _UNIT,
-    "analysis.importers": "example folders of the old harnesses' formats (generate), the kept file's name and "
-                          "the f32 clean-up, " + _UNIT,
+    "analysis.importers": "the kept conversion's file names and the f32 clean-up, " + _UNIT,
+    "analysis.importers.generate": "example folders in the old harnesses' formats, written as the tests' fixtures",
     "analysis.shared_cpu": "which cells ran every core beside the harness, " + _UNIT,
     "analysis.columns": "the contract test checks it holds no copy of the contract",
     "benchmarks.__main__": "the goals table (GOALS) the benchmark run prints",

@@ -9,10 +9,8 @@ report must say about them.  :mod:`~analysis.importers.generate` writes example 
 of each format (tests, benchmarks, docs).
 """
 
-from analysis.importers import generate
 from analysis.importers.common import short_float
 from analysis.importers.folder import HARNESSES, is_harness_folder
 from analysis.importers.store import IMPORT_DIR, TRIALS_FILE, Imported, import_folder
 
-__all__ = ["HARNESSES", "IMPORT_DIR", "TRIALS_FILE", "Imported", "generate", "import_folder", "is_harness_folder",
-           "short_float"]
+__all__ = ["HARNESSES", "IMPORT_DIR", "TRIALS_FILE", "Imported", "import_folder", "is_harness_folder", "short_float"]

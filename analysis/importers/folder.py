@@ -33,6 +33,7 @@ class Converted:
     differences: list[Difference] = field(default_factory=list)
     rows_by_harness: dict[str, int] = field(default_factory=dict)
     files: int = 0                       # run files imported
+    provenance: list[dict[str, Any]] = field(default_factory=list)   # distinct machines, for the environment table
 
 
 def harness_files(root: Path) -> list[Path]:
@@ -57,6 +58,17 @@ def is_harness_folder(path: Path) -> bool:
     return False
 
 
+def _machines(data: dict[str, Any], harness: str) -> list[dict[str, Any]]:
+    """The Rust programs' ``system_info{arch, hostname, os, rust_version}`` of each agent, labelled by harness."""
+    out = []
+    for agent in data.values():
+        if isinstance(agent, dict):
+            info = agent.get("system_info") or (agent.get("result") or {}).get("system_info")
+            if isinstance(info, dict):
+                out.append({"harness": harness, **{k: info[k] for k in sorted(info) if isinstance(info[k], str)}})
+    return out
+
+
 def convert(root: Path, files: list[Path] | None = None) -> Converted:
     """Convert every harness file under ``root``; problems are collected, never raised."""
     files = harness_files(root) if files is None else files
@@ -64,6 +76,7 @@ def convert(root: Path, files: list[Path] | None = None) -> Converted:
     counts = dict.fromkeys(HARNESSES, 0)
     tests: dict[str, list[dict[str, Any]]] = {}
     imported = 0
+    machines: list[dict[str, Any]] = []
     for path in files:
         if path.name != METRICS_FILE:
             continue
@@ -87,6 +100,7 @@ def convert(root: Path, files: list[Path] | None = None) -> Converted:
             problems.append(str(exc))
             continue
         rows.extend(part)
+        machines += [m for m in _machines(data, harness) if m not in machines]
         diffs += d
         counts[harness] += part.count
         imported += 1
@@ -97,4 +111,4 @@ def convert(root: Path, files: list[Path] | None = None) -> Converted:
                 diffs += rust_multi.check_summary(summary, summary.relative_to(root).as_posix(), runs)
             except Problem as exc:
                 problems.append(str(exc))
-    return Converted(rows.table(), problems, diffs, {k: v for k, v in counts.items() if v}, imported)
+    return Converted(rows.table(), problems, diffs, {k: v for k, v in counts.items() if v}, imported, machines)

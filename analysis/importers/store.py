@@ -60,7 +60,7 @@ def _reuse(where: Path, listing: list[list[Any]]) -> Imported | None:
         return None
     diffs = [Difference(**d) for d in manifest.get("differences", [])]
     return Imported(table, manifest.get("problems", []), diffs, manifest.get("rows_by_harness", {}),
-                    manifest.get("imported_files", 0), where, True)
+                    manifest.get("imported_files", 0), manifest.get("provenance", []), where, True)
 
 
 def _keep(where: Path, conv: Converted, listing: list[list[Any]]) -> None:
@@ -70,7 +70,8 @@ def _keep(where: Path, conv: Converted, listing: list[list[Any]]) -> None:
     os.replace(tmp, where / TRIALS_FILE)
     manifest = {"version": VERSION, "files": listing, "problems": conv.problems,
                 "differences": [dataclasses.asdict(d) for d in conv.differences],
-                "rows_by_harness": conv.rows_by_harness, "imported_files": conv.files}
+                "rows_by_harness": conv.rows_by_harness, "imported_files": conv.files,
+                "provenance": conv.provenance}
     (where / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
 
 
