@@ -16,6 +16,7 @@ from typing import NoReturn, Sequence
 import webbrowser
 
 from analysis import brief, gate, render
+from analysis.importers import notes as import_notes
 from analysis.load import InputError, load, newest_sweep, was_search
 from analysis.report import HTML_NAME, build
 from analysis.tables import Options, Table
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         sys.stdout.write(report.markdown)
     elif not args.quiet:
-        lines = brief.summary_lines(loaded, report.analysis)
+        lines = brief.summary_lines(loaded, report.analysis) + import_notes.summary_lines(loaded.imports)
         lines += brief.file_lines(report.out_dir, report.files, _next_command(argv, paths, args.open))
         print("\n".join(lines))
     if args.markdown or args.quiet:

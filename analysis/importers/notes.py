@@ -102,3 +102,15 @@ def extend(imports: dict[str, Imported], df: pd.DataFrame, an: Analysis) -> None
             if "cell" in t.frame.columns and t.frame["cell"].astype(str).isin(cells).any():
                 t.note = (t.note + " " + sentence).strip()
     an.notes[SECTION] = " ".join(lines)
+
+
+def summary_lines(imports: dict[str, Imported]) -> list[str]:
+    """The CLI summary's lines about imported folders: rows made, files skipped, summaries that disagree."""
+    lines = []
+    for label, imp in imports.items():
+        made = ", ".join(f"{n:,} {h}" for h, n in imp.rows_by_harness.items())
+        kept = f"kept in {imp.kept_in}" if imp.kept_in else "not kept"
+        lines.append(f"imported {label}: {made} rows from {imp.files:,} run files ({'reused, ' if imp.reused else ''}"
+                     f"{kept}); {len(imp.problems)} skipped; {len(imp.differences)} original figure(s) disagree "
+                     f"with the raw data{' (see Differences from the original summaries)' if imp.differences else ''}")
+    return lines
