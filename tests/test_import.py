@@ -188,6 +188,8 @@ def test_generated_tampered_figures_are_listed(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     diffs = {r["figure"]: r for r in table(out, "import_differences")}
     assert set(diffs) == {"chimera.aggregate_metrics.average_tokens_per_second", "summary.concurrency_speedup"}
+    assert "imported old: 12 rust-single, 6 python-multi rows from 4 run files" in result.stdout
+    assert "2 original figure(s) disagree" in result.stdout
     calls = metrics(f)["chimera"]["llm_calls"]
     raw = np.mean([c["metrics"]["tokens_generated"] / (c["metrics"]["eval_duration_ms"] / 1000) for c in calls])
     assert float(diffs["chimera.aggregate_metrics.average_tokens_per_second"]["recomputed value"]) == \
@@ -246,7 +248,7 @@ def test_bad_files_are_one_line_each_and_the_rest_is_imported(tmp_path) -> None:
     result = analyse(old, "--out", out)
     assert result.returncode == 0, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
-    assert len(lines) == 3
+    assert len(lines) == 3 and "3 skipped" in result.stdout
     assert any("truncated/data/metrics.json" in ln and "not valid JSON" in ln for ln in lines)
     assert any("missing/data/metrics.json" in ln and "`chimera.llm_calls[1].metrics.ttft_ms`" in ln for ln in lines)
     assert any("other/metrics.json" in ln and "missing field" in ln for ln in lines)
