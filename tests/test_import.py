@@ -64,6 +64,16 @@ def test_f32_clean_up_on_generated_values() -> None:
         assert short_float(float(v)) == shortest
 
 
+def test_numbers_as_the_harnesses_wrote_them() -> None:
+    from analysis.importers.common import Problem, number
+
+    assert number({"t": "12.5"}, "t", "f") == 12.5 and number({"t": "12.5s"}, "t", "f") == 12.5
+    assert number({"p95": float("nan")}, "p95", "f", required=False) is None
+    for bad, says in (({"t": True}, "not a number"), ({"t": float("nan")}, "not finite"), ({}, "missing field `x.t`")):
+        with pytest.raises(Problem, match=says):
+            number(bad, "t", "f", "x")
+
+
 # ---------------------------------------------------------------- Rust single agent
 
 

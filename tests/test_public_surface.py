@@ -68,6 +68,7 @@ INTERNAL: dict[str, str] = {
     "analysis.power": "power analysis, " + _UNIT,
     "analysis.client_share": "the client-side share, " + _UNIT,
     "analysis.importers": "the kept conversion's file names and the f32 clean-up, " + _UNIT,
+    "analysis.importers.common": "reading the harness files' fields and numbers, " + _UNIT,
     "analysis.importers.generate": "example folders in the old harnesses' formats, written as the tests' fixtures",
     "analysis.shared_cpu": "which cells ran every core beside the harness, " + _UNIT,
     "analysis.columns": "the contract test checks it holds no copy of the contract",

@@ -75,10 +75,14 @@ def number(obj: Any, key: str, rel: str, where: str = "", required: bool = True)
         return None
     value = need(obj, key, rel, where)
     try:
-        out = float(value)
+        if isinstance(value, bool):
+            raise TypeError
+        out = float(value.strip().removesuffix("s") if isinstance(value, str) else value)   # "12.3", "12.3s"
     except (TypeError, ValueError):
         raise Problem(rel, f"field `{where + '.' if where else ''}{key}` is not a number ({value!r})") from None
     if not math.isfinite(out):
+        if not required:
+            return None                   # an optional figure the harness could not compute (NaN)
         raise Problem(rel, f"field `{where + '.' if where else ''}{key}` is not finite ({value!r})")
     return out
 
