@@ -16,6 +16,7 @@ from typing import NoReturn, Sequence
 import webbrowser
 
 from analysis import brief, gate, render
+from analysis.importers import notes as import_notes
 from analysis.load import InputError, load, newest_sweep, was_search
 from analysis.report import HTML_NAME, build
 from analysis.tables import Options, Table
@@ -48,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
                    help="sweep directory, Parquet file/directory or CSV; several are concatenated "
                         "(default: the newest sweep under outputs/sweeps/)")
     p.add_argument("--out", type=Path, help="output directory (default: <input>/_report)")
+    p.add_argument("--import-to", type=Path, metavar="DIR",
+                   help="where to keep the conversion of a folder of the original harnesses' results "
+                        "(default: <folder>/_imported; see docs/import.md)")
     p.add_argument("--top", type=_positive, default=5, metavar="K", help="cells per ranking (default 5)")
     p.add_argument("--population-sd", action="store_true",
                    help="report population sd (ddof=0) and its CV, to reproduce older reports")
@@ -114,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not paths:
             paths = [newest_sweep()]
             print(f"analysing the newest sweep: {paths[0]}", file=sys.stderr)
-        loaded = load(paths)
+        loaded = load(paths, args.import_to)
         if not opts.search and any(was_search(Path(p)) for p in paths):
             opts.search = True
         report = build(loaded, opts, out_dir=args.out, figures=not args.no_figures, argv=argv,
@@ -125,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         sys.stdout.write(report.markdown)
     elif not args.quiet:
-        lines = brief.summary_lines(loaded, report.analysis)
+        lines = brief.summary_lines(loaded, report.analysis) + import_notes.summary_lines(loaded.imports)
         lines += brief.file_lines(report.out_dir, report.files, _next_command(argv, paths, args.open))
         print("\n".join(lines))
     if args.markdown or args.quiet:
@@ -146,7 +150,8 @@ def _compare(args: argparse.Namespace) -> int:
         print("error: --min-delta-pct must be ≥ 0", file=sys.stderr)
         return EXIT_INPUT
     try:
-        result = gate.compare(load(args.paths), load(args.against), args.min_delta_pct, args.alpha)
+        result = gate.compare(load(args.paths, args.import_to), load(args.against, args.import_to),
+                              args.min_delta_pct, args.alpha)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -14,6 +14,7 @@ The tidy frame adds a few columns the rest of the package relies on:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis import client_share
+from analysis import client_share, importers
 from analysis.columns import (
     AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
@@ -57,6 +58,7 @@ class Loaded:
     provenance: dict[str, list[dict[str, Any]]]  # dataset label → distinct provenance dicts
     held_fixed: dict[str, str] = field(default_factory=dict)  # preset → options every cell of it shares
     traces: pd.DataFrame | None = None  # telemetry samples (sweep dirs' _telemetry/), with a `cell` column
+    imports: dict[str, importers.Imported] = field(default_factory=dict)  # label → an old harness folder's import
 
     @property
     def datasets(self) -> list[str]:
@@ -109,7 +111,8 @@ def _read_parquet_files(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, A
         message = str(exc).splitlines()[0] if path.is_dir() else f"cannot read {path}: {str(exc).splitlines()[0]}"
         raise InputError(f"{message} — remove or replace the file") from None
     if not read:
-        raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>) or a file")
+        raise InputError(f"no trial Parquet files in {path} — pass a sweep directory (outputs/sweeps/<id>), a file, "
+                         f"or a folder of the original harnesses' metrics.json files")
     tables, prov = [], []
     for _, t in read:
         p = _parquet_provenance(t)
@@ -391,17 +394,40 @@ def _label_for(path: Path, used: set[str]) -> str:
     return label
 
 
-def load(paths: Sequence[str | Path]) -> Loaded:
-    """Read and tidy every path, concatenate, and key cells by (dataset, cell)."""
+def _import(path: Path, import_to: Path | None) -> tuple[pd.DataFrame, importers.Imported]:
+    """A folder of the original harnesses' results → its trial rows (converted once, then kept).
+
+    Each file that could not be imported is one stderr line; the rest of the folder is used.
+    """
+    imported = importers.import_folder(path, import_to)
+    for line in imported.warnings + imported.problems:
+        print(f"warning: {line} (skipped)" if line in imported.problems else f"warning: {line}", file=sys.stderr)
+    if imported.table.num_rows == 0:
+        first = imported.problems[0] if imported.problems else f"{path}: no harness file held any call"
+        raise InputError(f"nothing imported from {path}: {first}")
+    return imported.table.to_pandas(), imported
+
+
+def load(paths: Sequence[str | Path], import_to: Path | None = None) -> Loaded:
+    """Read and tidy every path, concatenate, and key cells by (dataset, cell).
+
+    A folder of the original harnesses' results is converted on the way (kept in
+    ``<folder>/_imported/``, or under ``import_to``).
+    """
     if not paths:
         root = newest_sweep()
         paths = [root]
     frames, sources, used, traces = [], [], set(), []
     provenance: dict[str, list[dict[str, Any]]] = {}
+    imports: dict[str, importers.Imported] = {}
     for raw in paths:
         path = Path(raw)
-        frame, nfiles, prov = _read_source(path)
         label = _label_for(path, used)
+        if importers.is_harness_folder(path):
+            frame, imports[label] = _import(path, import_to)
+            nfiles, prov = imports[label].files, imports[label].provenance
+        else:
+            frame, nfiles, prov = _read_source(path)
         if len(frame) == 0:
             raise InputError(f"{path} holds no rows — pass a sweep that has run trials")
         df = tidy(frame, label)
@@ -413,7 +439,7 @@ def load(paths: Sequence[str | Path]) -> Loaded:
             bucket = provenance.setdefault(str(ds), [])
             bucket.extend(p for p in prov if p not in bucket)
     df, fixed = combine(frames)
-    return Loaded(df, sources, provenance, fixed, _label_traces(traces, df))
+    return Loaded(df, sources, provenance, fixed, _label_traces(traces, df), imports)
 
 
 def combine(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:

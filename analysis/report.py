@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis import html, render, servers, shared_cpu
 from analysis.environment import environment_frame
+from analysis.importers import notes as import_notes
 from analysis.load import Loaded
 from analysis.tables import Analysis, Options, Table, ci_methods, analyse
 
@@ -36,6 +37,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("client_side", "9. Client-side share", ("client_side",)),
     ("agent_stages", "10. Agent workflows", ("agent_stages",)),
     ("concurrency", "11. Concurrency", ("concurrency", "concurrency_scenarios")),
+    ("imported", "12. Imported results", ("import_sources", "import_differences")),  # old harnesses' folders
 )
 
 
@@ -168,6 +170,7 @@ def build(
     """Analyse ``loaded`` and write report.md, report.html, one CSV per table, report.tex and figures."""
     opts = opts or Options()
     an = analyse(loaded.frame, opts)
+    import_notes.extend(loaded.imports, loaded.frame, an)
     out = out_dir or default_out_dir(loaded)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []

@@ -55,6 +55,7 @@ GOALS: dict[str, Goal] = {
     "concurrency_err_pct": Goal("64 streams × 200 tok/s in one process: worst of per-stream and aggregate", "%", 2.0),
     "cell_overhead_ms": Goal("50-cell multirun, instant server: time per cell outside requests", "ms", 50.0, decimals=1),
     "analysis_1m_rows_s": Goal("1 M trial rows, 1,000 cells → every table", "s", 1.5),
+    "import_1000_runs_s": Goal("1,000 Rust run folders of old results → trial rows, kept as Parquet", "s", 10.0),
     "embedded_ratio": Goal("embedded server over HTTP / the same engine in process (lowest)", "ratio", 0.9, True),
     "embedded_vs_tg128": Goal("embedded server tok/s / llama-bench tg128, same GGUF and threads (lowest)",
                               "ratio", 0.9, True),
@@ -134,10 +135,16 @@ def _store(size: str) -> dict[str, float]:
     return store_speed.measure({"tiny": 50, "quick": 1_000, "full": 10_000}[size])
 
 
+def _import(size: str) -> dict[str, float]:
+    from benchmarks import import_speed
+
+    return import_speed.measure({"tiny": 5, "quick": 1_000, "full": 1_000}[size])
+
+
 # name → (function, keys it produces first); order = table order
 BENCHMARKS: dict[str, Callable[[str], dict[str, float]]] = {
     "parse": _parse, "fidelity": _fidelity, "concurrency": _concurrency, "cells": _cells,
-    "analysis": _analysis, "engine": _engine, "runner": _runner, "store": _store, "launchers": _launchers,
+    "analysis": _analysis, "import": _import, "engine": _engine, "runner": _runner, "store": _store, "launchers": _launchers,
 }
 
 

@@ -207,6 +207,11 @@ class TrialRecord:
     client_ttft_overhead_ms: float | None = col("ms", "ttft_ms − (load_duration_ms + prompt_eval_duration_ms): the "
                                                       "same for TTFT (also holds the first token's eval step); null "
                                                       "without the server's timings")
+    # --- results imported from the original harnesses (issue 28): see analysis/importers/
+    source: str | None = col("", "where an imported row came from: `<harness>:<file>` (rust-single, rust-multi, "
+                                 "python-multi); null for rows a sweep measured")
+    aggregated_calls: int | None = col("", "LLM calls this row aggregates (the Python harness kept per-agent totals "
+                                           "only: its n counts runs, not calls); null = one call")
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {

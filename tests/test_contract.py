@@ -117,7 +117,9 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     i = COLUMN_NAMES.index("run_kind")                       # later columns (issue 16's) follow these
     assert COLUMN_NAMES[i:i + 2] == ("run_kind", "http_status")
     i = COLUMN_NAMES.index("stop_reason")                    # then the client-side share (issue 16)
-    assert COLUMN_NAMES[i:] == ("stop_reason", "client_overhead_ms", "client_ttft_overhead_ms")
+    assert COLUMN_NAMES[i:i + 3] == ("stop_reason", "client_overhead_ms", "client_ttft_overhead_ms")
+    i = COLUMN_NAMES.index("source")                         # then imported results (issue 28)
+    assert COLUMN_NAMES[i:] == ("source", "aggregated_calls")
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 
