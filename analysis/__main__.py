@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
         "figures into <input>/_report/ and prints a short summary.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="sweep directory, Parquet file/directory or CSV; several are concatenated "
+                   help="sweep directory, Parquet file/directory or CSV; several are read side by side, "
+                        "never pooled: each cell stays keyed by its sweep "
                         "(default: the newest sweep under outputs/sweeps/)")
     p.add_argument("--out", type=Path, help="output directory (default: <input>/_report)")
     p.add_argument("--import-to", type=Path, metavar="DIR",

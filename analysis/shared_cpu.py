@@ -5,7 +5,7 @@ every streamed token.  With ``num_thread`` below the core count that CPU is idle
 anyway; with ``num_thread`` = all cores it is taken from a compute thread, and the
 engine's tok/s drops by a few percent that only those cells pay, so a comparison
 over ``num_thread`` understates them (measured in ``python -m benchmarks engine``;
-README, "Measuring on the machine that computes").  A cell counts when its server
+docs/measurement.md, "Measuring on the machine that computes").  A cell counts when its server
 is on the measuring machine (the embedded engine, or a loopback address), it put
 nothing on a GPU (``vram_fraction`` 0 or unknown) and its ``num_thread`` is at
 least the machine's logical CPUs from the sweep's provenance.
@@ -64,4 +64,5 @@ def line(df: pd.DataFrame, provenance: dict[str, list[dict[str, Any]]], limit: i
     more = f"; … {len(flagged) - limit} more" if len(flagged) > limit else ""
     return (f"{len(flagged)} cell(s) ran a CPU engine with num_thread ≥ the cores of the machine that measured "
             f"them, so the harness's CPU per token was taken from the engine and their tok/s is understated "
-            f"(README: 'Measuring on the machine that computes'; measure them from another machine): {shown}{more}")
+            f"(docs/measurement.md: 'Measuring on the machine that computes'; measure them from another machine): "
+            f"{shown}{more}")

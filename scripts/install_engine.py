@@ -11,15 +11,19 @@ be silently reused.  So we build with ``--no-cache-dir`` into a wheel directory
 keyed by the version *and* a hash of the flags, and install from there.  A
 re-run with the same flags takes seconds; a flag change rebuilds.
 
-The same step builds llama.cpp's own ``llama-server`` and ``llama-bench``
-(``backend=llama_server`` and the speed anchor of ``python -m benchmarks
-engine``) from the llama.cpp tree vendored in the same sdist, with the same
-flags, into a directory keyed the same way (see :mod:`sweep.llama_tools`).
+``--tools-only`` builds llama.cpp's own ``llama-server`` and ``llama-bench``
+(``backend=llama_server``, the speed anchor of ``python -m benchmarks engine``
+and their tests: ``make tools``, which ``make test`` and ``make bench`` run)
+from the llama.cpp tree vendored in the same sdist, with the same flags, into
+a directory keyed the same way (see :mod:`sweep.llama_tools`).  It is a
+separate step because it costs another ~6 min on 2 cores the first time and
+``make demo`` uses neither tool.
 
 Where an NVIDIA driver *and* the CUDA toolkit (``nvcc``) are present, both
 builds add ``-DGGML_CUDA=ON``; the chosen flags are printed and part of the key.
 
-Rebuild by hand: ``python scripts/install_engine.py --force``.
+Rebuild by hand: ``python scripts/install_engine.py --force`` (the engine) or
+``--tools-only --force`` (the tools).
 """
 
 from __future__ import annotations
@@ -132,7 +136,8 @@ def build_tools(args: str, force: bool) -> Path:
     if not force and all((target / name).is_file() for name in TOOLS):
         print(f"llama.cpp tools: cached in {target}", flush=True)
         return target
-    print(f"building llama-server and llama-bench into {target} (first time: ~6 min on 2 cores)", flush=True)
+    print(f"building llama-server and llama-bench (for make test, make bench and backend=llama_server; first time "
+          f"only, ~6 min on 2 cores) into {target}; compiler output: {target.name}.build.log beside it", flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="chimera-llama-tools-") as tmp:
         source = _vendored_tree(Path(tmp))
@@ -156,8 +161,9 @@ def build_tools(args: str, force: bool) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--force", action="store_true", help="rebuild the wheel and the tools even if cached")
-    parser.add_argument("--tools-only", action="store_true", help="only build llama-server and llama-bench")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--tools-only", action="store_true",
+                        help="build llama-server and llama-bench instead of the engine's wheel (make tools)")
     opts = parser.parse_args()
 
     cuda = cuda_available()
@@ -165,9 +171,10 @@ def main() -> int:
     print(f"llama-cpp-python {LLAMA_CPP_VERSION}: CMAKE_ARGS={args} "
           f"({'CUDA toolkit and driver found' if cuda else 'CPU build: no CUDA toolkit + NVIDIA driver'})",
           flush=True)
-    if not opts.tools_only:
+    if opts.tools_only:
+        build_tools(args, opts.force)
+    else:
         install_wheel(args, opts.force)
-    build_tools(args, opts.force)
     return 0
 
 
@@ -176,7 +183,8 @@ def install_wheel(args: str, force: bool) -> None:
     target = wheel_dir(args)
     wheels = sorted(target.glob("llama_cpp_python-*.whl"))
     if force or not wheels:
-        print(f"building wheel into {target} (first time: ~7 min on 2 cores)", flush=True)
+        print(f"building the llama-cpp-python wheel (the embedded engine; first time only, ~7-9 min on 2 cores) "
+              f"into {target}", flush=True)
         target.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, CMAKE_ARGS=args, FORCE_CMAKE="1")
         _pip("wheel", "--no-cache-dir", "--no-deps", "--quiet", "-w", str(target),

@@ -19,8 +19,8 @@ facts is written down again elsewhere.
 How to add a column
     Add one line at the END of :class:`TrialRecord` (``name: type | None = col(unit, meaning)``,
     plus ``label=/decimals=/better=/show=`` if the report should tabulate it), then regenerate the
-    README table (``python -c 'from sweep.contract import markdown_table; print(markdown_table())'``).
-    The writer, the loader, the README check and the report pick it up from here.  Never rename or
+    column reference (``python scripts/columns_page.py`` writes docs/columns.md).
+    The writer, the loader, the docs check and the report pick it up from here.  Never rename or
     reorder existing columns: older sweeps and users' scripts rely on them.
 
 How to add an option to sweep over
@@ -100,7 +100,7 @@ class TrialRecord:
     cell_hash: str | None = col("", "sha256 (16 hex) of the cell's full resolved config; resume matches on it")
     preset: str | None = col("", "chimera preset label: `baseline` or `chimera`")
     model: str | None = col("", "model name as the server knows it (e.g. gemma3:270m)")
-    backend: str | None = col("", "`embedded` or `ollama`")
+    backend: str | None = col("", "`embedded`, `ollama`, `openai` or `llama_server` (the `backend=` group)")
     base_url: str | None = col("", "server address the trial was sent to")
     # --- the options sent (null = not sent, the server's default applied)
     num_gpu: int | None = col("layers", "layers offloaded to the GPU")
@@ -225,7 +225,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 @dataclass(frozen=True)
 class Column:
-    """A column's declaration: what the writer, the README table, the loader and the report need."""
+    """A column's declaration: what the writer, docs/columns.md, the loader and the report need."""
 
     name: str
     type: pa.DataType
@@ -272,7 +272,7 @@ def conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
 
 
 def markdown_table() -> str:
-    """The README's column reference, generated so it cannot drift from the schema."""
+    """The column reference of docs/columns.md, generated so it cannot drift from the schema."""
     lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     for c in COLUMNS:
         lines.append(f"| `{c.name}` | {c.type} | {c.unit} | {c.doc} |")

@@ -1,6 +1,6 @@
 """Where llama.cpp's own ``llama-server`` and ``llama-bench`` live once built.
 
-``scripts/install_engine.py`` builds them from the llama.cpp tree vendored in
+``make tools`` (``scripts/install_engine.py --tools-only``) builds them from the llama.cpp tree vendored in
 the llama-cpp-python sdist (the embedded engine's own llama.cpp version), with
 the same CPU flags, into a directory keyed by version and flags (like the
 wheel).  The sweep and the benchmarks only ask :func:`tool_path`, which takes
@@ -44,5 +44,10 @@ def tool_path(name: str) -> Path | None:
 
 
 def missing_hint(name: str) -> str:
-    return (f"{name} is not built: run 'make install' (or 'python scripts/install_engine.py --tools-only'), "
-            f"or set {TOOLS_ENV}=DIR to a directory holding llama-server and llama-bench")
+    """The one line a user reads when a tool is missing: the command that builds it, and what it costs.
+
+    Why an error and not a build on first use: a sweep's jobs may run in several worker processes or on other
+    machines (launchers), where a 6-minute compile started by each would race; one command run once is plain.
+    """
+    return (f"{name} is not built: run 'make tools' (llama-server and llama-bench, once: ~6 min on 2 cores; "
+            f"or python scripts/install_engine.py --tools-only), or set {TOOLS_ENV}=DIR to a directory holding both")

@@ -135,6 +135,11 @@ def validate(cfg: DictConfig) -> None:
             example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
             raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
+    if b.kind == "llama_server":   # before any job starts: the binary is built by its own step (make tools)
+        from sweep.llama_tools import missing_hint, tool_path
+
+        if tool_path("llama-server") is None:
+            raise ConfigError(missing_hint("llama-server"))
     if b.hosts and b.kind != "ollama":
         raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
     for host in b.hosts:

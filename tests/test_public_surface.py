@@ -58,6 +58,8 @@ INTERNAL: dict[str, str] = {
     "sweep.server.streaming": "streamed responses written by the worker thread, served by a real uvicorn whose "
                               "event loop the test blocks, " + _UNIT,
     "sweep.server.vram": "GPU detection for the gpu-marked tests",
+    "analysis.__main__": "its argument parser: the docs' analysis commands are parsed by it, its --help wording "
+                         "checked against theirs",
     "analysis.load": "the loader's derived columns and its live-read path, " + _UNIT,
     "analysis.tables": "statistics tables on hand-computed data (report-level tests)",
     "analysis.render": "Markdown/CSV/LaTeX rendering of a table, " + _UNIT,
