@@ -1,7 +1,8 @@
 """``python -m analysis NEW --against OLD --gate``: exit 1 on a planted regression, 0 on noise, 2 on bad input.
 
 Two synthetic sweeps of the same 4-cell grid (num_ctx × num_thread), 10 trials per cell, throughput
-≈ 50 tok/s with 2 % noise, TTFT ≈ 40 ms.  NEW's cells carry different labels and sweep ids, so the
+≈ 50 tok/s with 2 % noise, TTFT ≈ 40 ms with 2 % noise (quiet enough that the gate can see a 5 % change
+in both metrics: with 5 % TTFT noise its MDE is 6 % and the gate says inconclusive, exit 3).  NEW's cells carry different labels and sweep ids, so the
 pairing can only come from model and parameters (OLD has no preset column, as an older harness's
 file, so its labels are its raw cell ids).
 """
@@ -35,7 +36,7 @@ def _sweep(path: Path, seed: int, label: str, slow: dict[tuple[int, int], float]
                 model="gemma3:270m", backend="embedded", workload="report", num_ctx=num_ctx,
                 num_thread=num_thread, trial=trial, status="ok", eval_count=64,
                 throughput_tok_s=float(rng.normal(50 * num_thread, 1.0 * num_thread)) * factor,
-                ttft_ms=float(rng.lognormal(np.log(40), 0.05)),
+                ttft_ms=float(rng.lognormal(np.log(40), 0.02)),
             ))
     frame = pd.DataFrame(rows)
     if label == "OLD":      # an older harness's file: no preset column, so its labels stay the raw cell ids
@@ -61,7 +62,8 @@ def test_gate_fails_on_a_planted_10_percent_regression(tmp_path: Path) -> None:
     assert [(x["cell"], x["metric"]) for x in bad] == [("chimera num_ctx=2048 num_thread=2", "tok/s")]
     assert bad[0]["cell old"] == "OLD cell ctx2048/t2"
     assert -12 < float(bad[0]["Δ %"]) < -8
-    assert len(rows) == 8                         # 4 pairs × (tok/s, TTFT)
+    assert len(rows) == 10                        # (4 pairs + the sweep-wide row) × (tok/s, TTFT)
+    assert [x["test"] for x in rows].count("sweep-wide") == 2
     # The same regression stays below a 15 % minimum: the gate passes.
     assert _gate(new, "--against", old, "--gate", "--min-delta-pct", "15", cwd=tmp_path).returncode == 0
 
