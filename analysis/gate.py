@@ -127,11 +127,12 @@ def _sweep_wide_row(metric: Metric, a: np.ndarray, b: np.ndarray) -> pd.DataFram
     r = np.log(b[1][ok] / a[1][ok])
     k = int(ok.sum())
     centre = float(r.mean()) if k else np.nan
-    se = float(r.std(ddof=1) / np.sqrt(k)) if k >= 2 else np.nan
-    df = k - 1.0 if k >= 2 and se > 0 else np.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = float(2 * sps.t.sf(abs(centre / se), df))
-        half = float(sps.t.ppf(0.975, df) * se)
+    # Two pairs at least, whose ratios differ beyond rounding: else the t-test is undefined (no spread to judge by).
+    spread = k >= 2 and float(np.ptp(r)) > 1e-12 * max(1.0, abs(centre))
+    se = float(r.std(ddof=1) / np.sqrt(k)) if spread else np.nan
+    df = k - 1.0 if spread else np.nan
+    p = float(2 * sps.t.sf(abs(centre) / se, df)) if spread else np.nan
+    half = float(sps.t.ppf(0.975, df) * se) if spread else np.nan
     return pd.DataFrame([{
         "cell": f"all {k} pairs (geometric mean)", "cell old": "", "metric": metric.label, "test": SWEEP_WIDE,
         "n old": np.nansum(a[0][ok]), "n new": np.nansum(b[0][ok]),

@@ -60,7 +60,8 @@ def t_noncentrality(df: np.ndarray, alpha: float | np.ndarray = ALPHA, power: fl
     c = sps.t.ppf(1 - a / 2, d)
 
     def power_at(lam: np.ndarray) -> np.ndarray:
-        return sps.nct.sf(c, d, lam) + sps.nct.cdf(-c, d, lam)
+        # The lower tail P(T′ < −c; λ) as P(T′ > c; −λ): scipy's nct.cdf(−c, df, λ) is NaN for large λ.
+        return sps.nct.sf(c, d, lam) + np.nan_to_num(sps.nct.sf(c, d, -lam))
 
     hi = c * np.sqrt(sps.chi2.ppf(0.999, d) / d) + 10
     out[ok] = _bisect(power_at, np.zeros_like(c), hi, power)
