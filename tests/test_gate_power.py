@@ -26,7 +26,7 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from analysis import gate, power
+from analysis import brief, gate, power
 from analysis.load import Loaded, combine, tidy
 from analysis.tables import Options, analyse
 
@@ -325,6 +325,9 @@ def test_comparison_verdict_reads_p_adj_and_states_the_mde() -> None:
         assert f.loc[metric, "MDE"] == pytest.approx(4.5840 * math.sqrt(8 / 3), abs=2e-4)
         assert f.loc[metric, "MDE %"] == pytest.approx(4.5840 * math.sqrt(8 / 3) / ref * 100, abs=2e-3)
     assert "α / 2 = 0.025" in table.note
+    # The terminal summary says it too, next to the verdict.
+    lines = brief.summary_lines(Loaded(df, [], {}), analyse(df, Options()))
+    assert any(line.endswith("p adj 0.0752  no significant difference (MDE 62.4 %)") for line in lines), lines
 
 
 def test_baseline_comes_from_the_same_dataset() -> None:
