@@ -33,7 +33,7 @@ with two cells of the same parameters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class GateResult:
     unpaired_new: list[str]
     unpaired_old: list[str]
     inconclusive: str = ""      # "" or why a pass would claim too much (the metric whose MDE exceeds the minimum)
+    detectable: dict[str, float] = field(default_factory=dict)   # metric → MDE % of its keenest test
 
     @property
     def exit_code(self) -> int:
@@ -70,9 +71,12 @@ class GateResult:
 
     def verdict(self, min_delta_pct: float) -> str:
         """The one line the gate ends with."""
-        if self.regressions or not self.inconclusive:
+        if self.regressions:
             return f"{self.regressions} significant regression(s) ≥ {min_delta_pct:g} %"
-        return self.inconclusive
+        if self.inconclusive:
+            return self.inconclusive
+        seen = ", ".join(f"{m} {v:.1f} %" for m, v in self.detectable.items() if np.isfinite(v))
+        return f"0 significant regression(s) ≥ {min_delta_pct:g} %" + (f" (MDE {seen})" if seen else "")
 
 
 def _keyed(loaded: Loaded, side: str) -> pd.DataFrame:
@@ -180,8 +184,9 @@ def compare(new: Loaded, old: Loaded, min_delta_pct: float = 5.0, alpha: float =
     for c in ("n old", "n new"):
         t[c] = t[c].fillna(0).astype(int)
     why = _inconclusive(t, min_delta_pct) if not regression.any() else ""
+    detectable = t.groupby("metric", sort=False)["MDE %"].min().to_dict()
     t = t.drop(columns=["_se", "_df", "_log", "_higher_is_better"])
-    return GateResult(t, int(regression.sum()), unpaired_new, unpaired_old, why)
+    return GateResult(t, int(regression.sum()), unpaired_new, unpaired_old, why, detectable)
 
 
 def _add_mde(t: pd.DataFrame, level: float) -> None:

@@ -272,7 +272,10 @@ def test_inconclusive_when_no_test_could_detect_the_minimum() -> None:
                                    f"{worst}) — run more trials or raise --min-delta-pct")
     assert result.verdict(1) == result.inconclusive
     assert max(best.values()) < 8
-    assert gate.compare(_loaded("NEW", new), _loaded("OLD", old), min_delta_pct=8).exit_code == gate.PASS
+    passed = gate.compare(_loaded("NEW", new), _loaded("OLD", old), min_delta_pct=8)
+    assert passed.exit_code == gate.PASS
+    assert passed.verdict(8) == (f"0 significant regression(s) ≥ 8 % (MDE tok/s {best['tok/s']:.1f} %, "
+                                 f"TTFT ms {best['TTFT ms']:.1f} %)")
     # No size asked (0 %): nothing to be blind to.
     assert gate.compare(_loaded("NEW", new), _loaded("OLD", old), min_delta_pct=0).exit_code == gate.PASS
 
