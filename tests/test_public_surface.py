@@ -66,6 +66,8 @@ INTERNAL: dict[str, str] = {
     "analysis.intervals": "confidence intervals, " + _UNIT,
     "analysis.offload": "the offload flag, " + _UNIT,
     "analysis.power": "power analysis, " + _UNIT,
+    "analysis.gate": "the gate's tests, verdicts and MDE on hand-computed sweeps (compare, GateResult), " + _UNIT,
+    "analysis.brief": "the terminal summary's verdict line on hand-computed data, " + _UNIT,
     "analysis.client_share": "the client-side share, " + _UNIT,
     "analysis.shared_cpu": "which cells ran every core beside the harness, " + _UNIT,
     "analysis.columns": "the contract test checks it holds no copy of the contract",
