@@ -200,7 +200,8 @@ def _add_mde(t: pd.DataFrame, level: float) -> None:
     log = t["_log"].to_numpy(bool)
     old = np.abs(t["mean old"].to_numpy(float))
     with np.errstate(invalid="ignore", divide="ignore"):
-        pct = np.where(log, np.expm1(m) * 100, m / old * 100)
+        pct = m / old * 100
+    pct[log] = np.expm1(m[log]) * 100            # only the log-scale rows: a cell's MDE in ms would overflow exp
     t["MDE"] = np.where(log, pct / 100 * old, m)
     t["MDE %"] = pct
 
