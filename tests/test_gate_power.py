@@ -19,6 +19,7 @@ mutants of a mutation audit are named where a test is the one that kills them):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -392,3 +393,13 @@ def test_sensitivity_mde_by_hand() -> None:
     assert round(row["tok/s MDE"], 1) == 9.1
     assert (row["tok/s max Δ"], row["tok/s effect"]) == (5.0, "not significant")
     assert "MDE" in summary.note and "α / 4" in summary.note
+
+
+def test_large_mde_in_units_raises_no_warning() -> None:
+    """TTFT 1–9 s in a cell: its MDE is thousands of ms; only the sweep-wide rows take exp (no overflow warning)."""
+    old = {1: ([48.0, 50.0, 52.0], [1000.0, 5000.0, 9000.0]), 2: OLD[256]}
+    new = {1: ([48.0, 50.0, 52.0], [2000.0, 6000.0, 12000.0]), 2: OLD[512]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = _rows(gate.compare(_loaded("NEW", new), _loaded("OLD", old)))
+    assert r[(1, "TTFT ms")]["MDE"] > 709 and np.isfinite(r[(1, "TTFT ms")]["MDE %"])
