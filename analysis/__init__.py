@@ -3,7 +3,7 @@
 What a script may import from here (``__all__``); the modules behind it are internal:
 
 * :func:`main` — ``python -m analysis`` as a call: ``main(["outputs/sweeps/<id>", "--no-figures"])``
-  returns the exit code (0, 1 for a failed ``--gate``, 2 for bad input);
+  returns the exit code (0, 1 for a failed ``--gate``, 2 for bad input, 3 for an inconclusive ``--gate``);
 * :func:`load_trials` — sweep directories, Parquet or CSV files → :class:`Loaded` (the tidy frame,
   its sources and telemetry); bad input raises :class:`InputError` with a one-line message.  (It is
   ``analysis.load.load``; a public name never equals a submodule's, which would shadow it.)

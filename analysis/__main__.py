@@ -4,6 +4,10 @@ Thin on purpose: parse flags, call :func:`analysis.load.load` and
 :func:`analysis.report.build`, print :mod:`analysis.brief`'s summary (or the
 whole Markdown with ``--markdown``), and turn input problems into one stderr
 line and exit code 2.
+
+Exit codes: 0 done (the gate passed), 1 the gate found a regression, 2 bad
+input or usage, 3 the gate is inconclusive (its tests could not have detected
+``--min-delta-pct`` at this number of trials).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from analysis.report import HTML_NAME, build
 from analysis.tables import Options, Table
 
 EXIT_INPUT = 2
+EXIT_CODES = (f"exit codes: 0 done (with --gate: passed), {gate.REGRESSION} regression found by --gate, "
+              f"{EXIT_INPUT} bad input or usage, {gate.INCONCLUSIVE} --gate inconclusive (its tests could not have "
+              "detected --min-delta-pct at this n; the minimum detectable effect is printed)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
         description="Analyse sweep trials: per-cell statistics, rankings, baseline vs chimera, "
         "parameter sensitivity, run-order effects. Writes report.html, report.md, CSVs, report.tex and "
         "figures into <input>/_report/ and prints a short summary.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="sweep directory, Parquet file/directory or CSV; several are read side by side, "
@@ -77,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("regression gate", "compare NEW (the PATHs) with OLD, cells paired by model and parameters")
     g.add_argument("--against", nargs="+", type=Path, metavar="OLD", help="the reference sweep(s)")
     g.add_argument("--gate", action="store_true",
-                   help="exit 1 when a paired cell regressed significantly (Holm) by at least --min-delta-pct")
+                   help="exit 1 when a paired cell, or the geometric mean over all pairs, regressed significantly "
+                        "(Holm) by at least --min-delta-pct; exit 3 when no test could have detected that much")
     g.add_argument("--min-delta-pct", type=float, default=5.0, metavar="PCT",
                    help="smallest regression the gate fails on, in %% of OLD's mean (default 5)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG/SVG figures")
@@ -143,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """``NEW --against OLD [--gate]``: print the paired comparison; with --gate, exit 1 on a regression."""
+    """``NEW --against OLD [--gate]``: print the paired comparison; with --gate, exit 1 on a regression, 3 when
+    inconclusive."""
     if not args.paths:
         print("error: --against needs the NEW sweep as PATH (python -m analysis NEW --against OLD)", file=sys.stderr)
         return EXIT_INPUT
@@ -156,7 +166,8 @@ def _compare(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    table = Table("gate", "NEW vs OLD", result.table, gate.FORMATS, gate.note(args.min_delta_pct, args.alpha))
+    tests = int(result.table["p"].notna().sum())
+    table = Table("gate", "NEW vs OLD", result.table, gate.FORMATS, gate.note(args.min_delta_pct, args.alpha, tests))
     if not args.quiet:
         sys.stdout.write(render.to_markdown(table) + "\n\n*" + table.note + "*\n")
     for side, cells in (("NEW", result.unpaired_new), ("OLD", result.unpaired_old)):
@@ -165,9 +176,9 @@ def _compare(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gate.csv").write_text(render.to_csv(table))
-    verdict = f"{result.regressions} significant regression(s) ≥ {args.min_delta_pct:g} %"
+    verdict = result.verdict(args.min_delta_pct)
     print(f"gate: {verdict}" if args.gate else verdict, file=sys.stderr)
-    return 1 if args.gate and result.regressions else 0
+    return result.exit_code if args.gate else 0
 
 
 if __name__ == "__main__":

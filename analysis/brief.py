@@ -59,10 +59,17 @@ def _verdicts(an: Analysis) -> list[str]:
         pct = "Δ –" if pd.isna(r["Δ %"]) else f"Δ {r['Δ %']:+.1f} %"
         ci = "" if pd.isna(r[lo]) or pd.isna(r[hi]) else f" (CI {_ci(r[lo], r[hi], 1, sign=True)})"
         p = "" if pd.isna(r["p adj"]) else f"  p adj {r['p adj']:.3g}"
-        lines.append(f"  {str(r['cell'])[:width]:<{width}}  {r['metric']:<8} {pct}{ci}{p}  {r['verdict']}")
+        lines.append(f"  {str(r['cell'])[:width]:<{width}}  {r['metric']:<8} {pct}{ci}{p}  {r['verdict']}{_mde(r)}")
     if len(order) > MAX_VERDICTS:
         lines.append(f"  … {len(order) - MAX_VERDICTS} more comparisons in the report")
     return lines
+
+
+def _mde(row: pd.Series) -> str:
+    """`` (MDE 6.1 %)`` after a "no significant difference": how large a change could have been seen."""
+    if row["verdict"] != "no significant difference" or pd.isna(row.get("MDE %", math.nan)):
+        return ""
+    return f" (MDE {row['MDE %']:.1f} %)"
 
 
 def _failures(df: pd.DataFrame) -> str:

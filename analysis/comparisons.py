@@ -43,7 +43,7 @@ def baseline_vs_chimera(
              for metric in HEADLINE if f"{metric.column}:mean" in cs]
     t = _with_verdicts(pd.concat(parts, ignore_index=True), opts)
     return Table("baseline_vs_chimera", "Baseline vs chimera", t, _formats(ci_label(opts)),
-                 _note(len(t), opts) + note_unmatched), ""
+                 _note(int(t["p"].notna().sum()), opts) + note_unmatched), ""
 
 
 def _missing_presets(an_cells: pd.DataFrame) -> str:
@@ -119,9 +119,8 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     t["p"] = p
     t["hedges g"] = stats.hedges_g(nb, mb, vb, nc, mc, vc)
     t["_better_if_positive"] = metric.higher_is_better
-    t["MDE"] = power.mde(nb, vb, nc, vc, alpha=opts.alpha)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t["MDE %"] = t["MDE"] / np.abs(mb) * 100
+    t["_se"] = np.sqrt(vb / nb + vc / nc)
+    t["_df"] = w["df"]
     return t
 
 
@@ -158,6 +157,10 @@ def _raw_overrides(column: str, kb: np.ndarray, kc: np.ndarray, raw: _RawGroups,
 def _with_verdicts(t: pd.DataFrame, opts: Options) -> pd.DataFrame:
     """p adj (Holm/BH over every row) and the verdict, with the test columns moved to the end."""
     t["p adj"] = stats.adjust_pvalues(t["p"].to_numpy(float), opts.correction)
+    t["MDE"] = power.mde_t(t.pop("_se").to_numpy(float), t.pop("_df").to_numpy(float),
+                           power.family_alpha(opts.alpha, t["p"].to_numpy(float)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t["MDE %"] = t["MDE"] / np.abs(t["mean base"].to_numpy(float)) * 100
     sig = t["p adj"] < opts.alpha
     up = t["Δ"] > 0
     faster = np.where(t["_better_if_positive"], up, ~up)
@@ -185,7 +188,8 @@ def _note(comparisons: int, opts: Options) -> str:
         f"Δ = chimera − baseline (units of the metric); Δ % relative to the baseline mean "
         f"(its CI = the Δ CI / baseline mean, baseline mean treated as fixed; where that would reach −100 %, "
         f"impossible for positive means, the delta-method CI of the log ratio of means). {ci}: {ci_kind}. "
-        f"p: {test}; p adj: {corr} over all {comparisons} comparisons in this table; "
+        f"p: {test}; p adj: {corr} over all {comparisons} testable comparisons in this table; "
         f"verdict at α = {opts.alpha} on p adj (for TTFT, lower is faster). "
-        f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected). {power.note(opts.alpha)}"
+        f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected). {power.note(opts.alpha, comparisons)} "
+        f"(MDE of the Welch test, also under --test mannwhitney or --bootstrap.)"
     )

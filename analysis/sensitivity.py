@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis import intervals, stats
+from analysis import intervals, power, stats
 from analysis.base import Options, Table, ci_label, significance
 from analysis.columns import HEADLINE, SENSITIVITY_KEYS, Metric
 from analysis.load import format_level
@@ -157,6 +157,12 @@ def _summary_row(parameter: str, levels: int, per_metric: _PerMetric) -> dict[st
         row[f"{metric.label} max Δ"] = delta
         row[f"{metric.label} max Δ %"] = pct
         row[f"{metric.label} p"] = test
+        n, var = summ["n"].to_numpy(float), summ["var"].to_numpy(float)
+        used = n > 0
+        within = n[used].sum() - used.sum()
+        row[f"_{metric.label} mse"] = np.nansum(var[used] * (n[used] - 1)) / within if within > 0 else np.nan
+        row[f"_{metric.label} n"] = n[used]
+        row[f"_{metric.label} ref"] = abs(means.min()) if len(means) else np.nan
     return row
 
 
@@ -197,23 +203,39 @@ def _summary_table(rows: list[dict[str, Any]], opts: Options) -> Table:
     """The summary rows with p adj (over every parameter × metric) and the effect beside each p."""
     sm = pd.DataFrame(rows)
     pcols = [c for c in sm.columns if c.endswith(" p")]
-    flat = stats.adjust_pvalues(sm[pcols].to_numpy(float).ravel(), opts.correction).reshape(len(sm), len(pcols))
+    raw_p = sm[pcols].to_numpy(float).ravel()
+    flat = stats.adjust_pvalues(raw_p, opts.correction).reshape(len(sm), len(pcols))
+    level = power.family_alpha(opts.alpha, raw_p)
     for j, c in enumerate(pcols):
         lab = c[:-2]
         sm.insert(sm.columns.get_loc(c) + 1, f"{lab} p adj", flat[:, j])
         sm.insert(sm.columns.get_loc(c) + 2, f"{lab} effect", significance(flat[:, j], opts.alpha))
+        mde = np.array([power.mde_anova(n, mse, level) if not np.isnan(p) else np.nan
+                        for n, mse, p in zip(sm.pop(f"_{lab} n"), sm.pop(f"_{lab} mse"), sm[c])])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pct = mde / sm.pop(f"_{lab} ref").to_numpy(float) * 100
+        sm.insert(sm.columns.get_loc(c) + 3, f"{lab} MDE", mde)
+        sm.insert(sm.columns.get_loc(c) + 4, f"{lab} MDE %", pct)
     fmt = {}
     for c in sm.columns:
         if c.endswith(" p") or c.endswith(" p adj"):
             fmt[c] = ".3g"
-        elif "Δ" in c:
+        elif "Δ" in c or "MDE" in c:
             fmt[c] = ".1f" if ("%" in c or c.startswith("TTFT")) else ".2f"
     test = "one-way ANOVA" if opts.sensitivity_test == "anova" else "Kruskal–Wallis"
     return Table(
         "sensitivity_summary", "Parameter sensitivity: effect of each parameter", sm, fmt,
         f"max Δ = highest − lowest level mean (max Δ % relative to the lowest). p: {test} over trials "
-        f"grouped by level; p adj: {_correction_name(opts)} over all parameters × metrics; α = {opts.alpha}.",
+        f"grouped by level; p adj: {_correction_name(opts)} over all parameters × metrics; α = {opts.alpha}. "
+        f"MDE: the smallest max Δ the one-way ANOVA detects with 80 % power (noncentral F) when the two "
+        f"least-replicated levels differ and the rest sit between, at α / {_tests(raw_p)} (the level one effect "
+        f"must reach after the correction); MDE % relative to the lowest level mean. 'not significant' means no "
+        f"max Δ larger than the MDE could have been seen.",
     )
+
+
+def _tests(p: np.ndarray) -> int:
+    return max(int(np.count_nonzero(~np.isnan(p))), 1)
 
 
 def _interactions_table(rows: list[dict[str, Any]], opts: Options) -> Table:

@@ -18,8 +18,6 @@ from analysis.render import tex_escape, to_latex
 from analysis.tables import Options, Table, analyse
 from tests.test_analysis_report import _rows
 
-BASE_TPS, CHIM_TPS = [10.0, 12.0, 14.0], [20.0, 22.0, 24.0]
-
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     df, _ = combine([tidy(pd.DataFrame(rows), "S")])
@@ -48,18 +46,45 @@ def test_p_adj_follows_the_correction(correction: str, adjusted: float) -> None:
     assert frame["p adj"].tolist() == pytest.approx([adjusted, adjusted])
 
 
-@pytest.mark.parametrize("method", ["bca", "percentile"])
-def test_bootstrap_ci_equals_scipy_with_the_same_seed(method: str) -> None:
-    frame = _bvc(Options(bootstrap=True, bootstrap_method=method, resamples=999, seed=7))
-    expected = sps.bootstrap((np.array(BASE_TPS), np.array(CHIM_TPS)),
+# Skewed 8-vs-8 samples: unlike 3 evenly spaced values a side (whose bootstrap quantiles are the same few
+# resample means whatever the draw), here the method, the resamples and the seed each move the interval.
+SKEWED_BASE = [10.0, 11.0, 12.0, 13.0, 15.0, 18.0, 25.0, 40.0]
+SKEWED_CHIM = [20.0, 21.0, 23.0, 24.0, 26.0, 30.0, 38.0, 60.0]
+BOOTSTRAP_CASES = [("bca", 999, 7), ("percentile", 999, 7), ("bca", 2000, 7), ("bca", 999, 8)]
+
+
+def _skewed_bvc(opts: Options) -> pd.Series:
+    rows = []
+    for preset, values in (("baseline", SKEWED_BASE), ("chimera", SKEWED_CHIM)):
+        for trial, tps in enumerate(values):
+            rows.append(dict(sweep_id="S", cell_id=f"{preset} m", preset=preset, model="m", backend="ollama",
+                             workload="report", prompt_id="0", trial=trial, warmup=False, status="ok",
+                             ttft_ms=50.0 + trial, throughput_tok_s=tps, eval_count=100))
+    table = analyse(_frame(rows), opts).get("baseline_vs_chimera")
+    assert table is not None
+    return table.frame.set_index("metric").loc["tok/s"]
+
+
+@pytest.mark.parametrize(("method", "resamples", "seed"), BOOTSTRAP_CASES)
+def test_bootstrap_ci_equals_scipy_with_the_same_method_resamples_and_seed(method: str, resamples: int,
+                                                                            seed: int) -> None:
+    row = _skewed_bvc(Options(bootstrap=True, bootstrap_method=method, resamples=resamples, seed=seed))
+    expected = sps.bootstrap((np.array(SKEWED_BASE), np.array(SKEWED_CHIM)),
                              lambda a, b, axis=-1: np.mean(b, axis=axis) - np.mean(a, axis=axis),
-                             n_resamples=999, method=method, confidence_level=0.95,
-                             rng=np.random.default_rng(7), vectorized=True).confidence_interval
-    ci = [c for c in frame.columns if c.startswith("Δ CI") and not c.startswith("Δ %")]
-    lo, hi = (frame.loc["tok/s", c] for c in sorted(ci, key=lambda c: not c.endswith("lo")))
-    assert (lo, hi) == pytest.approx((expected.low, expected.high), rel=1e-12)
-    welch = _bvc(Options())
-    assert welch.loc["tok/s", ci[0]] != pytest.approx(frame.loc["tok/s", ci[0]])   # the flag changed the CI
+                             n_resamples=resamples, method=method, confidence_level=0.95,
+                             rng=np.random.default_rng(seed), vectorized=True).confidence_interval
+    assert (row["Δ CI95 lo"], row["Δ CI95 hi"]) == pytest.approx((expected.low, expected.high), rel=1e-12)
+
+
+def test_each_bootstrap_option_changes_the_interval() -> None:
+    """The four cases differ pairwise at the printed precision (.2f), and none is Welch's interval."""
+    printed = {}
+    for method, resamples, seed in BOOTSTRAP_CASES:
+        row = _skewed_bvc(Options(bootstrap=True, bootstrap_method=method, resamples=resamples, seed=seed))
+        printed[(method, resamples, seed)] = tuple(f"{row[c]:.2f}" for c in ("Δ CI95 lo", "Δ CI95 hi"))
+    assert len(set(printed.values())) == len(BOOTSTRAP_CASES), printed
+    welch = _skewed_bvc(Options())
+    assert tuple(f"{welch[c]:.2f}" for c in ("Δ CI95 lo", "Δ CI95 hi")) not in printed.values()
 
 
 def _two_levels() -> pd.DataFrame:

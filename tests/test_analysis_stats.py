@@ -12,7 +12,6 @@ from scipy import stats as sps
 from analysis import stats
 
 T_975_2 = 4.302652729911275  # t quantile, 2 df
-T_975_4 = 2.7764451051977987
 
 
 def test_describe_hand_values():
@@ -74,15 +73,30 @@ def test_moments_summary_matches_describe():
 
 
 def test_welch_hand_values():
-    # baseline [10, 12, 14], chimera [20, 22, 24]: diff 10, se √(4/3 + 4/3), df 4.
-    w = stats.welch(3, 12, 4, 3, 22, 4)
-    se = math.sqrt(8 / 3)
-    assert w["diff"][0] == 10
-    assert w["df"][0] == pytest.approx(4.0)
-    assert w["t"][0] == pytest.approx(10 / se)
-    assert w["ci_lo"][0] == pytest.approx(10 - T_975_4 * se)
-    assert w["ci_hi"][0] == pytest.approx(10 + T_975_4 * se)
-    assert w["p"][0] == pytest.approx(0.0036, abs=1e-4)
+    """Unequal n and variances, so Student's pooled test gives other numbers (this test fails it).
+
+    x = 10, 12, 14 (n 3, mean 12, s² 4); y = 20, 21, 22, 25, 27 (n 5, mean 23, s² 34/4 = 8.5).
+    se² = 4/3 + 8.5/5 = 3.03333, se = 1.741647; t = 11 / se = 6.315862;
+    df = 3.03333² / ((4/3)² / 2 + 1.7² / 4) = 9.201111 / 1.611389 = 5.710050.
+    (Student: pooled s² = (2·4 + 4·8.5) / 6 = 7, se = √(7·(1/3 + 1/5)) = 1.932184, t = 5.6930, df 6.)
+    t(.975, 5.71005) = 2.4773 (between the table's 2.5706 at df 5 and 2.4469 at df 6); p = 2·P(T > 6.3159) = 0.00089
+    (Student's: 0.00127).
+    """
+    w = stats.welch(3, 12, 4, 5, 23, 8.5)
+    se = math.sqrt(4 / 3 + 8.5 / 5)
+    assert se == pytest.approx(1.741647, abs=1e-6)
+    assert w["diff"][0] == 11
+    assert w["df"][0] == pytest.approx(5.710050, abs=1e-6)
+    assert w["t"][0] == pytest.approx(6.315862, abs=1e-6)
+    t975 = sps.t.ppf(0.975, 5.710050)
+    assert t975 == pytest.approx(2.4773, abs=1e-4)
+    assert w["ci_lo"][0] == pytest.approx(11 - t975 * se, rel=1e-6)
+    assert w["ci_hi"][0] == pytest.approx(11 + t975 * se, rel=1e-6)
+    assert w["p"][0] == pytest.approx(2 * sps.t.sf(6.315862, 5.710050), rel=1e-5)
+    assert w["p"][0] == pytest.approx(0.00089, abs=1e-5)
+    student = sps.ttest_ind([20, 21, 22, 25, 27], [10, 12, 14], equal_var=True)
+    assert student.statistic == pytest.approx(5.6930, abs=1e-4) and abs(w["t"][0] - student.statistic) > 0.5
+    assert abs(w["p"][0] - student.pvalue) > 1e-4
 
 
 def test_welch_matches_scipy():

@@ -5,7 +5,9 @@ Hand values:
 - log-t (modified Cox) on 100, 200, 400 ms: logs have mean ln 200 and s² = (ln 2)², so the interval is
   exp(ln 200 + s²/2 ± t(.975, 2)·√(s²/3 + s⁴/4)) = 34.1 … 1895 ms.
 - MDE of the report fixture's throughput (baseline 10/12/14, chimera 20/22/24 tok/s): se = √(4/3 + 4/3) =
-  1.633, Welch df = 4, MDE = (t(.975, 4) + t(.8, 4))·se = (2.776 + 0.941)·1.633 = 6.07 tok/s = 50.6 % of 12.
+  1.633, Welch df = 4, two comparisons (tok/s, TTFT) so α / 2 = 0.025: the noncentrality with 80 % power of a
+  two-sided t-test at df 4 and α 0.025 is λ = 4.584 (checked by integrating the noncentral t's definition in
+  test_gate_power.py), MDE = λ·se = 7.49 tok/s = 62.4 % of 12.
 - Client share: e2e 600 ms, server total 500 ms → client 100 ms = 16.7 %; TTFT 100 ms with load 10 +
   prompt eval 60 → client 30 ms = 30 %.
 """
@@ -129,12 +131,11 @@ def test_a_throughput_interval_that_would_cross_zero_takes_the_log_scale(tmp_pat
 @pytest.mark.slow
 def test_minimum_detectable_effect_by_hand_and_in_the_table(tmp_path: Path) -> None:
     se = math.sqrt(4 / 3 + 4 / 3)
-    expected = (2.7764451051977987 + 0.9409645131067241) * se
-    assert power.mde(3, 4.0, 3, 4.0)[0] == pytest.approx(expected)
+    assert power.mde(3, 4.0, 3, 4.0, alpha=0.025)[0] == pytest.approx(4.583956 * se, rel=1e-6)
     pd.DataFrame(_rows()).to_csv(tmp_path / "t.csv", index=False)
     assert _analyse(tmp_path / "t.csv", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
     tps = {r["metric"]: r for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")}["tok/s"]
-    assert (tps["MDE"], tps["MDE %"]) == ("6.07", "50.6")
+    assert (tps["MDE"], tps["MDE %"]) == ("7.49", "62.4")
 
 
 def test_power_at_the_minimum_detectable_effect_is_about_80_percent() -> None:

@@ -68,6 +68,8 @@ INTERNAL: dict[str, str] = {
     "analysis.intervals": "confidence intervals, " + _UNIT,
     "analysis.offload": "the offload flag, " + _UNIT,
     "analysis.power": "power analysis, " + _UNIT,
+    "analysis.gate": "the gate's tests, verdicts and MDE on hand-computed sweeps (compare, GateResult), " + _UNIT,
+    "analysis.brief": "the terminal summary's verdict line on hand-computed data, " + _UNIT,
     "analysis.client_share": "the client-side share, " + _UNIT,
     "analysis.importers": "the kept conversion's file names and the f32 clean-up, " + _UNIT,
     "analysis.importers.common": "reading the harness files' fields and numbers, " + _UNIT,
