@@ -107,7 +107,7 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
         _raw_overrides(c, kb, kc, raw, opts, lo, hi, p)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = w["diff"] / mb * 100
-    pct_lo, pct_hi = pct_interval(nb, mb, vb, nc, mc, vc, opts.confidence)
+    pct_lo, pct_hi = intervals.pct_interval(nb, mb, vb, nc, mc, vc, opts.confidence)
     t = id_columns(an_cells, kc, multi)
     t["baseline"] = an_cells.loc[kb, "cell"].to_numpy()
     t["metric"] = metric.label
@@ -123,25 +123,6 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     with np.errstate(invalid="ignore", divide="ignore"):
         t["MDE %"] = t["MDE"] / np.abs(mb) * 100
     return t
-
-
-def pct_interval(nb: np.ndarray, mb: np.ndarray, vb: np.ndarray, nc: np.ndarray, mc: np.ndarray, vc: np.ndarray,
-                 confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """The Δ % interval: the ratio of means on the log scale (delta method, Welch df), in percent.
-
-    Why the log scale for every row: with both means positive, chimera / baseline
-    > 0, so Δ % > −100 % for certain; "Δ CI / baseline mean" ignores the
-    baseline's own uncertainty and printed −150 % on a noisy n=3 demo cell.  The
-    interval is centred on log(mean chimera / mean baseline), so it always holds
-    the Δ % printed beside it.  NaN where a mean is not positive or a side has
-    fewer than two values.
-    """
-    ok = (mb > 0) & (mc > 0) & (nb >= 2) & (nc >= 2)
-    lo, hi = np.full(len(mb), np.nan), np.full(len(mb), np.nan)
-    if ok.any():
-        rlo, rhi = stats.log_ratio_ci(nb[ok], mb[ok], vb[ok], nc[ok], mc[ok], vc[ok], confidence)
-        lo[ok], hi[ok] = (rlo - 1) * 100, (rhi - 1) * 100
-    return lo, hi
 
 
 def _raw_overrides(column: str, kb: np.ndarray, kc: np.ndarray, raw: _RawGroups, opts: Options,

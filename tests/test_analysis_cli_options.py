@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from analysis import intervals
 from tests.test_analysis_report import _analyse
 
 CELLS = {  # label → (preset, num_ctx, tok/s, TTFT ms)
@@ -177,9 +178,8 @@ def test_cli_bootstrap_bca_difference_ci_equals_scipy(bca_report: Path, cell: st
     lo, hi = _scipy_diff_ci(CELLS["baseline"][column], CELLS[cell][column], "BCa", seed=7)
     assert (row["Δ CI95 lo"], row["Δ CI95 hi"]) == (f"{lo:.2f}", f"{hi:.2f}")      # .2f in the CSV
     # Δ % keeps its one interval whatever --bootstrap says: the log ratio of the means (Welch df)
-    from analysis.comparisons import pct_interval
     b, c = np.array(CELLS["baseline"][column]), np.array(CELLS[cell][column])
-    p_lo, p_hi = pct_interval(*(np.array([v]) for v in (3, b.mean(), b.var(ddof=1), 3, c.mean(), c.var(ddof=1))), 0.95)
+    p_lo, p_hi = intervals.pct_interval(*(np.array([v]) for v in (3, b.mean(), b.var(ddof=1), 3, c.mean(), c.var(ddof=1))), 0.95)
     assert (row["Δ % CI95 lo"], row["Δ % CI95 hi"]) == (f"{p_lo[0]:.1f}", f"{p_hi[0]:.1f}")
 
 
