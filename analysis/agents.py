@@ -254,6 +254,8 @@ def _add_run_columns(t: pd.DataFrame, fmt: dict[str, str], conc: pd.DataFrame, c
     ck = conc["cell_key"]
     by_cell = conc.groupby("cell_key")
     sp, ef = _summary(conc["speedup"], ck, opts).reindex(keys), _summary(conc["efficiency"], ck, opts).reindex(keys)
+    for summ in (sp, ef):                       # no isolated run of the cell: nothing to compare the runs with
+        summ.loc[~(summ["n"] > 0), intervals.NOTE] = "no isolated runs"
     tre = by_cell["tr114_eff"]
     t["agents"] = by_cell["agents"].max().reindex(keys).to_numpy(int)
     t["runs"] = by_cell.size().reindex(keys).to_numpy(int)
