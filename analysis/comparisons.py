@@ -118,7 +118,8 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     t["p"] = p
     t["hedges g"] = stats.hedges_g(nb, mb, vb, nc, mc, vc)
     t["_better_if_positive"] = metric.higher_is_better
-    t["_usable"] = (cs.loc[kb, f"{c}:{intervals.NOTE}"].to_numpy() == "") & (cs.loc[kc, f"{c}:{intervals.NOTE}"].to_numpy() == "")
+    note = f"{c}:{intervals.NOTE}"           # words instead of an interval in either cell: inconclusive
+    t["_usable"] = (cs.loc[kb, note].to_numpy() == "") & (cs.loc[kc, note].to_numpy() == "")
     t["MDE"] = power.mde(nb, vb, nc, vc, alpha=opts.alpha)
     with np.errstate(invalid="ignore", divide="ignore"):
         t["MDE %"] = t["MDE"] / np.abs(mb) * 100
