@@ -25,12 +25,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import intervals
 from analysis.base import Options, Table, ci_label, id_columns
 from analysis.columns import (
     AGENT_ID, AGENTS, INGEST, RUN_ID, RUN_KIND, RUN_WALL, SCENARIO, STAGE, THROUGHPUT, TOKENS, TTFT, WORKFLOW_ID,
     WORKFLOW_WALL,
 )
+from analysis.load import RELOADED, as_bool
 
 CONCURRENT, ISOLATED = "concurrent", "isolated"
 WALL = "e2e_ms"
@@ -39,19 +40,36 @@ WORKFLOW_STAGE = "workflow total"
 CONTENTION_EFFICIENCY_PCT = 75.0
 
 
-def _summary(values: pd.Series, keys: list[pd.Series] | pd.Series, opts: Options) -> pd.DataFrame:
-    """Per group: n, mean and the t-CI of the mean (NaNs dropped)."""
-    mom = stats.group_moments(values, keys)
-    return stats.moments_summary(mom, ddof=opts.ddof, confidence=opts.confidence)[["n", "mean", "ci_lo", "ci_hi"]]
+_SUMMARY = ["n", "mean", "ci_lo", "ci_hi", intervals.NOTE]
+
+
+def _summary(values: pd.Series, keys: list[pd.Series] | pd.Series, opts: Options, positive: bool = True,
+             reloaded: pd.Series | None = None) -> pd.DataFrame:
+    """Per group: n, mean, the interval of the mean and its note (:func:`analysis.intervals.summary`).
+
+    ``positive``: wall times, tok/s, TTFT, speedups and efficiencies (log-t,
+    never below 0); a paired difference of two agents is signed (Student t).
+    """
+    return intervals.summary(values, keys, positive=positive, reloaded=reloaded, confidence=opts.confidence,
+                             ddof=opts.ddof)[_SUMMARY]
+
+
+def _reloaded(frame: pd.DataFrame) -> pd.Series | None:
+    """The rows' ``reloaded`` flags as booleans, when the input has them."""
+    return as_bool(frame[RELOADED]) if RELOADED in frame.columns else None
 
 
 def _add_stat_columns(t: pd.DataFrame, fmt: dict[str, str], label: str, summ: pd.DataFrame, spec: str,
                       ci: str) -> None:
+    """``<label> mean``, its bounds and, when a row has words instead of bounds, ``<label> <ci> note`` (in place)."""
     t[f"{label} mean"] = summ["mean"].to_numpy()
     t[f"{label} {ci} lo"] = summ["ci_lo"].to_numpy()
     t[f"{label} {ci} hi"] = summ["ci_hi"].to_numpy()
     for c in (f"{label} mean", f"{label} {ci} lo", f"{label} {ci} hi"):
         fmt[c] = spec
+    notes = summ[intervals.NOTE].fillna(intervals.N_TOO_SMALL).to_numpy() if intervals.NOTE in summ else None
+    if notes is not None and (notes != "").any():
+        t[intervals.note_column(label, ci)] = notes
 
 
 def _kind(df: pd.DataFrame) -> pd.Series:
@@ -107,7 +125,7 @@ def stage_table(df: pd.DataFrame, cells: pd.DataFrame, multi: bool, opts: Option
     keys = [m["cell_key"], m["_kind"], m[STAGE].astype(str)]
     metrics = [(label, col) for label, col in (("tok/s", THROUGHPUT), ("TTFT ms", TTFT), ("wall ms", WALL))
                if col in m.columns]
-    frames = [_stat_frame({label: _summary(m[col], keys, opts) for label, col in metrics})]
+    frames = [_stat_frame({label: _summary(m[col], keys, opts, reloaded=_reloaded(m)) for label, col in metrics})]
     if WORKFLOW_ID in df.columns and WORKFLOW_WALL in df.columns and df[WORKFLOW_ID].notna().any():
         wf = _workflows(df)
         wkeys = [wf["cell_key"], wf["_kind"], pd.Series(WORKFLOW_STAGE, index=wf.index)]
@@ -129,7 +147,7 @@ def stage_table(df: pd.DataFrame, cells: pd.DataFrame, multi: bool, opts: Option
     t["n"] = rows[f"{metrics[0][0]}|n"].fillna(0).to_numpy(int)
     for label, spec in (("tok/s", ".2f"), ("TTFT ms", ".1f"), ("wall ms", ".1f")):
         if f"{label}|mean" in rows.columns:
-            summ = pd.DataFrame({k: rows[f"{label}|{k}"] for k in ("mean", "ci_lo", "ci_hi")})
+            summ = pd.DataFrame({k: rows[f"{label}|{k}"] for k in ("mean", "ci_lo", "ci_hi", intervals.NOTE)})
             _add_stat_columns(t, fmt, label, summ, spec, ci)
     if "ingest ms|mean" in rows.columns:
         t["ingest ms mean"] = rows["ingest ms|mean"].to_numpy(float)
@@ -137,7 +155,7 @@ def stage_table(df: pd.DataFrame, cells: pd.DataFrame, multi: bool, opts: Option
     note = (f"Measured calls (status ok, not warm-up) per stage; `{WORKFLOW_STAGE}` = one row per workflow whose "
             "calls all succeeded: tok/s = Σ eval_count ÷ Σ eval_duration, TTFT = its first call's, wall = "
             "workflow_wall_ms (ingest + calls + processing); n counts calls for stages, workflows for the total. "
-            f"{ci}: Student t.")
+            f"{ci}: {intervals.methods_note([(THROUGHPUT, 'tok/s')])}.")
     return Table("agent_stages", "Agent workflows: per stage and per workflow", t, fmt, note)
 
 
@@ -236,6 +254,8 @@ def _add_run_columns(t: pd.DataFrame, fmt: dict[str, str], conc: pd.DataFrame, c
     ck = conc["cell_key"]
     by_cell = conc.groupby("cell_key")
     sp, ef = _summary(conc["speedup"], ck, opts).reindex(keys), _summary(conc["efficiency"], ck, opts).reindex(keys)
+    for summ in (sp, ef):                       # no isolated run of the cell: nothing to compare the runs with
+        summ.loc[~(summ["n"] > 0), intervals.NOTE] = "no isolated runs"
     tre = by_cell["tr114_eff"]
     t["agents"] = by_cell["agents"].max().reindex(keys).to_numpy(int)
     t["runs"] = by_cell.size().reindex(keys).to_numpy(int)
@@ -275,10 +295,11 @@ def _add_pair_deltas(t: pd.DataFrame, fmt: dict[str, str], cag: pd.DataFrame, ke
                                                            values=["tps", "ttft"])
     if (("tps", 0) in pair.columns) and (("tps", 1) in pair.columns):
         pk = pd.Series(pair.index.get_level_values("cell_key"), index=pair.index)
-        d_tps = _summary(pair[("tps", 1)] - pair[("tps", 0)], pk, opts).reindex(keys)
-        d_ttft = _summary(pair[("ttft", 0)] - pair[("ttft", 1)], pk, opts).reindex(keys)
+        d_tps = _summary(pair[("tps", 1)] - pair[("tps", 0)], pk, opts, positive=False).reindex(keys)
+        d_ttft = _summary(pair[("ttft", 0)] - pair[("ttft", 1)], pk, opts, positive=False).reindex(keys)
     else:
         d_tps = d_ttft = pd.DataFrame(np.nan, index=keys, columns=["mean", "ci_lo", "ci_hi"])
+        d_tps[intervals.NOTE] = d_ttft[intervals.NOTE] = intervals.N_TOO_SMALL
     _add_stat_columns(t, fmt, "throughput delta", d_tps, ".2f", ci)
     _add_stat_columns(t, fmt, "TTFT delta ms", d_ttft, ".1f", ci)
 
@@ -294,7 +315,8 @@ def _concurrency_note(ci: str) -> str:
         "includes its waiting, so it is ≈ agents whenever the agents overlap (it measures overlap, not gain); "
         f"tr114 contention runs = runs below {CONTENTION_EFFICIENCY_PCT:.0f} % tr114 efficiency. "
         f"throughput delta = agent 1 − agent 0 tok/s, TTFT delta = agent 0 − agent 1, paired per run. "
-        f"{ci}: Student t over runs (the isolated means are taken as fixed)."
+        f"{ci}: {intervals.NAMES['log-t']} over runs (the isolated means are taken as fixed); "
+        f"the two deltas: {intervals.NAMES['t']}; no bounds where the data cannot support them (the note says why)."
     )
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import servers, shared_cpu
+from analysis import intervals, servers, shared_cpu
 from analysis.columns import HEADLINE, THROUGHPUT, TTFT, Metric
 from analysis.load import Loaded
 from analysis.tables import Analysis
@@ -36,7 +36,8 @@ def _best(an: Analysis, metric: Metric) -> str | None:
     key = cs[col].idxmax() if metric.higher_is_better else cs[col].idxmin()
     d, conf = metric.decimals, round(an.options.confidence * 100)
     lo, hi, n = cs.loc[key, f"{metric.column}:ci_lo"], cs.loc[key, f"{metric.column}:ci_hi"], cs.loc[key, f"{metric.column}:n"]
-    ci = f", CI{conf} {_ci(lo, hi, d)}" if not (math.isnan(lo) or math.isnan(hi)) else ""
+    note = cs.loc[key, f"{metric.column}:{intervals.NOTE}"]
+    ci = f", CI{conf} {_ci(lo, hi, d)}" if not (math.isnan(lo) or math.isnan(hi)) else (f", no CI: {note}" if note else "")
     name, unit = _NAMES.get(metric.column, (metric.label, ""))
     return f"best {name + ':':<11} {an.cells.loc[key, 'cell']}  {cs.loc[key, col]:.{d}f} {unit} (n {int(n)}{ci})"
 

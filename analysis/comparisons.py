@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import power, stats
+from analysis import intervals, power, stats
 from analysis.base import Options, Table, ci_label, id_columns
 from analysis.cellstats import Measured
 from analysis.columns import HEADLINE, MATCH_KEYS, Metric
@@ -43,7 +43,7 @@ def baseline_vs_chimera(
              for metric in HEADLINE if f"{metric.column}:mean" in cs]
     t = _with_verdicts(pd.concat(parts, ignore_index=True), opts)
     return Table("baseline_vs_chimera", "Baseline vs chimera", t, _formats(ci_label(opts)),
-                 _note(int(t["p"].notna().sum()), opts) + note_unmatched), ""
+                 _note(len(t), opts) + note_unmatched), ""
 
 
 def _missing_presets(an_cells: pd.DataFrame) -> str:
@@ -107,8 +107,7 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
         _raw_overrides(c, kb, kc, raw, opts, lo, hi, p)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = w["diff"] / mb * 100
-        pct_lo, pct_hi = lo / np.abs(mb) * 100, hi / np.abs(mb) * 100
-    _ratio_fallback(nb, mb, vb, nc, mc, vc, opts.confidence, pct_lo, pct_hi)
+    pct_lo, pct_hi = intervals.pct_interval(nb, mb, vb, nc, mc, vc, opts.confidence)
     t = id_columns(an_cells, kc, multi)
     t["baseline"] = an_cells.loc[kb, "cell"].to_numpy()
     t["metric"] = metric.label
@@ -119,26 +118,11 @@ def _metric_rows(metric: Metric, kb: np.ndarray, kc: np.ndarray, an_cells: pd.Da
     t["p"] = p
     t["hedges g"] = stats.hedges_g(nb, mb, vb, nc, mc, vc)
     t["_better_if_positive"] = metric.higher_is_better
+    note = f"{c}:{intervals.NOTE}"           # words instead of an interval in either cell: inconclusive
+    t["_usable"] = (cs.loc[kb, note].to_numpy() == "") & (cs.loc[kc, note].to_numpy() == "")
     t["_se"] = np.sqrt(vb / nb + vc / nc)
     t["_df"] = w["df"]
     return t
-
-
-def _ratio_fallback(nb: np.ndarray, mb: np.ndarray, vb: np.ndarray, nc: np.ndarray, mc: np.ndarray,
-                    vc: np.ndarray, confidence: float, pct_lo: np.ndarray, pct_hi: np.ndarray) -> None:
-    """Rows whose Δ % CI would reach −100 % or below take the interval of the ratio of means (in place).
-
-    Why: with both means positive, chimera / baseline > 0, so Δ % > −100 % for
-    certain; "Δ CI / baseline mean" ignores the baseline's own uncertainty and
-    printed −150 % on a noisy n=3 demo cell.  Those rows take the delta-method
-    interval of log(mean chimera / mean baseline) with Welch–Satterthwaite df,
-    mapped back to percent; every other row keeps the rule the note states.
-    """
-    bad = (pct_lo <= -100) & (mb > 0) & (mc > 0) & (nb >= 2) & (nc >= 2)
-    if not bad.any():
-        return
-    lo, hi = stats.log_ratio_ci(nb[bad], mb[bad], vb[bad], nc[bad], mc[bad], vc[bad], confidence)
-    pct_lo[bad], pct_hi[bad] = (lo - 1) * 100, (hi - 1) * 100
 
 
 def _raw_overrides(column: str, kb: np.ndarray, kc: np.ndarray, raw: _RawGroups, opts: Options,
@@ -168,7 +152,8 @@ def _with_verdicts(t: pd.DataFrame, opts: Options) -> pd.DataFrame:
         t["p adj"].isna(), "insufficient data",
         np.where(sig, np.where(faster, "faster", "slower"), "no significant difference"),
     )
-    t = t.drop(columns="_better_if_positive")
+    t["verdict"] = t["verdict"].where(t["_usable"], "inconclusive")   # a cell without a usable interval
+    t = t.drop(columns=["_better_if_positive", "_usable"])
     return t[[c for c in t.columns if c not in _TAIL] + _TAIL]
 
 
@@ -186,10 +171,10 @@ def _note(comparisons: int, opts: Options) -> str:
     ci_kind = f"bootstrap {opts.bootstrap_method}" if opts.bootstrap else "Welch"
     return (
         f"Δ = chimera − baseline (units of the metric); Δ % relative to the baseline mean "
-        f"(its CI = the Δ CI / baseline mean, baseline mean treated as fixed; where that would reach −100 %, "
-        f"impossible for positive means, the delta-method CI of the log ratio of means). {ci}: {ci_kind}. "
-        f"p: {test}; p adj: {corr} over all {comparisons} testable comparisons in this table; "
-        f"verdict at α = {opts.alpha} on p adj (for TTFT, lower is faster). "
+        f"(its CI: the delta-method CI of the log ratio of means, Welch df, so never below −100 %). "
+        f"Δ {ci}: {ci_kind}. p: {test}; p adj: {corr} over all {comparisons} testable comparisons in this table; "
+        f"verdict at α = {opts.alpha} on p adj (for TTFT, lower is faster); inconclusive where a cell has "
+        f"no usable interval (comprehensive table, note column). "
         f"Hedges g: chimera − baseline in pooled-sd units (bias-corrected). {power.note(opts.alpha, comparisons)} "
         f"(MDE of the Welch test, also under --test mannwhitney or --bootstrap.)"
     )

@@ -9,6 +9,7 @@ legible.  Figures read the numbers from the tables' frames, never recompute.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -257,19 +258,38 @@ def search(an: Analysis, out: Path) -> list[Path]:
     return _save(fig, out, "search")
 
 
+def _drawn(skipped: dict[str, list[str]], key: str, name: str, draw: Callable[[], list[Path]]) -> list[Path]:
+    """``draw()``'s files, or none and one line in ``skipped[key]`` saying why it could not be drawn.
+
+    Why: a figure is an illustration of tables that are already written; one that
+    cannot be drawn (data matplotlib refuses, a cell with nothing to plot) must
+    not take the whole report down with it.
+    """
+    try:
+        return draw()
+    except Exception as exc:  # noqa: BLE001 - any drawing failure: the report goes on without this figure
+        plt.close("all")
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        skipped.setdefault(key, []).append(f"{name} could not be drawn ({type(exc).__name__}: {reason}).")
+        return []
+
+
 def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | None = None,
-             telemetry_cell: str | None = None) -> dict[str, list[Path]]:
-    """Every figure, keyed by the report section it belongs to."""
+             telemetry_cell: str | None = None) -> tuple[dict[str, list[Path]], dict[str, list[str]]]:
+    """Every figure, keyed by the report section it belongs to; and per section, the figures skipped and why."""
+    skipped: dict[str, list[str]] = {}
     figs = {
-        "comprehensive": throughput_cells(an, out) + ttft_distribution(df, an, out),
-        "baseline_vs_chimera": forest(an, out),
-        "sensitivity": sensitivity(an, out),
-        "concurrency": concurrency_speedup(an, out),
+        "comprehensive": _drawn(skipped, "comprehensive", "throughput per cell", lambda: throughput_cells(an, out))
+        + _drawn(skipped, "comprehensive", "TTFT distribution", lambda: ttft_distribution(df, an, out)),
+        "baseline_vs_chimera": _drawn(skipped, "baseline_vs_chimera", "forest plot", lambda: forest(an, out)),
+        "sensitivity": _drawn(skipped, "sensitivity", "sensitivity", lambda: sensitivity(an, out)),
+        "concurrency": _drawn(skipped, "concurrency", "concurrency speedup", lambda: concurrency_speedup(an, out)),
     }
     if an.get("search_history") is not None:
-        figs["search"] = search(an, out)
+        figs["search"] = _drawn(skipped, "search", "search history", lambda: search(an, out))
     if traces is not None and len(traces):
         cell = pick_trace_cell(traces, telemetry_cell)
         if cell is not None:
-            figs["telemetry"] = telemetry_over_time(traces, cell, out)
-    return figs
+            figs["telemetry"] = _drawn(skipped, "telemetry", "telemetry over time",
+                                       lambda: telemetry_over_time(traces, cell, out))
+    return figs, skipped

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis import power, stats
+from analysis import intervals, power, stats
 from analysis.columns import HEADLINE, OPTION_KEYS, Metric
 from analysis.load import ROW_STATE, WARM, InputError, Loaded, format_level
 
@@ -110,14 +110,12 @@ def _cell_rows(metric: Metric, pairs: pd.DataFrame, a: np.ndarray, b: np.ndarray
     w = stats.welch(a[0], a[1], a[2], b[0], b[1], b[2])
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = w["diff"] / np.abs(a[1]) * 100
-        lo, hi = stats.log_ratio_ci(a[0], a[1], a[2], b[0], b[1], b[2])
         se = np.sqrt(a[2] / a[0] + b[2] / b[0])
-    positive = (a[1] > 0) & (b[1] > 0)
+    lo, hi = intervals.pct_interval(a[0], a[1], a[2], b[0], b[1], b[2], 0.95)   # the report's Δ % interval
     return pd.DataFrame({
         "cell": pairs["cell_new"].to_numpy(), "cell old": pairs["cell_old"].to_numpy(), "metric": metric.label,
         "test": "cell", "n old": a[0], "n new": b[0], "mean old": a[1], "mean new": b[1], "Δ %": pct,
-        "Δ % CI95 lo": np.where(positive, (lo - 1) * 100, np.nan),
-        "Δ % CI95 hi": np.where(positive, (hi - 1) * 100, np.nan),
+        "Δ % CI95 lo": lo, "Δ % CI95 hi": hi,
         "p": w["p"], "_se": se, "_df": w["df"], "_log": False,
     })
 

@@ -177,7 +177,7 @@ def _read_source(path: Path) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
 # ---------------------------------------------------------------- tidying
 
 
-def _as_bool(s: pd.Series) -> pd.Series:
+def as_bool(s: pd.Series) -> pd.Series:
     """Booleans from bool/0-1/'true'/'false' columns; null → False."""
     if s.dtype == bool:
         return s
@@ -255,7 +255,7 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     if "status" not in df.columns:
         df["status"] = Status.OK.value
     df["status"] = df["status"].fillna(Status.OK.value).astype(str)
-    df["is_warmup"] = _as_bool(df["warmup"]) if "warmup" in df.columns else False
+    df["is_warmup"] = as_bool(df["warmup"]) if "warmup" in df.columns else False
     df["is_failed"] = (df["status"] != Status.OK) & ~df["is_warmup"]
     df["measured"] = (df["status"] == Status.OK) & ~df["is_warmup"]
     if "started_at" in df.columns and not pd.api.types.is_datetime64_any_dtype(df["started_at"]):
@@ -291,7 +291,7 @@ def _row_state(df: pd.DataFrame) -> pd.DataFrame:
     asked = pd.Series(asked, index=df.index, dtype=object)
     state = asked.where(asked == COLD, WARM)  # state=reload: the rows that did not load are warm ones
     if RELOADED in df.columns:                 # under state=reload, a measured trial that loaded the model
-        split = (asked == RELOAD) & _as_bool(df[RELOADED]) & ~df["is_warmup"]
+        split = (asked == RELOAD) & as_bool(df[RELOADED]) & ~df["is_warmup"]
         state = state.where(~split, RELOAD)
     df[ROW_STATE] = state.astype(str)
     whole = df[WORKFLOW_ID].notna() if WORKFLOW_ID in df.columns else False

@@ -10,6 +10,7 @@ import pandas as pd
 from analysis import intervals
 from analysis.base import Options, Table, ci_label, id_columns
 from analysis.columns import THROUGHPUT, TTFT
+from analysis.summaries import add_note_column
 
 
 class _Ranking(NamedTuple):
@@ -60,6 +61,7 @@ def _ranking(spec: _Ranking, an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bo
     t[f"{lab} {ci} hi"] = cs.loc[top, f"{col}:ci_hi"].to_numpy()
     for c in (f"{lab} mean", f"{lab} {ci} lo", f"{lab} {ci} hi"):
         fmt[c] = f".{spec.decimals}f"
+    add_note_column(t, cs, col, lab, ci, top)
     note = f"{ci}: " + intervals.methods_note([(col, lab)], opts.bootstrap, opts.bootstrap_method,
                                               opts.resamples, opts.seed) + "."
     return Table(spec.name, spec.title, t, fmt, note)

@@ -24,20 +24,21 @@ from analysis.tables import Analysis, Options, Table, ci_methods, analyse
 REPORT_DIR = "_report"
 HTML_NAME = "report.html"   # beside report.md: one file, figures inside
 
-# Section headings, in report order: table name → (number, heading).
+# Sections, in report order: key → (heading, its tables).  The numbers are given when the report is written,
+# to the sections it has: a prompt sweep's report has no agent section, and no gap in its numbering.
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("comprehensive", "1. Comprehensive results", ("comprehensive",)),
-    ("rankings", "2. Rankings", ("rank_throughput", "rank_ttft", "rank_consistency")),
-    ("baseline_vs_chimera", "3. Baseline vs chimera", ("baseline_vs_chimera",)),
-    ("sensitivity", "4. Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),
-    ("population", "5. Population summary", ("population",)),
-    ("run_order", "6. Run order / cold start", ("run_order",)),
-    ("telemetry", "7. Telemetry over time", ()),   # a figure only, when the sweep recorded samples
-    ("search", "8. Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
-    ("client_side", "9. Client-side share", ("client_side",)),
-    ("agent_stages", "10. Agent workflows", ("agent_stages",)),
-    ("concurrency", "11. Concurrency", ("concurrency", "concurrency_scenarios")),
-    ("imported", "12. Imported results", ("import_sources", "import_differences")),  # old harnesses' folders
+    ("comprehensive", "Comprehensive results", ("comprehensive",)),
+    ("rankings", "Rankings", ("rank_throughput", "rank_ttft", "rank_consistency")),
+    ("baseline_vs_chimera", "Baseline vs chimera", ("baseline_vs_chimera",)),
+    ("sensitivity", "Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),
+    ("population", "Population summary", ("population",)),
+    ("run_order", "Run order / cold start", ("run_order",)),
+    ("telemetry", "Telemetry over time", ()),   # a figure only, when the sweep recorded samples
+    ("search", "Search", ("search_best", "search_history", "search_importance")),  # --search / Optuna sweeps
+    ("client_side", "Client-side share", ("client_side",)),
+    ("agent_stages", "Agent workflows", ("agent_stages",)),
+    ("concurrency", "Concurrency", ("concurrency", "concurrency_scenarios")),
+    ("imported", "Imported results", ("import_sources", "import_differences")),  # old harnesses' folders
 )
 
 
@@ -175,24 +176,28 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     figs: dict[str, list[Path]] = {}
+    skipped: dict[str, list[str]] = {}
     if figures:
         from analysis import figures as figmod  # matplotlib import is slow; only when asked
 
-        figs = figmod.make_all(loaded.frame, an, out / "figures", loaded.traces, telemetry_cell)
+        figs, skipped = figmod.make_all(loaded.frame, an, out / "figures", loaded.traces, telemetry_cell)
         files += [p for ps in figs.values() for p in ps]
     head = header_parts(loaded, an, argv)
     md = [header(head)]
     tex = [LATEX_PREAMBLE]
     sections: list[html.Section] = []
-    for key, heading, names in SECTIONS:
+    for key, title, names in SECTIONS:
         tables = [t for n in names if (t := an.get(n)) is not None]
-        if not tables and key not in figs and key not in an.notes:
-            continue  # nothing to show (a prompt sweep has no search or agent sections)
         pngs = [p for p in figs.get(key, []) if p.suffix == ".png"]
-        sections.append(html.Section(heading, an.notes.get(key, ""), tables, pngs))
+        notes = [an.notes[key]] if an.notes.get(key) else []
+        notes += [f"Figure skipped: {why}" for why in skipped.get(key, [])]
+        if not tables and not pngs and not notes:
+            continue  # nothing to show (a prompt sweep has no search or agent sections)
+        heading = f"{len(sections) + 1}. {title}"
+        sections.append(html.Section(heading, " ".join(notes), tables, pngs))
         md += [f"## {heading}", ""]
-        if key in an.notes:
-            md += [an.notes[key], ""]
+        for line in notes:
+            md += [line, ""]
         for t in tables:
             csv_path = out / f"{t.name}.csv"
             csv_path.write_text(render.to_csv(t))

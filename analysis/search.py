@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import intervals
 from analysis.columns import SENSITIVITY_KEYS, THROUGHPUT
-from analysis.load import format_level
+from analysis.load import RELOADED, as_bool, format_level
 from analysis.base import CI, Options, Table
 
 MAX_LEVELS = 6   # more distinct values than this: a continuous parameter, cut into quartiles
@@ -53,11 +53,13 @@ def best(df: pd.DataFrame, visits: pd.DataFrame, metric: str, opts: Options) -> 
     if visits["objective"].notna().sum() == 0:
         return None
     key = visits["objective"].idxmax()
-    values = df.loc[df["measured"] & (df["cell_key"] == key), metric]
-    d = stats.describe(values, ddof=opts.ddof, confidence=opts.confidence)
+    rows = df.loc[df["measured"] & (df["cell_key"] == key)]
+    reloaded = as_bool(rows[RELOADED]).to_numpy() if RELOADED in rows.columns else None
+    n, mean, lo, hi, note = intervals.sample_ci(rows[metric].to_numpy(float), reloaded=reloaded,
+                                                confidence=opts.confidence)
     step = int(np.flatnonzero(visits.index == key)[0]) + 1
     frame = pd.DataFrame([{"cell": visits.at[key, "cell"], "found at step": step, "of steps": len(visits),
-                           "n": d["n"], f"{metric} mean": d["mean"], CI: f"{d['ci_lo']:.2f} – {d['ci_hi']:.2f}"}])
+                           "n": n, f"{metric} mean": mean, CI: note or f"{lo:.2f} – {hi:.2f}"}])
     return Table("search_best", "Best cell", frame, {f"{metric} mean": ".2f"})
 
 

@@ -107,14 +107,14 @@ def _pooled(moments: pd.DataFrame, levels: _Levels) -> pd.DataFrame:
 def _by_level(metric: Metric, moments: dict[str, pd.DataFrame], levels: _Levels,
               raw: pd.DataFrame | None, opts: Options) -> tuple[pd.DataFrame, float]:
     """One metric pooled per level (n, mean, CI from the combined cell moments) and the test's p."""
-    comb = _pooled(moments[metric.column], levels)
-    summ = stats.moments_summary(comb, ddof=opts.ddof, confidence=opts.confidence)
-    logmom = moments.get(f"{metric.column}:log")
-    if logmom is not None:
-        comb_log = _pooled(logmom, levels)
-        nonpos = logmom["nonpos"].groupby(levels.codes, sort=False).sum()
-        comb_log["nonpos"] = nonpos.set_axis(levels.names[nonpos.index.to_numpy()]).reindex(comb_log.index)
-        summ = intervals.apply_log_t(summ, comb_log, None, opts.confidence, opts.seed)
+    cell_mom = moments[metric.column]
+    comb = _pooled(cell_mom, levels)
+    by_level = cell_mom.groupby(levels.codes, sort=False)
+    extra = pd.DataFrame({"min": by_level["min"].min(), "max": by_level["max"].max()})
+    if "reloads" in cell_mom:
+        extra["reloads"] = by_level["reloads"].sum()
+    extra = extra.set_axis(pd.Index(levels.names[extra.index.to_numpy()], dtype=object, name="level"))
+    summ = intervals.from_moments(comb.join(extra), confidence=opts.confidence, ddof=opts.ddof)
     if raw is None:
         p = stats.anova_oneway(comb["n"], comb["mean"], comb["m2"])["p"]
     else:
@@ -137,6 +137,7 @@ def _level_rows(parameter: str, order: list[str], labels: pd.Series, per_metric:
             row[f"{metric.label} mean"] = s["mean"] if s is not None else np.nan
             row[f"{metric.label} {ci} lo"] = s["ci_lo"] if s is not None else np.nan
             row[f"{metric.label} {ci} hi"] = s["ci_hi"] if s is not None else np.nan
+            row[intervals.note_column(metric.label, ci)] = s[intervals.NOTE] if s is not None else intervals.N_TOO_SMALL
         rows.append(row)
     return rows
 
@@ -190,7 +191,12 @@ def _correction_name(opts: Options) -> str:
 def _levels_table(rows: list[dict[str, Any]], scope: str, metrics: list[Metric], opts: Options) -> Table:
     ci = ci_label(opts)
     lv = pd.DataFrame(rows)
-    fmt = {c: (".2f" if c.startswith("tok/s") else ".1f") for c in lv.columns if " mean" in c or ci in c}
+    for metric in metrics:
+        note = intervals.note_column(metric.label, ci)
+        if note in lv and not (lv[note] != "").any():
+            lv = lv.drop(columns=note)
+    fmt = {c: (".2f" if c.startswith("tok/s") else ".1f") for c in lv.columns
+           if (" mean" in c or ci in c) and not c.endswith(" note")}
     return Table(
         "sensitivity_levels", "Parameter sensitivity: marginal means per level", lv, fmt,
         f"Over the measured trials of the {scope}, pooled across the other parameters (marginal means); "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis import client_share, stats
+from analysis import client_share, intervals, stats
 from analysis.base import STOP_REASON, Options, Table, ci_label, ci_methods, id_columns
 from analysis.columns import DURATIONS, HEADLINE, OPTIONAL, TOKENS, TTFT
 
@@ -57,10 +57,20 @@ def _add_headline_columns(t: pd.DataFrame, fmt: dict[str, str], cs: pd.DataFrame
             col = f"{lab} {head}"
             t[col] = cs[f"{c}:{stat}"].to_numpy()
             fmt[col] = ".2f" if stat == "cv_pct" else f".{d}f"
+        add_note_column(t, cs, c, lab, ci)
         if c == TTFT and f"{c}:p50" in cs:
             for stat in ("p50", "p95"):
                 t[f"{lab} {stat}"] = cs[f"{c}:{stat}"].to_numpy()
                 fmt[f"{lab} {stat}"] = f".{d}f"
+
+
+def add_note_column(t: pd.DataFrame, cs: pd.DataFrame, column: str, label: str, ci: str,
+                    index: pd.Index | None = None) -> None:
+    """``<label> <ci> note`` beside the bounds when a cell of ``index`` has words instead of bounds (in place)."""
+    notes = cs[f"{column}:{intervals.NOTE}"]
+    notes = notes if index is None else notes.loc[index]
+    if (notes != "").any():
+        t[intervals.note_column(label, ci)] = notes.to_numpy()
 
 
 def population(an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: Options) -> Table:

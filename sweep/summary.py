@@ -42,10 +42,30 @@ def best_line(sweep_dir: Path, objective: Objective, maximize: bool = True) -> s
     cell_id, s = found
     if s.n == 0:
         return f"best ({objective.describe()}): none, every cell failed"
-    ci = f"95 % CI {s.ci_lo:.2f} – {s.ci_hi:.2f}" if s.n > 1 else "one trial, no CI"
+    ci = interval_text(sweep_dir, cell_id, objective.metric)
     note = f", scored {s.value:g}: {s.why_failed}" if s.why_failed else ""
     return (f"best ({objective.describe()}): {cell_id} = {s.value:.2f} "
             f"({objective.metric} mean {s.mean:.2f}, {ci}, n={s.n}{note})")
+
+
+def interval_text(sweep_dir: Path, cell_id: str, metric: str) -> str:
+    """'95 % CI 50.10 – 54.52' of a cell's mean, or why there is none: the analysis's own interval.
+
+    Why the analysis computes it: the summary and ``python -m analysis`` used to
+    print two different intervals for one cell (Student t here, another method
+    there); one function (:func:`analysis.intervals.sample_ci`) gives one answer.
+    """
+    from analysis.intervals import sample_ci  # scipy: imported only when a summary is printed
+
+    for path in cell_paths(sweep_dir):
+        table = read_cell(path)
+        if table.num_rows == 0 or table.column("cell_id")[0].as_py() != cell_id:
+            continue
+        rows = [r for r in table.select(["warmup", "status", metric, "reloaded"]).to_pylist()
+                if not r["warmup"] and r["status"] == Status.OK and r[metric] is not None]
+        _, _, lo, hi, why = sample_ci([r[metric] for r in rows], reloaded=[bool(r["reloaded"]) for r in rows])
+        return f"no CI: {why}" if why else f"95 % CI {lo:.2f} – {hi:.2f}"
+    return "no CI"
 
 
 _AGENT_COLUMNS = ["cell_hash", "workflow_id", "run_id", "run_kind", "agent_id", "agents", "stage", "trial"]

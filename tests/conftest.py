@@ -14,6 +14,18 @@ import inspect
 import re
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+# Property tests (tests/test_properties.py): a few examples in the fast set, many with
+# ``--hypothesis-profile=thorough``.  No deadline: an example runs the whole analysis, whose time the
+# shared machine's load decides; derandomized so the fast set is the same run every time, and without
+# shrinking there (a failure prints the example as drawn; the thorough profile shrinks it).
+settings.register_profile("fast", max_examples=10, deadline=None, derandomize=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("fast")
 
 pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin"]
 

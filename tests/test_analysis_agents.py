@@ -24,6 +24,7 @@ efficiency 65, 92.5, 100 → mean 85.833333, sd 18.427787, max 100, min 65, 1 co
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,9 @@ def test_speedup_efficiency_slowdown_by_hand(tmp_path: Path) -> None:
     c = _concurrency(_write(tmp_path, _homo_rows(), "homo.csv")).iloc[0]
     assert c["agents"] == 2 and c["runs"] == 2
     assert c["speedup mean"] == pytest.approx(1.40625)
-    assert (c["speedup CI95 lo"], c["speedup CI95 hi"]) == pytest.approx((1.40625 - 1.191206, 1.40625 + 1.191206), abs=1e-5)
+    # log-t over the 2 runs: Student t's half-width 1.191206 (t(.975, 1) · s/√2) on the log scale of the mean
+    h = 1.191206 / 1.40625
+    assert (c["speedup CI95 lo"], c["speedup CI95 hi"]) == pytest.approx((1.40625 * math.exp(-h), 1.40625 * math.exp(h)), abs=1e-5)
     assert c["efficiency % mean"] == pytest.approx(70.3125)
     assert c["slowdown mean"] == pytest.approx((1300 / 1100 + 1.35 + 1500 / 1100 + 1.58) / 4)
     assert c["aggregate tok/s mean"] == pytest.approx((200 / 1.4 + 200 / 1.6) / 2)
@@ -164,7 +167,7 @@ def test_cli_writes_concurrency_csv_md_latex_and_figure(tmp_path: Path) -> None:
     assert table[0]["speedup mean"] == "1.406" and table[0]["efficiency % mean"] == "70.31"
     assert table[0]["tr114 speedup mean"] == "1.909" and table[0]["tr114 efficiency % sd"] == "1.14"
     md = (out / "report.md").read_text()
-    assert "## 11. Concurrency" in md and "| 1.406 |" in md and "1.406" in (out / "report.html").read_text()
+    assert "## 8. Concurrency" in md and "| 1.406 |" in md and "1.406" in (out / "report.html").read_text()
     tex = (out / "report.tex").read_text()
     assert "1.406" in tex and "tr114 speedup mean" in tex
     scen = list(csv.DictReader((out / "concurrency_scenarios.csv").open()))

@@ -74,13 +74,14 @@ def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Pat
     rows = {r["cell"]: r for r in _csv(tmp_path / "out" / "comprehensive.csv")}
     base, chim = rows["baseline"], rows["chimera"]  # labels: preset + what varies (nothing here)
     assert (base["n"], base["tok/s mean"], base["tok/s sd"], base["tok/s CV %"]) == ("3", "12.00", "2.00", "16.67")
-    assert (base["tok/s CI95 lo"], base["tok/s CI95 hi"]) == ("7.03", "16.97")
+    # log-t: 12 · exp(∓ t(.975, 2) · (2/√3) / 12) = 12 · e^∓0.41403 (Student t would be 7.03 … 16.97)
+    assert (base["tok/s CI95 lo"], base["tok/s CI95 hi"]) == ("7.93", "18.15")
     assert (base["TTFT ms mean"], base["TTFT ms sd"], base["TTFT ms p50"], base["TTFT ms p95"]) == \
         ("110.0", "10.0", "110.0", "119.0")
     assert (base["tokens"], base["failed"], base["warm-ups"]) == ("300", "0", "1")
     assert (chim["n"], chim["tok/s mean"], chim["failed"], chim["warm-ups"]) == ("3", "22.00", "1", "0")
     # The Markdown on stdout is the same table with the same numbers.
-    assert "| baseline | 3 | 12.00 | 2.00 | 16.67 | 7.03 | 16.97 |" in result.stdout
+    assert "| baseline | 3 | 12.00 | 2.00 | 16.67 | 7.93 | 18.15 |" in result.stdout
 
 
 @pytest.mark.slow
@@ -224,12 +225,12 @@ def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Pa
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{trials_csv}: 2 cells, 6 measured trials (1 warm-up rows excluded)"
-    assert "best throughput: chimera  22.00 tok/s (n 3, CI95 17.03 … 26.97)" in lines
-    # TTFT: the log-scale (Cox) interval of 50, 55, 60 ms (analysis/intervals.py), not the t-interval 42.6 … 67.4
-    assert "best TTFT:       chimera  55.0 ms (n 3, CI95 43.9 … 69.1)" in lines
+    # log-t (analysis/intervals.py): 22 · e^∓h and 55 · e^∓h, h = t(.975, 2) · (s/√3) / mean = 0.22583 for both
+    assert "best throughput: chimera  22.00 tok/s (n 3, CI95 17.55 … 27.57)" in lines
+    assert "best TTFT:       chimera  55.0 ms (n 3, CI95 43.9 … 68.9)" in lines
     # p adj by hand: Welch p of tok/s (Δ 10, se √(8/3), df 4) = 0.003602 and of TTFT (Δ −55, se √(125/3),
     # df 2.94) = 0.003660; Holm over the 2: 2 × 0.003602 = 0.0072 for both (the raw p would print 0.0036).
-    assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+45\.6 … \+121\.1\)  p adj 0\.0072  faster", l)
+    assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+30\.1 … \+158\.3\)  p adj 0\.0072  faster", l)
                for l in lines), lines
     assert "failures: 1 trials (timeout 1) in chimera (1)" in lines
     assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 8 CSV tables)" in lines  # 8th: client_side

@@ -36,37 +36,97 @@ def _analyse(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
 
 
-def test_method_is_chosen_per_metric_in_one_place() -> None:
+def test_method_is_chosen_per_quantity_in_one_place() -> None:
     assert intervals.method_for("ttft_ms") == "log-t"
-    assert intervals.method_for("itl_ms_p99") == "log-t"
-    assert intervals.method_for("load_duration_ms") == "log-t"
-    assert intervals.method_for("throughput_tok_s") == "t"
+    assert intervals.method_for("throughput_tok_s") == "log-t"          # a rate is positive too
+    assert intervals.method_for("throughput delta", positive=False) == "t"
     assert intervals.method_for("ttft_ms", bootstrap=True) == "bootstrap-bca"
     assert intervals.method_for("throughput_tok_s", True, "percentile") == "bootstrap-percentile"
 
 
+T_975_2 = 4.302652729749462                   # t(.975, 2): scipy.stats.t.ppf(0.975, 2)
+
+
 def test_log_t_interval_by_hand() -> None:
-    s2 = math.log(2) ** 2
-    t = 4.302652729911275                       # t(.975, 2)
-    half = t * math.sqrt(s2 / 3 + s2**2 / 4)
-    lo, hi = intervals.mean_interval(np.array([100.0, 200.0, 400.0]), "log-t")
-    assert lo == pytest.approx(math.exp(math.log(200) + s2 / 2 - half))
-    assert hi == pytest.approx(math.exp(math.log(200) + s2 / 2 + half))
-    assert (round(lo, 1), round(hi)) == (34.1, 1895)
+    """100, 110, 121 ms: mean 110.333, s² = 220.667 / 2 = 110.333, se = √(110.333/3) = 6.0645,
+    h = t(.975, 2) · se / mean = 0.23650, so 110.333 · e^∓h = 87.10 … 139.77 (Student t: 84.24 … 136.43)."""
+    x = np.array([100.0, 110.0, 121.0])
+    mean, se = 331 / 3, math.sqrt((220 + 2 / 3) / 2 / 3)
+    h = T_975_2 * se / mean
+    n, m, lo, hi, note = intervals.sample_ci(x)
+    assert (n, note) == (3, "") and m == pytest.approx(mean)
+    assert lo == pytest.approx(mean * math.exp(-h)) and hi == pytest.approx(mean * math.exp(h))
+    assert (round(lo, 2), round(hi, 2)) == (87.10, 139.77)
+    t_lo, t_hi = intervals.mean_interval(x, "t")
+    assert (round(t_lo, 2), round(t_hi, 2)) == (84.24, 136.43)
+    assert (hi - lo) / (t_hi - t_lo) == pytest.approx(math.sinh(h) / h)   # 1.009 × Student t
 
 
-def test_log_t_covers_a_log_normal_mean_where_t_does_not() -> None:
-    """Coverage on skewed data (σ = 1 on the log scale, n = 5): t falls well short of 95 %, log-t does not."""
+def test_signed_t_interval_by_hand() -> None:
+    """1, −2, 6 (a paired difference): mean 5/3, s² = 32.667/2, half = 4.3027 · √(16.333/3) = 10.039."""
+    n, m, lo, hi, note = intervals.sample_ci(np.array([1.0, -2.0, 6.0]), positive=False)
+    half = T_975_2 * math.sqrt(49 / 3 / 3)
+    assert note == "" and lo == pytest.approx(5 / 3 - half) and hi == pytest.approx(5 / 3 + half)
+    assert (round(lo, 2), round(hi, 2)) == (-8.37, 11.71)
+
+
+@pytest.mark.parametrize("values, reloaded, words", [
+    ([5.0], None, "n too small"),
+    ([], None, "n too small"),
+    ([0.0, 0.0], None, "mean ≤ 0: no interval of a positive quantity"),
+    ([600.0, 620.0, 6500.0, 580.0, 610.0, 7000.0], [0, 0, 1, 0, 0, 1], "2 of 6 trials reloaded the model"),
+    ([2.0, 3.0, 12.0], None, "too variable for n = 3 (CV 97 %)"),   # log-t would be 0.46 … 70 (×152)
+    ([2.0, 3.0, 12.0], [0, 0, 1], "1 of 3 trials reloaded the model"),
+])
+def test_words_instead_of_bounds_nobody_can_use(values: list[float], reloaded: list[int] | None, words: str) -> None:
+    _, _, lo, hi, note = intervals.sample_ci(np.array(values), reloaded=None if reloaded is None else np.array(reloaded))
+    assert note == words and math.isnan(lo) and math.isnan(hi)
+
+
+def test_values_spanning_ten_times_without_reloads_keep_their_interval() -> None:
+    """A skewed latency may span ×10 on its own; with enough trials its interval is narrow enough to print."""
+    x = np.array([50.0] * 10 + [120.0] * 9 + [600.0])
+    n, m, lo, hi, note = intervals.sample_ci(x)
+    assert note == "" and lo < m < hi and hi / lo < 10
+    assert intervals.sample_ci(x, reloaded=np.arange(20) == 19)[4] == "1 of 20 trials reloaded the model"
+
+
+def test_no_printed_positive_interval_is_wider_than_1_24_times_student_t() -> None:
+    """hi/lo ≤ 10 ⇔ h ≤ ln(10)/2, where sinh(h)/h = 1.236: the bound the issue asks (1.25 ×) holds by construction."""
+    rng = np.random.default_rng(5)
+    x = 100 * np.exp(rng.normal(0, rng.uniform(0.01, 1.5, (3000, 1)), (3000, 3)))
+    n, m, v = np.full(3000, 3.0), x.mean(1), x.var(1, ddof=1)
+    lo, hi, note = intervals.mean_ci(n, m, v)
+    t_lo, t_hi, _ = intervals.mean_ci(n, m, v, positive=False)
+    shown = note == ""
+    assert 0.2 < shown.mean() < 0.95                       # both kinds occur in this sample
+    assert ((hi - lo) / (t_hi - t_lo))[shown].max() <= math.sinh(math.log(10) / 2) / (math.log(10) / 2) + 1e-12
+    assert ((lo <= m) & (m <= hi) & (lo > 0))[shown].all()
+
+
+def test_log_t_covers_a_skewed_mean_at_least_as_well_as_t() -> None:
+    """Log-normal σ = 0.5, n = 5 (CV 53 %): over the cells whose bounds are printed, log-t covers the true mean
+    (100·e^{σ²/2}) 93 % of the time, Student t 91 %."""
     rng = np.random.default_rng(7)
-    true = 100 * math.exp(0.5)
-    hits = {"t": 0, "log-t": 0}
-    for _ in range(1500):
-        x = 100 * np.exp(rng.normal(0, 1.0, 5))
-        for m in hits:
-            lo, hi = intervals.mean_interval(x, m)
-            hits[m] += lo <= true <= hi
-    assert hits["t"] / 1500 < 0.88
-    assert 0.92 < hits["log-t"] / 1500 < 0.98
+    true = 100 * math.exp(0.125)
+    x = 100 * np.exp(rng.normal(0, 0.5, (4000, 5)))
+    n, m, v = np.full(4000, 5.0), x.mean(1), x.var(1, ddof=1)
+    lo, hi, note = intervals.mean_ci(n, m, v)
+    t_lo, t_hi, _ = intervals.mean_ci(n, m, v, positive=False)
+    shown = note == ""
+    cover, t_cover = ((lo <= true) & (true <= hi))[shown].mean(), ((t_lo <= true) & (true <= t_hi))[shown].mean()
+    assert 0.92 < cover < 0.96 and cover > t_cover + 0.01
+
+
+def test_delta_pct_interval_on_the_log_ratio_scale_by_hand() -> None:
+    """Baseline 10 (s² 1), chimera 20 (s² 4), n 3 each: Var log m̄ = 1/300 each, Welch df 4,
+    h = t(.975, 4) · √(2/300) = 0.22670, ratio 2 · e^∓h − 1 = +59.43 % … +150.89 %."""
+    lo, hi = intervals.pct_interval(*(np.array([v]) for v in (3.0, 10.0, 1.0, 3.0, 20.0, 4.0)), 0.95)
+    h = 2.7764451051977934 * math.sqrt(2 / 300)
+    assert lo[0] == pytest.approx((2 * math.exp(-h) - 1) * 100) and hi[0] == pytest.approx((2 * math.exp(h) - 1) * 100)
+    assert (round(lo[0], 2), round(hi[0], 2)) == (59.43, 150.89)
+    lo, hi = intervals.pct_interval(*(np.array([v]) for v in (3.0, 10.0, 30.0, 3.0, 2.0, 3.0)), 0.95)
+    assert lo[0] > -100                                      # Δ CI / baseline mean would print −244 %
 
 
 def _tr111_like(path: Path) -> Path:
@@ -96,36 +156,36 @@ def test_no_printed_latency_interval_is_negative_on_heavy_tailed_data(tmp_path: 
     assert min(t_lows) < 0
     result = _analyse(tmp_path / "tr111.csv", "--out", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    checked = 0
+    printed = words = 0
     for name in ("comprehensive", "rank_ttft", "sensitivity_levels"):
         for row in _csv(tmp_path / "out" / f"{name}.csv"):
-            for col, value in row.items():
-                if col.startswith("TTFT") and "CI95" in col and value:
-                    assert float(value) > 0, (name, row["cell"] if "cell" in row else row, col, value)
-                    checked += 1
-    assert checked >= 2 * 10 + 2 * 5
-    assert "TTFT ms t on the log scale" in (tmp_path / "out" / "report.md").read_text()
-    # Every mean lies inside its own interval.
-    for row in _csv(tmp_path / "out" / "comprehensive.csv"):
-        assert float(row["TTFT ms CI95 lo"]) < float(row["TTFT ms mean"]) < float(row["TTFT ms CI95 hi"])
+            lo, hi, why = row["TTFT ms CI95 lo"], row["TTFT ms CI95 hi"], row.get("TTFT ms CI95 note", "")
+            assert bool(lo) == bool(hi) != bool(why), (name, row)          # bounds or words, never both
+            if lo:
+                assert 0 < float(lo) <= float(row["TTFT ms mean"]) <= float(hi), (name, row)
+                printed += 1
+            else:
+                words += 1
+    # n = 5 with one 4.8 s reload among ~150 ms calls: no cell supports an interval; the pooled levels (n = 15) do.
+    assert words >= 10 and printed >= 6
+    assert "too variable for n = 5" in (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.slow
-def test_a_throughput_interval_that_would_cross_zero_takes_the_log_scale(tmp_path: Path) -> None:
-    """tok/s 2, 3, 12: Student t gives a negative lower bound; the printed one is log-t (positive)."""
+def test_a_throughput_interval_nobody_can_use_is_words_and_its_comparison_inconclusive(tmp_path: Path) -> None:
+    """tok/s 2, 3, 12: Student t reaches below 0, log-t spans ×152: the tables print why, not bounds."""
     noisy = [2.0, 3.0, 12.0]
-    t_lo = stats.describe(np.array(noisy))["ci_lo"]
-    assert t_lo < 0                                         # so this test can fail
-    rows = [r for r in _rows() if r["preset"] == "baseline"]
-    for r, tps in zip(rows, noisy):
+    assert stats.describe(np.array(noisy))["ci_lo"] < 0                      # so this test can fail
+    rows = _rows()
+    for r, tps in zip([r for r in rows if r["preset"] == "baseline" and not r["warmup"]], noisy):
         r["throughput_tok_s"] = tps
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
     assert _analyse(tmp_path / "t.csv", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
-    (row,) = _csv(tmp_path / "out" / "comprehensive.csv")
-    lo, hi = intervals.mean_interval(np.array(noisy), "log-t")
-    assert float(row["tok/s CI95 lo"]) == pytest.approx(lo, rel=1e-2) and lo > 0
-    assert float(row["tok/s CI95 hi"]) == pytest.approx(hi, rel=1e-2)
-    assert "t on the log scale for a cell whose t-interval would cross 0" in (tmp_path / "out" / "report.md").read_text()
+    base = next(r for r in _csv(tmp_path / "out" / "comprehensive.csv") if r["cell"].startswith("baseline"))
+    assert (base["tok/s CI95 lo"], base["tok/s CI95 hi"]) == ("", "")
+    assert base["tok/s CI95 note"] == "too variable for n = 3 (CV 97 %)"
+    tps = {r["metric"]: r for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")}["tok/s"]
+    assert tps["verdict"] == "inconclusive"
 
 
 @pytest.mark.slow
@@ -161,7 +221,7 @@ def test_client_side_share_per_cell(tmp_path: Path) -> None:
     (row,) = _csv(tmp_path / "out" / "client_side.csv")
     assert (row["client e2e ms mean"], row["client e2e %"]) == ("100.00", "16.7")
     assert (row["client TTFT ms mean"], row["client TTFT %"]) == ("30.00", "30.0")
-    assert "9. Client-side share" in (tmp_path / "out" / "report.md").read_text()
+    assert "7. Client-side share" in (tmp_path / "out" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("num_gpu, num_ctx, frac, ctx, layers, flag", [
