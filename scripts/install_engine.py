@@ -14,7 +14,7 @@ re-run with the same flags takes seconds; a flag change rebuilds.
 The same step builds llama.cpp's own ``llama-server`` and ``llama-bench``
 (``backend=llama_server`` and the speed anchor of ``python -m benchmarks
 engine``) from the llama.cpp tree vendored in the same sdist, with the same
-flags, into a directory keyed the same way (see :mod:`sweep.llama_tools`).
+flags, into a directory keyed the same way (see :mod:`sweep.backends.llama_tools`).
 
 Where an NVIDIA driver *and* the CUDA toolkit (``nvcc``) are present, both
 builds add ``-DGGML_CUDA=ON``; the chosen flags are printed and part of the key.
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweep.llama_tools import TOOLS, tools_dir  # noqa: E402  (one place for where the tools live)
+from sweep.backends.llama_tools import TOOLS, tools_dir  # noqa: E402  (one place for where the tools live)
 
 LLAMA_CPP_VERSION = "0.3.36"
 

@@ -38,7 +38,7 @@ from sweep import interrupts
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
-from sweep.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
+from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.plan import Cell, TrialSpec, load_key, schedule
 from sweep.runner import Target, measure_call
@@ -179,7 +179,7 @@ def is_transient(record: TrialRecord) -> bool:
 def measured_ok(rows: list[dict[str, Any]], cell_hash: str) -> list[dict[str, Any]]:
     """The rows of ``cell_hash`` that a resume keeps: measured trials (not warm-ups) that succeeded.
 
-    The one statement of that rule: the run, the dry run's count (:mod:`sweep.preflight`) and the
+    The one statement of that rule: the run, the dry run's count (:mod:`sweep.multirun.preflight`) and the
     adaptive design's earlier values all read it here.
     """
     return [r for r in rows if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]]
@@ -329,7 +329,7 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
 def _after_round(cur: _Cursor, rnd: int, design: Design) -> None:
     """What a round job tells of its cell: more rounds to come, or done and which later trials it skips.
 
-    Later rounds are the sweeper's (:mod:`sweep.rounds`), which decides from the same facts: a stopped
+    Later rounds are the sweeper's (:mod:`sweep.multirun.rounds`), which decides from the same facts: a stopped
     cell (its trials reached, trials=auto precise enough, abandoned) gets none, a resume skips stored ones.
     """
     last = design.trials if design.trials is not None else design.auto.max_trials

@@ -16,23 +16,24 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, interrupts, progress, provenance
-from sweep.agents import expected_rows
+from sweep import interrupts, progress, provenance
+from sweep.backends import processes as backends
+from sweep.workloads.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
-from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
+from sweep.backends.hosts import STABLE_ADDRESSES, moved_line, stored_host
 from sweep.order import resolve
-from sweep.ollama import StreamClient, headers_from_env
+from sweep.backends.http import StreamClient, headers_from_env
 from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
-from sweep.server_facts import server_facts
-from sweep.streams import StreamFormat, format_for
+from sweep.backends.facts import server_facts
+from sweep.backends.stream import StreamFormat, format_for
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
-from sweep.workflow import run_agent_cell
+from sweep.workloads.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx (the inventory calls' client) logs every request at INFO; the per-trial lines below say more, once.
@@ -78,7 +79,7 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: D
     cells measured at once on one server slow each other down; the sweeper
     refused plans with more cells at once than servers, and this picks the free
     one.  A cell with stored trials takes the server they ran on, waiting for it
-    if need be (:mod:`sweep.home`): its rounds and a resume never mix machines.
+    if need be (:mod:`sweep.backends.hosts`): its rounds and a resume never mix machines.
     The leased server goes first (the cell's target); the lease is held until
     the job ends.  Agent cells use every server at once, round-robin.
     """

@@ -15,7 +15,7 @@ order, independent of how many cells stopped early (``trials=auto``).
 This is the order inside one job, and the order of a multirun's jobs: there
 the reload-aware sweeper (:mod:`hydra_plugins.chimera_sweep.reload_aware_sweeper`)
 runs one batch of jobs per round, a job per cell in :func:`round_order`'s
-order, each measuring that round only (:mod:`sweep.rounds`); ``blocked`` keeps
+order, each measuring that round only (:mod:`sweep.multirun.rounds`); ``blocked`` keeps
 one job per cell, grouped by model loads.  :func:`resolve` decides the default
 for both, over the job's or the whole multirun's cells.
 """

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
 
 if TYPE_CHECKING:
-    from sweep.agents import AgentPlan
+    from sweep.workloads.agents import AgentPlan
 
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 # embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
 BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
-OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/openai_sse.py)
+OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/backends/openai.py)
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
-    from sweep import agents  # agents imports this module's checks
+    from sweep.workloads import agents  # agents imports this module's checks
 
     validate(cfg)
     agents.validate_agents(cfg)
@@ -321,7 +321,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     for preset, options in option_sets:
         validate_options(options)
         if cfg.backend.kind in OPENAI_KINDS:
-            from sweep.openai_sse import check_cell  # the format module knows what the API can carry
+            from sweep.backends.openai import check_cell  # the format module knows what the API can carry
 
             check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                        keep_alive=cfg.backend.keep_alive)

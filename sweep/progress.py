@@ -10,7 +10,7 @@ per-job launch lines are silenced while it shows, so they do not scroll it away.
 
 The sweeper tells how large the whole multirun is (:func:`announce`: environment
 variables, so launcher processes see them too).  A multirun in rounds
-(``order=random | interleaved``, :mod:`sweep.rounds`) runs one job per cell and
+(``order=random | interleaved``, :mod:`sweep.multirun.rounds`) runs one job per cell and
 round, so there the panel counts a cell done only when its last round finished,
 adds the trials done of the sweep's total, and takes its ETA from the time per
 trial so far: a job's time is one round's, not a cell's.

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from sweep.ollama import StreamClient
+from sweep.backends.http import StreamClient
 from sweep.plan import ConfigError
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
-from sweep.streams import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for
+from sweep.backends.stream import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for
 from tests.cells import make_cell
-from tests.ollama_standin import DELIVERY_SLACK_MS, Script, StandIn
-from tests.sync_reference import old_and_new
+from sweep.testing.standin import DELIVERY_SLACK_MS, Script, StandIn
+from sweep.testing.sync_reference import old_and_new
 
 
 @pytest.mark.slow   # paced streams: seconds of real waiting

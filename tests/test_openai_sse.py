@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sweep import openai_sse as sse
+from sweep.backends import openai as sse
 from sweep.plan import Cell, ConfigError, Prompt
 
 
@@ -97,7 +97,7 @@ def test_llama_server_carries_load_time_options() -> None:
 
 
 def test_every_load_time_option_has_a_llama_server_flag() -> None:
-    from sweep.llama_server import FLAGS, flags_for
+    from sweep.backends.llama_server import FLAGS, flags_for
     from sweep.plan import LOAD_TIME_OPTIONS
 
     assert set(FLAGS) == set(LOAD_TIME_OPTIONS)

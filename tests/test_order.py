@@ -7,7 +7,7 @@ from itertools import groupby
 from pathlib import Path
 
 from sweep.plan import count_loads, load_key, plan_cells, reload_order
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_module, run_sweep
 
 # Server-reported generation time per num_ctx: 8 tokens in 200 ms = 40 tok/s at 1024, slower either side.

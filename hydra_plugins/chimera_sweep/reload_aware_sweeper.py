@@ -11,7 +11,7 @@ keeps the typed order.  Bad values fail here, as one line, before any job runs.
 Under the sweep's ``order=random | interleaved`` (random by default when the
 cells include a baseline and a chimera preset) the jobs run in rounds instead:
 each round one batch, a job per cell still running, in the round's order, each
-job measuring that round only (:mod:`sweep.rounds`).  ``blocked`` keeps one job
+job measuring that round only (:mod:`sweep.multirun.rounds`).  ``blocked`` keeps one job
 per cell in the reload-aware order.
 """
 
@@ -52,7 +52,7 @@ class ReloadAwareSweeper(BasicSweeper):
         if order not in ORDERS:
             raise HydraException(f"invalid hydra.sweeper.order={order}: use {' or '.join(ORDERS)}")
         self.order = order
-        self._rounds: Any = None            # sweep.rounds.Rounds when the multirun runs in rounds
+        self._rounds: Any = None            # sweep.multirun.rounds.Rounds when the multirun runs in rounds
         self._pending: List[List[List[str]]] = []
         self._composed: Dict[Any, Any] = {}  # configs handed to the launcher by overrides
 
@@ -81,7 +81,7 @@ class ReloadAwareSweeper(BasicSweeper):
     def _next_round(self) -> List[List[List[str]]]:
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
         from sweep import progress
-        from sweep.rounds import round_overrides
+        from sweep.multirun.rounds import round_overrides
 
         rounds = self._rounds
         found = rounds.next_round()
@@ -103,7 +103,7 @@ class ReloadAwareSweeper(BasicSweeper):
         """Already done: :meth:`_ordered` composed every job."""
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
-        from sweep.launchers import in_process, parallel_slots, shared_host_problem
+        from sweep.multirun.launchers import in_process, parallel_slots, shared_host_problem
         from sweep.plan import (ConfigError, check_grid_coverage, count_loads, load_key, plan_cells, reload_order,
                                 trials_count)
 
@@ -129,7 +129,7 @@ class ReloadAwareSweeper(BasicSweeper):
             cells_of[tuple(overrides)] = reload_order(cells, load_key)
         try:
             check_grid_coverage([cfg for _, _, cfg in keyed], list(self.config.hydra.overrides.task))
-            from sweep.rounds import multirun_order
+            from sweep.multirun.rounds import multirun_order
 
             order = multirun_order([cfg for _, _, cfg in keyed], list(cells_of.values()))
         except ConfigError as exc:
@@ -149,8 +149,8 @@ class ReloadAwareSweeper(BasicSweeper):
             print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
                   f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
         else:
-            from sweep import layout
-            from sweep.rounds import RoundJob, Rounds
+            from sweep.multirun import layout
+            from sweep.multirun.rounds import RoundJob, Rounds
 
             first = keyed[0][2]
             self._rounds = Rounds([RoundJob(list(o), cfg, cells_of[tuple(o)]) for o, _, cfg in keyed], order,
@@ -169,7 +169,7 @@ class ReloadAwareSweeper(BasicSweeper):
             progress.announce(sum(len(self._rounds.jobs[i].cells) for i in visited),
                               self._rounds.trials(rounds_plan), at_most=bool(auto))
         if self.config.get("dry_run"):
-            from sweep.preflight import dry_run
+            from sweep.multirun.preflight import dry_run
 
             # prints the plan and exits: no job runs
             dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan,
@@ -187,7 +187,7 @@ def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -
     """
     new = copy.deepcopy(cfg)
     OmegaConf.copy_cache(from_config=cfg, to_config=new)
-    from sweep.rounds import ROUND_KEYS
+    from sweep.multirun.rounds import ROUND_KEYS
 
     with open_dict(new):
         for item in overrides[-len(ROUND_KEYS):]:

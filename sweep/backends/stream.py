@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from sweep.ollama import error_text
+from sweep.backends.http import error_text
 from sweep.plan import Cell, ConfigError
 
 # The kinds a line can be (see the module docstring).
@@ -158,13 +158,13 @@ class OllamaNDJSON(StreamFormat):
 OLLAMA = OllamaNDJSON()
 
 # backend.api → its format.  A format in its own module registers itself here when imported
-# (sweep/openai_sse.py: "openai"); format_for imports those modules.
+# (sweep/backends/openai.py: "openai"); format_for imports those modules.
 FORMATS: dict[str, StreamFormat] = {OLLAMA.name: OLLAMA}
 
 
 def format_for(api: str) -> StreamFormat:
     """The format ``backend.api`` names; a :class:`ConfigError` naming the choices otherwise."""
-    import sweep.openai_sse  # noqa: F401  (registers "openai"; it subclasses StreamFormat, so it imports us)
+    import sweep.backends.openai  # noqa: F401  (registers "openai"; it subclasses StreamFormat, so it imports us)
 
     try:
         return FORMATS[api]

@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.agents import (
+from sweep.workloads.agents import (
     ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec, RunSpec, completed_runs,
     runs_todo,
 )
 from sweep.execute import CellOutcome, CellRun, base_record, in_order, is_transient
-from sweep.ingest import ingest
+from sweep.workloads.ingest import ingest
 from sweep.plan import Cell
-from sweep.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
+from sweep.workloads.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
 from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
 

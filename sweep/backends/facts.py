@@ -25,9 +25,10 @@ from typing import Any
 import httpx
 from omegaconf import DictConfig
 
-from sweep import backends, provenance
-from sweep.model_state import block_count
-from sweep.ollama import OllamaClient
+from sweep import provenance
+from sweep.backends import processes as backends
+from sweep.backends.model_state import block_count
+from sweep.backends.http import OllamaClient
 from sweep.plan import OPENAI_KINDS, Cell
 
 

@@ -7,7 +7,7 @@ on Ctrl-C and on errors.  ``backend.instances=N`` starts N of them, each on its
 own port (the dual-Ollama set-up of the multi-agent reports); all are stopped
 together.  llama-server takes the load-time options as flags, so
 :func:`prepare_cell` (re)starts it before a cell when they change (see
-:mod:`sweep.llama_server`).
+:mod:`sweep.backends.llama_server`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | N
     """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
     if backend.kind != "llama_server":
         return base_url_for(backend)
-    from sweep import llama_server
+    from sweep.backends import llama_server
 
     before = llama_server.MANAGER.server
     try:
@@ -79,7 +79,7 @@ def server_version(backend: DictConfig) -> str | None:
     """For servers that have no /api/version: llama-server's own version, else unknown."""
     if backend.kind != "llama_server":
         return None
-    from sweep import llama_server
+    from sweep.backends import llama_server
 
     return llama_server.version(llama_server.binary())
 
@@ -90,7 +90,7 @@ def server_pid(backend: DictConfig, base_url: str) -> int | None:
         server = next((s for s in _embedded.values() if s.base_url == base_url), None)
         return server.pid if server is not None else None
     if backend.kind == "llama_server":
-        from sweep import llama_server
+        from sweep.backends import llama_server
 
         return llama_server.MANAGER.server.pid if llama_server.MANAGER.server is not None else None
     if backend.kind == "openai":
@@ -111,7 +111,7 @@ def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
 
 def stop_embedded() -> None:
     """Stop every server this process started: embedded engines and llama-server (idempotent)."""
-    from sweep.model_state import forget_servers
+    from sweep.backends.model_state import forget_servers
 
     forget_servers()
     while _embedded:
@@ -119,8 +119,8 @@ def stop_embedded() -> None:
         server.stop()
     import sys
 
-    if "sweep.llama_server" in sys.modules:  # never started one otherwise
-        sys.modules["sweep.llama_server"].MANAGER.stop()
+    if "sweep.backends.llama_server" in sys.modules:  # never started one otherwise
+        sys.modules["sweep.backends.llama_server"].MANAGER.stop()
 
 
 def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
@@ -131,7 +131,7 @@ def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str]
     from the file; a remote server's models are known by name only.
     """
     from sweep import provenance
-    from sweep.openai_sse import served_models
+    from sweep.backends.openai import served_models
 
     names = sorted({c.model for c in cells})
     served_models(base_url, headers, names, connect_timeout_s=backend.connect_timeout_s)

@@ -3,7 +3,7 @@
 :class:`OllamaClient` answers the questions asked once before measuring
 (version, show, tags, ps).  :class:`StreamClient` opens the streamed calls that
 are measured: it only POSTs and hands the open response over; the runner reads
-its raw bytes, stamps them and asks a :mod:`sweep.streams` format what they mean,
+its raw bytes, stamps them and asks a :mod:`sweep.backends.stream` format what they mean,
 so the same client serves any wire format.  One ``StreamClient`` per server,
 used from one event loop, carries any number of concurrent streams.
 Why aiohttp for the streams: its C HTTP parser and protocol-based reader cost

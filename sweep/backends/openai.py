@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sweep.plan import LOAD_TIME_OPTIONS, Cell, ConfigError
-from sweep.streams import BAD, CONTENT, ERROR, FINAL, FORMATS, META, SKIP, StreamFormat
+from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, FORMATS, META, SKIP, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are
 #: llama.cpp's extension fields (llama-server, our embedded server; vLLM takes ``top_k``).

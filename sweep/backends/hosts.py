@@ -2,7 +2,7 @@
 
 Why: with several servers (``backend.hosts``) each job of a parallel multirun
 leases a free one (:func:`sweep.running.lease_host`), and a multirun in rounds
-starts a new job per cell and round (:mod:`sweep.rounds`), as does a resume.
+starts a new job per cell and round (:mod:`sweep.multirun.rounds`), as does a resume.
 The servers are often two machines (two GPUs); a cell whose rounds landed on
 both would pool them in one mean and CI, confounding every comparison with it.
 The stored rows are the one record of where a cell ran, so rounds, resume and

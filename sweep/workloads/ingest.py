@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from sweep.plan import ConfigError
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample_benchmarks"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample_benchmarks"
 SUFFIXES = (".csv", ".json", ".md", ".parquet")
 MAX_FILES = 20             # more files than this: the first ones (sorted), and the count of the rest
 MAX_NUMERIC_COLUMNS = 8    # per table: the columns a model can still relate to each other

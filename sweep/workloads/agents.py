@@ -1,7 +1,7 @@
 """Agent workloads as data: who the agents are, which server each talks to, and the order of runs.
 
 Why plain values: a workload turns a cell into the steps of one trial, and the
-measuring code (:mod:`sweep.workflow`) must not know which workload it serves.
+measuring code (:mod:`sweep.workloads.workflow`) must not know which workload it serves.
 Here live the pure parts: the cell's :class:`AgentPlan` (part of its identity
 and hash), the scenario's per-agent options, the round-robin host assignment,
 the schedule of concurrent and isolated runs, and what a resumed sweep still
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.contract import Status
 from sweep.plan import ConfigError, validate_options
-from sweep.prompts import POSTPROCESS_MODES
+from sweep.workloads.prompts import POSTPROCESS_MODES
 
 AGENT_REPORT, MULTI_AGENT, PROMPT_KIND = "agent_report", "multi_agent", "prompt"
 WORKLOAD_KINDS = (PROMPT_KIND, AGENT_REPORT, MULTI_AGENT)
@@ -114,7 +114,7 @@ def validate_agents(cfg: DictConfig) -> None:
 
 def resolve_data_dir(data_dir: str | None) -> str:
     """The directory the workflow ingests, absolute; the bundled sample when unset; checked now."""
-    from sweep.ingest import SAMPLE_DIR, data_files
+    from sweep.workloads.ingest import SAMPLE_DIR, data_files
 
     path = Path(data_dir).expanduser().resolve() if data_dir else SAMPLE_DIR
     data_files(path)  # a missing or empty directory is one line before any request

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import httpx
 
-from sweep.llama_tools import missing_hint, tool_path
+from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.plan import ConfigError
 from sweep.server.launch import die_with_parent, stop_process
 

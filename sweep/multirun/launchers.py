@@ -47,7 +47,7 @@ def parallel_slots(launcher: Mapping[str, Any], jobs: int) -> int:
 def in_process(launcher: Mapping[str, Any]) -> bool:
     """The jobs run one after another in the sweeper's own process (Hydra's basic launcher).
 
-    Why it matters: what a job leaves on a server (:mod:`sweep.model_state`) is then the next
+    Why it matters: what a job leaves on a server (:mod:`sweep.backends.model_state`) is then the next
     job's, so a multirun in rounds warms up only after a reload; a worker process starts knowing nothing.
     """
     target = str(launcher.get("_target_", ""))
