@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.backends.openai import OPENAI
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.cells import Cell, Prompt, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from sweep.backends.stream import StreamFormat

@@ -85,7 +85,7 @@ from typing import Any, Iterator
 from benchmarks import anchor
 from sweep.contract import TrialRecord
 from sweep.backends.llama_tools import missing_hint, tool_path
-from sweep.plan import Cell, Prompt
+from sweep.cells import Cell, Prompt
 from sweep.backends.stream import OLLAMA
 from sweep.server import launch
 from sweep.server.engine import load_llama

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sweep.backends.http import StreamClient
-from sweep.plan import Cell, Prompt
+from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
 from sweep.backends.stream import OLLAMA

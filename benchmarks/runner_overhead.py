@@ -37,7 +37,7 @@ from typing import Any
 import aiohttp
 
 from sweep.backends.http import StreamClient
-from sweep.plan import Cell, Prompt
+from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
 from sweep.backends.stream import OLLAMA

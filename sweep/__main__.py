@@ -20,7 +20,7 @@ from sweep.multirun import cli_errors
 from sweep.config import register
 from sweep.job import objective_value, run_job
 from sweep.multirun.launchers import parallel_slots, shared_host_problem
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 from sweep.multirun.layout import pin, sweep_dir, tidy_hydra_files
 from sweep.store import SweepDirLost, ensure_writable
 

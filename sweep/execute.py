@@ -40,7 +40,7 @@ from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
-from sweep.plan import Cell, TrialSpec, load_key, schedule
+from sweep.cells import Cell, TrialSpec, load_key, schedule
 from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore

@@ -24,7 +24,8 @@ from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watc
 from sweep.backends.hosts import STABLE_ADDRESSES, moved_line, stored_host
 from sweep.order import resolve
 from sweep.backends.http import StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count, warmups_per_visit
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
 from sweep.runner import Target

@@ -1,125 +1,31 @@
-"""Config → cells: what to run, with a stable identity, checked before any request.
+"""Config → cells: what to run, checked before any request (the cell itself is :mod:`sweep.cells`).
 
 A *cell* is one point of the grid (model × options × workload on one backend).
-Its hash covers everything that changes what is measured, so resuming a sweep
-matches cells by content, never by directory name, and changing a parameter
-makes a new cell.
+This module reads the job's config into cells (grid, presets, prompts, agent plans)
+and holds the order rules over their load keys (:func:`count_loads`, :func:`reload_order`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
-from urllib.parse import urlparse
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
-
-if TYPE_CHECKING:
-    from sweep.workloads.agents import AgentPlan
+from sweep.backends.hosts import host_urls
+from sweep.backends.openai import check_cell  # the format module knows what the API can carry
+from sweep.cells import BACKEND_KINDS, OPENAI_KINDS, Cell, ConfigError, Prompt, normalize_base_url, validate_options
+from sweep.contract import OPTION_KEYS
+from sweep.objective import Objective
+from sweep.workloads import agents
 
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """Bad configuration: reported as one line before any request is sent."""
-
-
-# embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
-BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
-OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/backends/openai.py)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One grid point.  ``options`` holds only the options that are set."""
-
-    preset: str
-    model: str
-    backend: str
-    base_url: str | None  # None for the embedded backend: its port is chosen at start
-    options: Mapping[str, Any]
-    workload: str
-    prompts: tuple[Prompt, ...]
-    system: str | None
-    endpoint: str
-    keep_alive: str | None
-    agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
-
-    @property
-    def cell_hash(self) -> str:
-        """16 hex chars of sha256 over the cell's resolved content (not its name)."""
-        identity = {
-            "preset": self.preset, "model": self.model, "backend": self.backend,
-            "base_url": self.base_url, "options": dict(self.options), "workload": self.workload,
-            "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
-            "endpoint": self.endpoint, "keep_alive": self.keep_alive,
-        }
-        if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
-            identity["agent_plan"] = self.agent_plan.identity()
-        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    @property
-    def cell_id(self) -> str:
-        """A readable label: preset, model and the options that are set."""
-        parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
-        label = self.agent_plan.label() if self.agent_plan is not None else ""
-        return " ".join(([label] if label else []) + parts)
-
-    @property
-    def file_stem(self) -> str:
-        """A file name that cannot escape the sweep directory, unique by hash."""
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.cell_id.replace(" ", "-")).strip("._-")
-        return f"{safe[:96]}-{self.cell_hash}"
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One request of a cell's schedule."""
-
-    trial: int
-    prompt: Prompt
-    warmup: bool
-
-
 # ---------------------------------------------------------------- validation
-
-def normalize_base_url(url: str) -> str:
-    """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
-    if "://" not in url:
-        url = "http://" + url
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"invalid backend.base_url '{url}': use http://host:port or https://host:port")
-    return url.rstrip("/")
-
-
-def validate_options(options: Mapping[str, Any]) -> None:
-    """Types and ranges of set options (grid values arrive untyped from YAML), per :data:`sweep.contract.OPTIONS`."""
-    for name, value in options.items():
-        option = OPTIONS_BY_NAME[name]
-        numeric = (int, float) if option.type is float else (int,)
-        if isinstance(value, bool) or not isinstance(value, numeric):
-            kind = "a number" if option.type is float else "an integer"
-            raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
-        problem = option.range_error(value)
-        if problem:
-            raise ConfigError(f"invalid option {name}={value}: {problem}")
-
 
 def validate(cfg: DictConfig) -> None:
     """Value checks the structured types cannot express; raises :class:`ConfigError`."""
@@ -153,8 +59,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
     if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
-    from sweep.objective import Objective
-
     Objective.from_config(cfg.objective)
     if cfg.grid is not None:
         unknown = set(cfg.grid.axes) | set(cfg.grid.fixed)
@@ -306,8 +210,6 @@ def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
-    from sweep.workloads import agents  # agents imports this module's checks
-
     validate(cfg)
     agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
@@ -321,8 +223,6 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     for preset, options in option_sets:
         validate_options(options)
         if cfg.backend.kind in OPENAI_KINDS:
-            from sweep.backends.openai import check_cell  # the format module knows what the API can carry
-
             check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                        keep_alive=cfg.backend.keep_alive)
         plan = None
@@ -338,29 +238,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     return cells
 
 
-def host_urls(backend: DictConfig) -> list[str]:
-    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
-    if backend.kind not in ("ollama", "openai"):
-        return []
-    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
-
-
 # ---------------------------------------------------------------- order
-
-# Options the engine applies when it loads the model: changing one (or the model) forces a reload.
-LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_NAME[k].load_time)
-
-
-def load_key(cell: Cell) -> tuple[Any, ...]:
-    """What a server must (re)load for this cell: which server, which model, which load-time options.
-
-    Unset options sort first (``(0,)``), so a baseline cell on server defaults
-    leads its model's group, and mixed None/int values still compare.
-    """
-    server = cell.base_url or cell.backend
-    return (server, cell.model) + tuple(
-        (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
-
 
 def count_loads(keys: Sequence[tuple[Any, ...]]) -> int:
     """Model loads a run in this order needs: the first cell on each server, then every change of key.
@@ -384,15 +262,3 @@ def reload_order(items: Sequence[T], key: Callable[[T], tuple[Any, ...]]) -> lis
     either way (one per distinct key and server).
     """
     return sorted(items, key=key)
-
-
-def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:
-    """Warm-ups first (on the first prompt), then trials interleaving the prompts.
-
-    Interleaving (trial-major) spreads slow drift (thermals, caches) over all
-    prompts instead of loading it onto the last one.
-    """
-    specs = [TrialSpec(i, cell.prompts[0], True) for i in range(warmup)]
-    for t in range(trials):
-        specs.extend(TrialSpec(t, p, False) for p in cell.prompts)
-    return specs

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from sweep.backends.http import Failure, StreamClient, TransportError
-from sweep.plan import Cell, TrialSpec
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 

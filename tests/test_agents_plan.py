@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from sweep.workloads.agents import CONCURRENT, ISOLATED, completed_runs, runs_todo, schedule_runs
 from sweep.workloads.ingest import SAMPLE_DIR, ingest
-from sweep.plan import ConfigError, plan_cells
+from sweep.cells import ConfigError
+from sweep.plan import plan_cells
 from sweep.workloads.prompts import fill, prompt_budget_chars
 from tests.sweep_cli import run_sweep
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sweep.backends.http import StreamClient
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
 from sweep.backends.stream import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for

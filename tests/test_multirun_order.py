@@ -184,7 +184,8 @@ def test_a_parallel_launcher_gets_the_same_rounds(standin: StandIn, tmp_path: Pa
 
 
 def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) -> None:
-    from sweep.plan import ConfigError, plan_cells
+    from sweep.cells import ConfigError
+    from sweep.plan import plan_cells
     from sweep.multirun.rounds import multirun_order, round_overrides
 
     def jobs(*extra: str) -> tuple[list, list]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sweep.backends.openai import OPENAI
-from sweep.plan import Cell, TrialSpec
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from tests import cells

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sweep.backends import openai as sse
-from sweep.plan import Cell, ConfigError, Prompt
+from sweep.cells import Cell, ConfigError, Prompt
 
 
 def _data(obj) -> bytes:
@@ -98,7 +98,7 @@ def test_llama_server_carries_load_time_options() -> None:
 
 def test_every_load_time_option_has_a_llama_server_flag() -> None:
     from sweep.backends.llama_server import FLAGS, flags_for
-    from sweep.plan import LOAD_TIME_OPTIONS
+    from sweep.cells import LOAD_TIME_OPTIONS
 
     assert set(FLAGS) == set(LOAD_TIME_OPTIONS)
     assert flags_for({"num_ctx": 512, "num_thread": 2, "num_batch": 64, "temperature": 0.5}) == (

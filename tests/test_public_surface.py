@@ -27,7 +27,8 @@ _UNIT = "unit tests of this module's internals"
 INTERNAL: dict[str, str] = {
     "sweep.contract": "the contract's own tests (part names, to_table, provenance key, options) and "
                       "records built field by field",
-    "sweep.plan": "Cell, Prompt, ConfigError and cell_hash: unit tests build cells without Hydra",
+    "sweep.cells": "Cell, Prompt, ConfigError and cell_hash: unit tests build cells without Hydra",
+    "sweep.plan": "plan_cells and the load order: unit tests plan cells from a composed config",
     "sweep.config": "register() the structured config before composing conf/ in-process",
     "sweep.runner": "measuring one call against the stand-in, and the timing maths on exact stamps",
     "sweep.backends.stream": "the NDJSON stream format and request bodies, " + _UNIT,

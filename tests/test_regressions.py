@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.plan import Cell, Prompt
+from sweep.cells import Cell, Prompt
 from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
 

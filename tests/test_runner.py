@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.plan import Cell, TrialSpec
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial
 from sweep.backends.stream import OLLAMA, request_body

@@ -104,8 +104,8 @@ class ReloadAwareSweeper(BasicSweeper):
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
         from sweep.multirun.launchers import in_process, parallel_slots, shared_host_problem
-        from sweep.plan import (ConfigError, check_grid_coverage, count_loads, load_key, plan_cells, reload_order,
-                                trials_count)
+        from sweep.cells import ConfigError, load_key
+        from sweep.plan import check_grid_coverage, count_loads, plan_cells, reload_order, trials_count
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader

@@ -29,7 +29,7 @@ from sweep import provenance
 from sweep.backends import processes as backends
 from sweep.backends.model_state import block_count
 from sweep.backends.http import OllamaClient
-from sweep.plan import OPENAI_KINDS, Cell
+from sweep.cells import OPENAI_KINDS, Cell
 
 
 @dataclass

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from omegaconf import DictConfig
+
 from sweep.contract import cell_path, cell_rows
-from sweep.plan import Cell
+from sweep.cells import Cell, normalize_base_url
 
 T = TypeVar("T")
 
@@ -68,3 +70,10 @@ def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequen
     names = ", ".join(c.cell_id for c in cells)
     return (f"{names}: its stored trials ran on {home}, {why}; measuring on {host}, so its rows span servers "
             "(the analysis report lists such cells)")
+
+
+def host_urls(backend: DictConfig) -> list[str]:
+    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
+    if backend.kind not in ("ollama", "openai"):
+        return []
+    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]

@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
 
 def headers_from_env(api_key_env: str, headers_env: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweep.plan import LOAD_TIME_OPTIONS, Cell, ConfigError
+from sweep.cells import LOAD_TIME_OPTIONS, Cell, ConfigError
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, FORMATS, META, SKIP, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are

@@ -18,7 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep.plan import Cell, ConfigError, host_urls
+from sweep.cells import Cell, ConfigError
+from sweep.backends.hosts import host_urls
 
 _embedded: dict[tuple[str | None, int], Any] = {}
 

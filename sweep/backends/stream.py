@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from sweep.backends.http import error_text
-from sweep.plan import Cell, ConfigError
+from sweep.cells import Cell, ConfigError
 
 # The kinds a line can be (see the module docstring).
 CONTENT, META, FINAL, ERROR, BAD, SKIP = "content", "meta", "final", "error", "bad", "skip"

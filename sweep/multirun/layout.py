@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.contract import HYDRA_DIR, SWEEPS_ROOT, newest_sweep
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Files Hydra's sweepers write straight into hydra.sweep.dir; moved under _hydra/ so that

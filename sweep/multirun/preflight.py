@@ -30,7 +30,8 @@ from rich.table import Table
 
 from sweep.workloads.agents import expected_rows
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count, warmups_per_visit
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
 from sweep.multirun import layout
 from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok

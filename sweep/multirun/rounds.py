@@ -35,7 +35,8 @@ from sweep.contract import Status, cell_path, cell_rows, utc_now
 from sweep.backends.hosts import STABLE_ADDRESSES, alternate, most_used
 from sweep.order import resolve, round_order
 from sweep.backends.model_state import needs_warmup
-from sweep.plan import Cell, ConfigError, count_loads, load_key, trials_count, warmups_per_visit
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import count_loads, trials_count, warmups_per_visit
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
 _COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url"]

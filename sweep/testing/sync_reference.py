@@ -15,7 +15,7 @@ import httpx
 
 from sweep.contract import TrialRecord
 from sweep.backends.http import StreamClient
-from sweep.plan import Cell
+from sweep.cells import Cell
 from sweep.runner import Target, _fill_timings, _Stream, measure_call
 from sweep.backends.stream import CONTENT, FINAL, SKIP, StreamFormat
 

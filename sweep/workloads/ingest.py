@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample_benchmarks"
 SUFFIXES = (".csv", ".json", ".md", ".parquet")

@@ -28,13 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.workloads.agents import (
-    ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec, RunSpec, completed_runs,
-    runs_todo,
-)
+from sweep.cells import ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec
+from sweep.workloads.agents import RunSpec, completed_runs, runs_todo
 from sweep.execute import CellOutcome, CellRun, base_record, in_order, is_transient
 from sweep.workloads.ingest import ingest
-from sweep.plan import Cell
+from sweep.cells import Cell
 from sweep.workloads.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
 from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
