@@ -86,7 +86,7 @@ from benchmarks import anchor
 from sweep.contract import TrialRecord
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.cells import Cell, Prompt
-from sweep.backends.stream import OLLAMA
+from sweep.backends.ollama import OLLAMA
 from sweep.server import launch
 from sweep.server.engine import load_llama
 from sweep.server.generation import DecodeState, generate_tokens, make_sampler

@@ -35,7 +35,7 @@ from sweep.backends.http import StreamClient
 from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
-from sweep.backends.stream import OLLAMA
+from sweep.backends.ollama import OLLAMA
 
 REPO = Path(__file__).resolve().parent.parent
 CELL = Cell("chimera", "bench", "ollama", None, {}, "bench", (Prompt("0", "x"),), None, "generate", None)

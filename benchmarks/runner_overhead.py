@@ -40,7 +40,7 @@ from sweep.backends.http import StreamClient
 from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
-from sweep.backends.stream import OLLAMA
+from sweep.backends.ollama import OLLAMA
 
 REPO = Path(__file__).resolve().parent.parent
 PACED_GAP_MS = 20.0

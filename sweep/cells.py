@@ -30,11 +30,6 @@ class ConfigError(ValueError):
     """Bad configuration: reported as one line before any request is sent."""
 
 
-# embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
-BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
-OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/backends/openai.py)
-
-
 @dataclass(frozen=True)
 class Prompt:
     id: str

@@ -21,7 +21,8 @@ from sweep.backends import processes as backends
 from sweep.workloads.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
-from sweep.backends.hosts import STABLE_ADDRESSES, moved_line, stored_host
+from sweep.backends.hosts import moved_line, stored_host
+from sweep.backends.kinds import Start, format_for, kind_of
 from sweep.order import resolve
 from sweep.backends.http import StreamClient, headers_from_env
 from sweep.cells import Cell, ConfigError, load_key
@@ -31,7 +32,7 @@ from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
 from sweep.backends.facts import server_facts
-from sweep.backends.stream import StreamFormat, format_for
+from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workloads.workflow import run_agent_cell
@@ -86,7 +87,7 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: D
     """
     if len(urls) < 2 or any(c.agent_plan is not None for c in cells):
         return urls
-    home = stored_host(sweep_dir, cells) if backend.kind in STABLE_ADDRESSES else None
+    home = stored_host(sweep_dir, cells) if kind_of(backend).stable_address else None
     host = held.enter_context(lease_host(sweep_dir, urls, prefer=home, wait_s=LEASE_WAIT_S))
     if (line := moved_line(cells, home, host, urls, LEASE_WAIT_S)) is not None:
         console.print(line, markup=False)
@@ -103,7 +104,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
     (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
-    fmt = format_for(cfg.backend.api)
+    fmt = format_for(cfg.backend)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
         b = cfg.backend
@@ -203,7 +204,7 @@ def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
 def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceStore | None]:
     """A cell's run (and its telemetry file), its server ready: llama-server restarted when its flags differ."""
     b = job.cfg.backend
-    if b.kind == "llama_server":  # same port; in this (the main) thread: the child's death signal follows it
+    if kind_of(b).start is Start.LLAMA_SERVER:  # same port; in this (the main) thread: the child's death signal follows it
         backends.prepare_cell(b, cell, _say)
         if job.telemetry:
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])

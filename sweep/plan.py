@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.backends.hosts import host_urls
-from sweep.backends.openai import check_cell  # the format module knows what the API can carry
-from sweep.cells import BACKEND_KINDS, OPENAI_KINDS, Cell, ConfigError, Prompt, normalize_base_url, validate_options
+from sweep.backends.kinds import KINDS, kind_of
+from sweep.cells import Cell, ConfigError, Prompt, normalize_base_url, validate_options
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
 from sweep.workloads import agents
@@ -34,20 +34,19 @@ def validate(cfg: DictConfig) -> None:
     if cfg.warmup < 0:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
-    if b.kind not in BACKEND_KINDS:
-        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
-    if b.kind in ("ollama", "openai") and not b.hosts:
+    kind = kind_of(b)
+    if kind.remote and not b.hosts:
         if not b.base_url:
-            example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
-            raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
+            raise ConfigError(f"backend.base_url is empty: set backend.base_url={kind.example_url}")
         normalize_base_url(b.base_url)
-    if b.hosts and b.kind != "ollama":
-        raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
+    if b.hosts and not kind.several_hosts:
+        raise ConfigError(f"backend.hosts needs backend={_kinds_with('several_hosts')}; to run several embedded "
+                          "servers use backend.instances=N")
     for host in b.hosts:
         normalize_base_url(str(host))
-    if b.instances < 1 or (b.instances > 1 and b.kind != "embedded"):
-        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with backend=embedded "
-                          "(list running servers with backend.hosts=[URL,URL])")
+    if b.instances < 1 or (b.instances > 1 and not kind.several_instances):
+        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with "
+                          f"backend={_kinds_with('several_instances')} (list running servers with backend.hosts=[URL,URL])")
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
         if b[key] <= 0:
             raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
@@ -57,7 +56,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
-    if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
+    if cfg.workload.endpoint not in ("generate", "chat") and not kind.openai_api:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
     Objective.from_config(cfg.objective)
     if cfg.grid is not None:
@@ -68,6 +67,11 @@ def validate(cfg: DictConfig) -> None:
         n = grid_size(cfg)
         if cfg.cell is not None and not 0 <= cfg.cell < n:
             raise ConfigError(f"invalid cell={cfg.cell}: this grid has {n} cells (0..{n - 1})")
+
+
+def _kinds_with(feature: str) -> str:
+    """The backend kinds that have ``feature`` (a :class:`~sweep.backends.kinds.BackendKind` flag), for a message."""
+    return "|".join(k.name for k in KINDS.values() if getattr(k, feature))
 
 
 def trials_count(cfg: DictConfig) -> int | None:
@@ -214,7 +218,8 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
     hosts = host_urls(cfg.backend)
-    base_url = " ".join(hosts) if cfg.backend.kind in ("ollama", "openai") else None
+    kind = kind_of(cfg.backend)
+    base_url = " ".join(hosts) if kind.remote else None
     data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
@@ -222,9 +227,8 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     cells = []
     for preset, options in option_sets:
         validate_options(options)
-        if cfg.backend.kind in OPENAI_KINDS:
-            check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-                       keep_alive=cfg.backend.keep_alive)
+        kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
+                   keep_alive=cfg.backend.keep_alive)
         plan = None
         if cfg.workload.kind != agents.PROMPT_KIND:
             servers = len(hosts) if hosts else cfg.backend.instances

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sweep.backends import openai as sse
+from sweep.backends.kinds import KINDS
 from sweep.cells import Cell, ConfigError, Prompt
 
 
@@ -87,13 +88,13 @@ def test_llama_server_body_leaves_load_time_options_to_flags() -> None:
 def test_unsupported_is_refused_in_one_line(kind, options, kwargs, fragment) -> None:
     args = {"system": None, "endpoint": "chat", "keep_alive": None, **kwargs}
     with pytest.raises(ConfigError) as err:
-        sse.check_cell(kind, options, **args)
+        KINDS[kind].check(options, **args)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_llama_server_carries_load_time_options() -> None:
-    sse.check_cell("llama_server", {"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
-                                    "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
+    KINDS["llama_server"].check({"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
+                                 "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
 
 
 def test_every_load_time_option_has_a_llama_server_flag() -> None:

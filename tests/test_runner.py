@@ -7,7 +7,7 @@ import pytest
 from sweep.cells import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial
-from sweep.backends.stream import OLLAMA, request_body
+from sweep.backends.ollama import OLLAMA, request_body
 from tests.cells import make_cell
 from sweep.testing.standin import Script, StandIn
 

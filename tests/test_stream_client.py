@@ -17,7 +17,7 @@ import pytest
 from sweep.contract import TrialRecord
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.runner import Target, measure_call
-from sweep.backends.stream import OLLAMA
+from sweep.backends.ollama import OLLAMA
 from tests.cells import make_cell
 from sweep.testing.standin import Script, StandIn
 

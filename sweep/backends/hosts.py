@@ -19,13 +19,10 @@ from typing import TypeVar
 from omegaconf import DictConfig
 
 from sweep.contract import cell_path, cell_rows
+from sweep.backends.kinds import kind_of
 from sweep.cells import Cell, normalize_base_url
 
 T = TypeVar("T")
-
-# Backends whose address names the same server in every process (an embedded engine's port is new in each).
-STABLE_ADDRESSES = ("ollama", "openai")
-
 
 def most_used(urls: Iterable[str | None]) -> str | None:
     """The server most of these rows name (the first such on a tie); None when none names one."""
@@ -74,6 +71,6 @@ def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequen
 
 def host_urls(backend: DictConfig) -> list[str]:
     """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
-    if backend.kind not in ("ollama", "openai"):
+    if not kind_of(backend).remote:
         return []
     return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from sweep.backends.kinds import KINDS, Start
+
 
 def _cpus() -> int:
     return os.cpu_count() or 1
@@ -56,7 +58,8 @@ def in_process(launcher: Mapping[str, Any]) -> bool:
 
 def shared_host_problem(backend: Mapping[str, Any], slots: int) -> str | None:
     """The one-line refusal when ``slots`` cells would share a server, else None."""
-    if slots <= 1 or backend.get("kind") == "embedded":
+    kind = KINDS.get(str(backend.get("kind")))
+    if slots <= 1 or (kind is not None and kind.start is Start.EMBEDDED):   # each worker starts its own
         return None
     hosts = list(backend.get("hosts") or []) or [backend.get("base_url")]
     if len(hosts) >= slots:

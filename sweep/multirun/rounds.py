@@ -32,7 +32,8 @@ from omegaconf import DictConfig
 
 from sweep.adaptive import Auto, stop_reason
 from sweep.contract import Status, cell_path, cell_rows, utc_now
-from sweep.backends.hosts import STABLE_ADDRESSES, alternate, most_used
+from sweep.backends.hosts import alternate, most_used
+from sweep.backends.kinds import kind_of
 from sweep.order import resolve, round_order
 from sweep.backends.model_state import needs_warmup
 from sweep.cells import Cell, ConfigError, load_key
@@ -170,7 +171,7 @@ class Rounds:
 
         None where an address names no lasting server (an embedded engine's port is new in every process).
         """
-        if job.cfg.backend.kind not in STABLE_ADDRESSES:
+        if not kind_of(job.cfg.backend).stable_address:
             return None
         return most_used(r["base_url"] for cell in job.cells for r in rows.get(cell.cell_hash, []))
 
