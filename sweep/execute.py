@@ -190,34 +190,6 @@ def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[in
     return {(r["trial"], r["prompt_id"]) for r in measured_ok(rows, cell_hash)}
 
 
-def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) -> list[TrialSpec]:
-    """Missing measured trials, preceded by warm-ups (re-run, since the model is cold again).
-
-    Warm-up indices continue after earlier runs' warm-ups, so no two rows share
-    (warmup, trial, prompt_id) with status ok.
-    """
-    done = already_measured(previous, cell.cell_hash)
-    specs = schedule(cell, trials, warmup)
-    missing = [s for s in specs if not s.warmup and (s.trial, s.prompt.id) not in done]
-    if not missing:
-        return []
-    offset = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
-    warmups = [TrialSpec(s.trial + offset, s.prompt, True) for s in specs if s.warmup]
-    return warmups + missing
-
-
-async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
-    """Measure what is missing of the single-prompt cell and store every attempt."""
-    previous = run.store.previous_rows()
-    run.outcome.expected = trials * len(run.cell.prompts)
-    run.outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
-
-    async def ok(spec: TrialSpec) -> bool:
-        return (await run.attempt(spec)).status == Status.OK
-
-    return await in_order(run, _todo(run.cell, trials, warmup, previous), ok)
-
-
 async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
     """Run ``specs`` (trials, or agent runs: anything with ``warmup``) one after the other, counting the
     measured ones that succeed; ``max_consecutive_failures`` failures in a row abandon the cell."""

@@ -39,8 +39,6 @@ from sweep.cells import Cell, TrialSpec
 from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
-# Failure kinds worth another attempt: the server or network may recover.
-
 
 @dataclass(frozen=True)
 class Target:
