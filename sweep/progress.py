@@ -33,7 +33,10 @@ from sweep.contract import Status, TrialRecord
 PLAN_ENV = "CHIMERA_SWEEP_CELLS"
 TRIALS_ENV = "CHIMERA_SWEEP_TRIALS"    # set for a multirun in rounds only: "<trials>" or "<trials> at most"
 _AT_MOST = " at most"
-_HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : overrides…" per job
+# The logger Hydra's basic launcher writes "#3 : overrides…" under, one line per job, silenced while the live
+# panel shows the jobs.  Only a name (nothing is imported): Hydra names its loggers after its modules and offers
+# no public handle for this one.
+_HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"
 
 
 def trial_line(record: TrialRecord) -> str:

@@ -42,6 +42,7 @@ INTERNAL: dict[str, str] = {
     "sweep.interrupts": "Ctrl-C that cannot be absorbed, with real signals to the test process, " + _UNIT,
     "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
     "sweep.multirun.rounds": "the multirun's order and its round overrides, " + _UNIT,
+    "sweep.multirun.jobs": "Hydra's basic grid and override_dirname on the public API, against Hydra's own",
     "sweep.backends.hosts": "the order a round's jobs take the servers in, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,

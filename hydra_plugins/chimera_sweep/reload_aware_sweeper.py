@@ -19,14 +19,20 @@ per cell in the reload-aware order.
 import copy
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweep.multirun.jobs import batches, grid_jobs, override_dirname
 
 ORDERS = ("reload_aware", "typed")
 
@@ -43,40 +49,62 @@ ConfigStore.instance().store(group="hydra/sweeper", name="reload_aware", node=Re
                              provider="chimera-sweep")
 
 
-class ReloadAwareSweeper(BasicSweeper):
-    """Hydra's basic sweeper with the job list reordered by :func:`sweep.plan.reload_order`."""
+class ReloadAwareSweeper(Sweeper):
+    """Hydra's basic grid (:func:`sweep.multirun.jobs.grid_jobs`), its jobs reordered by :func:`sweep.plan.reload_order`.
+
+    A :class:`~hydra.plugins.sweeper.Sweeper` of its own on Hydra's public plugin API: it saves
+    ``multirun.yaml`` and launches its batches as Hydra's basic sweeper does.
+    """
 
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
                  order: str = "reload_aware") -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        super().__init__()
         if order not in ORDERS:
             raise HydraException(f"invalid hydra.sweeper.order={order}: use {' or '.join(ORDERS)}")
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
         self.order = order
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Optional[Launcher] = None
         self._rounds: Any = None            # sweep.multirun.rounds.Rounds when the multirun runs in rounds
         self._pending: List[List[List[str]]] = []
         self._composed: Dict[Any, Any] = {}  # configs handed to the launcher by overrides
 
-    # BasicSweeper.sweep() calls self.split_arguments(...): as an instance method it sees the config.
-    def split_arguments(self, overrides: List[Override],  # type: ignore[override]
-                        max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        (jobs,) = BasicSweeper.split_arguments(overrides, None)
-        jobs = self._ordered(jobs)
-        if self._rounds is not None:
-            return []                       # batches come round by round: is_done / get_job_batch
-        size = max_batch_size or len(jobs)
-        return [jobs[i:i + size] for i in range(0, len(jobs), size)] or [[]]
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        # The launcher composes each job through this loader: it hands out the configs composed here.
+        handing = HydraContext(config_loader=HandingLoader(hydra_context.config_loader, self._composed),
+                               callbacks=hydra_context.callbacks)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=handing, task_function=task_function, config=config)
 
-    def is_done(self) -> bool:
-        if self._rounds is None:
-            return super().is_done()
-        if not self._pending:
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        strings = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(strings)
+        jobs = self._ordered(grid_jobs(parsed))
+        # batches come round by round when the multirun runs in rounds (see _next_round)
+        self._pending = [] if self._rounds is not None else batches(jobs, self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns: List[Sequence[JobReturn]] = []
+        index = 0
+        while not self._done():
+            batch = self._pending.pop(0)
+            results = self.launcher.launch(batch, initial_job_idx=index)
+            for result in results:
+                _ = result.return_value     # raises the job's own exception, as Hydra's basic sweeper does
+            index += len(batch)
+            returns.append(results)
+        return returns
+
+    def _done(self) -> bool:
+        if self._rounds is not None and not self._pending:
             self._pending = self._next_round()
         return not self._pending
-
-    def get_job_batch(self) -> Sequence[Sequence[str]]:
-        if self._rounds is None:
-            return super().get_job_batch()
-        return self._pending.pop(0)
 
     def _next_round(self) -> List[List[List[str]]]:
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
@@ -98,9 +126,6 @@ class ReloadAwareSweeper(BasicSweeper):
             batch.append(overrides)
         size = self.max_batch_size or len(batch)
         return [batch[i:i + size] for i in range(0, len(batch), size)]
-
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Already done: :meth:`_ordered` composed every job."""
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
         from sweep.multirun.launchers import in_process, parallel_slots, shared_host_problem
@@ -175,7 +200,6 @@ class ReloadAwareSweeper(BasicSweeper):
             dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan,
                     one_process=in_process(self.config.hydra.launcher))
         self._composed.update({tuple(overrides): cfg for overrides, _, cfg in keyed})
-        _hand_over(loader, self._composed)
         return [overrides for overrides, _, _ in keyed]
 
 
@@ -195,11 +219,9 @@ def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -
             new[key] = value if key == "order" else int(value)
         new.hydra.overrides.task = list(overrides)
         parsed = OverridesParser.create(config_loader=hydra_context.config_loader).parse_overrides(list(overrides))
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-
         dirname = new.hydra.job.config.override_dirname
-        new.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        new.hydra.job.override_dirname = override_dirname(
+            parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=list(dirname.exclude_keys))
     return new
 
 
@@ -220,17 +242,25 @@ def _without_job_files(cfg: Any) -> None:
             cfg.hydra.job_logging.handlers.file.filename = "${hydra.runtime.output_dir}/${hydra.job.name}.log"
 
 
-def _hand_over(loader: Any, composed: Dict[Any, Any]) -> None:
-    """Let the launcher take each job's config as composed here instead of composing it a second time.
+class HandingLoader:
+    """The launcher's config loader: each job's config as composed by the sweeper, not composed a second time.
 
     Composing a job is most of a cell's own overhead against a fast server
     (Hydra + OmegaConf: ~50 ms quiet, far more on a loaded machine); every
-    config is handed out once, anything else falls through to Hydra.
+    config is handed out once, anything else goes to Hydra's loader.  A wrapper
+    passed to the launcher through Hydra's public :class:`~hydra.types.HydraContext`,
+    so Hydra's own loader is left as it is.
     """
-    original = loader.load_sweep_config
 
-    def load_sweep_config(master_config: Any, sweep_overrides: List[str]) -> Any:
-        cfg = composed.pop(tuple(sweep_overrides), None)
-        return cfg if cfg is not None else original(master_config, sweep_overrides)
+    def __init__(self, loader: Any, composed: Dict[Any, Any]) -> None:
+        self.loader = loader
+        self.composed = composed
 
-    loader.load_sweep_config = load_sweep_config
+    def load_sweep_config(self, master_config: Any, sweep_overrides: List[str]) -> Any:
+        cfg = self.composed.pop(tuple(sweep_overrides), None)
+        return cfg if cfg is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("loader", "composed"):   # pickling (joblib) and unset fields
+            raise AttributeError(name)
+        return getattr(self.loader, name)

@@ -33,6 +33,7 @@ from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
 from sweep.multirun import layout
+from sweep.multirun.jobs import grid_jobs
 from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
@@ -50,13 +51,10 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
         return [task]
     if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return [task]   # Optuna & co. choose jobs as they go: only the base config can be checked
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     params = config.hydra.sweeper.get("params") or {}
     strings = [f"{k}={v}" for k, v in params.items()] + task
     loader = GlobalHydra.instance().config_loader()
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(strings)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return grid_jobs(OverridesParser.create(config_loader=loader).parse_overrides(strings))
 
 
 def job_configs(config: DictConfig) -> list[DictConfig]:
