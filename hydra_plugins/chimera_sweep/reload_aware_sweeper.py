@@ -128,67 +128,49 @@ class ReloadAwareSweeper(Sweeper):
         return [batch[i:i + size] for i in range(0, len(batch), size)]
 
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
-        from sweep.multirun.launchers import in_process, parallel_slots, shared_host_problem
-        from sweep.cells import ConfigError, load_key
-        from sweep.plan import check_grid_coverage, count_loads, plan_cells, reload_order, trials_count
+        """Compose every job, plan the multirun (:func:`sweep.multirun.plan.plan_multirun`), print it, set up rounds."""
+        from sweep import progress
+        from sweep.cells import ConfigError
+        from sweep.multirun import layout
+        from sweep.multirun.launchers import in_process, parallel_slots
+        from sweep.multirun.plan import plan_multirun
+        from sweep.multirun.rounds import RoundJob, Rounds
+        from sweep.plan import trials_count
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         slots = parallel_slots(self.config.hydra.launcher, len(jobs))
-        keyed: List[Any] = []
-        cells_of: Dict[Any, Any] = {}
         own_subdir = any(o.startswith("hydra.output_subdir=") for o in self.config.hydra.overrides.hydra)
+        composed = []
         for overrides in jobs:
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-            try:
-                cells = plan_cells(cfg)
-                problem = None if cfg.allow_shared_host else shared_host_problem(cfg.backend, slots)
-                if problem:
-                    raise ConfigError(problem)
-            except ConfigError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(2) from None
             if not own_subdir:
                 _without_job_files(cfg)
-            keyed.append((overrides, sorted(load_key(c) for c in cells), cfg))
-            cells_of[tuple(overrides)] = reload_order(cells, load_key)
+            composed.append((overrides, cfg))
         try:
-            check_grid_coverage([cfg for _, _, cfg in keyed], list(self.config.hydra.overrides.task))
-            from sweep.multirun.rounds import multirun_order
-
-            order = multirun_order([cfg for _, _, cfg in keyed], list(cells_of.values()))
+            plan = plan_multirun(composed, list(self.config.hydra.overrides.task), slots=slots,
+                                 reorder=self.order == "reload_aware")
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        typed_loads = count_loads([k for _, keys, _ in keyed for k in keys])
-        if self.order == "reload_aware":
-            keyed = reload_order(keyed, key=lambda job: job[1][0])
-        loads = count_loads([k for _, keys, _ in keyed for k in keys])
-        n_cells = sum(len(keys) for _, keys, _ in keyed)
-        at_once = f", {slots} at once" if slots > 1 else ""
-        from sweep import progress
-
-        progress.announce(n_cells)                 # the live progress panel's "cells done / total"
+        progress.announce(plan.cells)                 # the live progress panel's "cells done / total"
         rounds_plan: Optional[List[List[int]]] = None
-        if order is None:
-            print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
-                  f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
+        if plan.order is None:
+            print(plan.blocked_line(self.order, slots), file=sys.stderr, flush=True)
         else:
-            from sweep.multirun import layout
-            from sweep.multirun.rounds import RoundJob, Rounds
-
-            first = keyed[0][2]
-            self._rounds = Rounds([RoundJob(list(o), cfg, cells_of[tuple(o)]) for o, _, cfg in keyed], order,
+            order, first = plan.order, plan.jobs[0].cfg
+            self._rounds = Rounds([RoundJob(job.overrides, job.cfg, job.cells) for job in plan.jobs], order,
                                   layout.sweep_dir(first.hydra), resume=bool(first.resume))
             rounds_plan = self._rounds.preview()
             auto = "up to " if any(trials_count(job.cfg) is None for job in self._rounds.jobs) else ""
             visits = sum(len(r) for r in rounds_plan)
-            stored = len(keyed) * self._rounds.total - visits if first.resume else 0
+            stored = len(plan.jobs) * self._rounds.total - visits if first.resume else 0
             left = f" left ({stored} stored)" if stored else ""
+            at_once = f", {slots} at once" if slots > 1 else ""
             how = "cells permuted every round" if order.order == "random" else "cells alternate, same order every round"
-            print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s) × {auto}{self._rounds.total} round(s) = "
+            print(f"plan: {plan.cells} cell(s) in {len(plan.jobs)} job(s) × {auto}{self._rounds.total} round(s) = "
                   f"{auto}{visits} job(s){left}{at_once}, {order.describe()}: {how}; "
-                  f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {loads})",
+                  f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {plan.loads})",
                   file=sys.stderr, flush=True)
             visited = {i for rnd in rounds_plan for i in rnd}     # the cells this run measures, and their trials
             progress.announce(sum(len(self._rounds.jobs[i].cells) for i in visited),
@@ -197,10 +179,10 @@ class ReloadAwareSweeper(Sweeper):
             from sweep.multirun.preflight import dry_run
 
             # prints the plan and exits: no job runs
-            dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan,
+            dry_run([job.cfg for job in plan.jobs], rounds=self._rounds, rounds_plan=rounds_plan,
                     one_process=in_process(self.config.hydra.launcher))
-        self._composed.update({tuple(overrides): cfg for overrides, _, cfg in keyed})
-        return [overrides for overrides, _, _ in keyed]
+        self._composed.update({tuple(job.overrides): job.cfg for job in plan.jobs})
+        return [job.overrides for job in plan.jobs]
 
 
 def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -> DictConfig:

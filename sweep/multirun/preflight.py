@@ -31,9 +31,10 @@ from rich.table import Table
 from sweep.workloads.agents import expected_rows
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
-from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
+from sweep.plan import plan_cells, trials_count, warmups_per_visit
 from sweep.multirun import layout
 from sweep.multirun.jobs import grid_jobs
+from sweep.multirun.plan import plan_multirun
 from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
@@ -228,8 +229,9 @@ class Preflight(Callback):
         # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
         try:
             configs = job_configs(config)
-            if layout.is_multirun(config.hydra):
-                check_grid_coverage(configs, list(config.hydra.overrides.task))
+            if layout.is_multirun(config.hydra):   # the refusals the reload-aware sweeper makes, for any sweeper
+                plan_multirun([([], cfg) for cfg in configs], list(config.hydra.overrides.task),
+                              reorder=False, rounds=False)
             planned = plan_all(configs)
         except ConfigError as exc:
             _stop(str(exc))
