@@ -158,22 +158,41 @@ class CellRun:
     async def attempt(self, spec: TrialSpec) -> TrialRecord:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
         base = self.base(spec)
-        for attempt in range(1, self.policy.retries + 2):
+
+        async def once(attempt: int) -> list[TrialRecord]:
             if self.before_call:
                 await self.before_call()
             record = await self.call(spec.prompt.text, base, attempt)
             if self.after_call:
                 await self.after_call(record)
             self.keep(record)
-            if record.status == Status.OK or not is_transient(record) or attempt > self.policy.retries:
-                return record
-            await asyncio.sleep(self.policy.retry_backoff_s * 2 ** (attempt - 1))
+            return [record]
+
+        _, (record,) = await with_retries(self.policy, once)
         return record
 
 
 def is_transient(record: TrialRecord) -> bool:
     """Worth another attempt: the server or the network may recover (an HTTP error only for 5xx or 429)."""
     return _transient(record.status, record.http_status)
+
+
+async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]]
+                       ) -> tuple[bool, list[TrialRecord]]:
+    """Run ``once(attempt)`` (it stores its rows) until they all succeed; (succeeded, the last attempt's rows).
+
+    The one retry rule of every workload: another attempt, after an exponential backoff, only while
+    the retries last and every failed row (``skipped`` rows aside: they never ran) may recover.
+    """
+    for attempt in range(1, policy.retries + 2):
+        rows = await once(attempt)
+        failed = [r for r in rows if r.status != Status.OK]
+        if not failed:
+            return True, rows
+        if not all(is_transient(r) for r in failed if r.status != Status.SKIPPED) or attempt > policy.retries:
+            return False, rows
+        await asyncio.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
+    return False, rows
 
 
 def measured_ok(rows: list[dict[str, Any]], cell_hash: str) -> list[dict[str, Any]]:
