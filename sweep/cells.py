@@ -17,12 +17,37 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlparse
 
 from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
 
-MULTI_AGENT = "multi_agent"
+class WorkloadKind(StrEnum):
+    """``workload.kind``: what one trial of a cell is."""
+
+    PROMPT = "prompt"               # one streamed call per prompt
+    AGENT_REPORT = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
+    MULTI_AGENT = "multi_agent"     # N agents' workflows, concurrent and isolated runs
+
+
+class State(StrEnum):
+    """``state``: the model state a measured call meets."""
+
+    WARM = "warm"       # loaded: warm-ups first when the previous request loaded other options
+    COLD = "cold"       # unloaded before every measured call (keep_alive 0, checked with /api/ps)
+    RELOAD = "reload"   # as it comes: reloads flagged, not avoided
+
+
+class Order(StrEnum):
+    """``order``: the order a sweep visits its cells in."""
+
+    BLOCKED = "blocked"           # all trials of a cell, then the next
+    INTERLEAVED = "interleaved"   # one trial of each cell per round, same order every round
+    RANDOM = "random"             # one trial of each cell per round, permuted every round
+
+
+MULTI_AGENT = WorkloadKind.MULTI_AGENT
 ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
 
 

@@ -28,10 +28,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from sweep.cells import Order
+
 T = TypeVar("T")
-
-ORDERS = ("blocked", "interleaved", "random")
-
 
 def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tuple[str, int]:
     """The order to run and its seed: ``None`` → random when the job compares a baseline with chimera cells.
@@ -40,13 +39,13 @@ def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tupl
     and the same order replayed with ``order_seed=<it>``.
     """
     if order is None:
-        order = "random" if {"baseline", "chimera"} <= {p.lower() for p in presets} else "blocked"
+        order = (Order.RANDOM if {"baseline", "chimera"} <= {p.lower() for p in presets} else Order.BLOCKED).value
     return order, seed if seed is not None else secrets.randbelow(2**31)
 
 
 def round_order(items: Sequence[T], order: str, seed: int, rnd: int) -> list[T]:
     """The items (the cells still running) in the order round ``rnd`` visits them."""
-    if order == "random":
+    if order == Order.RANDOM:
         perm = np.random.default_rng([seed, rnd]).permutation(len(items))
         return [items[i] for i in perm]
     return list(items)

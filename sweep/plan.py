@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep.backends.hosts import host_urls
 from sweep.backends.kinds import KINDS, kind_of
-from sweep.cells import Cell, ConfigError, Prompt, normalize_base_url, validate_options
+from sweep.cells import Cell, ConfigError, Order, Prompt, State, WorkloadKind, normalize_base_url, validate_options
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
 from sweep.workloads import agents
@@ -95,28 +95,24 @@ def warmups_per_visit(cfg: DictConfig) -> int:
     Why none: ``cold`` measures the load on purpose and ``reload`` flags it; a warm-up would hide it.
     The job's design and the dry run's count both read it here.
     """
-    return int(cfg.warmup) if cfg.state == "warm" else 0
-
-
-STATES = ("warm", "cold", "reload")
-ORDERS = ("blocked", "interleaved", "random")
+    return int(cfg.warmup) if cfg.state == State.WARM else 0
 
 
 def validate_design(cfg: DictConfig) -> None:
     """state, order and auto.* values (one line each, before any request)."""
-    if cfg.state not in STATES:
-        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(STATES)}")
-    if cfg.order is not None and cfg.order not in ORDERS:
-        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(ORDERS)}")
-    if cfg.state == "cold" and cfg.backend.get("api", "ollama") != "ollama":
+    if cfg.state not in tuple(State):
+        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(State)}")
+    if cfg.order is not None and cfg.order not in tuple(Order):
+        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(Order)}")
+    if cfg.state == State.COLD and cfg.backend.get("api", "ollama") != "ollama":
         raise ConfigError("state=cold unloads with keep_alive 0 and checks GET /api/ps: it needs backend.api=ollama")
     rnd = cfg.get("round")
     rounds = trials_count(cfg) or cfg.auto.max_trials
     if rnd is not None and not 0 <= rnd < rounds:
         raise ConfigError(f"invalid round={rnd}: this sweep has rounds 0..{rounds - 1} (the sweeper sets round=)")
-    if rnd is not None and cfg.workload.get("kind", "prompt") != "prompt":
+    if rnd is not None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
         raise ConfigError("round= is for single-prompt workloads: agent cells run blocked")
-    if trials_count(cfg) is None and cfg.workload.get("kind", "prompt") != "prompt":
+    if trials_count(cfg) is None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
         raise ConfigError("trials=auto is for single-prompt workloads: give agent workloads a number of trials")
     a = cfg.auto
     if not 1 <= a.min_trials <= a.max_trials:
@@ -220,7 +216,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     hosts = host_urls(cfg.backend)
     kind = kind_of(cfg.backend)
     base_url = " ".join(hosts) if kind.remote else None
-    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.PROMPT else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
@@ -230,7 +226,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
         kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                    keep_alive=cfg.backend.keep_alive)
         plan = None
-        if cfg.workload.kind != agents.PROMPT_KIND:
+        if cfg.workload.kind != WorkloadKind.PROMPT:
             servers = len(hosts) if hosts else cfg.backend.instances
             plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(

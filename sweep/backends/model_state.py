@@ -19,7 +19,6 @@ from typing import Any
 
 from sweep.backends.http import StreamClient, TransportError
 
-STATES = ("warm", "cold", "reload")
 # A load_duration this long means the server (re)loaded the model even when our options did not change
 # (evicted by keep_alive, another client): a loaded model answers in well under a millisecond of load time.
 RELOAD_LOAD_MS = 100.0

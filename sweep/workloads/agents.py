@@ -25,11 +25,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.contract import Status
-from sweep.cells import MULTI_AGENT, AgentPlan, AgentSpec, ConfigError, validate_options
+from sweep.cells import MULTI_AGENT, AgentPlan, AgentSpec, ConfigError, WorkloadKind, validate_options
 from sweep.workloads.prompts import POSTPROCESS_MODES
 
-AGENT_REPORT, PROMPT_KIND = "agent_report", "prompt"
-WORKLOAD_KINDS = (PROMPT_KIND, AGENT_REPORT, MULTI_AGENT)
 SCENARIOS = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
 WORKFLOWS = ("report", "prompt")
 CONCURRENT, ISOLATED = "concurrent", "isolated"
@@ -38,8 +36,8 @@ CONCURRENT, ISOLATED = "concurrent", "isolated"
 def validate_agents(cfg: DictConfig) -> None:
     """Value checks for the agent keys; raises :class:`ConfigError` before any request."""
     kind = cfg.workload.kind
-    if kind not in WORKLOAD_KINDS:
-        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WORKLOAD_KINDS)}")
+    if kind not in tuple(WorkloadKind):
+        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WorkloadKind)}")
     if cfg.agent.postprocess not in POSTPROCESS_MODES:
         raise ConfigError(f"invalid agent.postprocess '{cfg.agent.postprocess}': use {' or '.join(POSTPROCESS_MODES)}")
     a = cfg.agents
