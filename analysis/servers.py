@@ -4,7 +4,7 @@ Why: the tables key a cell by its label and show its first row's server, so a
 cell measured partly on one machine and partly on another (a resume pointed at
 another server, or a sweep that moved a cell when its server stayed busy) gets
 one mean and one CI over two machines.  The sweep keeps a cell on its server
-(:mod:`sweep.home`); this says so where a reader looks when it did not.
+(:mod:`sweep.backends.hosts`); this says so where a reader looks when it did not.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep.llama_tools import missing_hint, tool_path
-from sweep.openai_sse import OPENAI
-from sweep.plan import Cell, Prompt, TrialSpec
+from sweep.backends.llama_tools import missing_hint, tool_path
+from sweep.backends.openai import OPENAI
+from sweep.cells import Cell, Prompt, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
-from sweep.streams import StreamFormat
+from sweep.backends.stream import StreamFormat
 
 TG, PP = 128, 512
 Meter = Callable[[str], contextlib.AbstractContextManager[Any]]  # a named span around some trials
@@ -95,7 +95,7 @@ def measure_llama_server(model: str, options: dict[str, Any], prompt_text: str, 
     The prompt goes to ``/v1/completions`` as text already templated the way the
     embedded server templates it, so both engines get the same tokens.
     """
-    from sweep.llama_server import Launch, LlamaServer, flags_for, free_port, model_path
+    from sweep.backends.llama_server import Launch, LlamaServer, flags_for, free_port, model_path
 
     flags = (*flags_for(options), "-fa", FLASH_ATTN)
     server = LlamaServer(Launch(model, model_path(model, None), flags), free_port())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 
 REPO = Path(__file__).resolve().parent.parent
 

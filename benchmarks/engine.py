@@ -84,9 +84,9 @@ from typing import Any, Iterator
 
 from benchmarks import anchor
 from sweep.contract import TrialRecord
-from sweep.llama_tools import missing_hint, tool_path
-from sweep.plan import Cell, Prompt
-from sweep.streams import OLLAMA
+from sweep.backends.llama_tools import missing_hint, tool_path
+from sweep.cells import Cell, Prompt
+from sweep.backends.ollama import OLLAMA
 from sweep.server import launch
 from sweep.server.engine import load_llama
 from sweep.server.generation import DecodeState, generate_tokens, make_sampler

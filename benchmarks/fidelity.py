@@ -2,7 +2,7 @@
 
 The server is :mod:`benchmarks.loopback` in its own process; the client is the
 real measuring path (:func:`sweep.runner.measure_call` on one
-:class:`~sweep.ollama.StreamClient`, Ollama's NDJSON format), the one every
+:class:`~sweep.backends.http.StreamClient`, Ollama's NDJSON format), the one every
 sweep uses.
 
 - :func:`parse_rate`: chunks per second the runner consumes from a firehose
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from sweep.ollama import StreamClient
-from sweep.plan import Cell, Prompt
+from sweep.backends.http import StreamClient
+from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
-from sweep.streams import OLLAMA
+from sweep.backends.ollama import OLLAMA
 
 REPO = Path(__file__).resolve().parent.parent
 CELL = Cell("chimera", "bench", "ollama", None, {}, "bench", (Prompt("0", "x"),), None, "generate", None)

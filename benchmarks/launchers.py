@@ -46,7 +46,8 @@ def _reloads() -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
     from sweep.config import register
-    from sweep.plan import count_loads, load_key, plan_cells, reload_order
+    from sweep.cells import load_key
+    from sweep.plan import count_loads, plan_cells, reload_order
 
     register()
     typed = {"chimera.temperature": ("0.6", "0.8"), "chimera.num_ctx": ("256", "512", "1024"),

@@ -36,11 +36,11 @@ from typing import Any
 
 import aiohttp
 
-from sweep.ollama import StreamClient
-from sweep.plan import Cell, Prompt
+from sweep.backends.http import StreamClient
+from sweep.cells import Cell, Prompt
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
-from sweep.streams import OLLAMA
+from sweep.backends.ollama import OLLAMA
 
 REPO = Path(__file__).resolve().parent.parent
 PACED_GAP_MS = 20.0
@@ -49,7 +49,7 @@ CELL = Cell("chimera", "gemma3:latest", "ollama", None, {}, "bench", (Prompt("0"
 
 _STANDIN = """
 import sys, time
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 s = StandIn()
 s.default = Script(tokens=["tok"] * int(sys.argv[1]), first_token_delay_s=float(sys.argv[2]),
                    token_interval_s=float(sys.argv[3]))
@@ -120,7 +120,7 @@ def loop_us_per_line(lines: int = 100_000) -> float:
 
 def _old_vs_new(base_url: str, reps: int) -> dict[str, float]:
     """Alternating calls, each path on its own client kept across calls (as a sweep keeps one)."""
-    from tests.sync_reference import old_and_new
+    from sweep.testing.sync_reference import old_and_new
 
     old, new = old_and_new(base_url, CELL, "x", OLLAMA, reps + 1)
     old, new = old[1:], new[1:]   # the first call of each path opens its connection

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweep.records import TrialRecord, to_table, utc_now
+from sweep.contract import TrialRecord, to_table, utc_now
 from sweep.store import CellStore, read_cell, write_atomic
 
 

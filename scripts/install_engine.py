@@ -15,7 +15,7 @@ re-run with the same flags takes seconds; a flag change rebuilds.
 (``backend=llama_server``, the speed anchor of ``python -m benchmarks engine``
 and their tests: ``make tools``, which ``make test`` and ``make bench`` run)
 from the llama.cpp tree vendored in the same sdist, with the same flags, into
-a directory keyed the same way (see :mod:`sweep.llama_tools`).  It is a
+a directory keyed the same way (see :mod:`sweep.backends.llama_tools`).  It is a
 separate step because it costs another ~6 min on 2 cores the first time and
 ``make demo`` uses neither tool.
 
@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweep.llama_tools import TOOLS, tools_dir  # noqa: E402  (one place for where the tools live)
+from sweep.backends.llama_tools import TOOLS, tools_dir  # noqa: E402  (one place for where the tools live)
 
 LLAMA_CPP_VERSION = "0.3.36"
 

@@ -62,7 +62,7 @@ def run(*overrides: str, cwd: str | Path | None = None, timeout: float | None = 
     import sys
 
     from sweep.config import register   # Hydra: only when a sweep is run
-    from sweep.layout import pin
+    from sweep.multirun.layout import pin
 
     register()   # the structured config conf/ extends, as python -m sweep registers it
 

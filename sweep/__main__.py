@@ -1,6 +1,6 @@
 """``python -m sweep``: run a Hydra (multi)run of cells against an Ollama-compatible server.
 
-Thin on purpose: it pins the sweep id (:mod:`sweep.layout`), hands the config to :func:`sweep.job.run_job`
+Thin on purpose: it pins the sweep id (:mod:`sweep.multirun.layout`), hands the config to :func:`sweep.job.run_job`
 and turns configuration errors and Ctrl-C into one line and an exit code.
 """
 
@@ -15,12 +15,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep import backends, cli_errors
+from sweep.backends import processes as backends
+from sweep.multirun import cli_errors
 from sweep.config import register
 from sweep.job import objective_value, run_job
-from sweep.launchers import parallel_slots, shared_host_problem
-from sweep.plan import ConfigError
-from sweep.layout import pin, sweep_dir, tidy_hydra_files
+from sweep.multirun.launchers import parallel_slots, shared_host_problem
+from sweep.cells import ConfigError
+from sweep.multirun.layout import pin, sweep_dir, tidy_hydra_files
 from sweep.store import SweepDirLost, ensure_writable
 
 register()

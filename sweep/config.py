@@ -52,7 +52,7 @@ class BackendConfig:
     """
 
     kind: str = "embedded"
-    api: str = "ollama"                      # stream format (sweep/streams.py): ollama = NDJSON /api/generate|chat
+    api: str = "ollama"                      # stream format (sweep/backends/stream.py): ollama = NDJSON /api/generate|chat
     base_url: Optional[str] = None
     model_dir: Optional[str] = None          # embedded: extra .gguf files to serve
     connect_timeout_s: float = 10.0

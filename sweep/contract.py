@@ -187,7 +187,7 @@ class TrialRecord:
     run_kind: str | None = col("", "`concurrent` (all agents at once) or `isolated` (one agent alone)")
     http_status: int | None = col("", "HTTP status code of the response (null when none arrived); "
                                   "retries of `http_error` read it")
-    # --- model state, order and offload (issue 16): see sweep/model_state.py, sweep/order.py, sweep/adaptive.py
+    # --- model state, order and offload (issue 16): see sweep/backends/model_state.py, sweep/order.py, sweep/adaptive.py
     state: str | None = col("", "model state the trial was measured in: `warm`, `cold` (unloaded before the trial) "
                                 "or `reload` (state=reload)")
     reloaded: bool | None = col("", "the request loaded the model: a load-time option or the model changed since the "

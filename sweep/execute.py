@@ -38,9 +38,9 @@ from sweep import interrupts
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
-from sweep.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
+from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
-from sweep.plan import Cell, TrialSpec, load_key, schedule
+from sweep.cells import Cell, TrialSpec, load_key, schedule
 from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore
@@ -158,16 +158,17 @@ class CellRun:
     async def attempt(self, spec: TrialSpec) -> TrialRecord:
         """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
         base = self.base(spec)
-        for attempt in range(1, self.policy.retries + 2):
+
+        async def once(attempt: int) -> list[TrialRecord]:
             if self.before_call:
                 await self.before_call()
             record = await self.call(spec.prompt.text, base, attempt)
             if self.after_call:
                 await self.after_call(record)
             self.keep(record)
-            if record.status == Status.OK or not is_transient(record) or attempt > self.policy.retries:
-                return record
-            await asyncio.sleep(self.policy.retry_backoff_s * 2 ** (attempt - 1))
+            return [record]
+
+        _, (record,) = await with_retries(self.policy, once)
         return record
 
 
@@ -176,10 +177,28 @@ def is_transient(record: TrialRecord) -> bool:
     return _transient(record.status, record.http_status)
 
 
+async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]]
+                       ) -> tuple[bool, list[TrialRecord]]:
+    """Run ``once(attempt)`` (it stores its rows) until they all succeed; (succeeded, the last attempt's rows).
+
+    The one retry rule of every workload: another attempt, after an exponential backoff, only while
+    the retries last and every failed row (``skipped`` rows aside: they never ran) may recover.
+    """
+    for attempt in range(1, policy.retries + 2):
+        rows = await once(attempt)
+        failed = [r for r in rows if r.status != Status.OK]
+        if not failed:
+            return True, rows
+        if not all(is_transient(r) for r in failed if r.status != Status.SKIPPED) or attempt > policy.retries:
+            return False, rows
+        await asyncio.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
+    return False, rows
+
+
 def measured_ok(rows: list[dict[str, Any]], cell_hash: str) -> list[dict[str, Any]]:
     """The rows of ``cell_hash`` that a resume keeps: measured trials (not warm-ups) that succeeded.
 
-    The one statement of that rule: the run, the dry run's count (:mod:`sweep.preflight`) and the
+    The one statement of that rule: the run, the dry run's count (:mod:`sweep.multirun.preflight`) and the
     adaptive design's earlier values all read it here.
     """
     return [r for r in rows if r["cell_hash"] == cell_hash and r["status"] == Status.OK and not r["warmup"]]
@@ -188,34 +207,6 @@ def measured_ok(rows: list[dict[str, Any]], cell_hash: str) -> list[dict[str, An
 def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[int, str]]:
     """(trial, prompt_id) of the measured trials that succeeded in earlier runs."""
     return {(r["trial"], r["prompt_id"]) for r in measured_ok(rows, cell_hash)}
-
-
-def _todo(cell: Cell, trials: int, warmup: int, previous: list[dict[str, Any]]) -> list[TrialSpec]:
-    """Missing measured trials, preceded by warm-ups (re-run, since the model is cold again).
-
-    Warm-up indices continue after earlier runs' warm-ups, so no two rows share
-    (warmup, trial, prompt_id) with status ok.
-    """
-    done = already_measured(previous, cell.cell_hash)
-    specs = schedule(cell, trials, warmup)
-    missing = [s for s in specs if not s.warmup and (s.trial, s.prompt.id) not in done]
-    if not missing:
-        return []
-    offset = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
-    warmups = [TrialSpec(s.trial + offset, s.prompt, True) for s in specs if s.warmup]
-    return warmups + missing
-
-
-async def run_cell(run: CellRun, *, trials: int, warmup: int) -> CellOutcome:
-    """Measure what is missing of the single-prompt cell and store every attempt."""
-    previous = run.store.previous_rows()
-    run.outcome.expected = trials * len(run.cell.prompts)
-    run.outcome.measured_ok = len(already_measured(previous, run.cell.cell_hash))
-
-    async def ok(spec: TrialSpec) -> bool:
-        return (await run.attempt(spec)).status == Status.OK
-
-    return await in_order(run, _todo(run.cell, trials, warmup, previous), ok)
 
 
 async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
@@ -329,7 +320,7 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
 def _after_round(cur: _Cursor, rnd: int, design: Design) -> None:
     """What a round job tells of its cell: more rounds to come, or done and which later trials it skips.
 
-    Later rounds are the sweeper's (:mod:`sweep.rounds`), which decides from the same facts: a stopped
+    Later rounds are the sweeper's (:mod:`sweep.multirun.rounds`), which decides from the same facts: a stopped
     cell (its trials reached, trials=auto precise enough, abandoned) gets none, a resume skips stored ones.
     """
     last = design.trials if design.trials is not None else design.auto.max_trials

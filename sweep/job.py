@@ -16,23 +16,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from sweep import backends, interrupts, progress, provenance
-from sweep.agents import expected_rows
+from sweep import interrupts, progress, provenance
+from sweep.backends import processes as backends
+from sweep.workloads.agents import expected_rows
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
-from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
+from sweep.backends.hosts import moved_line, stored_host
+from sweep.backends.kinds import Start, format_for, kind_of
 from sweep.order import resolve
-from sweep.ollama import StreamClient, headers_from_env
-from sweep.plan import Cell, ConfigError, load_key, plan_cells, reload_order, trials_count, warmups_per_visit
+from sweep.backends.http import StreamClient, headers_from_env
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
 from sweep.runner import Target
 from sweep.running import Running, lease_host, own_cells
-from sweep.server_facts import server_facts
-from sweep.streams import StreamFormat, format_for
+from sweep.backends.facts import server_facts
+from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
-from sweep.workflow import run_agent_cell
+from sweep.workloads.workflow import run_agent_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx (the inventory calls' client) logs every request at INFO; the per-trial lines below say more, once.
@@ -78,13 +81,13 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: D
     cells measured at once on one server slow each other down; the sweeper
     refused plans with more cells at once than servers, and this picks the free
     one.  A cell with stored trials takes the server they ran on, waiting for it
-    if need be (:mod:`sweep.home`): its rounds and a resume never mix machines.
+    if need be (:mod:`sweep.backends.hosts`): its rounds and a resume never mix machines.
     The leased server goes first (the cell's target); the lease is held until
     the job ends.  Agent cells use every server at once, round-robin.
     """
     if len(urls) < 2 or any(c.agent_plan is not None for c in cells):
         return urls
-    home = stored_host(sweep_dir, cells) if backend.kind in STABLE_ADDRESSES else None
+    home = stored_host(sweep_dir, cells) if kind_of(backend).stable_address else None
     host = held.enter_context(lease_host(sweep_dir, urls, prefer=home, wait_s=LEASE_WAIT_S))
     if (line := moved_line(cells, home, host, urls, LEASE_WAIT_S)) is not None:
         console.print(line, markup=False)
@@ -101,7 +104,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
     (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
-    fmt = format_for(cfg.backend.api)
+    fmt = format_for(cfg.backend)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
         b = cfg.backend
@@ -201,7 +204,7 @@ def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
 def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceStore | None]:
     """A cell's run (and its telemetry file), its server ready: llama-server restarted when its flags differ."""
     b = job.cfg.backend
-    if b.kind == "llama_server":  # same port; in this (the main) thread: the child's death signal follows it
+    if kind_of(b).start is Start.LLAMA_SERVER:  # same port; in this (the main) thread: the child's death signal follows it
         backends.prepare_cell(b, cell, _say)
         if job.telemetry:
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sweep.cells import ConfigError
 from sweep.contract import COLUMNS, Status
 
 STATS = ("mean", "median", "p95")
@@ -33,7 +34,6 @@ class Objective:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Objective:
         """From ``objective.*``; a metric that is not a numeric column is a :class:`ConfigError`."""
-        from sweep.plan import ConfigError
         numeric = [c.name for c in COLUMNS if c.numeric]
         if cfg["metric"] not in numeric:
             raise ConfigError(f"invalid objective.metric={cfg['metric']}: use a numeric column, "

@@ -15,7 +15,7 @@ order, independent of how many cells stopped early (``trials=auto``).
 This is the order inside one job, and the order of a multirun's jobs: there
 the reload-aware sweeper (:mod:`hydra_plugins.chimera_sweep.reload_aware_sweeper`)
 runs one batch of jobs per round, a job per cell in :func:`round_order`'s
-order, each measuring that round only (:mod:`sweep.rounds`); ``blocked`` keeps
+order, each measuring that round only (:mod:`sweep.multirun.rounds`); ``blocked`` keeps
 one job per cell, grouped by model loads.  :func:`resolve` decides the default
 for both, over the job's or the whole multirun's cells.
 """
@@ -28,10 +28,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from sweep.cells import Order
+
 T = TypeVar("T")
-
-ORDERS = ("blocked", "interleaved", "random")
-
 
 def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tuple[str, int]:
     """The order to run and its seed: ``None`` → random when the job compares a baseline with chimera cells.
@@ -40,13 +39,13 @@ def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tupl
     and the same order replayed with ``order_seed=<it>``.
     """
     if order is None:
-        order = "random" if {"baseline", "chimera"} <= {p.lower() for p in presets} else "blocked"
+        order = (Order.RANDOM if {"baseline", "chimera"} <= {p.lower() for p in presets} else Order.BLOCKED).value
     return order, seed if seed is not None else secrets.randbelow(2**31)
 
 
 def round_order(items: Sequence[T], order: str, seed: int, rnd: int) -> list[T]:
     """The items (the cells still running) in the order round ``rnd`` visits them."""
-    if order == "random":
+    if order == Order.RANDOM:
         perm = np.random.default_rng([seed, rnd]).permutation(len(items))
         return [items[i] for i in perm]
     return list(items)

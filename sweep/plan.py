@@ -1,125 +1,31 @@
-"""Config → cells: what to run, with a stable identity, checked before any request.
+"""Config → cells: what to run, checked before any request (the cell itself is :mod:`sweep.cells`).
 
 A *cell* is one point of the grid (model × options × workload on one backend).
-Its hash covers everything that changes what is measured, so resuming a sweep
-matches cells by content, never by directory name, and changing a parameter
-makes a new cell.
+This module reads the job's config into cells (grid, presets, prompts, agent plans)
+and holds the order rules over their load keys (:func:`count_loads`, :func:`reload_order`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
-from urllib.parse import urlparse
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
-
-if TYPE_CHECKING:
-    from sweep.agents import AgentPlan
+from sweep.backends.hosts import host_urls
+from sweep.backends.kinds import KINDS, Start, kind_of
+from sweep.cells import Cell, ConfigError, Order, Prompt, State, WorkloadKind, normalize_base_url, validate_options
+from sweep.contract import OPTION_KEYS
+from sweep.objective import Objective
+from sweep.workloads import agents
 
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """Bad configuration: reported as one line before any request is sent."""
-
-
-# embedded/llama_server: started by the sweep on 127.0.0.1; ollama/openai: a server at backend.base_url
-BACKEND_KINDS = ("embedded", "ollama", "openai", "llama_server")
-OPENAI_KINDS = ("openai", "llama_server")  # the kinds that speak the OpenAI API (sweep/openai_sse.py)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One grid point.  ``options`` holds only the options that are set."""
-
-    preset: str
-    model: str
-    backend: str
-    base_url: str | None  # None for the embedded backend: its port is chosen at start
-    options: Mapping[str, Any]
-    workload: str
-    prompts: tuple[Prompt, ...]
-    system: str | None
-    endpoint: str
-    keep_alive: str | None
-    agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
-
-    @property
-    def cell_hash(self) -> str:
-        """16 hex chars of sha256 over the cell's resolved content (not its name)."""
-        identity = {
-            "preset": self.preset, "model": self.model, "backend": self.backend,
-            "base_url": self.base_url, "options": dict(self.options), "workload": self.workload,
-            "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
-            "endpoint": self.endpoint, "keep_alive": self.keep_alive,
-        }
-        if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
-            identity["agent_plan"] = self.agent_plan.identity()
-        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    @property
-    def cell_id(self) -> str:
-        """A readable label: preset, model and the options that are set."""
-        parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
-        label = self.agent_plan.label() if self.agent_plan is not None else ""
-        return " ".join(([label] if label else []) + parts)
-
-    @property
-    def file_stem(self) -> str:
-        """A file name that cannot escape the sweep directory, unique by hash."""
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.cell_id.replace(" ", "-")).strip("._-")
-        return f"{safe[:96]}-{self.cell_hash}"
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One request of a cell's schedule."""
-
-    trial: int
-    prompt: Prompt
-    warmup: bool
-
-
 # ---------------------------------------------------------------- validation
-
-def normalize_base_url(url: str) -> str:
-    """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
-    if "://" not in url:
-        url = "http://" + url
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"invalid backend.base_url '{url}': use http://host:port or https://host:port")
-    return url.rstrip("/")
-
-
-def validate_options(options: Mapping[str, Any]) -> None:
-    """Types and ranges of set options (grid values arrive untyped from YAML), per :data:`sweep.contract.OPTIONS`."""
-    for name, value in options.items():
-        option = OPTIONS_BY_NAME[name]
-        numeric = (int, float) if option.type is float else (int,)
-        if isinstance(value, bool) or not isinstance(value, numeric):
-            kind = "a number" if option.type is float else "an integer"
-            raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
-        problem = option.range_error(value)
-        if problem:
-            raise ConfigError(f"invalid option {name}={value}: {problem}")
-
 
 def validate(cfg: DictConfig) -> None:
     """Value checks the structured types cannot express; raises :class:`ConfigError`."""
@@ -128,25 +34,24 @@ def validate(cfg: DictConfig) -> None:
     if cfg.warmup < 0:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
-    if b.kind not in BACKEND_KINDS:
-        raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
-    if b.kind in ("ollama", "openai") and not b.hosts:
+    kind = kind_of(b)
+    if kind.remote and not b.hosts:
         if not b.base_url:
-            example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
-            raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
+            raise ConfigError(f"backend.base_url is empty: set backend.base_url={kind.example_url}")
         normalize_base_url(b.base_url)
-    if b.kind == "llama_server":   # before any job starts: the binary is built by its own step (make tools)
-        from sweep.llama_tools import missing_hint, tool_path
+    if kind.start is Start.LLAMA_SERVER:   # before any job starts: the binary is built by its own step (make tools)
+        from sweep.backends.llama_tools import missing_hint, tool_path
 
         if tool_path("llama-server") is None:
             raise ConfigError(missing_hint("llama-server"))
-    if b.hosts and b.kind != "ollama":
-        raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
+    if b.hosts and not kind.several_hosts:
+        raise ConfigError(f"backend.hosts needs backend={_kinds_with('several_hosts')}; to run several embedded "
+                          "servers use backend.instances=N")
     for host in b.hosts:
         normalize_base_url(str(host))
-    if b.instances < 1 or (b.instances > 1 and b.kind != "embedded"):
-        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with backend=embedded "
-                          "(list running servers with backend.hosts=[URL,URL])")
+    if b.instances < 1 or (b.instances > 1 and not kind.several_instances):
+        raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with "
+                          f"backend={_kinds_with('several_instances')} (list running servers with backend.hosts=[URL,URL])")
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
         if b[key] <= 0:
             raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
@@ -156,10 +61,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
-    if cfg.workload.endpoint not in ("generate", "chat") and b.kind not in OPENAI_KINDS:
+    if cfg.workload.endpoint not in ("generate", "chat") and not kind.openai_api:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
-    from sweep.objective import Objective
-
     Objective.from_config(cfg.objective)
     if cfg.grid is not None:
         unknown = set(cfg.grid.axes) | set(cfg.grid.fixed)
@@ -169,6 +72,11 @@ def validate(cfg: DictConfig) -> None:
         n = grid_size(cfg)
         if cfg.cell is not None and not 0 <= cfg.cell < n:
             raise ConfigError(f"invalid cell={cfg.cell}: this grid has {n} cells (0..{n - 1})")
+
+
+def _kinds_with(feature: str) -> str:
+    """The backend kinds that have ``feature`` (a :class:`~sweep.backends.kinds.BackendKind` flag), for a message."""
+    return "|".join(k.name for k in KINDS.values() if getattr(k, feature))
 
 
 def trials_count(cfg: DictConfig) -> int | None:
@@ -192,28 +100,24 @@ def warmups_per_visit(cfg: DictConfig) -> int:
     Why none: ``cold`` measures the load on purpose and ``reload`` flags it; a warm-up would hide it.
     The job's design and the dry run's count both read it here.
     """
-    return int(cfg.warmup) if cfg.state == "warm" else 0
-
-
-STATES = ("warm", "cold", "reload")
-ORDERS = ("blocked", "interleaved", "random")
+    return int(cfg.warmup) if cfg.state == State.WARM else 0
 
 
 def validate_design(cfg: DictConfig) -> None:
     """state, order and auto.* values (one line each, before any request)."""
-    if cfg.state not in STATES:
-        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(STATES)}")
-    if cfg.order is not None and cfg.order not in ORDERS:
-        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(ORDERS)}")
-    if cfg.state == "cold" and cfg.backend.get("api", "ollama") != "ollama":
+    if cfg.state not in tuple(State):
+        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(State)}")
+    if cfg.order is not None and cfg.order not in tuple(Order):
+        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(Order)}")
+    if cfg.state == State.COLD and cfg.backend.get("api", "ollama") != "ollama":
         raise ConfigError("state=cold unloads with keep_alive 0 and checks GET /api/ps: it needs backend.api=ollama")
     rnd = cfg.get("round")
     rounds = trials_count(cfg) or cfg.auto.max_trials
     if rnd is not None and not 0 <= rnd < rounds:
         raise ConfigError(f"invalid round={rnd}: this sweep has rounds 0..{rounds - 1} (the sweeper sets round=)")
-    if rnd is not None and cfg.workload.get("kind", "prompt") != "prompt":
+    if rnd is not None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
         raise ConfigError("round= is for single-prompt workloads: agent cells run blocked")
-    if trials_count(cfg) is None and cfg.workload.get("kind", "prompt") != "prompt":
+    if trials_count(cfg) is None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
         raise ConfigError("trials=auto is for single-prompt workloads: give agent workloads a number of trials")
     a = cfg.auto
     if not 1 <= a.min_trials <= a.max_trials:
@@ -311,27 +215,23 @@ def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def plan_cells(cfg: DictConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
-    from sweep import agents  # agents imports this module's checks
-
     validate(cfg)
     agents.validate_agents(cfg)
     prompts = load_prompts(cfg.workload)
     hosts = host_urls(cfg.backend)
-    base_url = " ".join(hosts) if cfg.backend.kind in ("ollama", "openai") else None
-    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != agents.PROMPT_KIND else ""
+    kind = kind_of(cfg.backend)
+    base_url = " ".join(hosts) if kind.remote else None
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.PROMPT else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
     cells = []
     for preset, options in option_sets:
         validate_options(options)
-        if cfg.backend.kind in OPENAI_KINDS:
-            from sweep.openai_sse import check_cell  # the format module knows what the API can carry
-
-            check_cell(cfg.backend.kind, options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-                       keep_alive=cfg.backend.keep_alive)
+        kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
+                   keep_alive=cfg.backend.keep_alive)
         plan = None
-        if cfg.workload.kind != agents.PROMPT_KIND:
+        if cfg.workload.kind != WorkloadKind.PROMPT:
             servers = len(hosts) if hosts else cfg.backend.instances
             plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(
@@ -343,29 +243,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     return cells
 
 
-def host_urls(backend: DictConfig) -> list[str]:
-    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
-    if backend.kind not in ("ollama", "openai"):
-        return []
-    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]
-
-
 # ---------------------------------------------------------------- order
-
-# Options the engine applies when it loads the model: changing one (or the model) forces a reload.
-LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_NAME[k].load_time)
-
-
-def load_key(cell: Cell) -> tuple[Any, ...]:
-    """What a server must (re)load for this cell: which server, which model, which load-time options.
-
-    Unset options sort first (``(0,)``), so a baseline cell on server defaults
-    leads its model's group, and mixed None/int values still compare.
-    """
-    server = cell.base_url or cell.backend
-    return (server, cell.model) + tuple(
-        (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
-
 
 def count_loads(keys: Sequence[tuple[Any, ...]]) -> int:
     """Model loads a run in this order needs: the first cell on each server, then every change of key.
@@ -389,15 +267,3 @@ def reload_order(items: Sequence[T], key: Callable[[T], tuple[Any, ...]]) -> lis
     either way (one per distinct key and server).
     """
     return sorted(items, key=key)
-
-
-def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:
-    """Warm-ups first (on the first prompt), then trials interleaving the prompts.
-
-    Interleaving (trial-major) spreads slow drift (thermals, caches) over all
-    prompts instead of loading it onto the last one.
-    """
-    specs = [TrialSpec(i, cell.prompts[0], True) for i in range(warmup)]
-    for t in range(trials):
-        specs.extend(TrialSpec(t, p, False) for p in cell.prompts)
-    return specs

@@ -10,7 +10,7 @@ per-job launch lines are silenced while it shows, so they do not scroll it away.
 
 The sweeper tells how large the whole multirun is (:func:`announce`: environment
 variables, so launcher processes see them too).  A multirun in rounds
-(``order=random | interleaved``, :mod:`sweep.rounds`) runs one job per cell and
+(``order=random | interleaved``, :mod:`sweep.multirun.rounds`) runs one job per cell and
 round, so there the panel counts a cell done only when its last round finished,
 adds the trials done of the sweep's total, and takes its ETA from the time per
 trial so far: a job's time is one round's, not a cell's.
@@ -33,7 +33,10 @@ from sweep.contract import Status, TrialRecord
 PLAN_ENV = "CHIMERA_SWEEP_CELLS"
 TRIALS_ENV = "CHIMERA_SWEEP_TRIALS"    # set for a multirun in rounds only: "<trials>" or "<trials> at most"
 _AT_MOST = " at most"
-_HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"   # logs "#3 : overrides…" per job
+# The logger Hydra's basic launcher writes "#3 : overrides…" under, one line per job, silenced while the live
+# panel shows the jobs.  Only a name (nothing is imported): Hydra names its loggers after its modules and offers
+# no public handle for this one.
+_HYDRA_JOB_LINES = "hydra._internal.core_plugins.basic_launcher"
 
 
 def trial_line(record: TrialRecord) -> str:

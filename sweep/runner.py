@@ -1,4 +1,4 @@
-"""Measure one streamed call: one request → one :class:`TrialRecord`, on aiohttp (:class:`~sweep.ollama.StreamClient`).
+"""Measure one streamed call: one request → one :class:`TrialRecord`, on aiohttp (:class:`~sweep.backends.http.StreamClient`).
 
 The API for workloads (single prompt, agent workflows, N agents at once)::
 
@@ -15,7 +15,7 @@ caller's (:mod:`sweep.execute`).
 
 Hot loop: :func:`_read_stream` iterates the raw body bytes, stamps each network
 chunk with ``perf_counter_ns`` when it arrives, splits it into lines and asks the
-format (:mod:`sweep.streams`) what each line is.  Text pieces and stamps are
+format (:mod:`sweep.backends.stream`) what each line is.  Text pieces and stamps are
 appended to lists; the maths (TTFT, inter-token latency, rates) and the server's
 fields come after the stream, in :func:`_fill_timings`.  Nothing that logs,
 writes or serialises runs between two token arrivals, so concurrent streams
@@ -34,12 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from sweep.ollama import Failure, StreamClient, TransportError
-from sweep.plan import Cell, TrialSpec
+from sweep.backends.http import Failure, StreamClient, TransportError
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
-from sweep.streams import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
-
-# Failure kinds worth another attempt: the server or network may recover.
+from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 
 @dataclass(frozen=True)

@@ -247,7 +247,7 @@ def lease_host(sweep_dir: Path, hosts: list[str], *, prefer: str | None = None, 
     exists or is about to (a finishing job releases its lock as it exits); the
     wait is only bounded against a stuck job.
 
-    ``prefer`` (the server the cell's stored trials ran on, :mod:`sweep.home`):
+    ``prefer`` (the server the cell's stored trials ran on, :mod:`sweep.backends.hosts`):
     only that one is taken, waiting for it while another cell holds it, so a
     cell's trials never mix two machines.  Waiting cannot deadlock: a job leases
     its server before anything else it waits for (:func:`own_cells` comes after),

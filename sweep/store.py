@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from sweep.contract import (PART_PREFIX, PROVENANCE_KEY, SCHEMA, TrialRecord, conform, part_name, part_range,
                             read_cell, read_whole, to_table)
 from sweep import syncs
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
 
 _WRITABLE: set[Path] = set()   # directories this process has probed (a multirun's jobs share one)

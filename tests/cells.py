@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweep.plan import Cell, Prompt
+from sweep.cells import Cell, Prompt
 
 REPORT_PROMPT = Prompt("0", "Generate a technical report")
 

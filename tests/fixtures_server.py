@@ -55,7 +55,7 @@ def require_engine() -> None:
 
 def require_tool(name: str) -> None:
     """A llama.cpp binary (``llama-server``, ``llama-bench``) is installed, or skip (fail on CI)."""
-    from sweep.llama_tools import missing_hint, tool_path
+    from sweep.backends.llama_tools import missing_hint, tool_path
 
     require(tool_path(name) is not None, missing_hint(name))
 

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from sweep.config import register
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig
 
-from sweep.agents import CONCURRENT, ISOLATED, completed_runs, runs_todo, schedule_runs
-from sweep.ingest import SAMPLE_DIR, ingest
-from sweep.plan import ConfigError, plan_cells
-from sweep.prompts import fill, prompt_budget_chars
+from sweep.workloads.agents import CONCURRENT, ISOLATED, completed_runs, runs_todo, schedule_runs
+from sweep.workloads.ingest import SAMPLE_DIR, ingest
+from sweep.cells import ConfigError
+from sweep.plan import plan_cells
+from sweep.workloads.prompts import fill, prompt_budget_chars
 from tests.sweep_cli import run_sweep
 
 Compose = Callable[..., DictConfig]

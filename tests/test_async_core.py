@@ -7,18 +7,21 @@ import datetime as dt
 import json
 import statistics
 from collections.abc import AsyncIterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from sweep.ollama import StreamClient
-from sweep.plan import ConfigError
+from sweep.backends.http import StreamClient
+from sweep.cells import ConfigError
 from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
-from sweep.streams import CONTENT, FINAL, META, OLLAMA, SKIP, StreamFormat, format_for
+from sweep.backends.kinds import format_for
+from sweep.backends.ollama import OLLAMA
+from sweep.backends.stream import CONTENT, FINAL, META, SKIP, StreamFormat
 from tests.cells import make_cell
-from tests.ollama_standin import DELIVERY_SLACK_MS, Script, StandIn
-from tests.sync_reference import old_and_new
+from sweep.testing.standin import DELIVERY_SLACK_MS, Script, StandIn
+from sweep.testing.sync_reference import old_and_new
 
 
 @pytest.mark.slow   # paced streams: seconds of real waiting
@@ -129,4 +132,4 @@ def test_ollama_format_keeps_blank_and_crlf_lines_harmless() -> None:
 
 def test_unknown_stream_format_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="backend.api=sse2 .*choose one of ollama"):
-        format_for("sse2")
+        format_for(SimpleNamespace(kind="ollama", api="sse2"))

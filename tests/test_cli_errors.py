@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep
 
 CASES = [

@@ -16,7 +16,7 @@ import pytest
 
 from analysis import client_share
 from sweep.contract import COLUMN_NAMES, read_whole, trial_files
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 
 COLUMNS = ("client_overhead_ms", "client_ttft_overhead_ms")

@@ -97,7 +97,7 @@ def test_options_are_columns_in_cell_id_order() -> None:
 
 def test_num_thread_zero_is_one_range_for_sweep_and_server() -> None:
     """0 means "the runtime decides" to Ollama and our server; the sweep accepts the same range."""
-    from sweep.plan import ConfigError, validate_options
+    from sweep.cells import ConfigError, validate_options
     from sweep.server.options import OptionError, parse_options
 
     validate_options({"num_thread": 0})

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.fixtures_server import require_engine
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
 
 GRID = ["+experiment=quickstart", "grid.fixed.num_predict=8"]   # baseline + num_ctx {512,2048} × num_thread {1,2}

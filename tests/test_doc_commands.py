@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sweep.config import register
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

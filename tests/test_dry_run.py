@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep, trials_of
 
 

@@ -310,7 +310,7 @@ def test_the_import_benchmark_runs_at_tiny_size(tmp_path) -> None:
 def test_old_results_beside_our_multi_agent_sweep_and_against_it(tmp_path) -> None:
     """Our multi-agent sweep (on a paced stand-in server) and an imported folder: one report, and the gate."""
     from sweep.contract import OPTION_KEYS
-    from tests.ollama_standin import Script, StandIn
+    from sweep.testing.standin import Script, StandIn
     from tests.sweep_cli import only_sweep, run_sweep
 
     with StandIn() as host:

@@ -24,7 +24,7 @@ import pytest
 
 from sweep.contract import COLUMN_NAMES, read_cell
 from sweep.running import RUNNING_DIR, Running, lease_host, own_cells
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv
 
 TINY = ("chimera.num_predict=8", "warmup=1")

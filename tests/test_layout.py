@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from sweep.contract import HYDRA_DIR, cell_paths
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep
 
 

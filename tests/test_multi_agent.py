@@ -20,7 +20,7 @@ import pytest
 
 from analysis.load import load
 from analysis.tables import analyse
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test

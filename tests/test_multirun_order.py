@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from sweep.order import round_order
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep, trials_of
 
 # The quickstart grid's cells as (num_ctx, num_thread), in the sweeper's reload-aware job order.
@@ -184,8 +184,9 @@ def test_a_parallel_launcher_gets_the_same_rounds(standin: StandIn, tmp_path: Pa
 
 
 def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) -> None:
-    from sweep.plan import ConfigError, plan_cells
-    from sweep.rounds import multirun_order, round_overrides
+    from sweep.cells import ConfigError
+    from sweep.plan import plan_cells
+    from sweep.multirun.rounds import multirun_order, round_overrides
 
     def jobs(*extra: str) -> tuple[list, list]:
         cfgs = [compose_cfg("+experiment=quickstart", f"cell={i}", *extra) for i in range(5)]

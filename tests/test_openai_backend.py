@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sweep.openai_sse import OPENAI
-from sweep.plan import Cell, TrialSpec
+from sweep.backends.openai import OPENAI
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import measure_trial
 from tests import cells
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
 
 TOKENS = ["Hello", " world", ",", " this", " is", " a", " test", "."]

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from sweep import openai_sse as sse
-from sweep.plan import Cell, ConfigError, Prompt
+from sweep.backends import openai as sse
+from sweep.backends.kinds import KINDS
+from sweep.cells import Cell, ConfigError, Prompt
 
 
 def _data(obj) -> bytes:
@@ -87,18 +88,18 @@ def test_llama_server_body_leaves_load_time_options_to_flags() -> None:
 def test_unsupported_is_refused_in_one_line(kind, options, kwargs, fragment) -> None:
     args = {"system": None, "endpoint": "chat", "keep_alive": None, **kwargs}
     with pytest.raises(ConfigError) as err:
-        sse.check_cell(kind, options, **args)
+        KINDS[kind].check(options, **args)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_llama_server_carries_load_time_options() -> None:
-    sse.check_cell("llama_server", {"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
-                                    "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
+    KINDS["llama_server"].check({"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
+                                 "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
 
 
 def test_every_load_time_option_has_a_llama_server_flag() -> None:
-    from sweep.llama_server import FLAGS, flags_for
-    from sweep.plan import LOAD_TIME_OPTIONS
+    from sweep.backends.llama_server import FLAGS, flags_for
+    from sweep.cells import LOAD_TIME_OPTIONS
 
     assert set(FLAGS) == set(LOAD_TIME_OPTIONS)
     assert flags_for({"num_ctx": 512, "num_thread": 2, "num_batch": 64, "temperature": 0.5}) == (

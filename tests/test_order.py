@@ -6,8 +6,9 @@ from dataclasses import replace
 from itertools import groupby
 from pathlib import Path
 
-from sweep.plan import count_loads, load_key, plan_cells, reload_order
-from tests.ollama_standin import StandIn
+from sweep.cells import load_key
+from sweep.plan import count_loads, plan_cells, reload_order
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep
 
 

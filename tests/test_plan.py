@@ -8,7 +8,8 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep.plan import ConfigError, plan_cells, schedule
+from sweep.cells import ConfigError, schedule
+from sweep.plan import plan_cells
 
 
 def test_default_config_is_one_chimera_cell_on_the_embedded_gemma(compose_cfg) -> None:

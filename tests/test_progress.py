@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, run_sweep
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test

@@ -210,7 +210,7 @@ def _sweep_dir(df: pd.DataFrame, where: Path) -> Path:
 @settings(max_examples=4)
 @given(spec=specs(workloads=("prompt",), most_datasets=1))
 def test_the_end_of_sweep_summary_prints_the_reports_interval_for_every_cell(spec: Spec) -> None:
-    from sweep.summary import interval_text
+    from sweep.multirun.summary import interval_text
 
     df = table(spec)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ import pytest
 
 from sweep.provenance import git_state, model_record, package_versions, record_run
 from sweep.contract import PROVENANCE_KEY, cell_paths, trial_files
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep
 
 

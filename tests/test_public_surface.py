@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 SURFACES = ("sweep", "sweep.server", "analysis", "benchmarks")
@@ -27,27 +27,31 @@ _UNIT = "unit tests of this module's internals"
 INTERNAL: dict[str, str] = {
     "sweep.contract": "the contract's own tests (part names, to_table, provenance key, options) and "
                       "records built field by field",
-    "sweep.plan": "Cell, Prompt, ConfigError and cell_hash: unit tests build cells without Hydra",
+    "sweep.cells": "Cell, Prompt, ConfigError and cell_hash: unit tests build cells without Hydra",
+    "sweep.plan": "plan_cells and the load order: unit tests plan cells from a composed config",
     "sweep.config": "register() the structured config before composing conf/ in-process",
     "sweep.runner": "measuring one call against the stand-in, and the timing maths on exact stamps",
-    "sweep.streams": "the NDJSON stream format and request bodies, " + _UNIT,
-    "sweep.openai_sse": "the OpenAI SSE stream format, " + _UNIT,
-    "sweep.ollama": "the streaming HTTP client, for the old-vs-new reference path",
+    "sweep.backends.stream": "the stream format base class and line kinds, " + _UNIT,
+    "sweep.backends.ollama": "the NDJSON stream format and request bodies, " + _UNIT,
+    "sweep.backends.kinds": "the backend kind records and the format a backend speaks, " + _UNIT,
+    "sweep.backends.openai": "the OpenAI SSE stream format, " + _UNIT,
+    "sweep.backends.http": "the streaming HTTP client, for the old-vs-new reference path",
     "sweep.store": "append-only parts and merges, atomic writes, " + _UNIT,
     "sweep.syncs": "the fsyncs owed by atomic writes and paid in the background, " + _UNIT,
     "sweep.running": "the flock registry of running cells, " + _UNIT,
     "sweep.interrupts": "Ctrl-C that cannot be absorbed, with real signals to the test process, " + _UNIT,
     "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
-    "sweep.rounds": "the multirun's order and its round overrides, " + _UNIT,
-    "sweep.home": "the order a round's jobs take the servers in, " + _UNIT,
+    "sweep.multirun.rounds": "the multirun's order and its round overrides, " + _UNIT,
+    "sweep.multirun.jobs": "Hydra's basic grid and override_dirname on the public API, against Hydra's own",
+    "sweep.backends.hosts": "the order a round's jobs take the servers in, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,
-    "sweep.prompts": "prompt files, " + _UNIT,
-    "sweep.agents": "multi-agent plans, " + _UNIT,
-    "sweep.ingest": "the agent workflow's input data, " + _UNIT,
+    "sweep.workloads.prompts": "prompt files, " + _UNIT,
+    "sweep.workloads.agents": "multi-agent plans, " + _UNIT,
+    "sweep.workloads.ingest": "the agent workflow's input data, " + _UNIT,
     "sweep.objective": "the search objective, " + _UNIT,
-    "sweep.llama_server": "llama-server's flags, " + _UNIT,
-    "sweep.llama_tools": "where llama-server/llama-bench live: fixtures and scripts/install_engine.py "
+    "sweep.backends.llama_server": "llama-server's flags, " + _UNIT,
+    "sweep.backends.llama_tools": "where llama-server/llama-bench live: fixtures and scripts/install_engine.py "
                          "must agree with the sweep on it",
     "sweep.server.__main__": "the listening socket (TCP_NODELAY), " + _UNIT,
     "sweep.server.models": "the model registry (which GGUF files are installed), " + _UNIT,
@@ -60,6 +64,8 @@ INTERNAL: dict[str, str] = {
     "sweep.server.vram": "GPU detection for the gpu-marked tests",
     "analysis.__main__": "its argument parser: the docs' analysis commands are parsed by it, its --help wording "
                          "checked against theirs",
+    "sweep.testing.standin": "the scripted Ollama/OpenAI stand-in server the tests measure against",
+    "sweep.testing.sync_reference": "the measuring path before the async core, for the old-vs-new test",
     "analysis.load": "the loader's derived columns and its live-read path, " + _UNIT,
     "analysis.tables": "statistics tables on hand-computed data (report-level tests)",
     "analysis.render": "Markdown/CSV/LaTeX rendering of a table, " + _UNIT,
@@ -78,7 +84,7 @@ INTERNAL: dict[str, str] = {
     "analysis.columns": "the contract test checks it holds no copy of the contract",
     "analysis.brief": "the terminal summary, compared number for number with the report (property tests)",
     "analysis.figures": "a figure that cannot be drawn, replaced to check the report's skip line",
-    "sweep.summary": "the end-of-sweep summary's interval of a cell, compared with the report's",
+    "sweep.multirun.summary": "the end-of-sweep summary's interval of a cell, compared with the report's",
     "benchmarks.__main__": "the goals table (GOALS) the benchmark run prints",
     "benchmarks.fidelity": "the fidelity benchmark at a tiny size, against the server's send times",
     "benchmarks.engine": "the engine benchmark's CPU meter against a real embedded server, " + _UNIT,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep.plan import Cell, Prompt
-from tests.ollama_standin import Script, StandIn
+from sweep.cells import Cell, Prompt
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import run_sweep, trials_of
 
 PROMPT = (Prompt("0", "Generate a technical report"),)
@@ -81,7 +81,7 @@ def test_a_missing_engine_fails_on_ci_and_skips_elsewhere(monkeypatch: pytest.Mo
 def test_module_and_tool_prerequisites_fail_on_ci_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """``require_module``/``require_tool`` go through ``require``: a missing client package or
     llama-server fails a CI build instead of skipping its tests."""
-    from sweep import llama_tools
+    from sweep.backends import llama_tools
     from tests import fixtures_server
 
     monkeypatch.setattr(fixtures_server, "ON_CI", True)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from sweep.contract import read_cell
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
 

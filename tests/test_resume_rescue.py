@@ -15,7 +15,7 @@ import pytest
 
 import analysis
 from tests.fixtures_server import require_engine
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
 
 

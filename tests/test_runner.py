@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.plan import Cell, TrialSpec
+from sweep.cells import Cell, TrialSpec
 from sweep.contract import TrialRecord
 from sweep.runner import _fill_timings, _Stream, measure_trial
-from sweep.streams import OLLAMA, request_body
+from sweep.backends.ollama import OLLAMA, request_body
 from tests.cells import make_cell
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 
 
 def measure(standin: StandIn, cell: Cell | None = None, stall_timeout_s: float = 2.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_module, run_sweep
 
 # Server-reported generation time per num_ctx: 8 tokens in 200 ms = 40 tok/s at 1024, slower either side.
@@ -83,7 +83,7 @@ def test_analysis_of_a_search_shows_best_history_and_importance(standin: StandIn
 
 def test_objective_is_the_mean_over_measured_trials_with_an_optional_ttft_ceiling() -> None:
     from sweep.objective import Objective, score
-    from sweep.plan import ConfigError
+    from sweep.cells import ConfigError
 
     def row(tps: float, ttft: float, warmup: bool = False, status: str = "ok") -> dict:
         return {"warmup": warmup, "status": status, "throughput_tok_s": tps, "ttft_ms": ttft}

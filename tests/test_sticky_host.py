@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.ollama_standin import Script, StandIn
-from sweep.home import alternate
+from sweep.testing.standin import Script, StandIn
+from sweep.backends.hosts import alternate
 from sweep.running import lease_host
 from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 

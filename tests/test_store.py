@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweep import syncs
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 from sweep.contract import PROVENANCE_KEY, SCHEMA, TrialRecord, part_name, read_cell, read_whole, to_table, trial_files
 from sweep import store as store_module
 from sweep.store import FANOUT, CellStore, TraceStore, ensure_writable, write_atomic

@@ -1,4 +1,4 @@
-"""The async client under the runner (:class:`sweep.ollama.StreamClient`): pool, stale connections, own errors.
+"""The async client under the runner (:class:`sweep.backends.http.StreamClient`): pool, stale connections, own errors.
 
 The statuses of faults inside a stream are in ``test_runner.py``; these are the
 client's own behaviours around them, over real loopback sockets.
@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 from sweep.contract import TrialRecord
-from sweep.ollama import Failure, StreamClient, TransportError
+from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.runner import Target, measure_call
-from sweep.streams import OLLAMA
+from sweep.backends.ollama import OLLAMA
 from tests.cells import make_cell
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 
 
 def test_waiting_for_a_pooled_connection_beyond_connect_timeout_is_connect_error(standin: StandIn) -> None:

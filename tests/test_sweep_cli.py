@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sweep.contract import COLUMN_NAMES, PROVENANCE_KEY
-from tests.ollama_standin import StandIn
+from sweep.testing.standin import StandIn
 from tests.sweep_cli import only_sweep, run_sweep, trials_of
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from sweep.telemetry import (Gpus, GpuReading, Sample, Telemetry, TrialSampler, aggregate, gpu_energy_j,
                              joules_per_token)
-from tests.ollama_standin import Script, StandIn
+from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import only_sweep, run_sweep
 
 TELEMETRY_COLUMNS = ("gpu_name", "gpu_count", "gpu_util_pct_mean", "gpu_util_pct_max", "gpu_mem_used_mb_max",

@@ -11,7 +11,7 @@ keeps the typed order.  Bad values fail here, as one line, before any job runs.
 Under the sweep's ``order=random | interleaved`` (random by default when the
 cells include a baseline and a chimera preset) the jobs run in rounds instead:
 each round one batch, a job per cell still running, in the round's order, each
-job measuring that round only (:mod:`sweep.rounds`).  ``blocked`` keeps one job
+job measuring that round only (:mod:`sweep.multirun.rounds`).  ``blocked`` keeps one job
 per cell in the reload-aware order.
 """
 
@@ -19,14 +19,20 @@ per cell in the reload-aware order.
 import copy
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweep.multirun.jobs import batches, grid_jobs, override_dirname
 
 ORDERS = ("reload_aware", "typed")
 
@@ -43,45 +49,67 @@ ConfigStore.instance().store(group="hydra/sweeper", name="reload_aware", node=Re
                              provider="chimera-sweep")
 
 
-class ReloadAwareSweeper(BasicSweeper):
-    """Hydra's basic sweeper with the job list reordered by :func:`sweep.plan.reload_order`."""
+class ReloadAwareSweeper(Sweeper):
+    """Hydra's basic grid (:func:`sweep.multirun.jobs.grid_jobs`), its jobs reordered by :func:`sweep.plan.reload_order`.
+
+    A :class:`~hydra.plugins.sweeper.Sweeper` of its own on Hydra's public plugin API: it saves
+    ``multirun.yaml`` and launches its batches as Hydra's basic sweeper does.
+    """
 
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
                  order: str = "reload_aware") -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        super().__init__()
         if order not in ORDERS:
             raise HydraException(f"invalid hydra.sweeper.order={order}: use {' or '.join(ORDERS)}")
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
         self.order = order
-        self._rounds: Any = None            # sweep.rounds.Rounds when the multirun runs in rounds
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Optional[Launcher] = None
+        self._rounds: Any = None            # sweep.multirun.rounds.Rounds when the multirun runs in rounds
         self._pending: List[List[List[str]]] = []
         self._composed: Dict[Any, Any] = {}  # configs handed to the launcher by overrides
 
-    # BasicSweeper.sweep() calls self.split_arguments(...): as an instance method it sees the config.
-    def split_arguments(self, overrides: List[Override],  # type: ignore[override]
-                        max_batch_size: Optional[int]) -> List[List[List[str]]]:
-        (jobs,) = BasicSweeper.split_arguments(overrides, None)
-        jobs = self._ordered(jobs)
-        if self._rounds is not None:
-            return []                       # batches come round by round: is_done / get_job_batch
-        size = max_batch_size or len(jobs)
-        return [jobs[i:i + size] for i in range(0, len(jobs), size)] or [[]]
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        # The launcher composes each job through this loader: it hands out the configs composed here.
+        handing = HydraContext(config_loader=HandingLoader(hydra_context.config_loader, self._composed),
+                               callbacks=hydra_context.callbacks)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=handing, task_function=task_function, config=config)
 
-    def is_done(self) -> bool:
-        if self._rounds is None:
-            return super().is_done()
-        if not self._pending:
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        strings = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(strings)
+        jobs = self._ordered(grid_jobs(parsed))
+        # batches come round by round when the multirun runs in rounds (see _next_round)
+        self._pending = [] if self._rounds is not None else batches(jobs, self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns: List[Sequence[JobReturn]] = []
+        index = 0
+        while not self._done():
+            batch = self._pending.pop(0)
+            results = self.launcher.launch(batch, initial_job_idx=index)
+            for result in results:
+                _ = result.return_value     # raises the job's own exception, as Hydra's basic sweeper does
+            index += len(batch)
+            returns.append(results)
+        return returns
+
+    def _done(self) -> bool:
+        if self._rounds is not None and not self._pending:
             self._pending = self._next_round()
         return not self._pending
-
-    def get_job_batch(self) -> Sequence[Sequence[str]]:
-        if self._rounds is None:
-            return super().get_job_batch()
-        return self._pending.pop(0)
 
     def _next_round(self) -> List[List[List[str]]]:
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
         from sweep import progress
-        from sweep.rounds import round_overrides
+        from sweep.multirun.rounds import round_overrides
 
         rounds = self._rounds
         found = rounds.next_round()
@@ -99,84 +127,62 @@ class ReloadAwareSweeper(BasicSweeper):
         size = self.max_batch_size or len(batch)
         return [batch[i:i + size] for i in range(0, len(batch), size)]
 
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Already done: :meth:`_ordered` composed every job."""
-
     def _ordered(self, jobs: List[List[str]]) -> List[List[str]]:
-        from sweep.launchers import in_process, parallel_slots, shared_host_problem
-        from sweep.plan import (ConfigError, check_grid_coverage, count_loads, load_key, plan_cells, reload_order,
-                                trials_count)
+        """Compose every job, plan the multirun (:func:`sweep.multirun.plan.plan_multirun`), print it, set up rounds."""
+        from sweep import progress
+        from sweep.cells import ConfigError
+        from sweep.multirun import layout
+        from sweep.multirun.launchers import in_process, parallel_slots
+        from sweep.multirun.plan import plan_multirun
+        from sweep.multirun.rounds import RoundJob, Rounds
+        from sweep.plan import trials_count
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         slots = parallel_slots(self.config.hydra.launcher, len(jobs))
-        keyed: List[Any] = []
-        cells_of: Dict[Any, Any] = {}
         own_subdir = any(o.startswith("hydra.output_subdir=") for o in self.config.hydra.overrides.hydra)
+        composed = []
         for overrides in jobs:
             cfg = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-            try:
-                cells = plan_cells(cfg)
-                problem = None if cfg.allow_shared_host else shared_host_problem(cfg.backend, slots)
-                if problem:
-                    raise ConfigError(problem)
-            except ConfigError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(2) from None
             if not own_subdir:
                 _without_job_files(cfg)
-            keyed.append((overrides, sorted(load_key(c) for c in cells), cfg))
-            cells_of[tuple(overrides)] = reload_order(cells, load_key)
+            composed.append((overrides, cfg))
         try:
-            check_grid_coverage([cfg for _, _, cfg in keyed], list(self.config.hydra.overrides.task))
-            from sweep.rounds import multirun_order
-
-            order = multirun_order([cfg for _, _, cfg in keyed], list(cells_of.values()))
+            plan = plan_multirun(composed, list(self.config.hydra.overrides.task), slots=slots,
+                                 reorder=self.order == "reload_aware")
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        typed_loads = count_loads([k for _, keys, _ in keyed for k in keys])
-        if self.order == "reload_aware":
-            keyed = reload_order(keyed, key=lambda job: job[1][0])
-        loads = count_loads([k for _, keys, _ in keyed for k in keys])
-        n_cells = sum(len(keys) for _, keys, _ in keyed)
-        at_once = f", {slots} at once" if slots > 1 else ""
-        from sweep import progress
-
-        progress.announce(n_cells)                 # the live progress panel's "cells done / total"
+        progress.announce(plan.cells)                 # the live progress panel's "cells done / total"
         rounds_plan: Optional[List[List[int]]] = None
-        if order is None:
-            print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s){at_once}, {loads} model load(s) "
-                  f"({self.order} order; as typed: {typed_loads})", file=sys.stderr, flush=True)
+        if plan.order is None:
+            print(plan.blocked_line(self.order, slots), file=sys.stderr, flush=True)
         else:
-            from sweep import layout
-            from sweep.rounds import RoundJob, Rounds
-
-            first = keyed[0][2]
-            self._rounds = Rounds([RoundJob(list(o), cfg, cells_of[tuple(o)]) for o, _, cfg in keyed], order,
+            order, first = plan.order, plan.jobs[0].cfg
+            self._rounds = Rounds([RoundJob(job.overrides, job.cfg, job.cells) for job in plan.jobs], order,
                                   layout.sweep_dir(first.hydra), resume=bool(first.resume))
             rounds_plan = self._rounds.preview()
             auto = "up to " if any(trials_count(job.cfg) is None for job in self._rounds.jobs) else ""
             visits = sum(len(r) for r in rounds_plan)
-            stored = len(keyed) * self._rounds.total - visits if first.resume else 0
+            stored = len(plan.jobs) * self._rounds.total - visits if first.resume else 0
             left = f" left ({stored} stored)" if stored else ""
+            at_once = f", {slots} at once" if slots > 1 else ""
             how = "cells permuted every round" if order.order == "random" else "cells alternate, same order every round"
-            print(f"plan: {n_cells} cell(s) in {len(keyed)} job(s) × {auto}{self._rounds.total} round(s) = "
+            print(f"plan: {plan.cells} cell(s) in {len(plan.jobs)} job(s) × {auto}{self._rounds.total} round(s) = "
                   f"{auto}{visits} job(s){left}{at_once}, {order.describe()}: {how}; "
-                  f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {loads})",
+                  f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {plan.loads})",
                   file=sys.stderr, flush=True)
             visited = {i for rnd in rounds_plan for i in rnd}     # the cells this run measures, and their trials
             progress.announce(sum(len(self._rounds.jobs[i].cells) for i in visited),
                               self._rounds.trials(rounds_plan), at_most=bool(auto))
         if self.config.get("dry_run"):
-            from sweep.preflight import dry_run
+            from sweep.multirun.preflight import dry_run
 
             # prints the plan and exits: no job runs
-            dry_run([cfg for _, _, cfg in keyed], rounds=self._rounds, rounds_plan=rounds_plan,
+            dry_run([job.cfg for job in plan.jobs], rounds=self._rounds, rounds_plan=rounds_plan,
                     one_process=in_process(self.config.hydra.launcher))
-        self._composed.update({tuple(overrides): cfg for overrides, _, cfg in keyed})
-        _hand_over(loader, self._composed)
-        return [overrides for overrides, _, _ in keyed]
+        self._composed.update({tuple(job.overrides): job.cfg for job in plan.jobs})
+        return [job.overrides for job in plan.jobs]
 
 
 def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -> DictConfig:
@@ -187,7 +193,7 @@ def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -
     """
     new = copy.deepcopy(cfg)
     OmegaConf.copy_cache(from_config=cfg, to_config=new)
-    from sweep.rounds import ROUND_KEYS
+    from sweep.multirun.rounds import ROUND_KEYS
 
     with open_dict(new):
         for item in overrides[-len(ROUND_KEYS):]:
@@ -195,11 +201,9 @@ def _with_overrides(cfg: DictConfig, overrides: List[str], hydra_context: Any) -
             new[key] = value if key == "order" else int(value)
         new.hydra.overrides.task = list(overrides)
         parsed = OverridesParser.create(config_loader=hydra_context.config_loader).parse_overrides(list(overrides))
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-
         dirname = new.hydra.job.config.override_dirname
-        new.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        new.hydra.job.override_dirname = override_dirname(
+            parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=list(dirname.exclude_keys))
     return new
 
 
@@ -220,17 +224,25 @@ def _without_job_files(cfg: Any) -> None:
             cfg.hydra.job_logging.handlers.file.filename = "${hydra.runtime.output_dir}/${hydra.job.name}.log"
 
 
-def _hand_over(loader: Any, composed: Dict[Any, Any]) -> None:
-    """Let the launcher take each job's config as composed here instead of composing it a second time.
+class HandingLoader:
+    """The launcher's config loader: each job's config as composed by the sweeper, not composed a second time.
 
     Composing a job is most of a cell's own overhead against a fast server
     (Hydra + OmegaConf: ~50 ms quiet, far more on a loaded machine); every
-    config is handed out once, anything else falls through to Hydra.
+    config is handed out once, anything else goes to Hydra's loader.  A wrapper
+    passed to the launcher through Hydra's public :class:`~hydra.types.HydraContext`,
+    so Hydra's own loader is left as it is.
     """
-    original = loader.load_sweep_config
 
-    def load_sweep_config(master_config: Any, sweep_overrides: List[str]) -> Any:
-        cfg = composed.pop(tuple(sweep_overrides), None)
-        return cfg if cfg is not None else original(master_config, sweep_overrides)
+    def __init__(self, loader: Any, composed: Dict[Any, Any]) -> None:
+        self.loader = loader
+        self.composed = composed
 
-    loader.load_sweep_config = load_sweep_config
+    def load_sweep_config(self, master_config: Any, sweep_overrides: List[str]) -> Any:
+        cfg = self.composed.pop(tuple(sweep_overrides), None)
+        return cfg if cfg is not None else self.loader.load_sweep_config(master_config, sweep_overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("loader", "composed"):   # pickling (joblib) and unset fields
+            raise AttributeError(name)
+        return getattr(self.loader, name)

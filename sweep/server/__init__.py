@@ -18,11 +18,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-#: What GET /api/version reports: the Ollama API level we follow, tagged as ours.
-OLLAMA_API_VERSION = "0.12.3-chimera"
-
-#: The one line printed to stdout when the server accepts connections; launch.py parses it.
-READY_PREFIX = "chimera-sweep server listening on "
+from sweep.server.identity import OLLAMA_API_VERSION, READY_PREFIX
 
 __all__ = ["start", "EmbeddedServer", "OLLAMA_API_VERSION", "READY_PREFIX"]
 

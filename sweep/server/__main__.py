@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import Sequence
 
-from . import READY_PREFIX
+from .identity import READY_PREFIX
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

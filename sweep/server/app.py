@@ -1,7 +1,7 @@
 """Starlette routes speaking Ollama's HTTP API (field names, units, error shapes).
 
 The OpenAI-compatible ``/v1`` routes that Ollama also serves live in
-:mod:`sweep.server.openai_routes` and share these handlers' checks and engine.
+:mod:`sweep.server.openai_routes`; both build on :mod:`sweep.server.handlers` (checks, engine queue).
 
 Why a worker thread per generation: llama.cpp calls block, so each request runs
 :meth:`Engine.run` in its own thread, whose events reach the response as
@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import json
-import logging
-import threading
 import time
 from typing import Any, AsyncIterator, Callable
 
@@ -26,38 +24,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import OLLAMA_API_VERSION
-from .engine import Done, Engine, EngineError, Job, Piece
-from .models import GEMMA_TEMPLATE, ModelEntry, ModelNotFound, Registry
-from .streaming import BurstStream, Mailbox
-from .options import OptionError, describe_defaults, parse_keep_alive, parse_options
+from .identity import OLLAMA_API_VERSION
+from .engine import Done, Engine, Job, Piece
+from .models import GEMMA_TEMPLATE, ModelEntry, Registry
+from .streaming import BurstStream
+from .options import describe_defaults
 from .templates import PromptError, generate_prompt, render_chat
 from .vram import process_vram_bytes
+from .handlers import END, BadRequest, Failed, Handlers, begin, checked_messages, json_body, model_name
+from .openai_routes import openai_routes
 
-log = logging.getLogger("sweep.server.app")
 
 NDJSON = "application/x-ndjson"
-_ROLES = {"system", "user", "assistant", "tool"}
-
-
-class BadRequest(Exception):
-    """An HTTP error with Ollama's ``{"error": ...}`` body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Failed:
-    """Queue item: the engine raised after (or before) some output."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        self.message = message
-        self.status = status
-
-
-_END = object()
 
 
 def _now() -> str:
@@ -70,26 +48,6 @@ def _iso(ts: _dt.datetime) -> str:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(400, f"invalid JSON body: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequest(400, "request body must be a JSON object")
-    return body
-
-
-def _model_name(body: dict[str, Any]) -> str:
-    name = body.get("model") or body.get("name")
-    if not name:
-        raise BadRequest(400, "model is required")
-    if not isinstance(name, str):
-        raise BadRequest(400, f"model must be a string, got {name!r}")
-    return name
 
 
 def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
@@ -108,21 +66,10 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-class OllamaAPI:
+class OllamaAPI(Handlers):
     """The route handlers, bound to one engine and registry."""
 
-    def __init__(self, engine: Engine, registry: Registry, version: str) -> None:
-        self.engine = engine
-        self.registry = registry
-        self.version = version
-
     # -- helpers ---------------------------------------------------------------
-
-    def _entry(self, name: str) -> ModelEntry:
-        try:
-            return self.registry.get(name)
-        except ModelNotFound as exc:
-            raise BadRequest(404, str(exc)) from exc
 
     def _tag(self, entry: ModelEntry) -> dict[str, Any]:
         return {
@@ -147,8 +94,8 @@ class OllamaAPI:
         return JSONResponse({"models": entries})
 
     async def show(self, request: Request) -> Response:
-        body = await _json_body(request)
-        entry = self._entry(_model_name(body))
+        body = await json_body(request)
+        entry = self.entry(model_name(body))
         return JSONResponse(await asyncio.to_thread(self._show, entry))
 
     def _show(self, entry: ModelEntry) -> dict[str, Any]:
@@ -202,8 +149,8 @@ class OllamaAPI:
 
     async def pull(self, request: Request) -> Response:
         """Models are local files: a known model 'pulls' instantly, an unknown one is 404."""
-        body = await _json_body(request)
-        entry = self._entry(_model_name(body))
+        body = await json_body(request)
+        entry = self.entry(model_name(body))
         if _flag(body, "stream", True):
             lines = [{"status": "pulling manifest"},
                      {"status": "verifying sha256 digest", "digest": f"sha256:{entry.digest}",
@@ -215,29 +162,10 @@ class OllamaAPI:
 
     # -- generation ------------------------------------------------------------------
 
-    def _job(self, body: dict[str, Any], entry: ModelEntry, prompt: str | None,
-             received_ns: int) -> Job:
-        if body.get("format"):
-            raise BadRequest(400, "'format' (JSON mode / schemas) is not supported by the embedded server")
-        try:
-            load, sampling = parse_options(body.get("options"))
-            keep_alive = parse_keep_alive(body.get("keep_alive"), self.engine_keep_alive)
-        except OptionError as exc:
-            raise BadRequest(400, str(exc)) from exc
-        context = body.get("context") or ()
-        if not isinstance(context, (list, tuple)) or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in context
-        ):
-            raise BadRequest(400, "'context' must be a list of token ids")
-        return Job(entry=entry, load=load, sampling=sampling, prompt=prompt,
-                   keep_alive_s=keep_alive, context=tuple(context), received_ns=received_ns)
-
-    engine_keep_alive: float = 300.0
-
     async def generate(self, request: Request) -> Response:
         received = time.perf_counter_ns()
-        body = await _json_body(request)
-        entry = self._entry(_model_name(body))
+        body = await json_body(request)
+        entry = self.entry(model_name(body))
         prompt = _text(body, "prompt") or ""
         system, template = _text(body, "system"), _text(body, "template")
         raw, stream = _flag(body, "raw", False), _flag(body, "stream", True)
@@ -246,7 +174,7 @@ class OllamaAPI:
                 if prompt else None
         except PromptError as exc:
             raise BadRequest(400, str(exc)) from exc
-        job = self._job(body, entry, text, received)
+        job = self.job(body, entry, text, received)
 
         def piece(t: str) -> dict[str, Any]:
             return {"model": entry.name, "created_at": _now(), "response": t, "done": False}
@@ -262,15 +190,15 @@ class OllamaAPI:
 
     async def chat(self, request: Request) -> Response:
         received = time.perf_counter_ns()
-        body = await _json_body(request)
-        entry = self._entry(_model_name(body))
-        messages = _messages(body.get("messages"))
+        body = await json_body(request)
+        entry = self.entry(model_name(body))
+        messages = checked_messages(body.get("messages"))
         stream = _flag(body, "stream", True)
         try:
             text = await asyncio.to_thread(render_chat, entry, messages) if messages else None
         except PromptError as exc:
             raise BadRequest(400, str(exc)) from exc
-        job = self._job({**body, "context": None}, entry, text, received)
+        job = self.job({**body, "context": None}, entry, text, received)
 
         def piece(t: str) -> dict[str, Any]:
             return {"model": entry.name, "created_at": _now(),
@@ -301,9 +229,9 @@ class OllamaAPI:
                     parts.append(item.text)
                 elif isinstance(item, Done):
                     return JSONResponse(final(item, "".join(parts)))
-                elif isinstance(item, _Failed):
+                elif isinstance(item, Failed):
                     return _error(item.status, item.message)
-                elif item is _END:
+                elif item is END:
                     return _error(500, "generation ended without a final result")
                 item = await queue.get()
 
@@ -320,9 +248,9 @@ def _ndjson_burst(items: list[Any], piece: Callable[[str], dict[str, Any]],
             continue
         if isinstance(item, Done):
             out += _line(final(item, ""))
-        elif isinstance(item, _Failed):
+        elif isinstance(item, Failed):
             out += _line({"error": item.message})
-        else:  # _END before a final result
+        else:  # END before a final result
             out += _line({"error": "generation ended without a final result"})
         return bytes(out), True
     return bytes(out), False
@@ -341,58 +269,6 @@ def _timings(d: Done) -> dict[str, int]:
 
 def _line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
-
-
-def _messages(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise BadRequest(400, "'messages' must be a list")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict):
-            raise BadRequest(400, f"messages[{i}] must be an object")
-        role, content = m.get("role"), m.get("content")
-        if role not in _ROLES:
-            raise BadRequest(400, f"messages[{i}]: invalid role {role!r}")
-        if content is not None and not isinstance(content, str):
-            raise BadRequest(400, f"messages[{i}]: content must be a string")
-        out.append({"role": role, "content": content or ""})
-    return out
-
-
-async def begin(engine: Engine, job: Job) -> tuple[Mailbox, Any, _Failed | None]:
-    """Start the job and wait for its first event: (mailbox, first event, the failure if it failed at once)."""
-    box = _start(engine, job)
-    first = await box.get()
-    if first is _END:
-        return box, first, _Failed("generation ended without a result")
-    return box, first, first if isinstance(first, _Failed) else None
-
-
-def _start(engine: Engine, job: Job) -> Mailbox:
-    """Run the job in a worker thread; its events arrive in the returned mailbox."""
-    box = Mailbox(asyncio.get_running_loop())
-
-    def put(item: Any) -> None:
-        try:
-            box.put(item)
-        except RuntimeError:  # event loop closed (shutdown): stop generating
-            job.cancel.set()
-
-    def work() -> None:
-        try:
-            engine.run(job, put)
-        except EngineError as exc:
-            put(_Failed(str(exc)))
-        except Exception as exc:  # keep serving; report the failure to this client only
-            log.exception("generation failed")
-            put(_Failed(f"internal error: {type(exc).__name__}: {exc}"))
-        finally:
-            put(_END)
-
-    threading.Thread(target=work, name=f"gen-{job.entry.name}", daemon=True).start()
-    return box
 
 
 def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,
@@ -420,8 +296,6 @@ def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,
         Route("/api/generate", wrap(api.generate), methods=["POST"]),
         Route("/api/chat", wrap(api.chat), methods=["POST"]),
     ]
-    from .openai_routes import openai_routes  # the /v1 routes build on this module's handlers
-
     routes += openai_routes(api)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

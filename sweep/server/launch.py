@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Sequence
 
-from . import READY_PREFIX
+from .identity import READY_PREFIX
 
 _PR_SET_PDEATHSIG = 1
 _STDERR_TAIL_LINES = 40

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .app import _END, BadRequest, OllamaAPI, _Failed, _json_body, _messages, _model_name, begin
+from .handlers import END, BadRequest, Failed, Handlers, begin, checked_messages, json_body, model_name
 from .engine import Done, Piece
 from .streaming import BurstStream
 from .templates import PromptError, generate_prompt, render_chat
@@ -79,7 +79,7 @@ def _chat_messages(value: Any) -> list[dict[str, Any]]:
                 raise BadRequest(400, f"messages[{i}]: only text content parts are supported")
             m = {**m, "content": "".join(texts)}
         flat.append(m)
-    return _messages(flat)
+    return checked_messages(flat)
 
 
 def _prompt(value: Any) -> str:
@@ -109,7 +109,7 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
 class OpenAIRoutes:
     """The /v1 handlers, sharing the Ollama API's registry, option checks and engine."""
 
-    def __init__(self, api: OllamaAPI) -> None:
+    def __init__(self, api: Handlers) -> None:
         self.api = api
 
     async def models(self, request: Request) -> Response:
@@ -117,7 +117,7 @@ class OpenAIRoutes:
         return JSONResponse({"object": "list", "data": [self._model(e) for e in entries]})
 
     async def model(self, request: Request) -> Response:
-        return JSONResponse(self._model(self.api._entry(request.path_params["name"])))
+        return JSONResponse(self._model(self.api.entry(request.path_params["name"])))
 
     @staticmethod
     def _model(entry: Any) -> dict[str, Any]:
@@ -126,8 +126,8 @@ class OpenAIRoutes:
 
     async def chat(self, request: Request) -> Response:
         received = time.perf_counter_ns()
-        body = await _json_body(request)
-        entry = self.api._entry(_model_name(body))
+        body = await json_body(request)
+        entry = self.api.entry(model_name(body))
         messages = _chat_messages(body.get("messages"))
         try:
             text = render_chat(entry, messages)
@@ -145,8 +145,8 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         received = time.perf_counter_ns()
-        body = await _json_body(request)
-        entry = self.api._entry(_model_name(body))
+        body = await json_body(request)
+        entry = self.api.entry(model_name(body))
         try:
             text = generate_prompt(entry, _prompt(body.get("prompt")), None, None, False)
         except PromptError as exc:
@@ -168,7 +168,7 @@ class OpenAIRoutes:
         if not isinstance(stream, bool):
             raise BadRequest(400, f"'stream' must be true or false, got {stream!r}")
         include_usage = _include_usage(body)
-        job = self.api._job({"options": _options(body)}, entry, text, received)
+        job = self.api.job({"options": _options(body)}, entry, text, received)
         head = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                 "object": kind + (".chunk" if stream and kind == "chat.completion" else ""),
                 "created": int(time.time()), "model": entry.name, "system_fingerprint": "chimera-embedded"}
@@ -179,7 +179,7 @@ class OpenAIRoutes:
             parts: list[str] = []
             item = first
             while not isinstance(item, Done):
-                if isinstance(item, _Failed) or item is _END:
+                if isinstance(item, Failed) or item is END:
                     return _openai_error(500, getattr(item, "message", "generation ended without a result"))
                 parts.append(item.text)
                 item = await queue.get()
@@ -199,7 +199,7 @@ class OpenAIRoutes:
                         out += _sse({**head, "choices": [], **usage_of(item)})
                     out += _sse("[DONE]")
                 else:
-                    message = item.message if isinstance(item, _Failed) else "generation ended without a result"
+                    message = item.message if isinstance(item, Failed) else "generation ended without a result"
                     out += _sse({"error": {"message": message, "type": "server_error", "param": None,
                                            "code": None}})
                 return bytes(out), True
@@ -208,7 +208,7 @@ class OpenAIRoutes:
         return BurstStream(first, queue, job.cancel, burst, SSE, headers={"Cache-Control": "no-cache"})
 
 
-def openai_routes(api: OllamaAPI) -> list[Route]:
+def openai_routes(api: Handlers) -> list[Route]:
     """The /v1 routes, each answering errors in OpenAI's shape."""
     v1 = OpenAIRoutes(api)
 

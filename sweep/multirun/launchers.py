@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from sweep.backends.kinds import KINDS, Start
+
 
 def _cpus() -> int:
     return os.cpu_count() or 1
@@ -47,7 +49,7 @@ def parallel_slots(launcher: Mapping[str, Any], jobs: int) -> int:
 def in_process(launcher: Mapping[str, Any]) -> bool:
     """The jobs run one after another in the sweeper's own process (Hydra's basic launcher).
 
-    Why it matters: what a job leaves on a server (:mod:`sweep.model_state`) is then the next
+    Why it matters: what a job leaves on a server (:mod:`sweep.backends.model_state`) is then the next
     job's, so a multirun in rounds warms up only after a reload; a worker process starts knowing nothing.
     """
     target = str(launcher.get("_target_", ""))
@@ -56,7 +58,8 @@ def in_process(launcher: Mapping[str, Any]) -> bool:
 
 def shared_host_problem(backend: Mapping[str, Any], slots: int) -> str | None:
     """The one-line refusal when ``slots`` cells would share a server, else None."""
-    if slots <= 1 or backend.get("kind") == "embedded":
+    kind = KINDS.get(str(backend.get("kind")))
+    if slots <= 1 or (kind is not None and kind.start is Start.EMBEDDED):   # each worker starts its own
         return None
     hosts = list(backend.get("hosts") or []) or [backend.get("base_url")]
     if len(hosts) >= slots:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from sweep.contract import HYDRA_DIR, SWEEPS_ROOT, newest_sweep
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Files Hydra's sweepers write straight into hydra.sweep.dir; moved under _hydra/ so that
 # pandas.read_parquet(<sweep dir>) meets only Parquet (it fails on any other file it sees).
 SWEEPER_FILES = ("multirun.yaml", "optimization_results.yaml")

@@ -32,10 +32,12 @@ from omegaconf import DictConfig
 
 from sweep.adaptive import Auto, stop_reason
 from sweep.contract import Status, cell_path, cell_rows, utc_now
-from sweep.home import STABLE_ADDRESSES, alternate, most_used
+from sweep.backends.hosts import alternate, most_used
+from sweep.backends.kinds import kind_of
 from sweep.order import resolve, round_order
-from sweep.model_state import needs_warmup
-from sweep.plan import Cell, ConfigError, count_loads, load_key, trials_count, warmups_per_visit
+from sweep.backends.model_state import needs_warmup
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import count_loads, trials_count, warmups_per_visit
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
 _COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url"]
@@ -165,11 +167,11 @@ class Rounds:
 
     @staticmethod
     def _home(job: RoundJob, rows: dict[str, list[dict[str, Any]]]) -> str | None:
-        """The server the job's cells are measured on (:func:`sweep.home.stored_host`, from the rows read here).
+        """The server the job's cells are measured on (:func:`sweep.backends.hosts.stored_host`, from the rows read here).
 
         None where an address names no lasting server (an embedded engine's port is new in every process).
         """
-        if job.cfg.backend.kind not in STABLE_ADDRESSES:
+        if not kind_of(job.cfg.backend).stable_address:
             return None
         return most_used(r["base_url"] for cell in job.cells for r in rows.get(cell.cell_hash, []))
 
@@ -216,7 +218,7 @@ class Rounds:
 
         ``one_process`` (the basic launcher): the jobs run one after another in
         this process, so a visit warms up exactly when
-        :func:`sweep.model_state.needs_warmup` says, replayed here over the
+        :func:`sweep.backends.model_state.needs_warmup` says, replayed here over the
         visits in order (one server, as :meth:`loads` counts).  Otherwise a job
         may run in a fresh process that knows nothing of the server (a
         launcher's worker): every visit may warm up, so this is the upper

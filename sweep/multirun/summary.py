@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep import layout, progress
-from sweep.agents import completed_runs
+from sweep import progress
+from sweep.multirun import layout
+from sweep.workloads.agents import completed_runs
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.plan import trials_count
 from sweep.objective import Objective, Score, score

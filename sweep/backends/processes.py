@@ -7,7 +7,7 @@ on Ctrl-C and on errors.  ``backend.instances=N`` starts N of them, each on its
 own port (the dual-Ollama set-up of the multi-agent reports); all are stopped
 together.  llama-server takes the load-time options as flags, so
 :func:`prepare_cell` (re)starts it before a cell when they change (see
-:mod:`sweep.llama_server`).
+:mod:`sweep.backends.llama_server`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweep.plan import Cell, ConfigError, host_urls
+from sweep.cells import Cell, ConfigError
+from sweep.backends.hosts import host_urls
+from sweep.backends.kinds import Start, kind_of
 
 _embedded: dict[tuple[str | None, int], Any] = {}
 
@@ -33,9 +35,10 @@ def base_urls_for(backend: DictConfig, first: Cell | None = None,
                   say: Callable[[str], None] | None = None) -> list[str]:
     """Every server of this backend: ``backend.hosts`` (or ``base_url``), ``instances`` embedded engines,
     or the llama-server started for the cell ``first``."""
-    if backend.kind in ("ollama", "openai"):
+    start = kind_of(backend).start
+    if start is Start.REMOTE:
         return host_urls(backend)
-    if backend.kind == "llama_server":
+    if start is Start.LLAMA_SERVER:
         if first is None:
             raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
         return [prepare_cell(backend, first, say)]
@@ -60,9 +63,9 @@ def _start_embedded(model_dir: str | None, index: int) -> str:
 
 def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | None = None) -> str:
     """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
-    if backend.kind != "llama_server":
+    if kind_of(backend).start is not Start.LLAMA_SERVER:
         return base_url_for(backend)
-    from sweep import llama_server
+    from sweep.backends import llama_server
 
     before = llama_server.MANAGER.server
     try:
@@ -77,23 +80,24 @@ def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | N
 
 def server_version(backend: DictConfig) -> str | None:
     """For servers that have no /api/version: llama-server's own version, else unknown."""
-    if backend.kind != "llama_server":
+    if kind_of(backend).start is not Start.LLAMA_SERVER:
         return None
-    from sweep import llama_server
+    from sweep.backends import llama_server
 
     return llama_server.version(llama_server.binary())
 
 
 def server_pid(backend: DictConfig, base_url: str) -> int | None:
     """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
-    if backend.kind == "embedded":
+    kind = kind_of(backend)
+    if kind.start is Start.EMBEDDED:
         server = next((s for s in _embedded.values() if s.base_url == base_url), None)
         return server.pid if server is not None else None
-    if backend.kind == "llama_server":
-        from sweep import llama_server
+    if kind.start is Start.LLAMA_SERVER:
+        from sweep.backends import llama_server
 
         return llama_server.MANAGER.server.pid if llama_server.MANAGER.server is not None else None
-    if backend.kind == "openai":
+    if kind.openai_api:   # a remote OpenAI-compatible server: no way to tell its process
         return None
     from sweep.telemetry import find_local_ollama_pid
 
@@ -101,8 +105,8 @@ def server_pid(backend: DictConfig, base_url: str) -> int | None:
 
 
 def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
-    """What to do about a model the server does not have."""
-    if backend.kind == "ollama":
+    """What to do about a model the server does not have (a running Ollama's own hint: ``ollama pull``)."""
+    if kind_of(backend).start is not Start.EMBEDDED:
         return ""
     names = ", ".join(served) or "nothing"
     return (f"the embedded engine serves {names}; choose one with model=gemma3_270m or model=smollm2_135m, "
@@ -111,7 +115,7 @@ def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
 
 def stop_embedded() -> None:
     """Stop every server this process started: embedded engines and llama-server (idempotent)."""
-    from sweep.model_state import forget_servers
+    from sweep.backends.model_state import forget_servers
 
     forget_servers()
     while _embedded:
@@ -119,8 +123,8 @@ def stop_embedded() -> None:
         server.stop()
     import sys
 
-    if "sweep.llama_server" in sys.modules:  # never started one otherwise
-        sys.modules["sweep.llama_server"].MANAGER.stop()
+    if "sweep.backends.llama_server" in sys.modules:  # never started one otherwise
+        sys.modules["sweep.backends.llama_server"].MANAGER.stop()
 
 
 def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
@@ -131,13 +135,13 @@ def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str]
     from the file; a remote server's models are known by name only.
     """
     from sweep import provenance
-    from sweep.openai_sse import served_models
+    from sweep.backends.openai import served_models
 
     names = sorted({c.model for c in cells})
     served_models(base_url, headers, names, connect_timeout_s=backend.connect_timeout_s)
     models: dict[str, dict[str, Any]] = {}
     for name in names:
-        if backend.kind == "llama_server":
+        if kind_of(backend).start is Start.LLAMA_SERVER:   # our own GGUFs
             from sweep.server.models import default_registry
 
             entry = default_registry(backend.model_dir).get(name)

@@ -25,10 +25,12 @@ from typing import Any
 import httpx
 from omegaconf import DictConfig
 
-from sweep import backends, provenance
-from sweep.model_state import block_count
-from sweep.ollama import OllamaClient
-from sweep.plan import OPENAI_KINDS, Cell
+from sweep import provenance
+from sweep.backends import processes as backends
+from sweep.backends.model_state import block_count
+from sweep.backends.kinds import Start, kind_of
+from sweep.backends.ollama import OllamaClient
+from sweep.cells import Cell
 
 
 @dataclass
@@ -51,12 +53,13 @@ def server_facts(sweep_id: str, b: DictConfig, url: str, headers: dict[str, str]
     """
     if any(k[0] != sweep_id for k in _known):
         _known.clear()
-    own = backends.server_pid(b, url) if b.kind in ("embedded", "llama_server") else None
+    kind = kind_of(b)
+    own = None if kind.remote else backends.server_pid(b, url)
     key = (sweep_id, b.kind, url, tuple(sorted(headers.items())), own)
     known = _known.get(key)
     todo = [c for c in cells if known is None or c.model not in known.models]
     if todo:
-        ask = backends.openai_preflight if b.kind in OPENAI_KINDS else _ollama_preflight
+        ask = backends.openai_preflight if kind.openai_api else _ollama_preflight
         version, shown = ask(b, url, headers, todo)
         known = _known.setdefault(key, Facts(version))
         known.models.update(shown)
@@ -79,7 +82,7 @@ def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
                       headers=headers) as client:
         server_version = client.version()
         tags = {m.get("name", ""): m for m in _tags(client)}
-        served = list(tags) if b.kind == "embedded" else []
+        served = list(tags) if kind_of(b).start is Start.EMBEDDED else []
         models = {}
         for cell in cells:
             if cell.model in models:

@@ -14,10 +14,10 @@ import time
 import httpx
 
 from sweep.contract import TrialRecord
-from sweep.ollama import StreamClient
-from sweep.plan import Cell
+from sweep.backends.http import StreamClient
+from sweep.cells import Cell
 from sweep.runner import Target, _fill_timings, _Stream, measure_call
-from sweep.streams import CONTENT, FINAL, SKIP, StreamFormat
+from sweep.backends.stream import CONTENT, FINAL, SKIP, StreamFormat
 
 
 def measure_sync(client: httpx.Client, cell: Cell, prompt: str, fmt: StreamFormat) -> TrialRecord:

@@ -1,9 +1,9 @@
 """Agent workloads as data: who the agents are, which server each talks to, and the order of runs.
 
 Why plain values: a workload turns a cell into the steps of one trial, and the
-measuring code (:mod:`sweep.workflow`) must not know which workload it serves.
-Here live the pure parts: the cell's :class:`AgentPlan` (part of its identity
-and hash), the scenario's per-agent options, the round-robin host assignment,
+measuring code (:mod:`sweep.workloads.workflow`) must not know which workload it serves.
+Here live the pure parts (the cell's :class:`~sweep.cells.AgentPlan`, part of its identity
+and hash, is in :mod:`sweep.cells`): the scenario's per-agent options, the round-robin host assignment,
 the schedule of concurrent and isolated runs, and what a resumed sweep still
 has to run.
 
@@ -25,71 +25,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.contract import Status
-from sweep.plan import ConfigError, validate_options
-from sweep.prompts import POSTPROCESS_MODES
+from sweep.cells import MULTI_AGENT, AgentPlan, AgentSpec, ConfigError, WorkloadKind, validate_options
+from sweep.workloads.prompts import POSTPROCESS_MODES
 
-AGENT_REPORT, MULTI_AGENT, PROMPT_KIND = "agent_report", "multi_agent", "prompt"
-WORKLOAD_KINDS = (PROMPT_KIND, AGENT_REPORT, MULTI_AGENT)
 SCENARIOS = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
 WORKFLOWS = ("report", "prompt")
 CONCURRENT, ISOLATED = "concurrent", "isolated"
-ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """One agent: what it sends and where (``host`` indexes the job's server list)."""
-
-    agent_id: int
-    preset: str
-    options: Mapping[str, Any]
-    host: int
-
-
-@dataclass(frozen=True)
-class AgentPlan:
-    """What an agent cell runs; every field changes what is measured, so all are in the cell hash."""
-
-    kind: str                      # agent_report | multi_agent
-    workflow: str                  # report | prompt
-    scenario: str | None
-    agents: tuple[AgentSpec, ...]
-    hosts: int                     # servers the agents are spread over
-    data_dir: str
-    analysis_prompt: str
-    report_prompt: str
-    system: str | None
-    postprocess: str
-    per_agent_keys: tuple[str, ...] = ()   # options set per agent (chimera_hetero), for the label
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        return (ANALYSIS_STAGE, REPORT_STAGE) if self.workflow == "report" else (PROMPT_STAGE,)
-
-    def identity(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "workflow": self.workflow, "scenario": self.scenario, "hosts": self.hosts,
-            "agents": [[a.agent_id, a.preset, dict(a.options), a.host] for a in self.agents],
-            "data_dir": self.data_dir, "analysis_prompt": self.analysis_prompt,
-            "report_prompt": self.report_prompt, "system": self.system, "postprocess": self.postprocess,
-        }
-
-    def label(self) -> str:
-        """What the cell id adds: scenario, agent count, and per-agent options when they differ."""
-        if self.kind != MULTI_AGENT:
-            return ""
-        parts = [str(self.scenario), f"agents={len(self.agents)}"]
-        if self.per_agent_keys:  # e.g. "per-agent num_gpu=60/80 num_ctx=512/1024" (agent 0 / agent 1)
-            parts.append("per-agent " + " ".join(
-                f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
-        return " ".join(parts)
 
 
 def validate_agents(cfg: DictConfig) -> None:
     """Value checks for the agent keys; raises :class:`ConfigError` before any request."""
     kind = cfg.workload.kind
-    if kind not in WORKLOAD_KINDS:
-        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WORKLOAD_KINDS)}")
+    if kind not in tuple(WorkloadKind):
+        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WorkloadKind)}")
     if cfg.agent.postprocess not in POSTPROCESS_MODES:
         raise ConfigError(f"invalid agent.postprocess '{cfg.agent.postprocess}': use {' or '.join(POSTPROCESS_MODES)}")
     a = cfg.agents
@@ -114,7 +62,7 @@ def validate_agents(cfg: DictConfig) -> None:
 
 def resolve_data_dir(data_dir: str | None) -> str:
     """The directory the workflow ingests, absolute; the bundled sample when unset; checked now."""
-    from sweep.ingest import SAMPLE_DIR, data_files
+    from sweep.workloads.ingest import SAMPLE_DIR, data_files
 
     path = Path(data_dir).expanduser().resolve() if data_dir else SAMPLE_DIR
     data_files(path)  # a missing or empty directory is one line before any request

@@ -22,9 +22,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from sweep.plan import ConfigError
+from sweep.cells import ConfigError
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample_benchmarks"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample_benchmarks"
 SUFFIXES = (".csv", ".json", ".md", ".parquet")
 MAX_FILES = 20             # more files than this: the first ones (sorted), and the count of the rest
 MAX_NUMERIC_COLUMNS = 8    # per table: the columns a model can still relate to each other

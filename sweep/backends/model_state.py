@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweep.ollama import StreamClient, TransportError
+from sweep.backends.http import StreamClient, TransportError
 
-STATES = ("warm", "cold", "reload")
 # A load_duration this long means the server (re)loaded the model even when our options did not change
 # (evicted by keep_alive, another client): a loaded model answers in well under a millisecond of load time.
 RELOAD_LOAD_MS = 100.0
@@ -58,7 +57,7 @@ def needs_warmup(visited: bool, last_key: tuple[Any, ...] | None, key: tuple[Any
     other load-time options.
 
     The one statement of the rule: the run applies it (:mod:`sweep.execute`) and the dry run replays it over the
-    rounds' visits (:mod:`sweep.rounds`), so the warm-ups it announces are the ones that run.
+    rounds' visits (:mod:`sweep.multirun.rounds`), so the warm-ups it announces are the ones that run.
     """
     return not visited or last_key != key
 

@@ -21,8 +21,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweep.plan import LOAD_TIME_OPTIONS, Cell, ConfigError
-from sweep.streams import BAD, CONTENT, ERROR, FINAL, FORMATS, META, SKIP, StreamFormat
+from sweep.cells import LOAD_TIME_OPTIONS, Cell, ConfigError
+from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, SKIP, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are
 #: llama.cpp's extension fields (llama-server, our embedded server; vLLM takes ``top_k``).
@@ -35,15 +35,15 @@ _ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions", "gener
 
 
 def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, endpoint: str,
-               keep_alive: str | None) -> None:
+               keep_alive: str | None, load_time_as_flags: bool = False) -> None:
     """Refuse, in one line naming the option and the backend, what the OpenAI API cannot carry.
 
     Load-time options (fixed when the server loads the model) have no request
-    field; ``backend=llama_server`` carries them as the server's command-line
-    flags, so only ``backend=openai`` refuses those.
+    field; a kind that starts its server with them as command-line flags
+    (``load_time_as_flags``: llama_server) carries them, the others refuse them.
     """
     for name in options:
-        if name in FIELDS or (kind == "llama_server" and name in LOAD_TIME_OPTIONS):
+        if name in FIELDS or (load_time_as_flags and name in LOAD_TIME_OPTIONS):
             continue
         how = ("it is fixed when the server starts: remove it, or use backend=llama_server, which starts "
                "llama-server with it" if name in LOAD_TIME_OPTIONS else "the OpenAI API has no field for it: remove it")
@@ -58,9 +58,14 @@ def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, end
                           "(/v1/completions has no system prompt)")
 
 
-def request_of(cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
-    """The path (under the ``/v1`` base URL) and body of one streamed call."""
-    body: dict[str, Any] = {"model": cell.model, "stream": True, "stream_options": {"include_usage": True}}
+def request_of(cell: Cell, prompt: str, *, include_usage: bool = True) -> tuple[str, dict[str, Any]]:
+    """The path (under the ``/v1`` base URL) and body of one streamed call.
+
+    ``include_usage``: ask for the usage chunk (``stream_options``); a server that refuses the field gets none.
+    """
+    body: dict[str, Any] = {"model": cell.model, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
     for name, value in cell.options.items():
         field = FIELDS.get(name)
         if field is None:
@@ -162,8 +167,11 @@ class OpenAISSE(StreamFormat):
 
     name = "openai"
 
+    def __init__(self, *, include_usage: bool = True) -> None:
+        self.include_usage = include_usage   # False for a server that refuses stream_options
+
     def request(self, cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
-        return request_of(cell, prompt)
+        return request_of(cell, prompt, include_usage=self.include_usage)
 
     def interpret(self, line: bytes | str) -> tuple[str, Any]:
         return interpret_line(line)
@@ -173,7 +181,6 @@ class OpenAISSE(StreamFormat):
 
 
 OPENAI = OpenAISSE()
-FORMATS[OPENAI.name] = OPENAI
 
 def served_models(base_url: str, headers: Mapping[str, str], models: Sequence[str], *,
                   connect_timeout_s: float = 10.0) -> list[str]:

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import httpx
 
-from sweep.llama_tools import missing_hint, tool_path
-from sweep.plan import ConfigError
+from sweep.backends.llama_tools import missing_hint, tool_path
+from sweep.cells import ConfigError
 from sweep.server.launch import die_with_parent, stop_process
 
 #: load-time option → llama-server flag(s).  num_batch sets the micro-batch too, as the embedded engine does.

@@ -2,7 +2,7 @@
 
 Why: with several servers (``backend.hosts``) each job of a parallel multirun
 leases a free one (:func:`sweep.running.lease_host`), and a multirun in rounds
-starts a new job per cell and round (:mod:`sweep.rounds`), as does a resume.
+starts a new job per cell and round (:mod:`sweep.multirun.rounds`), as does a resume.
 The servers are often two machines (two GPUs); a cell whose rounds landed on
 both would pool them in one mean and CI, confounding every comparison with it.
 The stored rows are the one record of where a cell ran, so rounds, resume and
@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from omegaconf import DictConfig
+
 from sweep.contract import cell_path, cell_rows
-from sweep.plan import Cell
+from sweep.backends.kinds import kind_of
+from sweep.cells import Cell, normalize_base_url
 
 T = TypeVar("T")
-
-# Backends whose address names the same server in every process (an embedded engine's port is new in each).
-STABLE_ADDRESSES = ("ollama", "openai")
-
 
 def most_used(urls: Iterable[str | None]) -> str | None:
     """The server most of these rows name (the first such on a tie); None when none names one."""
@@ -68,3 +67,10 @@ def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequen
     names = ", ".join(c.cell_id for c in cells)
     return (f"{names}: its stored trials ran on {home}, {why}; measuring on {host}, so its rows span servers "
             "(the analysis report lists such cells)")
+
+
+def host_urls(backend: DictConfig) -> list[str]:
+    """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
+    if not kind_of(backend).remote:
+        return []
+    return [normalize_base_url(str(h)) for h in backend.hosts] or [normalize_base_url(backend.base_url)]

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from pytest import approx as pytest_approx
+from sweep.contract import OPTIONS
+
 
 FAULTS = ("none", "http_500", "http_404", "kill_mid_stream", "stall", "garbage_line",
           "no_final_chunk", "error_line", "slow_first_byte", "refuse")
@@ -95,6 +96,7 @@ class Sent:
         left) and cannot flake; upper bounds allow :data:`DELIVERY_SLACK_MS` per stamp.  Nothing is
         compared with the script's nominal delays, which a loaded machine overshoots.
         """
+        from pytest import approx as pytest_approx  # a test's check: pytest is there when it runs
         assert self.ttft_ms <= record.ttft_ms <= self.ttft_ms + DELIVERY_SLACK_MS, (record.ttft_ms, self)
         gaps = len(self.content_ns) - 1
         assert record.itl_ms_mean == pytest_approx(self.itl_ms_mean, abs=DELIVERY_SLACK_MS / gaps), \
@@ -187,7 +189,7 @@ class StandIn:
 
     def load(self, model: str, options: dict[str, Any]) -> bool:
         """Make ``model`` resident with these load-time options; True when that meant a (re)load."""
-        wanted = {k: options.get(k) for k in ("num_ctx", "num_gpu", "num_batch", "num_thread")}
+        wanted = {o.name: options.get(o.name) for o in OPTIONS if o.load_time}
         with self._lock:
             if self.loaded.get(model) == wanted:
                 return False

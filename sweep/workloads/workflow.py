@@ -28,14 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweep.agents import (
-    ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec, RunSpec, completed_runs,
-    runs_todo,
-)
-from sweep.execute import CellOutcome, CellRun, base_record, in_order, is_transient
-from sweep.ingest import ingest
-from sweep.plan import Cell
-from sweep.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
+from sweep.cells import ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec
+from sweep.workloads.agents import RunSpec, completed_runs, runs_todo
+from sweep.execute import CellOutcome, CellRun, base_record, in_order, with_retries
+from sweep.workloads.ingest import ingest
+from sweep.cells import Cell
+from sweep.workloads.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
 from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
 
@@ -158,16 +156,11 @@ async def run_agent_cell(main: CellRun, targets: Sequence[Target], *, trials: in
 
 async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bool:
     """A run with bounded retries of the whole run (transient failures only); True when it completed."""
-    policy = main.policy
-    for attempt in range(1, policy.retries + 2):
+    async def once(attempt: int) -> list[TrialRecord]:
         rows = await run_once(main, agents, spec, attempt)
         main.keep(*rows)   # after the run, all its rows as one part: no file written while agents stream
-        failed = [r for r in rows if r.status != Status.OK]
-        if not failed:
-            return True
-        real = [r for r in failed if r.status != SKIPPED]
-        if not all(is_transient(r) for r in real) or attempt > policy.retries:
-            return False
-        await asyncio.sleep(policy.retry_backoff_s * 2 ** (attempt - 1))
-    return False
+        return rows
+
+    completed, _ = await with_retries(main.policy, once)
+    return completed
 

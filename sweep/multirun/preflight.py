@@ -28,10 +28,13 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from sweep.agents import expected_rows
-from sweep.cli_errors import EXIT_CONFIG, one_line
-from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count, warmups_per_visit
-from sweep import layout
+from sweep.workloads.agents import expected_rows
+from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
+from sweep.cells import Cell, ConfigError, load_key
+from sweep.plan import plan_cells, trials_count, warmups_per_visit
+from sweep.multirun import layout
+from sweep.multirun.jobs import grid_jobs
+from sweep.multirun.plan import plan_multirun
 from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
@@ -49,13 +52,10 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
         return [task]
     if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return [task]   # Optuna & co. choose jobs as they go: only the base config can be checked
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     params = config.hydra.sweeper.get("params") or {}
     strings = [f"{k}={v}" for k, v in params.items()] + task
     loader = GlobalHydra.instance().config_loader()
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(strings)
-    return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return grid_jobs(OverridesParser.create(config_loader=loader).parse_overrides(strings))
 
 
 def job_configs(config: DictConfig) -> list[DictConfig]:
@@ -179,7 +179,7 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
                extra_loads: int = 0, upper_bound: bool = False) -> None:
     """The dry run's output: one row per cell, then totals and the command that runs it.
 
-    ``order_lines``: a multirun in rounds (:mod:`sweep.rounds`) prints its order, round by round;
+    ``order_lines``: a multirun in rounds (:mod:`sweep.multirun.rounds`) prints its order, round by round;
     ``extra_loads``: the model loads its rounds add to the blocked plan (their warm-ups are in each
     cell's ``warmup_calls``); ``upper_bound``: the warm-ups, loads and duration are at most these.
     """
@@ -229,8 +229,9 @@ class Preflight(Callback):
         # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
         try:
             configs = job_configs(config)
-            if layout.is_multirun(config.hydra):
-                check_grid_coverage(configs, list(config.hydra.overrides.task))
+            if layout.is_multirun(config.hydra):   # the refusals the reload-aware sweeper makes, for any sweeper
+                plan_multirun([([], cfg) for cfg in configs], list(config.hydra.overrides.task),
+                              reorder=False, rounds=False)
             planned = plan_all(configs)
         except ConfigError as exc:
             _stop(str(exc))
@@ -255,7 +256,7 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
             one_process: bool = True) -> None:
     """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0.
 
-    ``rounds`` (a :class:`sweep.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
+    ``rounds`` (a :class:`sweep.multirun.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
     the multirun runs in rounds, and the plan shows their order by the table's cell numbers and the
     warm-ups the rounds run; ``one_process``: the launcher runs the jobs in this process (else the
     warm-ups, loads and duration printed are upper bounds).
@@ -291,7 +292,7 @@ def _load_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, f
 
 def _round_warmups(planned: Sequence[Planned], rounds: Any, plan: Sequence[Sequence[int]], one_process: bool,
                    auto: bool) -> str:
-    """Set each cell's warm-ups to what the rounds run (:meth:`sweep.rounds.Rounds.warmups`); the line that says so.
+    """Set each cell's warm-ups to what the rounds run (:meth:`sweep.multirun.rounds.Rounds.warmups`); the line that says so.
 
     Why: a round job warms up again whenever its server last loaded other options (in one
     process), or on every visit (a launcher's fresh worker process), not once per cell.

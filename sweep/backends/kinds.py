@@ -1,0 +1,99 @@
+"""Backend kinds as data: one frozen record per ``backend.kind``, read wherever a kind matters.
+
+Why records: the kind used to be a string tested about thirty times in six modules (is it
+remote? does it take hosts? who starts it? does it speak the OpenAI API?), so a new kind of
+server meant edits all over.  Each answer is now a field of :class:`BackendKind`, and a new kind
+that speaks an existing wire format is one record in :data:`KINDS` plus its config file under
+``conf/backend/``.  ``backend.api`` still picks the wire format (:data:`FORMATS`); a kind's own
+:attr:`BackendKind.fmt` is used when the names agree, so a kind can carry a quirk of its format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sweep.backends.ollama import OLLAMA
+from sweep.backends.openai import OPENAI, check_cell
+from sweep.backends.stream import StreamFormat
+from sweep.cells import ConfigError
+
+
+class Start(StrEnum):
+    """Who starts the server a kind talks to."""
+
+    REMOTE = "remote"              # nobody here: a running server at backend.base_url / backend.hosts
+    EMBEDDED = "embedded"          # our engine (sweep.server), once per process, on 127.0.0.1
+    LLAMA_SERVER = "llama_server"  # llama.cpp's llama-server, (re)started per cell with its load-time flags
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """What the sweep must know about one kind of server."""
+
+    name: str
+    start: Start
+    fmt: StreamFormat                 # the wire format it speaks (its backend.api)
+    example_url: str = ""             # remote: the base_url to suggest when none is set
+    several_hosts: bool = False       # backend.hosts=[URL, URL] (agents spread round-robin)
+    several_instances: bool = False   # backend.instances=N servers started here
+
+    @property
+    def remote(self) -> bool:
+        """The server runs elsewhere, at a configured address."""
+        return self.start is Start.REMOTE
+
+    @property
+    def stable_address(self) -> bool:
+        """Its address names the same server in every process (an embedded engine's port is new in each)."""
+        return self.remote
+
+    @property
+    def openai_api(self) -> bool:
+        """Speaks the OpenAI API: options are checked against its fields, the inventory is GET /models."""
+        return self.fmt.name == OPENAI.name
+
+    def check(self, options: Mapping[str, Any], *, system: str | None, endpoint: str,
+              keep_alive: str | None) -> None:
+        """Refuse, in one line, what this kind cannot carry (:class:`ConfigError`)."""
+        if self.openai_api:   # the format module knows what the API can carry
+            check_cell(self.name, options, system=system, endpoint=endpoint, keep_alive=keep_alive,
+                       load_time_as_flags=self.start is Start.LLAMA_SERVER)
+
+
+KINDS: dict[str, BackendKind] = {k.name: k for k in (
+    BackendKind("embedded", Start.EMBEDDED, OLLAMA, several_instances=True),
+    BackendKind("ollama", Start.REMOTE, OLLAMA, example_url="http://host:11434", several_hosts=True),
+    BackendKind("openai", Start.REMOTE, OPENAI, example_url="http://host:8000/v1"),
+    BackendKind("llama_server", Start.LLAMA_SERVER, OPENAI),
+)}
+
+# backend.api → its format.
+FORMATS: dict[str, StreamFormat] = {OLLAMA.name: OLLAMA, OPENAI.name: OPENAI}
+
+
+def kind_named(name: str) -> BackendKind:
+    """The record of ``backend.kind``; a :class:`ConfigError` naming the choices otherwise."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"invalid backend.kind '{name}': use backend={', backend='.join(KINDS)}") from None
+
+
+def kind_of(backend: Any) -> BackendKind:
+    """The record of a backend config (anything with ``.kind``)."""
+    return kind_named(backend.kind)
+
+
+def format_for(backend: Any) -> StreamFormat:
+    """The wire format ``backend.api`` names (the kind's own when the names agree); a :class:`ConfigError` otherwise."""
+    kind = kind_of(backend)
+    if backend.api == kind.fmt.name:
+        return kind.fmt
+    try:
+        return FORMATS[backend.api]
+    except KeyError:
+        raise ConfigError(f"backend.api={backend.api} is not a known stream format: choose one of "
+                          f"{', '.join(sorted(FORMATS))}") from None

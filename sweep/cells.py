@@ -1,0 +1,213 @@
+"""Cell, Prompt, TrialSpec, ConfigError and the option checks: the values every layer passes around.
+
+Why a leaf: the planner makes cells, the store files them, the backends send them and the
+workloads run them.  When these types lived in the planner, each of those imported the planner
+and the planner imported a workload and a wire format back (a circle of seven modules).  Here
+they import nothing of ours but :mod:`sweep.contract`, so every arrow points down to them.
+
+A *cell* is one point of the grid (model × options × workload on one backend).  Its hash covers
+everything that changes what is measured, so resuming a sweep matches cells by content, never by
+directory name, and changing a parameter makes a new cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlparse
+
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
+
+class WorkloadKind(StrEnum):
+    """``workload.kind``: what one trial of a cell is."""
+
+    PROMPT = "prompt"               # one streamed call per prompt
+    AGENT_REPORT = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
+    MULTI_AGENT = "multi_agent"     # N agents' workflows, concurrent and isolated runs
+
+
+class State(StrEnum):
+    """``state``: the model state a measured call meets."""
+
+    WARM = "warm"       # loaded: warm-ups first when the previous request loaded other options
+    COLD = "cold"       # unloaded before every measured call (keep_alive 0, checked with /api/ps)
+    RELOAD = "reload"   # as it comes: reloads flagged, not avoided
+
+
+class Order(StrEnum):
+    """``order``: the order a sweep visits its cells in."""
+
+    BLOCKED = "blocked"           # all trials of a cell, then the next
+    INTERLEAVED = "interleaved"   # one trial of each cell per round, same order every round
+    RANDOM = "random"             # one trial of each cell per round, permuted every round
+
+
+MULTI_AGENT = WorkloadKind.MULTI_AGENT
+ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
+
+
+class ConfigError(ValueError):
+    """Bad configuration: reported as one line before any request is sent."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point.  ``options`` holds only the options that are set."""
+
+    preset: str
+    model: str
+    backend: str
+    base_url: str | None  # None for the embedded backend: its port is chosen at start
+    options: Mapping[str, Any]
+    workload: str
+    prompts: tuple[Prompt, ...]
+    system: str | None
+    endpoint: str
+    keep_alive: str | None
+    agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
+
+    @property
+    def cell_hash(self) -> str:
+        """16 hex chars of sha256 over the cell's resolved content (not its name)."""
+        identity = {
+            "preset": self.preset, "model": self.model, "backend": self.backend,
+            "base_url": self.base_url, "options": dict(self.options), "workload": self.workload,
+            "prompts": [[p.id, p.text] for p in self.prompts], "system": self.system,
+            "endpoint": self.endpoint, "keep_alive": self.keep_alive,
+        }
+        if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
+            identity["agent_plan"] = self.agent_plan.identity()
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def cell_id(self) -> str:
+        """A readable label: preset, model and the options that are set."""
+        parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
+        label = self.agent_plan.label() if self.agent_plan is not None else ""
+        return " ".join(([label] if label else []) + parts)
+
+    @property
+    def file_stem(self) -> str:
+        """A file name that cannot escape the sweep directory, unique by hash."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", self.cell_id.replace(" ", "-")).strip("._-")
+        return f"{safe[:96]}-{self.cell_hash}"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One request of a cell's schedule."""
+
+    trial: int
+    prompt: Prompt
+    warmup: bool
+
+
+def normalize_base_url(url: str) -> str:
+    """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"invalid backend.base_url '{url}': use http://host:port or https://host:port")
+    return url.rstrip("/")
+
+
+def validate_options(options: Mapping[str, Any]) -> None:
+    """Types and ranges of set options (grid values arrive untyped from YAML), per :data:`sweep.contract.OPTIONS`."""
+    for name, value in options.items():
+        option = OPTIONS_BY_NAME[name]
+        numeric = (int, float) if option.type is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            kind = "a number" if option.type is float else "an integer"
+            raise ConfigError(f"invalid option {name}={value!r}: must be {kind}")
+        problem = option.range_error(value)
+        if problem:
+            raise ConfigError(f"invalid option {name}={value}: {problem}")
+
+
+# Options the engine applies when it loads the model: changing one (or the model) forces a reload.
+LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_NAME[k].load_time)
+
+
+def load_key(cell: Cell) -> tuple[Any, ...]:
+    """What a server must (re)load for this cell: which server, which model, which load-time options.
+
+    Unset options sort first (``(0,)``), so a baseline cell on server defaults
+    leads its model's group, and mixed None/int values still compare.
+    """
+    server = cell.base_url or cell.backend
+    return (server, cell.model) + tuple(
+        (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
+
+
+def schedule(cell: Cell, trials: int, warmup: int) -> list[TrialSpec]:
+    """Warm-ups first (on the first prompt), then trials interleaving the prompts.
+
+    Interleaving (trial-major) spreads slow drift (thermals, caches) over all
+    prompts instead of loading it onto the last one.
+    """
+    specs = [TrialSpec(i, cell.prompts[0], True) for i in range(warmup)]
+    for t in range(trials):
+        specs.extend(TrialSpec(t, p, False) for p in cell.prompts)
+    return specs
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent: what it sends and where (``host`` indexes the job's server list)."""
+
+    agent_id: int
+    preset: str
+    options: Mapping[str, Any]
+    host: int
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """What an agent cell runs; every field changes what is measured, so all are in the cell hash."""
+
+    kind: str                      # agent_report | multi_agent
+    workflow: str                  # report | prompt
+    scenario: str | None
+    agents: tuple[AgentSpec, ...]
+    hosts: int                     # servers the agents are spread over
+    data_dir: str
+    analysis_prompt: str
+    report_prompt: str
+    system: str | None
+    postprocess: str
+    per_agent_keys: tuple[str, ...] = ()   # options set per agent (chimera_hetero), for the label
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return (ANALYSIS_STAGE, REPORT_STAGE) if self.workflow == "report" else (PROMPT_STAGE,)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "workflow": self.workflow, "scenario": self.scenario, "hosts": self.hosts,
+            "agents": [[a.agent_id, a.preset, dict(a.options), a.host] for a in self.agents],
+            "data_dir": self.data_dir, "analysis_prompt": self.analysis_prompt,
+            "report_prompt": self.report_prompt, "system": self.system, "postprocess": self.postprocess,
+        }
+
+    def label(self) -> str:
+        """What the cell id adds: scenario, agent count, and per-agent options when they differ."""
+        if self.kind != MULTI_AGENT:
+            return ""
+        parts = [str(self.scenario), f"agents={len(self.agents)}"]
+        if self.per_agent_keys:  # e.g. "per-agent num_gpu=60/80 num_ctx=512/1024" (agent 0 / agent 1)
+            parts.append("per-agent " + " ".join(
+                f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
+        return " ".join(parts)
