@@ -135,6 +135,7 @@ def validate(cfg: DictConfig) -> None:
             example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
             raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
+    _check_address_kind(b)
     if b.hosts and b.kind != "ollama":
         raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
     for host in b.hosts:
@@ -164,6 +165,23 @@ def validate(cfg: DictConfig) -> None:
         n = grid_size(cfg)
         if cfg.cell is not None and not 0 <= cfg.cell < n:
             raise ConfigError(f"invalid cell={cfg.cell}: this grid has {n} cells (0..{n - 1})")
+
+
+def _check_address_kind(b: DictConfig) -> None:
+    """An address given to a backend that starts its own server is a mistake, not a detail to ignore.
+
+    Why: ``backend.base_url=http://host:11434`` without ``backend=ollama`` used to measure the
+    embedded engine and exit 0; whoever meant their own server never learnt it was not measured.
+    """
+    if b.kind in ("ollama", "openai"):
+        return
+    own = f"is ignored by backend={b.kind}, which starts its own server"
+    if b.hosts:
+        raise ConfigError(f"backend.hosts={list(map(str, b.hosts))} {own}: add backend=ollama to measure those "
+                          "servers (several embedded servers: backend.instances=N)")
+    if b.base_url:
+        raise ConfigError(f"backend.base_url={b.base_url} {own}: add backend=ollama (an Ollama server) or "
+                          "backend=openai (an OpenAI-compatible …/v1 server) to measure that address")
 
 
 def trials_count(cfg: DictConfig) -> int | None:
