@@ -48,7 +48,11 @@ def policy_from(backend: DictConfig) -> Policy:
 
 def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str, Any]) -> CellStore:
     """The cell's file; an existing one is only continued with ``resume`` (or when a search revisits it)."""
-    store = CellStore(cell_path(sweep_dir, cell.file_stem), provenance)
+    try:
+        store = CellStore(cell_path(sweep_dir, cell.file_stem), provenance)
+    except OSError as exc:   # a damaged part: a resume moves it aside first (sweep/corrupt.py)
+        fix = "run the resume again" if resume else "add resume=true"
+        raise ConfigError(f"{str(exc).rstrip('.')}; {fix} to move unreadable parts aside and measure their trials again") from None
     if store.previous is not None and not resume:
         raise ConfigError(f"{store.path} already holds trials of this cell: add resume=true to continue "
                           "that sweep, or leave out sweep_id= to start a new one")

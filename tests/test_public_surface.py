@@ -39,6 +39,7 @@ INTERNAL: dict[str, str] = {
     "sweep.interrupts": "Ctrl-C that cannot be absorbed, with real signals to the test process, " + _UNIT,
     "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
     "sweep.rounds": "the multirun's order and its round overrides, " + _UNIT,
+    "sweep.preflight": "the dry run's duration estimate on hand-computed histories, " + _UNIT,
     "sweep.home": "the order a round's jobs take the servers in, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,
