@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep import backends, interrupts, progress, provenance
-from sweep.agents import expected_rows
+from sweep.agents import MULTI_AGENT, expected_rows, runs_ok_text
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
 from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
@@ -231,7 +231,10 @@ async def _agent_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> Cel
                                            isolated_runs=cfg.agents.isolated_runs)
     finally:   # also on Ctrl-C: a finished run's parts become one file
         _close(run, traces)
-    _done(job.shown, outcome)
+    plan = cell.agent_plan
+    counted = (runs_ok_text(run.store.table().to_pylist(), cell.cell_hash, len(plan.stages), cfg.trials,
+                            cfg.agents.isolated_runs) if plan.kind == MULTI_AGENT else None)
+    _done(job.shown, outcome, counted)
     return outcome
 
 
@@ -299,10 +302,10 @@ def _of_round(design: Design) -> str:
     return f" (round {design.only_round + 1} {total}, order={design.order})"
 
 
-def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+def _done(shown: progress.Progress, outcome: CellOutcome, counted: str | None = None) -> None:
     """The cell's line; a multirun's round job with more rounds to come does not finish its cell."""
     state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
     if outcome.more_rounds:
         state = "more rounds to come"
     shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state,
-                    cells=0 if outcome.more_rounds else 1, dropped=outcome.skipped)
+                    cells=0 if outcome.more_rounds else 1, dropped=outcome.skipped, counted=counted)

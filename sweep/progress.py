@@ -131,17 +131,19 @@ class Progress:
             self.console.print(trial_line(record))
         self._refresh()
 
-    def cell_done(self, ok: int, expected: int, failed: int, state: str, *, cells: int = 1, dropped: int = 0) -> None:
+    def cell_done(self, ok: int, expected: int, failed: int, state: str, *, cells: int = 1, dropped: int = 0,
+                  counted: str | None = None) -> None:
         """The job's cell(s) ran; ``cells`` of them are done (0: a multirun's round, more rounds to come).
 
-        ``dropped``: planned trials they will not run (trials=auto stopped them early, or they were abandoned).
+        ``dropped``: planned trials they will not run (trials=auto stopped them early, or they were abandoned);
+        ``counted``: what was measured, when "ok/expected trials ok" would misname it (a multi-agent cell's runs).
         """
         s = self.state
         s.cells_done += cells
         if s.sweep_trials_total is not None:
             s.sweep_trials_total = max(s.sweep_trials_done, s.sweep_trials_total - dropped)
         s.cell_seconds.append(time.monotonic() - s.cell_started)
-        line = f"  {ok}/{expected} trials ok, {failed} failed attempts, {state}"
+        line = f"  {counted or f'{ok}/{expected} trials ok'}, {failed} failed attempts, {state}"
         if self.live:
             mark = "[green]✓[/]" if cells else "[dim]·[/]"
             self.console.print(f"{mark} {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")

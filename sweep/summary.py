@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep import layout, progress
-from sweep.agents import completed_runs
+from sweep.agents import completed_runs, runs_ok_text
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.plan import trials_count
 from sweep.objective import Objective, Score, score
@@ -67,7 +67,7 @@ def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int
 def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) -> tuple[Table, list[str]]:
     """A table of cells and the list of cells that are not complete (agent cells count runs)."""
     table = Table(title=f"sweep {sweep_dir.name}", title_justify="left")
-    for col in ("cell", "ok trials", "failed attempts", "state"):
+    for col in ("cell", "ok", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
     for path in cell_paths(sweep_dir):
@@ -77,7 +77,11 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
             unfinished.append(rows[0]["cell_id"] if rows else path.stem)
-        table.add_row(rows[0]["cell_id"] if rows else path.stem, f"{ok}/{expected}", str(failed), state)
+        counted = f"{ok}/{expected}"
+        if any(r.get("run_kind") for r in rows):   # a multi-agent cell: its runs by kind, not as "trials"
+            stages = len({r["stage"] for r in rows if r.get("stage")})
+            counted = runs_ok_text(rows, rows[0]["cell_hash"], stages, trials, isolated_runs).removesuffix(" ok")
+        table.add_row(rows[0]["cell_id"] if rows else path.stem, counted, str(failed), state)
     return table, unfinished
 
 

@@ -214,3 +214,32 @@ def test_a_file_in_the_sweep_directorys_place_is_one_line(tmp_path: Path, multir
     assert _lines(result.stderr) == [f"error: the sweep directory {tmp_path / 'log'} exists and is not a directory: "
                                      "choose another sweep_id= (or output_root=), or move that file away"]
     assert (tmp_path / "log").read_text() == "not a sweep"
+
+
+# ---------------------------------------------------------------- 9. counts that say what they count
+
+
+def _run_rows(kind: str, trial: int, agents: tuple[int, ...], ok: bool = True) -> list[dict]:
+    run = f"{kind}-{trial}-{agents}"
+    return [{"cell_hash": "h", "warmup": False, "workflow_id": f"{run}-{a}", "run_id": run, "run_kind": kind,
+             "agent_id": a, "agents": 2, "trial": trial, "stage": stage, "status": "ok" if ok else "stall"}
+            for a in agents for stage in ("analysis", "report")]
+
+
+def test_a_multi_agent_cells_runs_are_counted_by_kind() -> None:
+    from sweep.agents import runs_ok_text
+
+    rows = [r for t in range(3) for r in _run_rows("concurrent", t, (0, 1))]
+    rows += [r for t in range(3) for a in (0, 1) for r in _run_rows("isolated", t, (a,))]
+    assert runs_ok_text(rows, "h", 2, 3, None) == "3/3 concurrent runs + 6/6 isolated runs (3 per agent) ok"
+    # a failed concurrent run, an isolated run beyond isolated_runs=2, another cell's rows: none count
+    rows = [r for r in rows if not (r["run_kind"] == "concurrent" and r["trial"] == 1)]
+    rows += _run_rows("concurrent", 1, (0, 1), ok=False) + [dict(r, cell_hash="other") for r in rows]
+    assert runs_ok_text(rows, "h", 2, 3, 2) == "2/3 concurrent runs + 4/4 isolated runs (2 per agent) ok"
+
+
+def test_the_multi_agent_progress_and_summary_count_runs_not_trials(standin: StandIn, tmp_path: Path) -> None:
+    result = run_sweep(*_ollama(standin, tmp_path), "workload=multi_agent", "trials=3", "telemetry.enabled=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "  3/3 concurrent runs + 6/6 isolated runs (3 per agent) ok, 0 failed attempts, complete" in result.stderr
+    assert "trials ok" not in result.stderr
