@@ -32,7 +32,7 @@ from rich.table import Table
 from sweep.agents import expected_rows
 from sweep.cli_errors import EXIT_CONFIG, one_line
 from sweep.plan import Cell, ConfigError, check_grid_coverage, load_key, plan_cells, trials_count, warmups_per_visit
-from sweep import corrupt, layout
+from sweep import corrupt, layout, progress
 from sweep.contract import CORRUPT_DIR, Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
@@ -287,6 +287,8 @@ class Preflight(Callback):
         self._check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "progress", default=True):
+            progress.quiet_launcher()   # every job's line comes from sweep.progress
         _unreadable_parts(config)   # before the sweeper reads what the cells hold
         if str(config.hydra.sweeper.get("_target_", "")).endswith("ReloadAwareSweeper"):
             return   # the default sweeper composes, checks and orders every job itself, then calls dry_run()

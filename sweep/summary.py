@@ -106,6 +106,11 @@ def verdict_lines(sweep_dir: Path) -> list[str]:
     return brief.summary_lines(loaded, an)[1:]
 
 
+def _failed_attempts(table: Table) -> int:
+    """The failed attempts the summary table counts (its third column)."""
+    return sum(int(str(v)) for v in table.columns[2].cells)
+
+
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
@@ -117,7 +122,10 @@ class SweepSummary(Callback):
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         agents = config.get("agents")
         table, unfinished = summarize(sweep_dir, trials_count(config) or config.auto.min_trials, agents.isolated_runs if agents else None)
-        if table.row_count <= TABLE_MAX_CELLS:
+        if not unfinished and not _failed_attempts(table):   # nothing to look at cell by cell: one line
+            console.print(f"sweep {sweep_dir.name}: {table.row_count} cell(s), every one complete, "
+                          "no failed attempt")
+        elif table.row_count <= TABLE_MAX_CELLS:
             console.print(table)
         else:
             shown = ", ".join(unfinished[:5]) + (" …" if len(unfinished) > 5 else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from sweep.contract import CORRUPT_DIR, newest_sweep
 from sweep.plan import plan_cells
 from sweep.preflight import ASSUMED_RELOAD_S, Planned, _duration, estimate_s
+from tests.fixtures_server import require_engine
 from tests.ollama_standin import StandIn
 from tests.sweep_cli import REPO, only_sweep, run_sweep, trials_of
 
@@ -241,5 +243,28 @@ def test_a_multi_agent_cells_runs_are_counted_by_kind() -> None:
 def test_the_multi_agent_progress_and_summary_count_runs_not_trials(standin: StandIn, tmp_path: Path) -> None:
     result = run_sweep(*_ollama(standin, tmp_path), "workload=multi_agent", "trials=3", "telemetry.enabled=false")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "  3/3 concurrent runs + 6/6 isolated runs (3 per agent) ok, 0 failed attempts, complete" in result.stderr
+    assert ": 3/3 concurrent runs + 6/6 isolated runs (3 per agent) ok, 0 failed attempts, complete (" in result.stderr
     assert "trials ok" not in result.stderr
+
+
+def _demo_commands() -> list[list[str]]:
+    """The Makefile's ``demo`` recipe, command by command, ``$(PYTHON)`` being this interpreter."""
+    recipe = re.search(r"^demo:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
+    assert recipe, "the Makefile has no demo recipe"
+    return [line.strip().replace("$(PYTHON)", sys.executable).split() for line in recipe.group(1).splitlines()]
+
+
+@pytest.mark.timeout(1200)
+def test_the_demo_prints_at_most_40_lines_and_its_verdict_once(tmp_path: Path) -> None:
+    """``make demo`` after the install, from a fresh directory, without a terminal (as a log or CI sees it)."""
+    require_engine()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    lines: list[str] = []
+    for command in _demo_commands():
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines += (result.stdout + result.stderr).splitlines()
+    shown = "\n".join(lines)
+    assert len(lines) <= 40, f"{len(lines)} lines:\n{shown}"
+    assert sum(line.startswith("baseline vs chimera") for line in lines) == 1, shown
+    assert lines[-1].startswith("report written to outputs/sweeps/") and lines[-1].endswith("report.html"), shown

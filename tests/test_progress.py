@@ -57,11 +57,23 @@ def test_progress_false_prints_one_plain_line_per_trial(standin: StandIn, tmp_pa
     assert "sweep cells" not in text
 
 
-def test_without_a_terminal_the_output_is_plain(standin: StandIn, tmp_path: Path) -> None:
+def test_without_a_terminal_the_output_is_a_plain_line_per_job(standin: StandIn, tmp_path: Path) -> None:
+    standin.queue(Script(fault="http_500"))   # one failed attempt (retried): a log shows it
     result = run_sweep(*_args(standin, tmp_path))
     assert result.returncode == 0, result.stderr
-    assert len(re.findall(r"^    trial [01] prompt 0: ", result.stderr, re.M)) == 6
+    done = re.findall(r"^✓ chimera gemma3:latest num_gpu=80 num_ctx=(\d+) .*: 2/2 trials ok, (\d) failed attempts?, "
+                      r"complete \(\d+\.\d s\)$", result.stderr, re.M)
+    assert sorted(int(ctx) for ctx, _ in done) == [256, 512, 1024] and sum(int(n) for _, n in done) == 1
+    assert len(re.findall(r"^    warm-up 0 attempt 1: http_error HTTP 500", result.stderr, re.M)) == 1
+    assert not re.search(r"^    trial \d prompt 0: \d", result.stderr, re.M)    # no line per successful trial
+    assert "#0 :" not in result.stderr and "Launching" not in result.stderr        # nor Hydra's per-job lines
     assert "\x1b[" not in result.stderr and "sweep cells" not in result.stderr
+
+
+def test_progress_false_without_a_terminal_prints_every_trial(standin: StandIn, tmp_path: Path) -> None:
+    result = run_sweep(*_args(standin, tmp_path, "progress=false"))
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^    trial [01] prompt 0: ", result.stderr, re.M)) == 6
 
 
 # A random-order multirun: the quickstart grid (5 cells) × 3 trials as 3 rounds of one job per cell.
@@ -109,7 +121,7 @@ def test_plain_lines_of_a_random_multirun_finish_each_cell_once_at_its_last_roun
     standin.script_for = script
     result = run_sweep(*args)
     assert result.returncode == 0, result.stderr
-    states = re.findall(r"^  \d+/\d+ trials ok, \d+ failed attempts, (.+)$", result.stderr, re.M)
+    states = re.findall(r"^[✓·] .*: \d+/\d+ trials ok, \d+ failed attempts, (.+) \(\d+\.\d s\)$", result.stderr, re.M)
     # 4 chimera cells × 3 round jobs + the baseline's 5: each cell's last one finishes it, the others say so
     assert len(states) == 17 and states.count("more rounds to come") == 12
     assert [s for s in states if s != "more rounds to come"] == ["complete"] * 5
