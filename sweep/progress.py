@@ -150,9 +150,8 @@ class Progress:
         line = f"  {counted or f'{ok}/{expected} trials ok'}, {failed} failed attempts, {state}"
         if self.per_trial:
             self.console.print(line)
-        else:
-            mark = "[green]✓[/]" if cells else "[dim]·[/]"
-            self.console.print(f"{mark} {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
+        elif cells:   # a round job with more rounds to come: the sweeper's line per round says enough
+            self.console.print(f"[green]✓[/] {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
         self._refresh()
 
     # ------------------------------------------------------------------ live panel

@@ -81,6 +81,7 @@ class ReloadAwareSweeper(BasicSweeper):
     def _next_round(self) -> List[List[List[str]]]:
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
         from sweep import progress
+        from sweep.plan import trials_count
         from sweep.rounds import round_overrides
 
         rounds = self._rounds
@@ -91,6 +92,8 @@ class ReloadAwareSweeper(BasicSweeper):
                 progress.say(line)
             return []
         rnd, jobs = found
+        auto = any(trials_count(job.cfg) is None for job in rounds.jobs)   # cells may leave earlier
+        progress.say(f"round {rnd + 1} of {'≤ ' if auto else ''}{rounds.total}: {len(jobs)} cell(s)")
         batch = []
         for job in jobs:
             overrides = round_overrides(job.overrides, rounds.order, rnd)
