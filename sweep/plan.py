@@ -130,12 +130,12 @@ def validate(cfg: DictConfig) -> None:
     b = cfg.backend
     if b.kind not in BACKEND_KINDS:
         raise ConfigError(f"invalid backend.kind '{b.kind}': use backend={', backend='.join(BACKEND_KINDS)}")
+    _check_address_kind(b)
     if b.kind in ("ollama", "openai") and not b.hosts:
         if not b.base_url:
             example = "http://host:11434" if b.kind == "ollama" else "http://host:8000/v1"
             raise ConfigError(f"backend.base_url is empty: set backend.base_url={example}")
         normalize_base_url(b.base_url)
-    _check_address_kind(b)
     if b.hosts and b.kind != "ollama":
         raise ConfigError("backend.hosts needs backend=ollama; to run several embedded servers use backend.instances=N")
     for host in b.hosts:
