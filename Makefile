@@ -31,9 +31,11 @@ tools: install
 test-packages:
 	bash scripts/install_test_packages.sh
 
+# The sweep ends with its verdict; the analysis then writes the report and says where (--quiet: not the verdict
+# a second time).
 demo: install
 	$(PYTHON) -m sweep -m +experiment=quickstart
-	$(PYTHON) -m analysis
+	$(PYTHON) -m analysis --quiet
 
 test: install tools test-packages
 	$(PYTHON) -m pytest

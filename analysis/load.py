@@ -69,10 +69,11 @@ class Loaded:
 
 
 def newest_sweep(root: Path = Path(SWEEPS_ROOT)) -> Path:
-    """The most recently modified sweep directory under ``root``."""
+    """The most recently modified sweep directory under ``root`` that holds trials (empty ones are skipped)."""
     newest = _newest_sweep(root)
     if newest is None:
-        raise InputError(f"no sweeps under {root}/ — run a sweep first or pass a PATH (sweep dir, .parquet or .csv)")
+        raise InputError(f"no sweep with trials under {root}/ — run a sweep first or pass a PATH "
+                         "(sweep dir, .parquet or .csv)")
     return newest
 
 

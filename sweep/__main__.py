@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from sweep.backends import processes as backends
 from sweep.multirun import cli_errors
+from sweep.multirun import outdir
 from sweep.config import register
 from sweep.job import objective_value, run_job
 from sweep.multirun.launchers import parallel_slots, shared_host_problem
@@ -65,19 +66,27 @@ def _run() -> None:
     cli_errors.flags_first(sys.argv)
     try:
         directory = pin(sys.argv)
+        outdir.check_free(directory)       # a file by that name: one line, not Hydra's FileExistsError
         ensure_writable(directory.parent)  # before Hydra creates the sweep directory in it
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    existed = directory.exists()
     try:
         cli_errors.run(main)
     except KeyboardInterrupt:
         backends.stop_embedded()
-        print(f"\ninterrupted: every completed trial is saved in {directory}\n"
-              f"resume with: python -m sweep {' '.join(sys.argv[1:])} resume=true", file=sys.stderr, flush=True)
+        args = " ".join(sys.argv[1:])
+        if outdir.holds_trials(directory):
+            print(f"\ninterrupted: every completed trial is saved in {directory}\n"
+                  f"resume with: python -m sweep {args} resume=true", file=sys.stderr, flush=True)
+        else:
+            print(f"\ninterrupted before any trial was stored\nrun it again with: python -m sweep {args}",
+                  file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:
         backends.stop_embedded()
+        outdir.drop_if_empty(directory, existed)   # a run that stored no trial leaves no directory behind
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ class SweepConfig:
     cell: Optional[int] = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     dry_run: bool = False                    # print the plan (cells, resume state, reloads, duration); send nothing
-    progress: bool = True                    # live progress on a terminal; false: one plain line per trial
+    progress: bool = True                    # a live panel on a terminal, else a line per job; false: a line per trial
     # a parallel launcher may run two cells against one server at once (their numbers contaminate each other)
     allow_shared_host: bool = False
     auto: AutoConfig = field(default_factory=AutoConfig)

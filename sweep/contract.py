@@ -370,6 +370,7 @@ RUN_FILE = "_run.json"                  # the sweep's provenance and each cell's
 RUN_LOCK = "_run.lock"                  # serialises jobs of a parallel launcher writing RUN_FILE
 TRACES_DIR = "_telemetry"               # per-sample telemetry, <sweep>/_telemetry/<cell>.parquet
 HYDRA_DIR = "_hydra"                    # Hydra's own files (config, logs) inside the sweep directory
+CORRUPT_DIR = "_corrupt"                # unreadable trial parts a resume moved aside (same relative paths)
 PROVENANCE_KEY = b"chimera.provenance"  # Parquet key-value metadata of every cell file
 # Anything under a name starting with these is not trial data, so read_parquet(<sweep dir>) reads trials only.
 PRIVATE_PREFIXES = ("_", ".")
@@ -503,6 +504,10 @@ def sweep_dirs(root: Path) -> list[Path]:
 
 
 def newest_sweep(root: Path) -> Path | None:
-    """The most recently modified sweep directory under ``root`` (None if there is none)."""
-    sweeps = sweep_dirs(root)
-    return sweeps[0] if sweeps else None
+    """The most recently modified sweep directory under ``root`` that holds trials (None if there is none).
+
+    Why "holds trials": a run stopped before its first trial (a bad address, Ctrl-C) may leave a
+    directory of Hydra's files only; "the newest sweep" of ``python -m analysis`` or ``resume=true``
+    is the newest one with something to read.
+    """
+    return next((p for p in sweep_dirs(root) if trial_files(p)), None)

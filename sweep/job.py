@@ -18,7 +18,7 @@ from rich.console import Console
 
 from sweep import interrupts, progress, provenance
 from sweep.backends import processes as backends
-from sweep.workloads.agents import expected_rows
+from sweep.workloads.agents import MULTI_AGENT, expected_rows, runs_ok_text
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
 from sweep.backends.hosts import moved_line, stored_host
@@ -51,7 +51,11 @@ def policy_from(backend: DictConfig) -> Policy:
 
 def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str, Any]) -> CellStore:
     """The cell's file; an existing one is only continued with ``resume`` (or when a search revisits it)."""
-    store = CellStore(cell_path(sweep_dir, cell.file_stem), provenance)
+    try:
+        store = CellStore(cell_path(sweep_dir, cell.file_stem), provenance)
+    except OSError as exc:   # a damaged part: a resume moves it aside first (sweep/corrupt.py)
+        fix = "run the resume again" if resume else "add resume=true"
+        raise ConfigError(f"{str(exc).rstrip('.')}; {fix} to move unreadable parts aside and measure their trials again") from None
     if store.previous is not None and not resume:
         raise ConfigError(f"{store.path} already holds trials of this cell: add resume=true to continue "
                           "that sweep, or leave out sweep_id= to start a new one")
@@ -230,7 +234,10 @@ async def _agent_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> Cel
                                            isolated_runs=cfg.agents.isolated_runs)
     finally:   # also on Ctrl-C: a finished run's parts become one file
         _close(run, traces)
-    _done(job.shown, outcome)
+    plan = cell.agent_plan
+    counted = (runs_ok_text(run.store.table().to_pylist(), cell.cell_hash, len(plan.stages), cfg.trials,
+                            cfg.agents.isolated_runs) if plan.kind == MULTI_AGENT else None)
+    _done(job.shown, outcome, counted)
     return outcome
 
 
@@ -298,10 +305,10 @@ def _of_round(design: Design) -> str:
     return f" (round {design.only_round + 1} {total}, order={design.order})"
 
 
-def _done(shown: progress.Progress, outcome: CellOutcome) -> None:
+def _done(shown: progress.Progress, outcome: CellOutcome, counted: str | None = None) -> None:
     """The cell's line; a multirun's round job with more rounds to come does not finish its cell."""
     state = "abandoned" if outcome.abandoned else ("complete" if outcome.complete else "incomplete")
     if outcome.more_rounds:
         state = "more rounds to come"
     shown.cell_done(outcome.measured_ok, outcome.expected, outcome.failed_attempts, state,
-                    cells=0 if outcome.more_rounds else 1, dropped=outcome.skipped)
+                    cells=0 if outcome.more_rounds else 1, dropped=outcome.skipped, counted=counted)

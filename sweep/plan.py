@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.backends.hosts import host_urls
-from sweep.backends.kinds import KINDS, Start, kind_of
+from sweep.backends.kinds import KINDS, BackendKind, Start, kind_of
 from sweep.cells import Cell, ConfigError, Order, Prompt, State, WorkloadKind, normalize_base_url, validate_options
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
@@ -35,6 +35,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid warmup={cfg.warmup}: must be >= 0")
     b = cfg.backend
     kind = kind_of(b)
+    _check_address_kind(b, kind)
     if kind.remote and not b.hosts:
         if not b.base_url:
             raise ConfigError(f"backend.base_url is empty: set backend.base_url={kind.example_url}")
@@ -77,6 +78,23 @@ def validate(cfg: DictConfig) -> None:
 def _kinds_with(feature: str) -> str:
     """The backend kinds that have ``feature`` (a :class:`~sweep.backends.kinds.BackendKind` flag), for a message."""
     return "|".join(k.name for k in KINDS.values() if getattr(k, feature))
+
+
+def _check_address_kind(b: DictConfig, kind: BackendKind) -> None:
+    """An address given to a backend that starts its own server is a mistake, not a detail to ignore.
+
+    Why: ``backend.base_url=http://host:11434`` without ``backend=ollama`` used to measure the
+    embedded engine and exit 0; whoever meant their own server never learnt it was not measured.
+    """
+    if kind.remote:
+        return
+    own = f"is ignored by backend={kind.name}, which starts its own server"
+    if b.hosts:
+        raise ConfigError(f"backend.hosts={list(map(str, b.hosts))} {own}: add backend=ollama to measure those "
+                          "servers (several embedded servers: backend.instances=N)")
+    if b.base_url:
+        raise ConfigError(f"backend.base_url={b.base_url} {own}: add backend=ollama (an Ollama server) or "
+                          "backend=openai (an OpenAI-compatible …/v1 server) to measure that address")
 
 
 def trials_count(cfg: DictConfig) -> int | None:

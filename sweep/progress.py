@@ -1,12 +1,14 @@
 """What a person watching a sweep sees: a live panel on a terminal, plain lines elsewhere.
 
-Why two modes: an hours-long sweep on a terminal wants one steady panel (cells
+Why three modes: an hours-long sweep on a terminal wants one steady panel (cells
 done/total, the current cell's trials, the last trial's tok/s and TTFT,
-failures so far, an ETA from the cell times measured so far); a log file, CI
-or ``progress=false`` wants one plain line per trial that greps well.  The
-live panel spans every job of a multirun run in this process (Hydra's basic
-launcher), so it is module state, stopped by the end-of-sweep summary; Hydra's
-per-job launch lines are silenced while it shows, so they do not scroll it away.
+failures so far, an ETA from the cell times measured so far); a log file or CI
+wants the same one line per job the panel leaves behind (and every failed
+attempt), not a screenful per cell; ``progress=false`` asks for one plain line
+per trial that greps well.  The live panel spans every job of a multirun run in
+this process (Hydra's basic launcher), so it is module state, stopped by the
+end-of-sweep summary; Hydra's per-job launch lines are silenced unless every
+trial is asked for: our job line says the same.
 
 The sweeper tells how large the whole multirun is (:func:`announce`: environment
 variables, so launcher processes see them too).  A multirun in rounds
@@ -97,8 +99,9 @@ class _State:
 class Progress:
     """One sweep's progress output (live or plain); the job calls the ``cell_*`` / ``trial`` hooks."""
 
-    def __init__(self, console: Console, live: bool) -> None:
+    def __init__(self, console: Console, live: bool, per_trial: bool = True) -> None:
         self.console = console
+        self.per_trial = per_trial and not live   # plain: a line per trial, else a line per job
         self.state = _State()
         planned = os.environ.get(PLAN_ENV, "")
         self.state.cells_total = int(planned) if planned.isdigit() else None
@@ -108,6 +111,7 @@ class Progress:
             self._live = Live(self._render(), console=console, refresh_per_second=4, transient=True,
                               redirect_stdout=True, redirect_stderr=False)
             self._live.start()
+        if not self.per_trial:
             logging.getLogger(_HYDRA_JOB_LINES).setLevel(logging.WARNING)
 
     @property
@@ -118,7 +122,7 @@ class Progress:
     def cell_started(self, cell_id: str, file_name: str, trials_total: int) -> None:
         s = self.state
         s.cell, s.cell_started, s.trials_done, s.trials_total = cell_id, time.monotonic(), 0, trials_total
-        if not self.live:
+        if self.per_trial:
             self.console.print(f"[bold]cell[/] {cell_id}  → {file_name}")
         self._refresh()
 
@@ -130,26 +134,27 @@ class Progress:
             s.trials_done += 1
             s.sweep_trials_done += 1
         s.last = trial_line(record).strip()
-        if not self.live:
+        if self.per_trial or (not self.live and record.status != Status.OK):   # a log shows every failure
             self.console.print(trial_line(record))
         self._refresh()
 
-    def cell_done(self, ok: int, expected: int, failed: int, state: str, *, cells: int = 1, dropped: int = 0) -> None:
+    def cell_done(self, ok: int, expected: int, failed: int, state: str, *, cells: int = 1, dropped: int = 0,
+                  counted: str | None = None) -> None:
         """The job's cell(s) ran; ``cells`` of them are done (0: a multirun's round, more rounds to come).
 
-        ``dropped``: planned trials they will not run (trials=auto stopped them early, or they were abandoned).
+        ``dropped``: planned trials they will not run (trials=auto stopped them early, or they were abandoned);
+        ``counted``: what was measured, when "ok/expected trials ok" would misname it (a multi-agent cell's runs).
         """
         s = self.state
         s.cells_done += cells
         if s.sweep_trials_total is not None:
             s.sweep_trials_total = max(s.sweep_trials_done, s.sweep_trials_total - dropped)
         s.cell_seconds.append(time.monotonic() - s.cell_started)
-        line = f"  {ok}/{expected} trials ok, {failed} failed attempts, {state}"
-        if self.live:
-            mark = "[green]✓[/]" if cells else "[dim]·[/]"
-            self.console.print(f"{mark} {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
-        else:
+        line = f"  {counted or f'{ok}/{expected} trials ok'}, {failed} failed attempts, {state}"
+        if self.per_trial:
             self.console.print(line)
+        elif cells:   # a round job with more rounds to come: the sweeper's line per round says enough
+            self.console.print(f"[green]✓[/] {s.cell}: {line.strip()} ({s.cell_seconds[-1]:.1f} s)")
         self._refresh()
 
     # ------------------------------------------------------------------ live panel
@@ -205,10 +210,19 @@ def for_job(console: Console, enabled: bool) -> Progress:
     """The sweep's progress object: created by the first job, reused by the next jobs in this process."""
     global _current
     live = enabled and console.is_terminal and sys.stderr.isatty()
-    if _current is None or _current.live != live:
+    if _current is None or _current.live != live or _current.per_trial != (not enabled and not live):
         stop()
-        _current = Progress(console, live)
+        _current = Progress(console, live, per_trial=not enabled)
     return _current
+
+
+def quiet_launcher() -> None:
+    """Silence Hydra's per-job launch lines before the first job (a line per job comes from us instead).
+
+    Called at the start of a multirun whose ``progress`` is on; a Progress silences them too, but only
+    once the first job has started, after the first batch's lines were printed.
+    """
+    logging.getLogger(_HYDRA_JOB_LINES).setLevel(logging.WARNING)
 
 
 def say(line: str) -> None:

@@ -73,10 +73,11 @@ def test_a_format_without_include_usage_sends_no_stream_options() -> None:
 @pytest.mark.parametrize("overrides, fragment", [
     (("backend=openai", "backend.base_url=", "model=gemma3"), "backend.base_url is empty: set backend.base_url=http://host:8000/v1"),
     (("backend=ollama", "backend.base_url=", "model=gemma3"), "backend.base_url is empty: set backend.base_url=http://host:11434"),
-    (("backend=embedded", "backend.hosts=[http://a:1]"), "backend.hosts needs backend=ollama"),
+    (("backend=openai", "backend.hosts=[http://a:1/v1]", "model=gemma3"), "backend.hosts needs backend=ollama"),
+    (("backend=embedded", "backend.hosts=[http://a:1]"), "is ignored by backend=embedded, which starts its own server"),
     (("backend=ollama", "backend.instances=2", "model=gemma3"), "more than 1 only with backend=embedded"),
     (("backend=openai", "backend.base_url=http://h:1/v1", "model=gemma3", "chimera.num_ctx=512"),
-     "cannot be sent to backend=openai: it is fixed when the server starts"),
+     "num_gpu, num_ctx cannot be sent to backend=openai"),
 ])
 def test_the_plan_refuses_what_a_kind_cannot_do(compose_cfg, overrides, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):

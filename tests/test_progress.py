@@ -57,11 +57,23 @@ def test_progress_false_prints_one_plain_line_per_trial(standin: StandIn, tmp_pa
     assert "sweep cells" not in text
 
 
-def test_without_a_terminal_the_output_is_plain(standin: StandIn, tmp_path: Path) -> None:
+def test_without_a_terminal_the_output_is_a_plain_line_per_job(standin: StandIn, tmp_path: Path) -> None:
+    standin.queue(Script(fault="http_500"))   # one failed attempt (retried): a log shows it
     result = run_sweep(*_args(standin, tmp_path))
     assert result.returncode == 0, result.stderr
-    assert len(re.findall(r"^    trial [01] prompt 0: ", result.stderr, re.M)) == 6
+    done = re.findall(r"^✓ chimera gemma3:latest num_gpu=80 num_ctx=(\d+) .*: 2/2 trials ok, (\d) failed attempts?, "
+                      r"complete \(\d+\.\d s\)$", result.stderr, re.M)
+    assert sorted(int(ctx) for ctx, _ in done) == [256, 512, 1024] and sum(int(n) for _, n in done) == 1
+    assert len(re.findall(r"^    warm-up 0 attempt 1: http_error HTTP 500", result.stderr, re.M)) == 1
+    assert not re.search(r"^    trial \d prompt 0: \d", result.stderr, re.M)    # no line per successful trial
+    assert "#0 :" not in result.stderr and "Launching" not in result.stderr        # nor Hydra's per-job lines
     assert "\x1b[" not in result.stderr and "sweep cells" not in result.stderr
+
+
+def test_progress_false_without_a_terminal_prints_every_trial(standin: StandIn, tmp_path: Path) -> None:
+    result = run_sweep(*_args(standin, tmp_path, "progress=false"))
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^    trial [01] prompt 0: ", result.stderr, re.M)) == 6
 
 
 # A random-order multirun: the quickstart grid (5 cells) × 3 trials as 3 rounds of one job per cell.
@@ -84,7 +96,8 @@ def test_random_order_panel_counts_a_cell_done_after_its_last_round_and_the_swee
     # every cell's last trial is in round 3: no cell is done before 10 trials are, then one per trial
     assert all(cells <= max(0, trials - 10) for cells, _, trials, *_ in heads)
     assert heads[-1][:4] == (5, 5, 15, 15)
-    assert text.count("✓ ") == 5 and len(re.findall(r"^· .*more rounds to come", text, re.M)) == 10
+    assert text.count("✓ ") == 5 and "more rounds to come" not in text   # the panel shows the rounds' jobs
+    assert re.findall(r"^round (\d) of 3: 5 cell\(s\)$", text, re.M) == ["1", "2", "3"]
     for _, _, trials, _, minutes, seconds, eta_m, eta_s in heads:   # ETA = time per trial so far × trials left
         if trials == 0:
             assert eta_m is None
@@ -105,7 +118,7 @@ def test_plain_lines_of_a_random_multirun_finish_each_cell_once_at_its_last_roun
                       eval_duration=duration)
 
     args = _random_multirun(standin, tmp_path, "trials=auto", "auto.min_trials=3", "auto.max_trials=5",
-                            "order_seed=3")
+                            "order_seed=3", "progress=false")   # a line per trial, and one per job
     standin.script_for = script
     result = run_sweep(*args)
     assert result.returncode == 0, result.stderr

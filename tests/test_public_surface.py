@@ -44,6 +44,7 @@ INTERNAL: dict[str, str] = {
     "sweep.multirun.rounds": "the multirun's order and its round overrides, " + _UNIT,
     "sweep.multirun.jobs": "Hydra's basic grid and override_dirname on the public API, against Hydra's own",
     "sweep.backends.hosts": "the order a round's jobs take the servers in, " + _UNIT,
+    "sweep.multirun.preflight": "the dry run's duration estimate on hand-computed histories, " + _UNIT,
     "sweep.telemetry": "the sampler against a fake NVML, " + _UNIT,
     "sweep.provenance": "the provenance record, " + _UNIT,
     "sweep.workloads.prompts": "prompt files, " + _UNIT,

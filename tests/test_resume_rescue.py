@@ -31,7 +31,7 @@ def test_a_complete_embedded_sweep_resumes_without_measuring_anything(tmp_path: 
     measured again would add a row (with a new started_at) or rewrite a trial file."""
     require_engine()
     args = ("-m", "chimera.num_ctx=256,512", "trials=2", "warmup=1", "chimera.num_predict=4",
-            "telemetry.enabled=false", f"output_root={tmp_path}")
+            "telemetry.enabled=false", "progress=false", f"output_root={tmp_path}")   # a line per trial
     first = run_sweep(*args, timeout=300)
     assert first.returncode == 0, first.stderr
     sweep_dir = only_sweep(tmp_path)

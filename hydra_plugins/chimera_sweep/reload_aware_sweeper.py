@@ -110,6 +110,7 @@ class ReloadAwareSweeper(Sweeper):
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
         from sweep import progress
         from sweep.multirun.rounds import round_overrides
+        from sweep.plan import trials_count
 
         rounds = self._rounds
         found = rounds.next_round()
@@ -119,6 +120,8 @@ class ReloadAwareSweeper(Sweeper):
                 progress.say(line)
             return []
         rnd, jobs = found
+        auto = any(trials_count(job.cfg) is None for job in rounds.jobs)   # cells may leave earlier
+        progress.say(f"round {rnd + 1} of {'≤ ' if auto else ''}{rounds.total}: {len(jobs)} cell(s)")
         batch = []
         for job in jobs:
             overrides = round_overrides(job.overrides, rounds.order, rnd)

@@ -36,18 +36,18 @@ _ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions", "gener
 
 def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, endpoint: str,
                keep_alive: str | None, load_time_as_flags: bool = False) -> None:
-    """Refuse, in one line naming the option and the backend, what the OpenAI API cannot carry.
+    """Refuse, in one line naming every such option, the backend and the fix, what the OpenAI API cannot carry.
 
     Load-time options (fixed when the server loads the model) have no request
     field; a kind that starts its server with them as command-line flags
     (``load_time_as_flags``: llama_server) carries them, the others refuse them.
+    All of them in one line: the default preset sets two, and one per attempt
+    made the user try twice.
     """
-    for name in options:
-        if name in FIELDS or (load_time_as_flags and name in LOAD_TIME_OPTIONS):
-            continue
-        how = ("it is fixed when the server starts: remove it, or use backend=llama_server, which starts "
-               "llama-server with it" if name in LOAD_TIME_OPTIONS else "the OpenAI API has no field for it: remove it")
-        raise ConfigError(f"option {name} cannot be sent to backend={kind}: {how}")
+    refused = [name for name in options
+               if name not in FIELDS and not (load_time_as_flags and name in LOAD_TIME_OPTIONS)]
+    if refused:
+        raise ConfigError(unsendable_line(kind, refused))
     if keep_alive is not None:
         raise ConfigError(f"backend.keep_alive cannot be sent to backend={kind}: the OpenAI API has no "
                           "keep_alive; remove it")
@@ -56,6 +56,18 @@ def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, end
     if system and endpoint != "chat":
         raise ConfigError(f"workload.system needs workload.endpoint=chat on backend={kind} "
                           "(/v1/completions has no system prompt)")
+
+
+def unsendable_line(kind: str, names: Sequence[str]) -> str:
+    """'options num_gpu, num_ctx cannot be sent to backend=openai: …' with the two ways out."""
+    load_time = all(n in LOAD_TIME_OPTIONS for n in names)
+    them = "it" if len(names) == 1 else "them"
+    why = ("fixed when the server starts, the OpenAI API has no field for " + them if load_time
+           else "the OpenAI API has no field for " + them)
+    nulls = " ".join(f"chimera.{n}=null" for n in names)
+    also = f", or use backend=llama_server, which starts llama-server with {them}" if load_time else ""
+    return (f"option{'s' if len(names) > 1 else ''} {', '.join(names)} cannot be sent to backend={kind} ({why}): "
+            f"measure the server's defaults with chimera=baseline, or drop {them} with {nulls}{also}")
 
 
 def request_of(cell: Cell, prompt: str, *, include_usage: bool = True) -> tuple[str, dict[str, Any]]:

@@ -13,8 +13,9 @@ request is sent, no server started, no directory made.
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,12 @@ from rich.table import Table
 from sweep.workloads.agents import expected_rows
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
-from sweep.plan import plan_cells, trials_count, warmups_per_visit
+from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
+from sweep import corrupt, progress
 from sweep.multirun import layout
 from sweep.multirun.jobs import grid_jobs
 from sweep.multirun.plan import plan_multirun
-from sweep.contract import Status, cell_path, read_whole, sweep_dirs, trial_files
+from sweep.contract import CORRUPT_DIR, Status, cell_path, read_whole, sweep_dirs, trial_files
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
 
@@ -139,9 +141,16 @@ def _history(output_root: Path, exclude: Path) -> dict[str, tuple[float, float, 
             ok = t[(t["status"] == Status.OK) & ~t["warmup"]]
             for model, g in ok.groupby("model"):
                 if model not in seen and g["e2e_ms"].notna().any():
+                    # a server that reports no timings (backend=openai) leaves tok/s and load time null:
+                    # NaN here, and estimate_s falls back to the request time and the assumed reload
                     seen[model] = (float(g["e2e_ms"].median()) / 1e3, float(g["throughput_tok_s"].median()),
                                    float(t.loc[t["model"] == model, "load_duration_ms"].max()) / 1e3)
     return seen
+
+
+def _known(value: float) -> bool:
+    """A usable measured figure: finite and positive (NaN when the server reported none)."""
+    return math.isfinite(value) and value > 0
 
 
 def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> tuple[float, str]:
@@ -154,7 +163,9 @@ def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float
         if p.cell.model in history:
             per_request, tok_s, load_s = history[p.cell.model]
             # scale the measured request time by this cell's token budget when it is known
-            per_request = ASSUMED_OVERHEAD_S + tokens / tok_s if p.cell.options.get("num_predict") and tok_s else per_request
+            if p.cell.options.get("num_predict") and _known(tok_s):
+                per_request = ASSUMED_OVERHEAD_S + tokens / tok_s
+            load_s = load_s if _known(load_s) else ASSUMED_RELOAD_S
             measured.add(p.cell.model)
         else:
             per_request, load_s = ASSUMED_OVERHEAD_S + tokens / ASSUMED_TOK_S, ASSUMED_RELOAD_S
@@ -170,6 +181,9 @@ def estimate_s(planned: Sequence[Planned], history: dict[str, tuple[float, float
 
 
 def _duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s``, ``42 s``; ``unknown`` when the estimate is not a number."""
+    if not math.isfinite(seconds):
+        return "unknown"
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
@@ -221,6 +235,33 @@ def _stop(message: str) -> None:
     raise SystemExit(EXIT_CONFIG)
 
 
+def _print_or_stop(show: Callable[[], None]) -> None:
+    """Print the dry run's plan; any failure doing so is one line and an exit, never the real sweep.
+
+    Why: Hydra turns an exception in a callback into a warning and goes on to run the jobs,
+    so a dry run whose printing failed used to measure for real.
+    """
+    try:
+        show()
+    except Exception as exc:  # noqa: BLE001 — whatever went wrong, nothing may be sent
+        _stop(f"dry run: could not print the plan ({type(exc).__name__}: {exc}); nothing was sent")
+
+
+def _unreadable_parts(config: DictConfig) -> None:
+    """A resume moves unreadable trial parts aside (:mod:`sweep.corrupt`); a dry run only says it would."""
+    if not OmegaConf.select(config, "resume", default=False):
+        return
+    directory = sweep_dir_of(config)
+    if not OmegaConf.select(config, "dry_run", default=False):
+        corrupt.set_aside(directory, lambda line: print(line, file=sys.stderr, flush=True))
+        return
+    bad = corrupt.unreadable_parts(directory)
+    if bad:
+        names = ", ".join(str(p.relative_to(directory)) for p in bad)
+        _stop(f"dry run: {len(bad)} unreadable part(s) in {directory}: {names}; the resume without dry_run "
+              f"moves them to {CORRUPT_DIR}/ and measures their trials again (nothing was sent)")
+
+
 class Preflight(Callback):
     """Plans every job before the first one runs; prints the plan and stops when ``dry_run`` is set."""
 
@@ -240,13 +281,17 @@ class Preflight(Callback):
         except Exception as exc:  # noqa: BLE001 — a bug here must not start (or skip checking) the sweep
             _stop(f"could not plan the sweep: {type(exc).__name__}: {exc}")
         if OmegaConf.select(config, "dry_run", default=False):
-            print_plan(planned, configs)
+            _print_or_stop(lambda: print_plan(planned, configs))
             raise SystemExit(0)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _unreadable_parts(config)
         self._check(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "progress", default=True):
+            progress.quiet_launcher()   # every job's line comes from sweep.progress
+        _unreadable_parts(config)   # before the sweeper reads what the cells hold
         if str(config.hydra.sweeper.get("_target_", "")).endswith("ReloadAwareSweeper"):
             return   # the default sweeper composes, checks and orders every job itself, then calls dry_run()
         self._check(config)
@@ -277,7 +322,7 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
             extra_loads = max(0, sum(len(r) for r in rounds_plan) - sum(p.model_loads() for p in planned))
         if any(p.cold for p in planned):   # state=cold already counts a load per trial, whatever the order
             extra_loads = 0
-    print_plan(planned, configs, lines, extra_loads, upper_bound=bound)
+    _print_or_stop(lambda: print_plan(planned, configs, lines, extra_loads, upper_bound=bound))
     raise SystemExit(0)
 
 
@@ -286,7 +331,8 @@ ROUNDS_SHOWN = 6
 
 def _load_s(planned: Sequence[Planned], history: dict[str, tuple[float, float, float]]) -> float:
     """Seconds one more model load costs, averaged over the cells (as :func:`estimate_s` counts a load)."""
-    costs = [history[p.cell.model][2] if p.cell.model in history else ASSUMED_RELOAD_S for p in planned]
+    costs = [history[p.cell.model][2] if p.cell.model in history and _known(history[p.cell.model][2])
+             else ASSUMED_RELOAD_S for p in planned]
     return sum(costs) / len(costs)
 
 

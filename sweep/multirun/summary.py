@@ -17,7 +17,7 @@ from rich.table import Table
 
 from sweep import progress
 from sweep.multirun import layout
-from sweep.workloads.agents import completed_runs
+from sweep.workloads.agents import completed_runs, runs_ok_text
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.plan import trials_count
 from sweep.objective import Objective, Score, score
@@ -88,7 +88,7 @@ def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int
 def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) -> tuple[Table, list[str]]:
     """A table of cells and the list of cells that are not complete (agent cells count runs)."""
     table = Table(title=f"sweep {sweep_dir.name}", title_justify="left")
-    for col in ("cell", "ok trials", "failed attempts", "state"):
+    for col in ("cell", "ok", "failed attempts", "state"):
         table.add_column(col)
     unfinished = []
     for path in cell_paths(sweep_dir):
@@ -98,7 +98,11 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
         state = "complete" if ok >= expected else "INCOMPLETE"
         if ok < expected:
             unfinished.append(rows[0]["cell_id"] if rows else path.stem)
-        table.add_row(rows[0]["cell_id"] if rows else path.stem, f"{ok}/{expected}", str(failed), state)
+        counted = f"{ok}/{expected}"
+        if any(r.get("run_kind") for r in rows):   # a multi-agent cell: its runs by kind, not as "trials"
+            stages = len({r["stage"] for r in rows if r.get("stage")})
+            counted = runs_ok_text(rows, rows[0]["cell_hash"], stages, trials, isolated_runs).removesuffix(" ok")
+        table.add_row(rows[0]["cell_id"] if rows else path.stem, counted, str(failed), state)
     return table, unfinished
 
 
@@ -123,6 +127,11 @@ def verdict_lines(sweep_dir: Path) -> list[str]:
     return brief.summary_lines(loaded, an)[1:]
 
 
+def _failed_attempts(table: Table) -> int:
+    """The failed attempts the summary table counts (its third column)."""
+    return sum(int(str(v)) for v in table.columns[2].cells)
+
+
 class SweepSummary(Callback):
     """Prints the summary once, at the end of a run or multirun."""
 
@@ -134,7 +143,10 @@ class SweepSummary(Callback):
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         agents = config.get("agents")
         table, unfinished = summarize(sweep_dir, trials_count(config) or config.auto.min_trials, agents.isolated_runs if agents else None)
-        if table.row_count <= TABLE_MAX_CELLS:
+        if not unfinished and not _failed_attempts(table):   # nothing to look at cell by cell: one line
+            console.print(f"sweep {sweep_dir.name}: {table.row_count} cell(s), every one complete, "
+                          "no failed attempt")
+        elif table.row_count <= TABLE_MAX_CELLS:
             console.print(table)
         else:
             shown = ", ".join(unfinished[:5]) + (" …" if len(unfinished) > 5 else "")

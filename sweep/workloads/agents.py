@@ -164,6 +164,23 @@ def completed_runs(rows: Sequence[Mapping[str, Any]], cell_hash: str, stages: in
     return done
 
 
+def runs_ok_text(rows: Sequence[Mapping[str, Any]], cell_hash: str, stages: int, trials: int,
+                 isolated_runs: int | None) -> str:
+    """'3/3 concurrent runs + 6/6 isolated runs (3 per agent) ok': a multi-agent cell's complete runs by kind.
+
+    Why: one count of both kinds read as trials ("6/6 trials ok" for ``trials=2`` and two agents).
+    The expected numbers follow :func:`schedule_runs`; rows of runs outside it (an earlier, longer
+    sweep) are not counted.
+    """
+    agents = max((r.get("agents") or 0 for r in rows), default=0) or 1
+    per_agent = trials if isolated_runs is None else isolated_runs
+    done = completed_runs(rows, cell_hash, stages)
+    concurrent = sum(1 for kind, trial, _ in done if kind == CONCURRENT and trial < trials)
+    isolated = sum(1 for kind, trial, _ in done if kind == ISOLATED and trial < per_agent)
+    return (f"{concurrent}/{trials} concurrent runs + {isolated}/{agents * per_agent} isolated runs "
+            f"({per_agent} per agent) ok")
+
+
 def runs_todo(plan: AgentPlan, trials: int, warmup: int, isolated_runs: int | None,
               previous: Sequence[Mapping[str, Any]], cell_hash: str) -> list[RunSpec]:
     """Missing measured runs, preceded by the warm-ups (re-run: the servers are cold again)."""
