@@ -18,6 +18,7 @@ from rich.console import Console
 
 from sweep import backends, interrupts, progress, provenance
 from sweep.agents import expected_rows
+from sweep.background import Probe
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
 from sweep.home import STABLE_ADDRESSES, moved_line, stored_host
@@ -207,9 +208,10 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceSt
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
     traces = (TraceStore(cell_path(job.sweep_dir / TRACES_DIR, cell.file_stem), TRACE_SCHEMA)
               if job.telemetry else None)
+    server = job.telemetry.server_pid if job.telemetry else backends.server_pid(b, job.urls[0])
     run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
                   Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,
-                  running=job.running)
+                  running=job.running, background=Probe(server))
     if cell.agent_plan is None and job.layers.get(cell.model) is not None:
         run.extra["model_layers"] = job.layers[cell.model]
     return run, traces
