@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analysis import background, brief
 from analysis.load import load
@@ -44,6 +46,21 @@ def test_background_is_machine_busy_time_minus_ours_over_wall_time() -> None:
     end = CpuSnapshot(at_s=12.0, busy_s=103.0, own_s={1: 10.5, 2: 6.0})
     # machine 3.0 s busy, ours 0.5 + 1.0 = 1.5 s, over 2 s of wall time: 1.5 / 2 = 75 % of a core
     assert background_cpu_pct(start, end) == pytest.approx(75.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(busy0=st.floats(0, 1e6), wall=st.floats(0.01, 600), others=st.floats(0, 8 * 600),
+       ours=st.dictionaries(st.integers(1, 10**6), st.tuples(st.floats(0, 1e4), st.floats(0, 600)), max_size=6),
+       new=st.dictionaries(st.integers(2 * 10**6, 3 * 10**6), st.floats(0, 600), max_size=3))
+def test_the_others_cpu_is_recovered_from_any_snapshots(busy0: float, wall: float, others: float,
+                                                        ours: dict[int, tuple[float, float]],
+                                                        new: dict[int, float]) -> None:
+    """Whatever our processes did (old ones, new ones), what remains of the machine's time is the others'."""
+    start = CpuSnapshot(5.0, busy0, {pid: before for pid, (before, _) in ours.items()})
+    spent = sum(used for _, used in ours.values()) + sum(new.values())
+    end = CpuSnapshot(5.0 + wall, busy0 + spent + others,
+                      {**{pid: before + used for pid, (before, used) in ours.items()}, **new})
+    assert background_cpu_pct(start, end) == pytest.approx(100.0 * others / wall, rel=1e-6, abs=1e-3)
 
 
 def test_a_process_of_ours_started_during_the_call_counts_whole() -> None:
