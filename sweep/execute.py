@@ -127,7 +127,8 @@ class CellRun:
                                    trial=spec.trial, warmup=spec.warmup, prompt_id=spec.prompt.id, **self.extra)
 
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
-        """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
+        """One streamed call, with the machine sampled around it when telemetry is on and the background load
+        (other processes' CPU, the load average) read at its start and end; not stored."""
         interrupts.check()   # a Ctrl-C whose cancellation a library absorbed still stops here
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
         load = self.background.start() if self.background else None
