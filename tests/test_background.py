@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -192,3 +193,20 @@ def test_a_sweep_without_the_columns_analyses_and_says_load_was_not_recorded(tmp
     assert not background.recorded(an) and background.lines(an) == []
     assert "**Background load**: not recorded" in report.markdown
     assert not any("background" in ln for ln in brief.summary_lines(loaded, an))
+
+
+def test_one_cell_in_two_datasets_is_a_compared_pair(tmp_path: Path) -> None:
+    """``python -m analysis OLD NEW`` sets each cell beside itself: a load that differs between the runs is named."""
+    import pyarrow.parquet as pq
+
+    for sweep, pct in (("old", [1.0, 2.0, 3.0]), ("new", [40.0, 42.0, 44.0])):
+        (tmp_path / sweep).mkdir()
+        rows = [dataclasses.replace(r, sweep_id=sweep) for r in _rows("chimera", "c", pct, 512)]
+        pq.write_table(to_table(rows), tmp_path / sweep / "trials.parquet")
+    loaded = load([tmp_path / "old", tmp_path / "new"])
+    an = analyse(loaded.frame)
+    assert an.multi_dataset
+    [(quiet, busy)] = background.uneven_pairs(an)
+    assert (quiet.pct, busy.pct) == (pytest.approx(2.0), pytest.approx(42.0))
+    assert quiet.label.endswith("[old]") and busy.label.endswith("[new]")
+    assert [c.label for c in background.busy_cells(an)] == [busy.label]
