@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import intervals, servers, shared_cpu
+from analysis import background, intervals, servers, shared_cpu
 from analysis.columns import HEADLINE, THROUGHPUT, TTFT, Metric
 from analysis.load import Loaded
 from analysis.tables import Analysis
@@ -96,6 +96,7 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
         lines.append(f"warning: {spans}")
     if shared := shared_cpu.line(df, loaded.provenance):
         lines.append(f"warning: {shared}")
+    lines += [f"warning: {line}" for line in background.lines(an)]
     return lines
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import html, render, servers, shared_cpu
+from analysis import background, html, render, servers, shared_cpu
 from analysis.environment import environment_frame
 from analysis.importers import notes as import_notes
 from analysis.load import Loaded
@@ -118,6 +118,8 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
         facts.append(f"**Warning**: {spans}.")
     if shared := shared_cpu.line(df, loaded.provenance, limit=len(cells)):
         facts.append(f"**Warning**: {shared}.")
+    facts.append(background.fact(df, an))
+    facts += [f"**Warning**: {line}." for line in background.lines(an, limit=len(cells))]
     if loaded.held_fixed:
         held = "; ".join(f"{preset}: {opts}" for preset, opts in loaded.held_fixed.items())
         facts.append(f"**Held fixed** (cell labels show only what varies): {held}.")

@@ -212,6 +212,21 @@ class TrialRecord:
                                  "python-multi); null for rows a sweep measured")
     aggregated_calls: int | None = col("", "LLM calls this row aggregates (the Python harness kept per-agent totals "
                                            "only: its n counts runs, not calls); null = one call")
+    # --- background load (issue 26): what else ran on the measuring machine, see sweep/background.py
+    background_cpu_pct: float | None = col("%", "CPU time other processes on the machine used while the call ran "
+                                                "(/proc/stat minus our own process tree and the server we "
+                                                "measure), 100 = one core busy; null where unknown (not Linux)",
+                                           label="background CPU %", decimals=1, better=LOWER, show=EXTRA)
+    loadavg_1m: float | None = col("", "the machine's 1-minute load average when the call started")
+
+
+#: A cell whose measured trials ran beside more than this much CPU of other processes (mean
+#: ``background_cpu_pct``, % of one core) is flagged in the summary and the report: its timings may be
+#: the machine's load, not its settings.
+BACKGROUND_CPU_FLAG_PCT = 20.0
+#: Two compared cells (baseline and chimera, or one cell in two datasets) whose mean ``background_cpu_pct``
+#: differ by more than this (% of one core) are flagged, naming both: their difference may be the load's.
+BACKGROUND_CPU_GAP_PCT = 10.0
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {

@@ -36,6 +36,7 @@ from typing import Any
 
 from sweep import interrupts
 from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
+from sweep.background import Probe
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
@@ -108,6 +109,8 @@ class CellRun:
     watch: Watch | None = None
     on_record: Callable[[TrialRecord], None] | None = None
     running: Running | None = None      # the sweep's running-cells registry: fills concurrent_cells
+    # other processes' CPU during each call and the load average at its start (background_cpu_pct, loadavg_1m)
+    background: Probe | None = dataclasses.field(default_factory=Probe)
     # Set by the job's design (order/state, :func:`run_cells`): columns every row gets, a step before each
     # attempt (an unload for state=cold) and one after each call, before the row is stored (reload flag, /api/ps).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -124,15 +127,19 @@ class CellRun:
                                    trial=spec.trial, warmup=spec.warmup, prompt_id=spec.prompt.id, **self.extra)
 
     async def call(self, prompt: str, record: TrialRecord, attempt: int = 1) -> TrialRecord:
-        """One streamed call, with the machine sampled around it when telemetry is on (not stored)."""
+        """One streamed call, with the machine sampled around it when telemetry is on and the background load
+        (other processes' CPU, the load average) read at its start and end; not stored."""
         interrupts.check()   # a Ctrl-C whose cancellation a library absorbed still stops here
         sampler = self.watch.telemetry.sampler().start() if self.watch else None
+        load = self.background.start() if self.background else None
         # registered as running for exactly this call: its row counts every cell with a call in flight meanwhile
         with self.running.cell(self.cell.cell_hash) if self.running else contextlib.nullcontext() as presence:
             try:
                 measured = await measure_call(self.target, self.cell, prompt, record)
             finally:
                 columns = sampler.stop() if sampler else {}
+                if load is not None and self.background is not None:
+                    columns.update(self.background.columns(load))
         if presence is not None:
             measured.concurrent_cells = presence.peak
         measured.attempt = attempt

@@ -19,6 +19,7 @@ from rich.console import Console
 from sweep import interrupts, progress, provenance
 from sweep.backends import processes as backends
 from sweep.workloads.agents import MULTI_AGENT, expected_rows, runs_ok_text
+from sweep.background import Probe
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
 from sweep.backends.hosts import moved_line, stored_host
@@ -214,9 +215,10 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceSt
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
     traces = (TraceStore(cell_path(job.sweep_dir / TRACES_DIR, cell.file_stem), TRACE_SCHEMA)
               if job.telemetry else None)
+    server = job.telemetry.server_pid if job.telemetry else backends.server_pid(b, job.urls[0])
     run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
                   Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,
-                  running=job.running)
+                  running=job.running, background=Probe(server))
     if cell.agent_plan is None and job.layers.get(cell.model) is not None:
         run.extra["model_layers"] = job.layers[cell.model]
     return run, traces

@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from sweep.background import machine_load
 from sweep.contract import RUN_FILE, RUN_LOCK
 from sweep.store import write_text_atomic
 from sweep.telemetry import Gpus
@@ -109,6 +110,7 @@ def collect(*, config: dict[str, Any], backend: str, server_version: str | None,
         "models": models,
         "command": list(sys.argv if argv is None else argv),
         "config": config,
+        "load": {"start": machine_load()},   # _run.json keeps the first job's start and adds the run's end
     }
 
 
@@ -145,6 +147,24 @@ class _RunText:
         return head + body + "\n}"
 
 
+def record_load_end(sweep_dir: Path, load: dict[str, Any]) -> None:
+    """At the end of a run (or multirun): the machine's load then, as ``load.end`` of ``_run.json``.
+
+    Why: with ``load.start`` (:func:`collect`) it says whether the machine was busy
+    around the sweep, even for trials of a sweep whose rows predate the per-trial columns.
+    """
+    path = sweep_dir / RUN_FILE
+    with _locked(sweep_dir):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return   # no run file (nothing was measured), or one we cannot read: leave it as it is
+        if not isinstance(data, dict):
+            return
+        data["load"] = {**(data.get("load") or {}), "end": load}
+        write_text_atomic(_dumps(data), path)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
 
@@ -170,7 +190,10 @@ def record_run(sweep_dir: Path, provenance: dict[str, Any], cells: dict[str, dic
             with contextlib.suppress(ValueError, TypeError):
                 previous = json.loads(current) if current else {}
             run = _RunText(previous if isinstance(previous, dict) else {})
-        run.env = _dumps({k: v for k, v in provenance.items() if k not in ("config", "command")})
+        env = {k: v for k, v in provenance.items() if k not in ("config", "command")}
+        if "load" in env:   # the machine's load when the run started stays the first job's
+            env["load"] = {**env["load"], **(json.loads(run.env).get("load") or {})}
+        run.env = _dumps(env)
         run.cells.update({stem: _dumps(entry) for stem, entry in cells.items()})
         text = run.assemble()
         if text != current:

@@ -119,7 +119,9 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     i = COLUMN_NAMES.index("stop_reason")                    # then the client-side share (issue 16)
     assert COLUMN_NAMES[i:i + 3] == ("stop_reason", "client_overhead_ms", "client_ttft_overhead_ms")
     i = COLUMN_NAMES.index("source")                         # then imported results (issue 28)
-    assert COLUMN_NAMES[i:] == ("source", "aggregated_calls")
+    assert COLUMN_NAMES[i:i + 2] == ("source", "aggregated_calls")
+    i = COLUMN_NAMES.index("background_cpu_pct")             # then the background load (issue 26)
+    assert COLUMN_NAMES[i - 1:] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 

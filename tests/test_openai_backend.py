@@ -51,6 +51,18 @@ def test_stream_chunks_usage_only_final_chunk_and_done(standin: StandIn, endpoin
     assert ("messages" in sent) == (endpoint == "chat") and ("prompt" in sent) == (endpoint != "chat")
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_empty_text_chunk_is_not_the_first_token(standin: StandIn, endpoint: str) -> None:
+    """SSE chunks with empty text before the first token are not token arrivals: TTFT is the first real token's."""
+    standin.default = Script(empty_lines=2, first_token_delay_s=0.3)
+    record = measure(standin, make_cell(endpoint))
+    sent = standin.sent[-1]                          # the empty chunks left at ~0 ms, the first token at ≥ 300 ms
+    assert record.status == "ok" and sent.ttft_ms >= 300
+    assert record.ttft_ms >= sent.ttft_ms            # stamping an empty chunk would make it ~0 ms
+    sent.check(record)
+    assert record.content_chunks == len(TOKENS) and record.response == "".join(TOKENS)
+
+
 def test_server_without_usage_or_timings_leaves_columns_null(standin: StandIn) -> None:
     standin.default = Script(usage_chunk=False, finish_on_last_token=True)
     record = measure(standin)

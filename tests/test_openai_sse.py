@@ -93,8 +93,18 @@ def test_unsupported_is_refused_in_one_line(kind, options, kwargs, fragment) -> 
 
 
 def test_llama_server_carries_load_time_options() -> None:
-    KINDS["llama_server"].check({"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64,
-                                 "temperature": 0.1}, system=None, endpoint="chat", keep_alive=None)
+    """backend=llama_server accepts the load-time options backend=openai refuses, and carries them as flags."""
+    from sweep.backends.llama_server import flags_for
+
+    options = {"num_ctx": 512, "num_gpu": 0, "num_thread": 1, "num_batch": 64, "temperature": 0.1}
+    args = {"system": None, "endpoint": "chat", "keep_alive": None}
+    assert KINDS["llama_server"].check(options, **args) is None             # accepted: no error
+    with pytest.raises(ConfigError, match="num_batch cannot be sent to backend=openai"):
+        KINDS["openai"].check(options, **args)                              # the same cell, refused
+    # carried: each load-time option becomes llama-server's flag, the per-request one stays in the body
+    assert flags_for(options) == ("-c", "512", "-ngl", "0", "-t", "1", "-b", "64", "-ub", "64")
+    _, body = sse.OPENAI.request(_cell("chat", **options), "hi")
+    assert body["temperature"] == 0.1 and not {"num_ctx", "num_gpu", "num_thread", "num_batch"} & set(body)
 
 
 def test_every_load_time_option_has_a_llama_server_flag() -> None:

@@ -60,6 +60,18 @@ def test_chat_endpoint_reads_message_content(standin: StandIn) -> None:
     assert "messages" in standin.requests[-1] and standin.requests[-1]["messages"][-1]["role"] == "user"
 
 
+@pytest.mark.parametrize("endpoint", ["generate", "chat"])
+def test_empty_text_line_is_not_the_first_token(standin: StandIn, endpoint: str) -> None:
+    """Lines with empty text before the first token are not token arrivals: TTFT is the first real token's."""
+    standin.default = Script(empty_lines=2, first_token_delay_s=0.3)
+    record = measure(standin, make_cell(endpoint=endpoint))
+    sent = standin.sent[-1]                          # the empty lines left at ~0 ms, the first token at ≥ 300 ms
+    assert record.status == "ok" and sent.ttft_ms >= 300
+    assert record.ttft_ms >= sent.ttft_ms            # stamping an empty line would make it ~0 ms
+    sent.check(record)
+    assert record.content_chunks == len(standin.default.tokens) and record.response == "Hello world, this is a test."
+
+
 def test_only_set_options_are_sent() -> None:
     body = request_body(make_cell(num_ctx=512, temperature=0.8), "hi")
     assert body["options"] == {"num_ctx": 512, "temperature": 0.8}

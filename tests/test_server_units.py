@@ -11,7 +11,7 @@ import pytest
 from sweep.server.engine import StopMatcher
 from sweep.server.models import (ModelNotFound, Registry, default_registry, format_parameter_size,
                                  normalize_name, quantization_name, read_gguf_header)
-from sweep.server.options import LoadParams, OptionError, parse_keep_alive, parse_options
+from sweep.server.options import LoadParams, OptionError, SamplingParams, parse_keep_alive, parse_options
 from sweep.server.templates import generate_prompt, render_chat
 from tests.fixtures_server import require
 
@@ -52,7 +52,12 @@ def test_bad_options_raise(options: dict) -> None:
 
 
 def test_unknown_options_ignored() -> None:
-    parse_options({"penalize_newline": False, "whatever": [1]})
+    """Unknown names (Ollama's own extras, or anything) change nothing and raise nothing, as in Ollama."""
+    defaults = parse_options(None)
+    assert parse_options({"penalize_newline": False, "whatever": [1]}) == defaults
+    # beside a known option, only the known one takes effect (an unknown one is not a reason to drop the rest)
+    load, samp = parse_options({"num_ctx": 512, "whatever": "x", "temperature": 0.2, "tfs_z": 9})
+    assert load == LoadParams(n_ctx=512) and samp == SamplingParams(temperature=0.2)
 
 
 @pytest.mark.parametrize("value, seconds", [

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from sweep import progress
+from sweep import progress, provenance
+from sweep.background import machine_load
 from sweep.multirun import layout
 from sweep.workloads.agents import completed_runs, runs_ok_text
 from sweep.contract import Status, cell_paths, read_cell
@@ -140,6 +141,7 @@ class SweepSummary(Callback):
         sweep_dir = layout.sweep_dir(config.hydra)
         if not sweep_dir.is_dir():
             return
+        provenance.record_load_end(sweep_dir, machine_load())   # _run.json: the machine's load as the run ended
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         agents = config.get("agents")
         table, unfinished = summarize(sweep_dir, trials_count(config) or config.auto.min_trials, agents.isolated_runs if agents else None)

@@ -55,6 +55,9 @@ class Script:
     usage_chunk: bool = True
     llama_timings: bool = True
     finish_on_last_token: bool = False
+    # lines with empty text sent at once, before the first token (Ollama sends such lines, e.g. while a
+    # template's prefix is held back): a client that stamps them as the first token gets TTFT too early
+    empty_lines: int = 0
 
 
 #: On top of the stand-in's own stamps, what a client's figure may add: connecting, sending the request
@@ -355,6 +358,8 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if chat:
                 self._sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
             self._chunk(b": keep-alive comment\n\n")
+            for _ in range(script.empty_lines):
+                self._sse({**head, "choices": [choice("", None)]})
             deadline = started + script.first_token_delay_s
             last = len(script.tokens) - 1
             for i, token in enumerate(script.tokens):
@@ -400,14 +405,19 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
+
+            def piece(text: str) -> dict[str, Any]:
+                return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+
+            for _ in range(script.empty_lines):
+                self._line({"model": model, "created_at": _now(), **piece(""), "done": False})
             deadline = started + script.first_token_delay_s
             for i, token in enumerate(script.tokens):
                 if i == script.fault_after and script.fault != "none":
                     if self._fault(script, model):
                         return
                 time.sleep(max(0.0, deadline - time.perf_counter()))
-                piece = {"message": {"role": "assistant", "content": token}} if chat else {"response": token}
-                self._line({"model": model, "created_at": _now(), **piece, "done": False})
+                self._line({"model": model, "created_at": _now(), **piece(token), "done": False})
                 sent.content_ns.append(time.perf_counter_ns())
                 deadline += script.token_interval_s
             if script.fault == "no_final_chunk":
