@@ -35,7 +35,8 @@ def test_both_figures_are_stored_per_row_from_the_server_durations(standin: Stan
     standin.default = Script(tokens=["a", "b", "c", "d", "e"], first_token_delay_s=0.08, token_interval_s=0.01,
                              total_duration=30_000_000, load_duration=2_000_000, prompt_eval_duration=8_000_000)
     df = _sweep(standin, tmp_path)
-    assert list(df.columns[-2:]) == list(COLUMNS) == list(COLUMN_NAMES[-2:])   # at the end of the contract
+    stored = [c for c in df.columns if c in COLUMNS]
+    assert stored == list(COLUMNS) and set(COLUMNS) <= set(COLUMN_NAMES)      # stored, in the contract's order
     assert len(df) == 4 and (df["status"] == "ok").all()
     assert df["client_overhead_ms"].to_numpy() == pytest.approx((df["e2e_ms"] - 30.0).to_numpy())
     assert df["client_ttft_overhead_ms"].to_numpy() == pytest.approx((df["ttft_ms"] - 10.0).to_numpy())
