@@ -219,7 +219,7 @@ def _inconclusive(t: pd.DataFrame, min_delta_pct: float) -> str:
         return ""
     metric = blind.fillna(np.inf).idxmax()
     mde = blind[metric]
-    said = f"MDE {mde:.1f} %" if np.isfinite(mde) else "MDE not computable: fewer than 2 trials or pairs"
+    said = f"MDE {mde:.1f} %" if np.isfinite(mde) else "MDE not computable: fewer than 2 trials or pairs, or no spread"
     return (f"inconclusive: could not detect a {min_delta_pct:g} % change at this n ({said}"
             f"{', ' + metric if len(best) > 1 else ''}) — run more trials or raise --min-delta-pct")
 
