@@ -59,3 +59,11 @@ def test_every_job_config_reads_the_answer_the_first_config_cached(tmp_path: Pat
     OmegaConf.copy_cache(from_config=first, to_config=job)
     assert job.sweep_id == decided and Path(job.hydra.run.dir) == tmp_path / decided
     assert _compose(f"output_root={tmp_path}").sweep_id != decided
+
+
+def test_the_resume_hint_names_a_sweep_id_the_config_left_open(tmp_path: Path) -> None:
+    from sweep.multirun.layout import Place
+
+    argv = ["-m", "trials=3"]
+    assert Place(tmp_path / "20261207-010203", False, True).resume_args(argv) == [*argv, "sweep_id=20261207-010203"]
+    assert Place(tmp_path / "mine", False, False).resume_args([*argv, "sweep_id=mine"]) == [*argv, "sweep_id=mine"]

@@ -73,7 +73,7 @@ def flags_first(argv: list[str]) -> None:
     them with its whole usage text (argparse stops taking positional overrides at
     the flag: Hydra issue #3053, open for Hydra 1.3; its fix is pull request #3133);
     the intent of ``python -m sweep a=1 -m b=1,2`` is not in doubt.  The one place our code
-    touches ``sys.argv``; no public Hydra API reorders the command line.
+    changes ``sys.argv`` (elsewhere it is only echoed back in hints); no public Hydra API reorders it.
     """
     flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
     if flags:
