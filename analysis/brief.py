@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis import background, intervals, servers, shared_cpu
+from analysis import background, flags, intervals
 from analysis.columns import HEADLINE, THROUGHPUT, TTFT, Metric
 from analysis.load import Loaded
 from analysis.tables import Analysis
@@ -92,9 +92,9 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
     lines += [b for m in HEADLINE if (b := _best(an, m))]
     lines += _verdicts(an)
     lines.append(_failures(df))
-    if spans := servers.line(df):
+    if spans := flags.servers_line(df):
         lines.append(f"warning: {spans}")
-    if shared := shared_cpu.line(df, loaded.provenance):
+    if shared := flags.shared_cpu_line(df, loaded.provenance):
         lines.append(f"warning: {shared}")
     lines += [f"warning: {line}" for line in background.lines(an)]
     return lines

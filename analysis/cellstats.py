@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import client_share, intervals, offload, stats
+from analysis import client_share, flags, intervals, stats
 from analysis.base import STOP_REASON, Options, present_metrics
 from analysis.columns import DURATIONS, HEADLINE, OPTIONAL, SENSITIVITY_KEYS, TOKENS, TTFT, Metric
 from analysis.load import RELOADED, as_bool
@@ -28,9 +28,9 @@ def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
         ) if c in df.columns
     ]
     cells = df.loc[~df["cell_key"].duplicated(), cols].set_index("cell_key").sort_index()
-    flags = offload.flags(df, cells.index)
-    if flags is not None:
-        cells["offload"] = flags
+    offload = flags.flags(df, cells.index)
+    if offload is not None:
+        cells["offload"] = offload
     if STOP_REASON in df.columns and df[STOP_REASON].notna().any():
         last = df.loc[df[STOP_REASON].notna()].groupby("cell_key", sort=True)[STOP_REASON].last()
         cells[STOP_REASON] = last.reindex(cells.index)

@@ -22,7 +22,7 @@ def _column(name: str) -> str:
 
 # Hardware label: rows on different GPUs are never pooled into one dataset.
 GPU_NAME = _column("gpu_name")
-# The server a row was measured on: a cell whose rows name several is flagged (analysis.servers).
+# The server a row was measured on: a cell whose rows name several is flagged (analysis.flags).
 BASE_URL = _column("base_url")
 # Parameters considered for the sensitivity analysis (when they vary among chimera cells).
 SENSITIVITY_KEYS: tuple[str, ...] = OPTION_KEYS + ("model", "workload", "backend")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import background, html, render, servers, shared_cpu
+from analysis import background, flags, html, render
 from analysis.environment import environment_frame
 from analysis.importers import notes as import_notes
 from analysis.load import Loaded
@@ -114,9 +114,9 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
         f"{'Holm' if opts.correction == 'holm' else 'Benjamini–Hochberg'} correction, α = {opts.alpha}; "
         f"sensitivity {'one-way ANOVA' if opts.sensitivity_test == 'anova' else 'Kruskal–Wallis'}."
     )
-    if spans := servers.line(df, limit=len(cells)):
+    if spans := flags.servers_line(df, limit=len(cells)):
         facts.append(f"**Warning**: {spans}.")
-    if shared := shared_cpu.line(df, loaded.provenance, limit=len(cells)):
+    if shared := flags.shared_cpu_line(df, loaded.provenance, limit=len(cells)):
         facts.append(f"**Warning**: {shared}.")
     facts.append(background.fact(df, an))
     facts += [f"**Warning**: {line}." for line in background.lines(an, limit=len(cells))]

@@ -52,24 +52,22 @@ def run(*overrides: str, cwd: str | Path | None = None, timeout: float | None = 
     """Run ``python -m sweep *overrides`` in a child process; return the sweep directory it wrote.
 
     A child, not a call: Hydra owns the process (its argv, working directory, logging and Ctrl-C).
-    The sweep id is pinned here first (as ``python -m sweep`` does), so the directory returned is the
-    one the child writes, relative paths taken from ``cwd``.  Raises
-    :class:`subprocess.CalledProcessError` if the sweep fails (exit 2: configuration, 130: interrupted);
-    its stderr went to ours.
+    The child names the directory it fixed (:class:`sweep.multirun.layout.SweepPlace`, before any
+    trial) in a file this call reads, so the directory returned is the one the child wrote, relative
+    paths taken from ``cwd``.  Raises :class:`subprocess.CalledProcessError` if the sweep fails (exit 2:
+    configuration, 130: interrupted); its stderr went to ours.
     """
-    import contextlib
+    import os
     import subprocess
     import sys
+    import tempfile
 
-    from sweep.config import register   # Hydra: only when a sweep is run
-    from sweep.multirun.layout import pin
-
-    register()   # the structured config conf/ extends, as python -m sweep registers it
+    from sweep.multirun.layout import PLACE_FILE   # Hydra: only when a sweep is run
 
     base = Path.cwd() if cwd is None else Path(cwd)
-    argv = ["sweep", *overrides]
-    # relative output_root / hydra.*.dir are the child's: resolved from its working directory
-    with contextlib.chdir(base) if cwd is not None else contextlib.nullcontext():
-        directory = pin(argv)
-    subprocess.run([sys.executable, "-m", "sweep", *argv[1:]], cwd=base, check=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="chimera-sweep-") as tmp:
+        note = Path(tmp) / "sweep_dir"
+        subprocess.run([sys.executable, "-m", "sweep", *overrides], cwd=base, check=True, timeout=timeout,
+                       env={**os.environ, PLACE_FILE: str(note)})
+        directory = Path(note.read_text(encoding="utf-8"))
     return directory if directory.is_absolute() else base / directory

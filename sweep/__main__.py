@@ -1,7 +1,7 @@
 """``python -m sweep``: run a Hydra (multi)run of cells against an Ollama-compatible server.
 
-Thin on purpose: it pins the sweep id (:mod:`sweep.multirun.layout`), hands the config to :func:`sweep.job.run_job`
-and turns configuration errors and Ctrl-C into one line and an exit code.
+Thin on purpose: it hands the config to :func:`sweep.job.run_job` and turns configuration errors and Ctrl-C into
+one line and an exit code; the sweep directory is fixed by a Hydra callback (:mod:`sweep.multirun.layout`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep.backends import processes as backends
-from sweep.multirun import cli_errors
-from sweep.multirun import outdir
+from sweep.multirun import cli_errors, layout, outdir
 from sweep.config import register
 from sweep.job import objective_value, run_job
 from sweep.multirun.launchers import parallel_slots, shared_host_problem
 from sweep.cells import ConfigError
-from sweep.multirun.layout import pin, sweep_dir, tidy_hydra_files
-from sweep.store import SweepDirLost, ensure_writable
+from sweep.multirun.layout import sweep_dir, tidy_hydra_files
+from sweep.store import SweepDirLost
 
 register()
 
@@ -65,28 +64,24 @@ def _run() -> None:
     gc.freeze()
     cli_errors.flags_first(sys.argv)
     try:
-        directory = pin(sys.argv)
-        outdir.check_free(directory)       # a file by that name: one line, not Hydra's FileExistsError
-        ensure_writable(directory.parent)  # before Hydra creates the sweep directory in it
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    existed = directory.exists()
-    try:
         cli_errors.run(main)
     except KeyboardInterrupt:
         backends.stop_embedded()
-        args = " ".join(sys.argv[1:])
-        if outdir.holds_trials(directory):
-            print(f"\ninterrupted: every completed trial is saved in {directory}\n"
+        place = layout.fixed()
+        if place is not None and outdir.holds_trials(place.directory):
+            args = " ".join(place.resume_args(sys.argv[1:]))
+            print(f"\ninterrupted: every completed trial is saved in {place.directory}\n"
                   f"resume with: python -m sweep {args} resume=true", file=sys.stderr, flush=True)
         else:
+            args = " ".join(sys.argv[1:])
             print(f"\ninterrupted before any trial was stored\nrun it again with: python -m sweep {args}",
                   file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:
         backends.stop_embedded()
-        outdir.drop_if_empty(directory, existed)   # a run that stored no trial leaves no directory behind
+        place = layout.fixed()
+        if place is not None:   # a run that stored no trial leaves no directory behind
+            outdir.drop_if_empty(place.directory, place.existed)
 
 
 if __name__ == "__main__":

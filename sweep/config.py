@@ -8,13 +8,15 @@ checks that types cannot express (``trials=-1``) live in :func:`validate`.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, SWEEPS_ROOT
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, SWEEPS_ROOT, newest_sweep
 
 
 @dataclass
@@ -182,7 +184,7 @@ class SweepConfig:
     trials: Any = 3                          # measured trials per cell, or "auto" (see auto.*)
     warmup: int = 1
     resume: bool = False
-    sweep_id: str = "${now:%Y%m%d-%H%M%S}"
+    sweep_id: str = "${chimera.sweep_id:${output_root},${resume},${chimera.given_dir:}}"   # see new_sweep_id
     output_root: str = SWEEPS_ROOT
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -203,8 +205,55 @@ class SweepConfig:
     round: Optional[int] = None
 
 
+def new_sweep_id(output_root: str, resume: bool, given_dir: str) -> str:
+    """``sweep_id`` when the config leaves it open: the name of the directory the sweep writes to.
+
+    ``given_dir``: the name of a directory given directly (``hydra.sweep.dir=X``), which names
+    the sweep, so a resume of X labels its rows with the same id; else, with ``resume=true``, the
+    newest sweep under ``output_root``; else a new timestamp (``-2``, ``-3``, … when taken).
+
+    Why a cached resolver (``chimera.sweep_id``): every job of a multirun, in whatever process a
+    launcher runs it (joblib, Ray), must agree on one directory.  Hydra composes each job from the
+    multirun's first config and copies that config's resolver cache into it (as it does for
+    ``${now:}``), so the value decided once in the main process, when
+    :class:`sweep.multirun.layout.SweepPlace` resolves the directory before any job is composed,
+    is the one every job reads.
+    """
+    if given_dir:
+        return given_dir
+    root = Path(output_root)
+    previous = newest_sweep(root) if resume else None
+    if previous is not None:
+        return previous.name
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_id, n = stamp, 2
+    while (root / sweep_id).exists():
+        sweep_id, n = f"{stamp}-{n}", n + 1
+    return sweep_id
+
+
+def given_dir(_root_: DictConfig) -> str:
+    """The name of the sweep directory when it was given directly (its path does not name ``sweep_id``), else ``""``.
+
+    ``hydra.sweep.dir`` for a multirun, ``hydra.run.dir`` for a single run; ``""`` too for a config
+    composed without its ``hydra`` node.  Not cached (OmegaConf caches no resolver that reads the
+    root); :func:`new_sweep_id`'s answer is.
+    """
+    hydra = _root_.get("hydra") if isinstance(_root_, DictConfig) else None
+    if hydra is None:
+        return ""
+    mode = hydra.get("mode")
+    node = "sweep" if getattr(mode, "name", str(mode)).endswith("MULTIRUN") else "run"
+    raw = OmegaConf.to_container(hydra[node], resolve=False).get("dir")
+    if raw is None or "sweep_id" in str(raw):
+        return ""
+    return Path(str(hydra[node].dir)).name
+
+
 def register() -> None:
-    """Put the schemas where the YAML files in ``conf/`` find them."""
+    """Put the schemas where the YAML files in ``conf/`` find them; register the ``sweep_id`` resolvers."""
+    OmegaConf.register_new_resolver("chimera.sweep_id", new_sweep_id, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("chimera.given_dir", given_dir, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="sweep_schema", node=SweepConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

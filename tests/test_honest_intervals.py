@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis import intervals, offload, power, stats
+from analysis import flags, intervals, power, stats
 from tests.test_analysis_report import _csv, _rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +234,7 @@ def test_client_side_share_per_cell(tmp_path: Path) -> None:
     (np.nan, np.nan, 0.0, 32768, np.nan, "ok"),
 ])
 def test_offload_flag(num_gpu: float, num_ctx: float, frac: float, ctx: float, layers: float, flag: str) -> None:
-    assert offload.flag_one(num_gpu, num_ctx, 1e9, frac, ctx, layers) == flag
+    assert flags.flag_one(num_gpu, num_ctx, 1e9, frac, ctx, layers) == flag
 
 
 def test_offload_flag_sits_next_to_the_cell_in_every_table(tmp_path: Path) -> None:
@@ -248,9 +248,9 @@ def test_offload_flag_sits_next_to_the_cell_in_every_table(tmp_path: Path) -> No
         table = _csv(tmp_path / "out" / f"{name}.csv")
         cols = list(table[0])
         assert cols[cols.index("cell") + 1] == "offload", name
-        flags = {r["cell"]: r["offload"] for r in table}
-        assert flags.get("chimera", "CPU only: num_gpu=80 but 0 % in VRAM").startswith("CPU only"), name
-        assert flags.get("baseline", "ok") == "ok", name
+        shown = {r["cell"]: r["offload"] for r in table}
+        assert shown.get("chimera", "CPU only: num_gpu=80 but 0 % in VRAM").startswith("CPU only"), name
+        assert shown.get("baseline", "ok") == "ok", name
 
 
 def test_a_relative_change_interval_never_reaches_minus_100_pct() -> None:

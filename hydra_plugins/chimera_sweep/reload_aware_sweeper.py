@@ -56,6 +56,10 @@ class ReloadAwareSweeper(Sweeper):
     ``multirun.yaml`` and launches its batches as Hydra's basic sweeper does.
     """
 
+    # It plans every job itself (plan_multirun in _ordered, then preflight.dry_run): the preflight
+    # callback reads this and leaves the multirun to it (sweep.multirun.preflight's docstring).
+    PLANS_EVERY_JOB = True
+
     def __init__(self, max_batch_size: Optional[int], params: Optional[Dict[str, str]] = None,
                  order: str = "reload_aware") -> None:
         super().__init__()

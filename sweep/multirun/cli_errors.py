@@ -69,8 +69,11 @@ def one_line(exc: BaseException) -> str:
 def flags_first(argv: list[str]) -> None:
     """Move ``-m``/``--multirun`` before the overrides, in place.
 
-    Hydra's argument parser rejects a flag after an override with its whole
-    usage text; the intent of ``python -m sweep a=1,2 -m`` is not in doubt.
+    Hydra's argument parser rejects the overrides after a flag placed between
+    them with its whole usage text (argparse stops taking positional overrides at
+    the flag: Hydra issue #3053, open for Hydra 1.3; its fix is pull request #3133);
+    the intent of ``python -m sweep a=1 -m b=1,2`` is not in doubt.  The one place our code
+    changes ``sys.argv`` (elsewhere it is only echoed back in hints); no public Hydra API reorders it.
     """
     flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
     if flags:

@@ -8,31 +8,38 @@ works the same: ``hydra.sweep.dir=X`` (the usual Hydra way), ``output_root=``,
 own files go under ``_hydra/`` inside it (a ``_`` name: not trial data).
 
 Every process of a multirun (joblib, Ray) must agree on one directory, and a
-``${now:}`` timestamp resolved in each process would not.  So :func:`pin`
-composes the config exactly as Hydra will, before Hydra starts, and fixes
-``sweep_id`` on the command line: a new timestamp, the newest sweep with
-``resume=true``, or, when the directory was given directly (``hydra.sweep.dir=X``),
-that directory's name, so a resume of X labels its rows with the same id.
+``${now:}`` timestamp resolved in each process would not.  So ``sweep_id`` left
+open is the cached resolver :func:`sweep.config.new_sweep_id` (a new timestamp,
+the newest sweep with ``resume=true``, or the name of a directory given directly,
+so a resume of X labels its rows with the same id), and :class:`SweepPlace`, the
+first of the run's Hydra callbacks, resolves the directory in the main process
+before any job is composed: Hydra copies that answer into every job's config.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.contract import HYDRA_DIR, SWEEPS_ROOT, newest_sweep
-from sweep.cells import ConfigError
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from sweep.cells import ConfigError
+from sweep.contract import HYDRA_DIR
+from sweep.multirun import outdir
+from sweep.store import ensure_writable
+
 # Files Hydra's sweepers write straight into hydra.sweep.dir; moved under _hydra/ so that
 # pandas.read_parquet(<sweep dir>) meets only Parquet (it fails on any other file it sees).
 SWEEPER_FILES = ("multirun.yaml", "optimization_results.yaml")
-_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--shell-completion", "-sc")
-_VALUE_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--package", "-p",
-                "--experimental-rerun")
-_PINNED = ("sweep_id", "output_root", "resume", "hydra.sweep.dir", "hydra.run.dir")
+# Keys that place the sweep: one value per sweep (a multirun's jobs share one directory).
+_PINNED = ("sweep_id", "output_root", "resume")
+# The environment variable naming a file where the run writes its sweep directory (sweep.run reads it).
+PLACE_FILE = "CHIMERA_SWEEP_PLACE_FILE"
 
 
 def is_multirun(hydra: Any) -> bool:
@@ -58,83 +65,77 @@ def tidy_hydra_files(directory: Path) -> None:
                 pass
 
 
-def _split(argv: list[str]) -> tuple[list[str], dict[str, str], bool]:
-    """argv → (overrides, flag values, multirun)."""
-    overrides: list[str] = []
-    flags: dict[str, str] = {}
-    multirun = False
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in ("-m", "--multirun"):
-            multirun = True
-        elif arg in _VALUE_FLAGS:
-            flags[arg] = next(args, "")
-        elif arg.startswith("--") and "=" in arg:
-            name, value = arg.split("=", 1)
-            flags[name] = value
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, flags, multirun
+@dataclass(frozen=True)
+class Place:
+    """The sweep directory this process's run writes to, as fixed before Hydra made it."""
+
+    directory: Path
+    existed: bool      # there before the run: never removed by it (outdir.drop_if_empty)
+    open_id: bool      # sweep_id was left to the config: a resume names it (sweep_id=<directory name>)
+
+    def resume_args(self, argv: list[str]) -> list[str]:
+        """The command line that continues this run (without ``resume=true``)."""
+        return argv + ([f"sweep_id={self.directory.name}"] if self.open_id else [])
 
 
-def _compose(overrides: list[str], flags: dict[str, str]) -> Any:
-    """The root config with its ``hydra`` node, composed as ``@hydra.main`` will compose it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+_fixed: Place | None = None
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+
+def fixed() -> Place | None:
+    """The place :class:`SweepPlace` fixed in this process (None when Hydra stopped before it ran)."""
+    return _fixed
+
+
+def refuse_swept_pins(config: DictConfig) -> None:
+    """Raise :class:`ConfigError` when a multirun gives a key that places the sweep several values.
+
+    (``hydra.sweep.dir=a,b`` Hydra refuses itself: it sweeps none of its own keys.)
+    """
+    if not is_multirun(config.hydra):
+        return
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    strings = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(strings)
     swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override()} & set(_PINNED))
     if swept:
         raise ConfigError(f"{', '.join(swept)} cannot take several values in one sweep: run one sweep per value")
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    extra = flags.get("--config-dir") or flags.get("-cd")
-    if extra:   # as Hydra's --config-dir: one more place to find config groups
-        fixed.append(f"hydra.searchpath=[file://{Path(extra).resolve()}]")
-    name = flags.get("--config-name") or flags.get("-cn") or "config"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="__main__"):
-        return compose(config_name=name, overrides=fixed, return_hydra_config=True)
 
 
-def pin(argv: list[str]) -> Path:
-    """Fix ``sweep_id`` on ``argv`` when the config leaves it to the clock; return the sweep directory.
+class SweepPlace(Callback):
+    """Fixes the sweep directory once, in the main process, before Hydra or any job makes it.
 
-    Raises :class:`ConfigError` for a pinned key given several values.  A config
-    Hydra cannot compose is left to Hydra, which reports it as one line.
+    Why a callback: ``on_run_start`` / ``on_multirun_start`` get the run's composed config
+    before the sweeper composes a job and before Hydra creates the directory, so here the
+    directory is resolved (which decides ``sweep_id``, :func:`sweep.config.new_sweep_id`), a
+    file in its place or an unwritable parent is one line and exit code 2 instead of Hydra's
+    traceback, and whether it existed is noted so a run that stored nothing removes only a
+    directory it made (``python -m sweep`` reads :func:`fixed`).  It must come first among the
+    callbacks (``conf/config.yaml``): the preflight composes every job from this config.
+    Hydra turns an exception raised by a callback into a warning, so every refusal is a
+    ``SystemExit``.
     """
-    from omegaconf import OmegaConf
 
-    overrides, flags, multirun = _split(argv)
-    if any(a.split("=", 1)[0] in _INFO_FLAGS for a in argv[1:]):
-        return Path(SWEEPS_ROOT)
-    try:
-        cfg = _compose(overrides, flags)
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 — Hydra itself will say what is wrong, in its own words
-        return Path(SWEEPS_ROOT)
-    OmegaConf.set_readonly(cfg, False)
-    node = "sweep" if multirun or is_multirun(cfg.hydra) else "run"
-    template = OmegaConf.to_container(cfg, resolve=False)
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._fix(config)
 
-    def dir_for(sweep_id: str) -> Path:
-        probe = OmegaConf.create(template)
-        probe.sweep_id = sweep_id
-        return Path(probe.hydra[node].dir)
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._fix(config)
 
-    if not OmegaConf.is_interpolation(cfg, "sweep_id"):    # set on the command line or in an experiment
-        return dir_for(str(cfg.sweep_id))
-    if dir_for("a") == dir_for("b"):                       # hydra.*.dir=X given: X names the sweep
-        chosen = dir_for("a")
-        argv.append(f"sweep_id={chosen.name}")
-        return chosen
-    root = Path(cfg.output_root)
-    previous = newest_sweep(root) if cfg.resume else None
-    if previous is not None:
-        sweep_id = previous.name
-    else:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        sweep_id, n = stamp, 2
-        while dir_for(sweep_id).exists():
-            sweep_id, n = f"{stamp}-{n}", n + 1
-    argv.append(f"sweep_id={sweep_id}")
-    return dir_for(sweep_id)
+    @staticmethod
+    def _fix(config: DictConfig) -> None:
+        global _fixed
+        try:
+            refuse_swept_pins(config)
+            # Resolved here, while the config still holds its hydra node (a job's config has none), so
+            # the answer is in the resolver cache every job's config is given.
+            str(config.sweep_id)
+            directory = sweep_dir(config.hydra)
+            outdir.check_free(directory)       # a file by that name: one line, not Hydra's FileExistsError
+            ensure_writable(directory.parent)  # before Hydra creates the sweep directory in it
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        _fixed = Place(directory, directory.exists(), OmegaConf.is_interpolation(config, "sweep_id"))
+        note = os.environ.get(PLACE_FILE)
+        if note:   # sweep.run() in the parent process waits for this
+            Path(note).write_text(str(directory.absolute()), encoding="utf-8")

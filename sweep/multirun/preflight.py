@@ -9,6 +9,17 @@ cells and stops with one line on the first bad one.  With ``dry_run=true`` it
 then prints the plan (cells, parameters, ids, what a resume would skip, the
 model reloads the order implies, an estimated duration) and exits 0: no
 request is sent, no server started, no directory made.
+
+Which sweepers it checks: every sweeper but one that plans the multirun itself.  A sweeper class
+says so explicitly with a true class attribute ``PLANS_EVERY_JOB`` (:data:`PLANS_EVERY_JOB`):
+it composes every job before launching any, runs :func:`sweep.multirun.plan.plan_multirun` on
+them (the same refusals this callback makes) and calls :func:`dry_run` itself with the jobs in
+the order it will run them.  The reload-aware sweeper (``hydra/sweeper=reload_aware``, the
+default) is such a class, so for it this callback only quiets the launcher and sets unreadable
+parts aside; for Hydra's basic sweeper, Optuna and any other it plans every job here.  Why a
+class attribute read from ``hydra.sweeper._target_`` (:func:`hydra.utils.get_class`): Hydra
+calls ``on_multirun_start`` before it instantiates the sweeper, so the class is all there is
+to ask, and a renamed or subclassed sweeper keeps (or drops) the promise with its code.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
@@ -41,10 +53,24 @@ from sweep.contract import CORRUPT_DIR, Status, cell_path, read_whole, sweep_dir
 from sweep.execute import already_measured, measured_ok
 from sweep.store import CellStore
 
+PLANS_EVERY_JOB = "PLANS_EVERY_JOB"   # the class attribute of a sweeper that plans the multirun itself
+
 ASSUMED_TOK_S = 30.0        # no earlier sweep of the model to learn from: a small model on a CPU
 ASSUMED_TOKENS = 256        # num_predict unset: the server decides; a typical report-length answer
 ASSUMED_OVERHEAD_S = 0.3    # per request (prompt eval, TTFT) when nothing was measured
 ASSUMED_RELOAD_S = 2.0      # per model (re)load when nothing was measured
+
+
+def sweeper_plans_every_job(config: DictConfig) -> bool:
+    """True when the multirun's sweeper class sets ``PLANS_EVERY_JOB`` (see the module docstring)."""
+    target = OmegaConf.select(config, "hydra.sweeper._target_")
+    if not target:
+        return False
+    try:
+        sweeper = get_class(str(target))
+    except Exception:  # noqa: BLE001 — a sweeper Hydra cannot load is Hydra's to report; check the jobs here
+        return False
+    return getattr(sweeper, PLANS_EVERY_JOB, False) is True
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
@@ -292,8 +318,8 @@ class Preflight(Callback):
         if OmegaConf.select(config, "progress", default=True):
             progress.quiet_launcher()   # every job's line comes from sweep.progress
         _unreadable_parts(config)   # before the sweeper reads what the cells hold
-        if str(config.hydra.sweeper.get("_target_", "")).endswith("ReloadAwareSweeper"):
-            return   # the default sweeper composes, checks and orders every job itself, then calls dry_run()
+        if sweeper_plans_every_job(config):
+            return   # it composes, checks and orders every job itself, then calls dry_run()
         self._check(config)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import shared_cpu
+from analysis import flags
 
 PROVENANCE = {"s1": [{"machine": {"cpu_count": 8}}]}
 
@@ -26,10 +26,10 @@ def test_only_local_cpu_cells_with_every_core_are_flagged() -> None:
         _row("runtime decides", "http://127.0.0.1:11434", float("nan"), 0.0),
         _row("warm-up only", "http://127.0.0.1:11434", 8, 0.0, measured=False),
     ])
-    assert shared_cpu.cells(df, PROVENANCE) == ["embedded all cores", "local all cores", "loopback more than cores"]
-    assert shared_cpu.line(df, PROVENANCE, limit=1).startswith("3 cell(s) ran a CPU engine")
+    assert flags.shared_cpu_cells(df, PROVENANCE) == ["embedded all cores", "local all cores", "loopback more than cores"]
+    assert flags.shared_cpu_line(df, PROVENANCE, limit=1).startswith("3 cell(s) ran a CPU engine")
 
 
 def test_without_the_machines_core_count_nothing_is_flagged() -> None:
     df = pd.DataFrame([_row("local all cores", "http://localhost:11434", 8, 0.0)])
-    assert shared_cpu.cells(df, {"s1": [{}]}) == [] and shared_cpu.line(df, {}) is None
+    assert flags.shared_cpu_cells(df, {"s1": [{}]}) == [] and flags.shared_cpu_line(df, {}) is None
