@@ -118,7 +118,8 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
         for cell in plan_cells(cfg):
             key = load_key(cell)
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
-            calls = (expected_rows(cell.agent_plan, int(cfg.trials), cfg.agents.isolated_runs)
+            calls = (expected_rows(cell.agent_plan, trials_count(cfg) or int(cfg.auto.max_trials),
+                                   cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
             warmup = int(cfg.warmup) if cell.agent_plan is not None else warmups_per_visit(cfg)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
