@@ -38,7 +38,7 @@ from sweep.order import resolve, round_order
 from sweep.backends.model_state import needs_warmup
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.plan import count_loads, trials_count, warmups_per_visit
-from sweep.workloads.trials import round_trials, stored_keys
+from sweep.workloads.trials import round_trials, rows_per_trial, stored_keys
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
 _COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url",
@@ -179,12 +179,14 @@ class Rounds:
 
     @staticmethod
     def _missing_trials(job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> int:
-        """Measured trials of round ``rnd`` the job's cells lack (a prompt's call, an agent run: not stored ok)."""
+        """Measured rows of round ``rnd`` the job's cells lack: a prompt's call, or each call of an agent run,
+        of the trials not stored ok (the progress counts rows)."""
         missing = 0
         isolated = job.cfg.agents.isolated_runs if job.cfg.get("agents") is not None else None
         for cell in job.cells:
             done = stored_keys(cell, rows.get(cell.cell_hash, []))
-            missing += sum(t.key() not in done for t in round_trials(cell, rnd, trials_count(job.cfg), isolated))
+            missing += sum(rows_per_trial(cell, t) for t in round_trials(cell, rnd, trials_count(job.cfg), isolated)
+                           if t.key() not in done)
         return missing
 
     # ------------------------------------------------------------------ plan and cost
