@@ -139,3 +139,22 @@ def test_a_round_of_an_agent_cell_is_its_runs_of_that_number() -> None:
     last = round_runs(plan, 1, 2, 4)            # the last round takes the isolated runs beyond the trials
     assert sorted({s.trial for s in last if s.kind == ISOLATED}) == [1, 2, 3]
     assert [(s.kind, s.trial) for s in round_runs(_plan("agent_report", 1), 2, None, None)] == [(None, 2)]
+
+
+def test_dry_run_of_multi_agent_rounds_counts_the_requests_the_run_sends(
+        standin: StandIn, data_dir: Path, tmp_path: Path) -> None:
+    """Hand count, order_seed=3: round 0 visits chimera then baseline, round 1 baseline then chimera, so three
+    visits warm up (baseline's second follows itself); 2 cells × 2 rounds × (1 concurrent run of 2 agents + 2
+    isolated runs) × 2 stages = 32 measured calls, and 3 warm-up runs × 2 agents × 2 stages = 12."""
+    standin.default = Script(**STEADY)
+    args = [a for a in _args(standin, data_dir, tmp_path, "workload=multi_agent", "agents.count=2")
+            if a != "trials=auto"] + ["trials=2"]
+    dry = run_sweep(*args, "dry_run=true")
+    assert dry.returncode == 0, dry.stderr
+    assert "  round 0: 1 0\n  round 1: 0 1\n" in dry.stdout
+    assert "44 requests (32 measured trials + 12 warm-ups)" in dry.stdout and standin.hits == []
+    result = run_sweep(*args)
+    assert result.returncode == 0, result.stderr
+    assert len(standin.requests) == 44
+    df = trials_of(tmp_path)
+    assert df["warmup"].sum() == 12 and (~df["warmup"]).sum() == 32
