@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME
+from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, TrialRecord
 
 class WorkloadKind(StrEnum):
     """``workload.kind``: what one trial of a cell is."""
@@ -112,6 +112,52 @@ class TrialSpec:
     trial: int
     prompt: Prompt
     warmup: bool
+
+    def key(self) -> tuple[int, str]:
+        """What identifies the trial across resumed sweeps."""
+        return (self.trial, self.prompt.id)
+
+
+class Trial(Protocol):
+    """One trial of a workload: a prompt's call (:class:`TrialSpec`) or an agent run (``RunSpec``)."""
+
+    trial: int        # its round: trial ``r`` of every cell runs in round ``r``
+    warmup: bool
+
+    def key(self) -> Hashable: ...
+
+
+class Workload(Protocol):
+    """What a cell measures, one trial at a time: the one interface :func:`sweep.execute.run_cells` drives.
+
+    Why a protocol here, in the leaf: the design (order, rounds, ``trials=auto``, resume, retries)
+    is written once, in :mod:`sweep.execute`, which may not import the workloads above it; each
+    workload (:mod:`sweep.workloads`) says what a round of its cell holds and runs one trial.
+    A trial of a single-prompt cell is one call per prompt; of ``agent_report`` one workflow
+    (analysis, then report); of ``multi_agent`` one run (all agents concurrent, or one isolated).
+    """
+
+    cell: Cell
+
+    def round_trials(self, rnd: int) -> list[Trial]:
+        """The measured trials of round ``rnd``, in the order they run."""
+        ...
+
+    def warmup_trial(self, n: int) -> Trial:
+        """The ``n``-th warm-up trial of the cell (numbered on across visits and resumed runs)."""
+        ...
+
+    def rows_per_trial(self, trial: Trial) -> int:
+        """Rows a complete attempt of ``trial`` stores (its calls)."""
+        ...
+
+    def stored(self, rows: Sequence[Mapping[str, Any]]) -> tuple[set[Hashable], int]:
+        """Keys of the measured trials stored complete and ok, and the number of warm-up trials stored."""
+        ...
+
+    async def run_trial(self, trial: Trial, attempt: int) -> list[TrialRecord]:
+        """One attempt of ``trial``: its rows, not yet stored (every call's, failures included)."""
+        ...
 
 
 def normalize_base_url(url: str) -> str:

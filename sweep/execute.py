@@ -13,8 +13,11 @@ outcome), so a workload is written against one object:
   telemetry sampled around it; not stored (use it for each LLM call of a
   workflow, several at once with ``asyncio.gather``);
 - ``run.keep(*records)`` — store rows (one flush: one part on disk), count them, report them;
-- ``await run.attempt(spec)`` — the single-prompt trial: call, keep, retry
-  transient failures with backoff.
+- ``await run.attempt(workload, trial)`` — one trial of any :class:`~sweep.cells.Workload`
+  (a prompt's call, an agent workflow, a multi-agent run): its rows kept, transient failures
+  retried with backoff (:func:`with_retries`).
+
+:func:`run_cells` is the design every workload runs under: order, rounds, ``trials=auto``, resume.
 
 Several agents of one cell: ``dataclasses.replace(run, target=other_host_target,
 cell=agent_cell)`` shares the store and the outcome.  Storing writes a file:
@@ -29,7 +32,7 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
-from sweep.cells import Cell, TrialSpec, load_key, schedule
+from sweep.cells import Cell, Trial, TrialSpec, Workload, load_key
 from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore
@@ -116,6 +119,7 @@ class CellRun:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     before_call: Callable[[], Awaitable[None]] | None = None
     after_call: Callable[[TrialRecord], Awaitable[None]] | None = None
+    after_trial: Callable[[list[TrialRecord]], None] | None = None   # a trial's rows, before they are stored
     outcome: CellOutcome = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -162,21 +166,24 @@ class CellRun:
             if self.on_record:
                 self.on_record(record)
 
-    async def attempt(self, spec: TrialSpec) -> TrialRecord:
-        """One single-prompt trial with bounded retries and exponential backoff for transient failures."""
-        base = self.base(spec)
+    async def attempt(self, workload: Workload, trial: Trial) -> tuple[bool, list[TrialRecord]]:
+        """One trial of any workload with bounded retries and exponential backoff for transient failures.
 
+        Every attempt's rows are stored (one part: a run's rows after the run); (succeeded, the last rows).
+        """
         async def once(attempt: int) -> list[TrialRecord]:
             if self.before_call:
                 await self.before_call()
-            record = await self.call(spec.prompt.text, base, attempt)
+            rows = await workload.run_trial(trial, attempt)
             if self.after_call:
-                await self.after_call(record)
-            self.keep(record)
-            return [record]
+                for row in rows:
+                    await self.after_call(row)
+            if self.after_trial:
+                self.after_trial(rows)
+            self.keep(*rows)
+            return rows
 
-        _, (record,) = await with_retries(self.policy, once)
-        return record
+        return await with_retries(self.policy, once)
 
 
 def is_transient(record: TrialRecord) -> bool:
@@ -216,23 +223,6 @@ def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[in
     return {(r["trial"], r["prompt_id"]) for r in measured_ok(rows, cell_hash)}
 
 
-async def in_order(run: CellRun, specs: Sequence[Any], attempt: Callable[[Any], Awaitable[bool]]) -> CellOutcome:
-    """Run ``specs`` (trials, or agent runs: anything with ``warmup``) one after the other, counting the
-    measured ones that succeed; ``max_consecutive_failures`` failures in a row abandon the cell."""
-    outcome = run.outcome
-    consecutive_failures = 0
-    for spec in specs:
-        if await attempt(spec):
-            consecutive_failures = 0
-            outcome.measured_ok += 0 if spec.warmup else 1
-            continue
-        consecutive_failures += 1
-        if consecutive_failures >= run.policy.max_consecutive_failures:
-            outcome.abandoned = True
-            break
-    return outcome
-
-
 # ---------------------------------------------------------------- several cells: order, state, trials=auto
 
 
@@ -261,7 +251,8 @@ class _Cursor:
     """One cell's progress through the rounds."""
 
     run: CellRun
-    done: set[tuple[int, str]]
+    workload: Workload
+    done: set[Hashable]
     next_warmup: int
     values: list[float]
     visited: bool = False
@@ -282,8 +273,12 @@ class DesignCost:
     measuring_s: float = 0.0
 
 
-async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None = None) -> list[CellOutcome]:
+async def run_cells(runs: Sequence[tuple[CellRun, Workload]], design: Design,
+                    cost: DesignCost | None = None) -> list[CellOutcome]:
     """Measure every cell's missing trials in rounds, in the design's order, and store every attempt.
+
+    The one path of every workload (:class:`~sweep.cells.Workload`): a round holds each cell's
+    trials of that number (a call per prompt, an agent workflow, a multi-agent run).
 
     ``blocked`` runs all rounds of a cell before the next cell (today's order);
     ``interleaved`` / ``random`` visit each running cell once per round.  A visit
@@ -294,8 +289,8 @@ async def run_cells(runs: list[CellRun], design: Design, cost: DesignCost | None
     job (``design.only_round``) runs just that round, after the rounds before it.
     """
     cost = cost or DesignCost()
-    server = server_state(runs[0].target.client.base_url) if runs else ServerState()
-    cursors = [_cursor(run, design, server) for run in runs]
+    server = server_state(runs[0][0].target.client.base_url) if runs else ServerState()
+    cursors = [_cursor(run, workload, design, server) for run, workload in runs]
     rounds = design.rounds
     if design.only_round and design.trials is None:     # trials=auto: cells already precise enough stay stopped
         for cur in cursors:
@@ -331,29 +326,29 @@ def _after_round(cur: _Cursor, rnd: int, design: Design) -> None:
     cell (its trials reached, trials=auto precise enough, abandoned) gets none, a resume skips stored ones.
     """
     last = design.trials if design.trials is not None else design.auto.max_trials
-    later = [(r, p.id) for r in range(rnd + 1, last) for p in cur.run.cell.prompts if (r, p.id) not in cur.done]
+    later = [t for r in range(rnd + 1, last) for t in cur.workload.round_trials(r) if t.key() not in cur.done]
     outcome = cur.run.outcome
     outcome.more_rounds = bool(later) and cur.stopped is None
     outcome.skipped = len(later) if cur.stopped is not None else 0
 
 
-def _cursor(run: CellRun, design: Design, server: ServerState) -> _Cursor:
+def _cursor(run: CellRun, workload: Workload, design: Design, server: ServerState) -> _Cursor:
     previous = run.store.previous_rows()
     cell = run.cell
-    done = already_measured(previous, cell.cell_hash)
+    done, warm = workload.stored(previous)
     outcome = run.outcome
-    outcome.expected = (design.trials or design.auto.min_trials) * len(cell.prompts)
+    outcome.expected = sum(len(workload.round_trials(r)) for r in range(design.trials or design.auto.min_trials))
     outcome.measured_ok = len(done)
     metric = design.auto.metric
     values = [r.get(metric) for r in measured_ok(previous, cell.cell_hash)]
-    warm = sum(1 for r in previous if r["warmup"] and r["cell_hash"] == cell.cell_hash)
-    return _Cursor(run, done, warm, [v for v in values if v is not None], visited=cell.cell_hash in server.warmed)
+    return _Cursor(run, workload, done, warm, [v for v in values if v is not None],
+                   visited=cell.cell_hash in server.warmed)
 
 
 async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, cost: DesignCost) -> None:
     """[warm-ups,] then one trial per prompt not yet measured in this round (each call registers as running)."""
-    run, cell = cur.run, cur.run.cell
-    specs = [s for s in schedule(cell, rnd + 1, 0) if s.trial == rnd and (rnd, s.prompt.id) not in cur.done]
+    run, cell, workload = cur.run, cur.run.cell, cur.workload
+    specs = [t for t in workload.round_trials(rnd) if t.key() not in cur.done]
     if not specs or cur.stopped:
         return
     key = load_key(cell)
@@ -365,7 +360,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
         extra = cur.visited
         t0 = time.perf_counter()
         for _ in range(design.warmup):
-            spec = TrialSpec(cur.next_warmup, cell.prompts[0], True)
+            spec = workload.warmup_trial(cur.next_warmup)
             cur.next_warmup += 1
             if not await _attempt(cur, spec, design):
                 return
@@ -380,18 +375,16 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
             return
 
 
-async def _attempt(cur: _Cursor, spec: TrialSpec, design: Design) -> bool:
+async def _attempt(cur: _Cursor, spec: Trial, design: Design) -> bool:
     """One trial (with its retries) of the cell; False once the cell is abandoned."""
     run = cur.run
-    record = await run.attempt(spec)
-    if record.status == Status.OK:
+    ok, rows = await run.attempt(cur.workload, spec)
+    if ok:
         cur.failures_in_a_row = 0
         if not spec.warmup:
             run.outcome.measured_ok += 1
-            cur.done.add((spec.trial, spec.prompt.id))
-            value = getattr(record, design.auto.metric, None)
-            if value is not None:
-                cur.values.append(value)
+            cur.done.add(spec.key())
+            cur.values += _values(rows, design)
         return True
     cur.failures_in_a_row += 1
     if cur.failures_in_a_row >= run.policy.max_consecutive_failures:
@@ -421,13 +414,24 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
             run.extra.update(cur.snapshot)
         for name, value in cur.snapshot.items():
             setattr(record, name, value)
-        value = getattr(record, design.auto.metric, None)
-        if (design.trials is None and cur.last_of_round and not record.warmup and record.status == Status.OK
-                and value is not None):      # trials=auto: the reason goes on the row that ends the cell
-            record.stop_reason = stop_reason(design.auto, cur.rounds + 1, [*cur.values, value])
+
+    def after_trial(rows: list[TrialRecord]) -> None:
+        """trials=auto: the reason goes on the row that ends the cell (the last of its round, with a value)."""
+        values = _values(rows, design)
+        last = [r for r in rows if not r.warmup and r.status == Status.OK
+                and getattr(r, design.auto.metric, None) is not None]
+        if design.trials is None and cur.last_of_round and last:
+            last[-1].stop_reason = stop_reason(design.auto, cur.rounds + 1, [*cur.values, *values])
 
     run.before_call = before if design.state == "cold" else None
     run.after_call = after
+    run.after_trial = after_trial
+
+
+def _values(rows: Sequence[TrialRecord], design: Design) -> list[float]:
+    """The successful measured rows' values of ``auto.metric`` (what trials=auto decides on)."""
+    values = [getattr(r, design.auto.metric, None) for r in rows if not r.warmup and r.status == Status.OK]
+    return [v for v in values if v is not None]
 
 
 def _check_stop(cur: _Cursor, rounds: int, design: Design) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from sweep import interrupts, progress, provenance
 from sweep.backends import processes as backends
-from sweep.workloads.agents import MULTI_AGENT, expected_rows, runs_ok_text
+from sweep.workloads.agents import MULTI_AGENT, runs_ok_text
 from sweep.background import Probe
 from sweep.adaptive import Auto
 from sweep.execute import CellOutcome, CellRun, Design, DesignCost, Policy, Watch, run_cells
@@ -26,7 +26,7 @@ from sweep.backends.hosts import moved_line, stored_host
 from sweep.backends.kinds import Start, format_for, kind_of
 from sweep.order import resolve
 from sweep.backends.http import StreamClient, headers_from_env
-from sweep.cells import Cell, ConfigError, load_key
+from sweep.cells import Cell, ConfigError, Workload, load_key
 from sweep.plan import plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
@@ -36,7 +36,8 @@ from sweep.backends.facts import server_facts
 from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
-from sweep.workloads.workflow import run_agent_cell
+from sweep.workloads.prompt import prompt_workload
+from sweep.workloads.workflow import agent_workload
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx (the inventory calls' client) logs every request at INFO; the per-trial lines below say more, once.
@@ -175,8 +176,7 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                    layers: dict[str, int | None]) -> list[CellOutcome]:
     """The cells in the design's order, in one event loop with one stream client per server.
 
-    Agent cells run one after the other, as they come; single-prompt cells then follow
-    ``design`` (:func:`_prompt_cells`).
+    Every workload (prompts, an agent's workflow, multi-agent runs) runs the same way (:func:`_cells`).
     """
     b = cfg.backend
     async with contextlib.AsyncExitStack() as stack:
@@ -185,15 +185,8 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
                          headers=headers)), fmt, b.request_timeout_s) for url in urls]
         job = _Job(cfg, sweep_dir, urls, targets, telemetry, design, layers, _progress(cfg, len(cells)),
                    Running(sweep_dir))
-        outcomes: list[CellOutcome] = []
-        prompt_runs: list[tuple[CellRun, TraceStore | None]] = []
-        for cell, store in zip(cells, stores):   # in order: a llama-server restart belongs right before its cell
-            run, traces = _cell_run(job, cell, store)
-            if cell.agent_plan is None:
-                prompt_runs.append((run, traces))
-            else:
-                outcomes.append(await _agent_cell(job, run, traces))
-        outcomes += await _prompt_cells(job, prompt_runs)
+        # in order: a llama-server restart belongs right before its cell
+        outcomes = await _cells(job, [_cell_run(job, cell, store) for cell, store in zip(cells, stores)])
         _say_extra_warmups(job)
     return outcomes
 
@@ -206,8 +199,12 @@ def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
     return shown
 
 
-def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceStore | None]:
-    """A cell's run (and its telemetry file), its server ready: llama-server restarted when its flags differ."""
+_Run = tuple[CellRun, Workload, TraceStore | None]
+
+
+def _cell_run(job: _Job, cell: Cell, store: CellStore) -> _Run:
+    """A cell's run, its workload (and its telemetry file), its server ready: llama-server restarted when its
+    flags differ."""
     b = job.cfg.backend
     if kind_of(b).start is Start.LLAMA_SERVER:  # same port; in this (the main) thread: the child's death signal follows it
         backends.prepare_cell(b, cell, _say)
@@ -221,59 +218,63 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> tuple[CellRun, TraceSt
                   running=job.running, background=Probe(server))
     if cell.agent_plan is None and job.layers.get(cell.model) is not None:
         run.extra["model_layers"] = job.layers[cell.model]
-    return run, traces
+    return run, _workload(job, run), traces
 
 
-async def _agent_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellOutcome:
-    """An agent cell: its workflows over every server, with a progress line of its own."""
-    cfg, cell = job.cfg, run.cell
-    assert cell.agent_plan is not None
-    job.shown.cell_started(cell.cell_id, run.store.path.name,
-                           expected_rows(cell.agent_plan, cfg.trials, cfg.agents.isolated_runs))
-    try:
-        with job.running.cell(cell.cell_hash):
-            outcome = await run_agent_cell(run, job.targets, trials=cfg.trials, warmup=cfg.warmup,
-                                           isolated_runs=cfg.agents.isolated_runs)
-    finally:   # also on Ctrl-C: a finished run's parts become one file
-        _close(run, traces)
-    plan = cell.agent_plan
-    counted = (runs_ok_text(run.store.table().to_pylist(), cell.cell_hash, len(plan.stages), cfg.trials,
-                            cfg.agents.isolated_runs) if plan.kind == MULTI_AGENT else None)
-    _done(job.shown, outcome, counted)
-    return outcome
+def _workload(job: _Job, run: CellRun) -> Workload:
+    """The cell's :class:`~sweep.cells.Workload`: its prompts, or its agents over every server."""
+    if run.cell.agent_plan is None:
+        return prompt_workload(run, job.design.trials)
+    return agent_workload(run, job.targets, job.design.trials, job.cfg.agents.isolated_runs)
 
 
-async def _prompt_cells(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]) -> list[CellOutcome]:
-    """Single-prompt cells by the design (:func:`run_cells`): under ``blocked`` (or alone) one at a time
+def _expected_rows(job: _Job, workload: Workload) -> int:
+    """Rows the job's rounds of a cell store when complete (measured calls), for its progress line."""
+    return sum(workload.rows_per_trial(t) for r in job.design.rounds for t in workload.round_trials(r))
+
+
+async def _cells(job: _Job, runs: list[_Run]) -> list[CellOutcome]:
+    """The cells by the design (:func:`run_cells`): under ``blocked`` (or alone) one at a time
     with a progress line each, otherwise together in rounds under one line."""
     if job.design.order == "blocked" or len(runs) < 2:
-        return [await _one_cell(job, run, traces) for run, traces in runs]
+        return [await _one_cell(job, *run) for run in runs]
     return await _cells_together(job, runs)
 
 
-async def _one_cell(job: _Job, run: CellRun, traces: TraceStore | None) -> CellOutcome:
-    rounds = len(job.design.rounds)
-    job.shown.cell_started(run.cell.cell_id + _of_round(job.design), run.store.path.name,
-                           rounds * len(run.cell.prompts))
+async def _one_cell(job: _Job, run: CellRun, workload: Workload, traces: TraceStore | None) -> CellOutcome:
+    cell = run.cell
+    job.shown.cell_started(cell.cell_id + _of_round(job.design), run.store.path.name, _expected_rows(job, workload))
     try:
-        (outcome,) = await run_cells([run], job.design, job.cost)
-    finally:
+        (outcome,) = await run_cells([(run, workload)], job.design, job.cost)
+    finally:   # also on Ctrl-C: a finished run's parts become one file
         _close(run, traces)
-    _done(job.shown, outcome)
+    _done(job.shown, outcome, _runs_counted(job, run))
     return outcome
 
 
-async def _cells_together(job: _Job, runs: list[tuple[CellRun, TraceStore | None]]) -> list[CellOutcome]:
+def _runs_counted(job: _Job, run: CellRun) -> str | None:
+    """A multi-agent cell's complete runs by kind (:func:`runs_ok_text`), up to this job's rounds."""
+    plan = run.cell.agent_plan
+    if plan is None or plan.kind != MULTI_AGENT:
+        return None
+    rows = run.store.table().to_pylist()
+    trials = job.design.trials
+    if trials is None:   # trials=auto: the rounds the cell ran
+        trials = max((r["trial"] + 1 for r in rows if r["cell_hash"] == run.cell.cell_hash and not r["warmup"]),
+                     default=0)
+    return runs_ok_text(rows, run.cell.cell_hash, len(plan.stages), trials, job.cfg.agents.isolated_runs)
+
+
+async def _cells_together(job: _Job, runs: list[_Run]) -> list[CellOutcome]:
     design = job.design
-    rounds = len(design.rounds)
     seed = f", order_seed={design.seed}" if design.order == "random" else ""
     job.shown.cell_started(f"{len(runs)} cells, order={design.order}{seed}, one trial each per round"
                            + _of_round(design),
-                           "", sum(rounds * len(r.cell.prompts) for r, _ in runs))
+                           "", sum(_expected_rows(job, w) for _, w, _ in runs))
     try:
-        together = await run_cells([r for r, _ in runs], design, job.cost)
+        together = await run_cells([(r, w) for r, w, _ in runs], design, job.cost)
     finally:
-        for run, traces in runs:
+        for run, _, traces in runs:
             _close(run, traces)
     state = "complete" if all(o.complete for o in together) else "incomplete"
     job.shown.cell_done(sum(o.measured_ok for o in together), sum(o.expected for o in together),

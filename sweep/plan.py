@@ -133,10 +133,6 @@ def validate_design(cfg: DictConfig) -> None:
     rounds = trials_count(cfg) or cfg.auto.max_trials
     if rnd is not None and not 0 <= rnd < rounds:
         raise ConfigError(f"invalid round={rnd}: this sweep has rounds 0..{rounds - 1} (the sweeper sets round=)")
-    if rnd is not None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
-        raise ConfigError("round= is for single-prompt workloads: agent cells run blocked")
-    if trials_count(cfg) is None and cfg.workload.get("kind", WorkloadKind.PROMPT) != WorkloadKind.PROMPT:
-        raise ConfigError("trials=auto is for single-prompt workloads: give agent workloads a number of trials")
     a = cfg.auto
     if not 1 <= a.min_trials <= a.max_trials:
         raise ConfigError(f"invalid auto.min_trials={a.min_trials} / auto.max_trials={a.max_trials}: "

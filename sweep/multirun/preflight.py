@@ -144,9 +144,10 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
         for cell in plan_cells(cfg):
             key = load_key(cell)
             done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
-            calls = (expected_rows(cell.agent_plan, int(cfg.trials), cfg.agents.isolated_runs)
+            calls = (expected_rows(cell.agent_plan, trials_count(cfg) or int(cfg.auto.max_trials),
+                                   cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
-            warmup = int(cfg.warmup) if cell.agent_plan is not None else warmups_per_visit(cfg)
+            warmup = warmups_per_visit(cfg)   # per visit, for agent cells too (a warm-up run each)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
                                    loaded.get(key[0]) != key, calls, cold=cfg.state == "cold"))
             loaded[key[0]] = key
@@ -372,8 +373,9 @@ def _round_warmups(planned: Sequence[Planned], rounds: Any, plan: Sequence[Seque
     exact = rounds.warmups(plan, one_process=True)
     counts = exact if one_process else rounds.warmups(plan, one_process=False)
     for p in planned:
-        if p.cell.agent_plan is None and p.cell.cell_hash in counts:
-            p.warmup_calls = counts[p.cell.cell_hash]
+        if p.cell.cell_hash in counts:      # warm-up trials: a request, or an agent run (every agent's stages)
+            agents = p.cell.agent_plan
+            p.warmup_calls = counts[p.cell.cell_hash] * (len(agents.agents) * len(agents.stages) if agents else 1)
     visits = sum(len(r) for r in plan)
     total, in_one = sum(counts.values()), sum(exact.values())
     if not any(warmups_per_visit(job.cfg) for job in rounds.jobs):

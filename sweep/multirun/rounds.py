@@ -38,9 +38,11 @@ from sweep.order import resolve, round_order
 from sweep.backends.model_state import needs_warmup
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.plan import count_loads, trials_count, warmups_per_visit
+from sweep.workloads.trials import round_trials, rows_per_trial, stored_keys
 
 ROUND_KEYS = ("order", "order_seed", "round")   # what the sweeper adds to each job's overrides
-_COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url"]
+_COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at", "e2e_ms", "base_url",
+            "workflow_id", "run_id", "run_kind", "agent_id", "agents"]   # the last ones: agent runs (workloads.trials)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def multirun_order(configs: Sequence[DictConfig], cells: Sequence[Sequence[Cell]
     """The multirun's order when it runs in rounds, else None (blocked: one job per cell, as before).
 
     ``order`` unset: random when the sweep's cells include a baseline and a chimera preset
-    (:func:`sweep.order.resolve`, over every job's cells).  Agent cells always run blocked.
+    (:func:`sweep.order.resolve`, over every job's cells); agent cells as well as prompt cells.
     """
     orders = {cfg.get("order") for cfg in configs}
     seeds = {cfg.get("order_seed") for cfg in configs}
@@ -73,11 +75,6 @@ def multirun_order(configs: Sequence[DictConfig], cells: Sequence[Sequence[Cell]
         return None          # one job: it orders its own cells
     order, drawn_seed = resolve(given, [c.preset for job in cells for c in job], seed)
     if order == "blocked":
-        return None
-    if any(c.agent_plan is not None for job in cells for c in job):
-        if given is not None:
-            raise ConfigError(f"order={given} needs single-prompt cells: agent workloads run blocked "
-                              "(leave out order=, or order=blocked)")
         return None
     return MultirunOrder(order, drawn_seed, drawn=seed is None)
 
@@ -182,12 +179,14 @@ class Rounds:
 
     @staticmethod
     def _missing_trials(job: RoundJob, rows: dict[str, list[dict[str, Any]]], rnd: int) -> int:
-        """Measured trials of round ``rnd`` the job's cells lack (one per cell and prompt not stored ok)."""
+        """Measured rows of round ``rnd`` the job's cells lack: a prompt's call, or each call of an agent run,
+        of the trials not stored ok (the progress counts rows)."""
         missing = 0
+        isolated = job.cfg.agents.isolated_runs if job.cfg.get("agents") is not None else None
         for cell in job.cells:
-            done = {(r["trial"], r["prompt_id"]) for r in rows.get(cell.cell_hash, [])
-                    if r["status"] == Status.OK and not r["warmup"]}
-            missing += sum((rnd, p.id) not in done for p in cell.prompts)
+            done = stored_keys(cell, rows.get(cell.cell_hash, []))
+            missing += sum(rows_per_trial(cell, t) for t in round_trials(cell, rnd, trials_count(job.cfg), isolated)
+                           if t.key() not in done)
         return missing
 
     # ------------------------------------------------------------------ plan and cost
@@ -251,9 +250,13 @@ class Rounds:
             for cell in job.cells:
                 warm = sorted((r for r in rows.get(cell.cell_hash, []) if r["warmup"] and r["started_at"] is not None
                                and r["started_at"] >= self.started_at), key=lambda r: r["started_at"])
-                for r in warm[int(job.cfg.warmup):]:      # the first visit's warm-ups a blocked run has too
+                trials: dict[Any, float] = {}   # a warm-up trial: one row, or an agent run's rows
+                for i, r in enumerate(warm):
+                    unit = r["run_id"] or r["workflow_id"] or i
+                    trials[unit] = trials.get(unit, 0.0) + (r["e2e_ms"] or 0.0)
+                for ms in list(trials.values())[int(job.cfg.warmup):]:   # the first visit's, a blocked run has too
                     extra += 1
-                    extra_ms += r["e2e_ms"] or 0.0
+                    extra_ms += ms
         if not extra:
             return None
         return (f"{self.order.order} order: {extra} extra warm-up(s) after reloads between cells, "

@@ -126,15 +126,35 @@ class RunSpec:
 
 def schedule_runs(plan: AgentPlan, trials: int, warmup: int, isolated_runs: int | None) -> list[RunSpec]:
     """Warm-ups first (a whole concurrent run each), then concurrent and isolated runs interleaved."""
+    specs = [warmup_run(plan, i) for i in range(warmup)]
+    for t in range(trials):
+        specs += round_runs(plan, t, trials, isolated_runs)
+    return specs
+
+
+def warmup_run(plan: AgentPlan, n: int) -> RunSpec:
+    """The ``n``-th warm-up: a whole run of every agent (concurrent for multi_agent), not measured."""
+    everyone = tuple(a.agent_id for a in plan.agents)
+    return RunSpec(CONCURRENT if plan.kind == MULTI_AGENT else None, n, everyone, True)
+
+
+def round_runs(plan: AgentPlan, rnd: int, trials: int | None, isolated_runs: int | None) -> list[RunSpec]:
+    """The measured runs of round ``rnd``: the concurrent run and each agent's isolated run numbered ``rnd``.
+
+    Their order alternates by round (concurrent first, then isolated first; the isolated agents
+    rotate).  ``trials`` None (trials=auto) leaves the number of rounds open; with a fixed number,
+    the last round also takes the isolated runs beyond it (``agents.isolated_runs`` > trials).
+    """
     everyone = tuple(a.agent_id for a in plan.agents)
     if plan.kind != MULTI_AGENT:
-        return ([RunSpec(None, i, everyone, True) for i in range(warmup)]
-                + [RunSpec(None, t, everyone, False) for t in range(trials)])
+        return [RunSpec(None, rnd, everyone, False)]
     n = len(everyone)
-    iso = trials if isolated_runs is None else isolated_runs
-    specs = [RunSpec(CONCURRENT, i, everyone, True) for i in range(warmup)]
-    for t in range(max(trials, iso)):
-        conc = [RunSpec(CONCURRENT, t, everyone, False)] if t < trials else []
+    last = trials if trials is not None else rnd + 1
+    iso = last if isolated_runs is None else isolated_runs
+    numbers = range(rnd, max(last, iso)) if trials is not None and rnd == trials - 1 else [rnd]
+    specs: list[RunSpec] = []
+    for t in numbers:
+        conc = [RunSpec(CONCURRENT, t, everyone, False)] if t < last else []
         alone = [RunSpec(ISOLATED, t, (everyone[(i + t) % n],), False) for i in range(n)] if t < iso else []
         specs += conc + alone if t % 2 == 0 else alone + conc
     return specs

@@ -1,4 +1,4 @@
-"""Run agent cells on the async core: one agent's workflow, N agents at a barrier, runs in schedule order.
+"""Run agent cells on the async core: one agent's workflow, N agents at a barrier; a run is a trial.
 
 Why here and not in the core: the core (:mod:`sweep.runner`, :mod:`sweep.execute`)
 measures one streamed call; a workflow only glues calls together (ingest →
@@ -25,14 +25,15 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweep.cells import ANALYSIS_STAGE, MULTI_AGENT, PROMPT_STAGE, REPORT_STAGE, AgentPlan, AgentSpec
-from sweep.workloads.agents import RunSpec, completed_runs, runs_todo
-from sweep.execute import CellOutcome, CellRun, base_record, in_order, with_retries
+from sweep.workloads.agents import RunSpec
+from sweep.execute import CellRun, base_record
 from sweep.workloads.ingest import ingest
-from sweep.cells import Cell
+from sweep.workloads.trials import CellTrials
+from sweep.cells import Trial
 from sweep.workloads.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
 from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
@@ -72,7 +73,7 @@ def _base(main: CellRun, agent: Agent, spec: RunSpec) -> TrialRecord:
     record = dataclasses.replace(
         base_record(main.cell, main.sweep_id, agent.run.target.client.base_url),
         preset=agent.spec.preset, trial=spec.trial, warmup=spec.warmup,
-        **{k: agent.spec.options.get(k) for k in OPTION_KEYS},
+        **{k: agent.spec.options.get(k) for k in OPTION_KEYS}, **main.extra,
     )
     if plan is not None and plan.kind == MULTI_AGENT:
         record = dataclasses.replace(record, run_kind=spec.kind, agent_id=agent.spec.agent_id,
@@ -141,26 +142,20 @@ async def run_once(main: CellRun, agents: Sequence[Agent], spec: RunSpec, attemp
     return rows
 
 
-async def run_agent_cell(main: CellRun, targets: Sequence[Target], *, trials: int, warmup: int,
-                         isolated_runs: int | None) -> CellOutcome:
-    """Measure the runs of an agent cell that are missing, in schedule order, storing each run's rows after it."""
-    plan = main.cell.agent_plan
-    assert plan is not None
-    agents = agents_for(main, targets)
-    previous = main.store.previous_rows()
-    main.outcome.expected = len(runs_todo(plan, trials, 0, isolated_runs, [], main.cell.cell_hash))
-    main.outcome.measured_ok = len(completed_runs(previous, main.cell.cell_hash, len(plan.stages)))
-    todo = runs_todo(plan, trials, warmup, isolated_runs, previous, main.cell.cell_hash)
-    return await in_order(main, todo, lambda spec: _attempts(main, agents, spec))
+@dataclass
+class AgentWorkload(CellTrials):
+    """An agent cell as a :class:`~sweep.cells.Workload`: a trial is one run (a workflow of every agent
+    of the run, at a barrier), its rows stored after the run, never while agents stream."""
+
+    agents: list[Agent] = field(default_factory=list, kw_only=True)
+    run: CellRun | None = field(default=None, kw_only=True)
+
+    async def run_trial(self, trial: Trial, attempt: int) -> list[TrialRecord]:
+        assert isinstance(trial, RunSpec) and self.run is not None
+        return await run_once(self.run, self.agents, trial, attempt)
 
 
-async def _attempts(main: CellRun, agents: Sequence[Agent], spec: RunSpec) -> bool:
-    """A run with bounded retries of the whole run (transient failures only); True when it completed."""
-    async def once(attempt: int) -> list[TrialRecord]:
-        rows = await run_once(main, agents, spec, attempt)
-        main.keep(*rows)   # after the run, all its rows as one part: no file written while agents stream
-        return rows
-
-    completed, _ = await with_retries(main.policy, once)
-    return completed
-
+def agent_workload(main: CellRun, targets: Sequence[Target], trials: int | None,
+                   isolated_runs: int | None) -> AgentWorkload:
+    """The cell's workload: its agents over every server (round-robin), their rows in the cell's store."""
+    return AgentWorkload(main.cell, trials, isolated_runs, agents=agents_for(main, targets), run=main)
