@@ -66,6 +66,7 @@ def test_goals_read_the_right_way(value: float, met: bool) -> None:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread CPU needs Linux's /proc")
 @pytest.mark.skipif(shutil.which("curl") is None and not ON_CI,   # on CI: run, and fail
                     reason="curl not installed: run `make test-packages`")
+@pytest.mark.slow   # ~6 s: a real embedded server streams to our client and to curl
 def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client_and_curl_measures_the_same_call() -> None:
     from benchmarks import anchor, engine
     from sweep.server import start

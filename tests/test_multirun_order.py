@@ -183,6 +183,7 @@ def test_a_parallel_launcher_gets_the_same_rounds(standin: StandIn, tmp_path: Pa
     assert first["started_at"].max() < second["started_at"].min()
 
 
+@pytest.mark.slow   # ~3.5 s: composes and plans every refused design
 def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) -> None:
     from sweep.cells import ConfigError
     from sweep.plan import plan_cells

@@ -87,6 +87,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, Generation]]:
         sock.close()
 
 
+@pytest.mark.slow   # blocks the server's event loop for 2 s by design
 def test_tokens_reach_the_client_while_the_event_loop_is_blocked(served: tuple[str, Generation]) -> None:
     base_url, gen = served
     with httpx.Client(base_url=base_url, timeout=10) as client, client.stream("POST", "/stream") as r:
