@@ -45,7 +45,7 @@ def _reloads() -> dict[str, float]:
 
     from hydra import compose, initialize_config_dir
 
-    from sweep.config import register
+    from sweep.config import register, typed as typed_config
     from sweep.cells import load_key
     from sweep.plan import count_loads, plan_cells, reload_order
 
@@ -53,9 +53,9 @@ def _reloads() -> dict[str, float]:
     typed = {"chimera.temperature": ("0.6", "0.8"), "chimera.num_ctx": ("256", "512", "1024"),
              "model": ("gemma3", "llama3_1_8b_q4")}
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        tr111 = plan_cells(compose(config_name="config", overrides=["+experiment=tr111"]))
-        grid = [plan_cells(compose(config_name="config", overrides=["backend=ollama", *(
-            f"{k}={v}" for k, v in zip(typed, combo))]))[0] for combo in itertools.product(*typed.values())]
+        tr111 = plan_cells(typed_config(compose(config_name="config", overrides=["+experiment=tr111"])))
+        grid = [plan_cells(typed_config(compose(config_name="config", overrides=["backend=ollama", *(
+            f"{k}={v}" for k, v in zip(typed, combo))])))[0] for combo in itertools.product(*typed.values())]
     figures = {}
     for key, name, cells in (("tr111", "tr111 (19 cells)", tr111),
                              ("grid12", "temperature × num_ctx × model typed (12 cells)", grid)):

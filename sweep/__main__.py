@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from sweep.backends import processes as backends
 from sweep.multirun import cli_errors, layout, outdir
 from sweep.config import register
-from sweep.job import objective_value, run_job
+from sweep.job import run_job
 from sweep.multirun.launchers import parallel_slots, shared_host_problem
 from sweep.cells import ConfigError
 from sweep.multirun.layout import sweep_dir, tidy_hydra_files
@@ -44,9 +44,7 @@ def main(cfg: DictConfig) -> float | None:
             problem = shared_host_problem(cfg.backend, parallel_slots(hc.launcher, int(hc.sweeper.n_jobs)))
             if problem:
                 raise ConfigError(problem)
-        outcomes = run_job(cfg, directory, revisit=search, overrides=list(hc.overrides.task))
-        # only a search sweeper reads the value (a grid's is dropped): it costs a read of the cell's file
-        return objective_value(cfg, outcomes) if search else None
+        return run_job(cfg, directory, search=search, overrides=list(hc.overrides.task))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         backends.stop_embedded()

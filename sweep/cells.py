@@ -17,37 +17,13 @@ import json
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from sweep.config import Postprocess, Scenario, Workflow, WorkloadKind
 from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, TrialRecord
 
-class WorkloadKind(StrEnum):
-    """``workload.kind``: what one trial of a cell is."""
-
-    PROMPT = "prompt"               # one streamed call per prompt
-    AGENT_REPORT = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
-    MULTI_AGENT = "multi_agent"     # N agents' workflows, concurrent and isolated runs
-
-
-class State(StrEnum):
-    """``state``: the model state a measured call meets."""
-
-    WARM = "warm"       # loaded: warm-ups first when the previous request loaded other options
-    COLD = "cold"       # unloaded before every measured call (keep_alive 0, checked with /api/ps)
-    RELOAD = "reload"   # as it comes: reloads flagged, not avoided
-
-
-class Order(StrEnum):
-    """``order``: the order a sweep visits its cells in."""
-
-    BLOCKED = "blocked"           # all trials of a cell, then the next
-    INTERLEAVED = "interleaved"   # one trial of each cell per round, same order every round
-    RANDOM = "random"             # one trial of each cell per round, permuted every round
-
-
-MULTI_AGENT = WorkloadKind.MULTI_AGENT
+MULTI_AGENT = WorkloadKind.multi_agent
 ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
 
 
@@ -224,21 +200,21 @@ class AgentSpec:
 class AgentPlan:
     """What an agent cell runs; every field changes what is measured, so all are in the cell hash."""
 
-    kind: str                      # agent_report | multi_agent
-    workflow: str                  # report | prompt
-    scenario: str | None
+    kind: WorkloadKind             # agent_report | multi_agent
+    workflow: Workflow             # report | prompt
+    scenario: Scenario | None
     agents: tuple[AgentSpec, ...]
     hosts: int                     # servers the agents are spread over
     data_dir: str
     analysis_prompt: str
     report_prompt: str
     system: str | None
-    postprocess: str
+    postprocess: Postprocess
     per_agent_keys: tuple[str, ...] = ()   # options set per agent (chimera_hetero), for the label
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return (ANALYSIS_STAGE, REPORT_STAGE) if self.workflow == "report" else (PROMPT_STAGE,)
+        return (ANALYSIS_STAGE, REPORT_STAGE) if self.workflow == Workflow.report else (PROMPT_STAGE,)
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -8,15 +8,103 @@ checks that types cannot express (``trials=-1``) live in :func:`validate`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field, make_dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, SWEEPS_ROOT, newest_sweep
+
+# ---------------------------------------------------------------- choice keys
+# Each key with a fixed set of values is a StrEnum, so Hydra refuses a typo (``order=randm``) while
+# composing, in one line naming the allowed values, before anything starts.  OmegaConf accepts an
+# enum member by its *name*, so every name equals its value (lowercase): the YAML files, the command
+# line and ``--cfg job`` read as before, and a member compares equal to its string.
+
+
+class WorkloadKind(StrEnum):
+    """``workload.kind``: what one trial of a cell is."""
+
+    prompt = "prompt"               # one streamed call per prompt
+    agent_report = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
+    multi_agent = "multi_agent"     # N agents' workflows, concurrent and isolated runs
+
+
+class State(StrEnum):
+    """``state``: the model state a measured call meets."""
+
+    warm = "warm"       # loaded: warm-ups first when the previous request loaded other options
+    cold = "cold"       # unloaded before every measured call (keep_alive 0, checked with /api/ps)
+    reload = "reload"   # as it comes: reloads flagged, not avoided
+
+
+class Order(StrEnum):
+    """``order``: the order a sweep visits its cells in."""
+
+    blocked = "blocked"           # all trials of a cell, then the next
+    interleaved = "interleaved"   # one trial of each cell per round, same order every round
+    random = "random"             # one trial of each cell per round, permuted every round
+
+
+BACKEND_CONF = Path(__file__).resolve().parent.parent / "conf" / "backend"
+
+# ``backend.kind``: the names of the files in conf/backend/ (the choices of ``backend=``), one name list.
+# Why the files and not the records of sweep/backends/kinds.py: this schema sits below the backends
+# (they take its typed configs), so it cannot import them; kinds.py checks at import that every name
+# here has its record and every record its file.  A new kind is its record plus its file, nothing else.
+BackendName = StrEnum("BackendName", [(p.stem, p.stem) for p in sorted(BACKEND_CONF.glob("*.yaml"))],
+                      module=__name__)
+BackendName.__doc__ = "``backend.kind``: one per file in conf/backend/ (and record in sweep.backends.kinds)."
+
+
+class Api(StrEnum):
+    """``backend.api``: the stream format (sweep/backends/kinds.py FORMATS)."""
+
+    ollama = "ollama"   # NDJSON /api/generate | /api/chat
+    openai = "openai"   # SSE /chat/completions | /completions
+
+
+class Endpoint(StrEnum):
+    """``workload.endpoint``: which call of the API a prompt goes to."""
+
+    generate = "generate"         # ollama: /api/generate
+    chat = "chat"                 # ollama: /api/chat; openai: /chat/completions
+    completions = "completions"   # openai: /completions
+
+
+class Postprocess(StrEnum):
+    """``agent.postprocess``: applied to each stage's output before the next stage uses it."""
+
+    trim = "trim"
+    none = "none"
+
+
+class Workflow(StrEnum):
+    """``agents.workflow``: what each of several agents runs."""
+
+    report = "report"   # ingest → analysis → report
+    prompt = "prompt"   # one prompt
+
+
+class Scenario(StrEnum):
+    """``scenario.name``: which options each agent sends."""
+
+    baseline_vs_chimera = "baseline_vs_chimera"   # agent 0 the server's defaults, the others the preset's
+    chimera_homo = "chimera_homo"                 # every agent the preset's
+    chimera_hetero = "chimera_hetero"             # agents.options[i] on top of the preset's
+
+
+class Stat(StrEnum):
+    """``objective.stat``: the statistic of the metric a search optimises."""
+
+    mean = "mean"
+    median = "median"
+    p95 = "p95"
 
 
 @dataclass
@@ -53,8 +141,8 @@ class BackendConfig:
     and ``headers_env`` name environment variables that are read at run time.
     """
 
-    kind: str = "embedded"
-    api: str = "ollama"                      # stream format (sweep/backends/stream.py): ollama = NDJSON /api/generate|chat
+    kind: BackendName = BackendName.embedded
+    api: Api = Api.ollama                    # stream format (sweep/backends/stream.py): ollama = NDJSON /api/generate|chat
     base_url: Optional[str] = None
     model_dir: Optional[str] = None          # embedded: extra .gguf files to serve
     connect_timeout_s: float = 10.0
@@ -93,8 +181,8 @@ class WorkloadConfig:
     prompts: List[str] = field(default_factory=lambda: ["Generate a technical report"])
     prompt_file: Optional[str] = None        # .txt: one prompt per line; .jsonl: {"id", "prompt"}
     system: Optional[str] = None
-    endpoint: str = "generate"               # generate | chat
-    kind: str = "prompt"                     # prompt | agent_report | multi_agent
+    endpoint: Endpoint = Endpoint.generate   # generate | chat (| completions: openai)
+    kind: WorkloadKind = WorkloadKind.prompt
     data_dir: Optional[str] = None           # agent workflow: files to ingest (default: the bundled sample)
     analysis_prompt: str = ANALYSIS_PROMPT   # {summary} = what ingest found
     report_prompt: str = REPORT_PROMPT       # {analysis} = the analysis call's output, trimmed to num_ctx
@@ -105,7 +193,7 @@ class AgentConfig:
     """How one agent behaves (the seed's custom agent): a system preamble and post-processing."""
 
     system: Optional[str] = None             # sent as the system prompt of every call
-    postprocess: str = "trim"                # trim | none: applied to each stage's output before use
+    postprocess: Postprocess = Postprocess.trim   # trim | none: applied to each stage's output before use
 
 
 @dataclass
@@ -113,7 +201,7 @@ class AgentsConfig:
     """Several agents at once (``workload=multi_agent``)."""
 
     count: int = 2
-    workflow: str = "report"                 # report: ingest → analysis → report | prompt: one prompt
+    workflow: Workflow = Workflow.report     # report: ingest → analysis → report | prompt: one prompt
     isolated_runs: Optional[int] = None      # each agent's workflow alone, per agent (default: trials)
     options: List[Dict[str, Any]] = field(default_factory=list)  # chimera_hetero: per agent, on the preset
 
@@ -122,7 +210,7 @@ class AgentsConfig:
 class ScenarioConfig:
     """Which options each agent sends: baseline_vs_chimera | chimera_homo | chimera_hetero."""
 
-    name: str = "chimera_homo"
+    name: Scenario = Scenario.chimera_homo
 
 
 @dataclass
@@ -158,7 +246,7 @@ class ObjectiveConfig:
     """
 
     metric: str = "throughput_tok_s"
-    stat: str = "mean"                        # mean | median | p95
+    stat: Stat = Stat.mean
     ttft_p95_max_ms: Optional[float] = None
     failed_value: float = 0.0
 
@@ -198,8 +286,8 @@ class SweepConfig:
     # a parallel launcher may run two cells against one server at once (their numbers contaminate each other)
     allow_shared_host: bool = False
     auto: AutoConfig = field(default_factory=AutoConfig)
-    state: str = "warm"                      # warm | cold (unload before every trial) | reload (flag reloads)
-    order: Optional[str] = None              # blocked | interleaved | random; null: random when baseline+chimera
+    state: State = State.warm                # warm | cold (unload before every trial) | reload (flag reloads)
+    order: Optional[Order] = None            # blocked | interleaved | random; null: random when baseline+chimera
     order_seed: Optional[int] = None         # random order's seed; null: drawn and recorded in _run.json
     # set by the sweeper in a multirun under order=random|interleaved: this job measures round N of its cells only
     round: Optional[int] = None
@@ -261,3 +349,20 @@ def register() -> None:
     cs.store(group="backend", name="backend_schema", node=BackendConfig)
     cs.store(group="workload", name="workload_schema", node=WorkloadConfig)
     cs.store(group="scenario", name="scenario_schema", node=ScenarioConfig)
+
+
+def typed(cfg: DictConfig) -> SweepConfig:
+    """The composed config as a :class:`SweepConfig` instance, interpolations resolved (``OmegaConf.to_object``).
+
+    Why once, at each entry (the job, the multirun's planning): below it, functions take the typed
+    sub-config they need (:class:`BackendConfig`, :class:`WorkloadConfig`, …) and choice keys are
+    enum members, so no code compares a ``.get("kind", "prompt")`` with a string literal.
+    Field by field (each node's ``to_object``), so a config that still holds Hydra's own node
+    (a callback's, the sweeper's) converts as a job's does: that node is not part of the schema,
+    and ``sweep_id`` resolves against it (:func:`given_dir`); no copy of it is made.
+    """
+    values = {}
+    for f in dataclasses.fields(SweepConfig):
+        node = cfg[f.name]
+        values[f.name] = OmegaConf.to_object(node) if isinstance(node, (DictConfig, ListConfig)) else node
+    return SweepConfig(**values)

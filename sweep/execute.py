@@ -45,6 +45,7 @@ from sweep.contract import is_transient as _transient
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.cells import Cell, Trial, TrialSpec, Workload, load_key
+from sweep.config import Order, State
 from sweep.runner import Target, measure_call
 from sweep.running import Running
 from sweep.store import CellStore, TraceStore
@@ -230,9 +231,9 @@ def already_measured(rows: list[dict[str, Any]], cell_hash: str) -> set[tuple[in
 class Design:
     """How a job's cells are run (``order``, ``state``, ``trials``/``auto``, ``warmup``); see :mod:`sweep.order`."""
 
-    order: str = "blocked"
+    order: Order = Order.blocked
     seed: int = 0
-    state: str = "warm"
+    state: State = State.warm
     trials: int | None = 3              # None: trials=auto
     auto: Auto = Auto()
     warmup: int = 1
@@ -296,7 +297,7 @@ async def run_cells(runs: Sequence[tuple[CellRun, Workload]], design: Design,
         for cur in cursors:
             _check_stop(cur, design.only_round, design)
     started = time.perf_counter()
-    if design.order == "blocked":
+    if design.order == Order.blocked:
         for cur in cursors:
             for r in rounds:
                 if cur.stopped:
@@ -356,7 +357,7 @@ async def _visit(cur: _Cursor, rnd: int, design: Design, server: ServerState, co
     cur.need_snapshot = True
     run.extra = {**run.extra, "state": design.state, "round": rnd, **cur.snapshot}
     _install_hooks(cur, design, server, key)
-    if design.state == "warm" and design.warmup and needs_warmup(cur.visited, server.last_key, key):
+    if design.state == State.warm and design.warmup and needs_warmup(cur.visited, server.last_key, key):
         extra = cur.visited
         t0 = time.perf_counter()
         for _ in range(design.warmup):
@@ -400,15 +401,15 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
     client, model = run.target.client, run.cell.model
 
     async def before() -> None:
-        if design.state == "cold":
+        if design.state == State.cold:
             if not await unload(client, model):
                 console_note(f"    could not confirm that {model} was unloaded (GET /api/ps still lists it)")
             server.last_key = None
 
     async def after(record: TrialRecord) -> None:
-        record.reloaded = design.state == "cold" or was_reloaded(server.last_key, key, record.load_duration_ms)
+        record.reloaded = design.state == State.cold or was_reloaded(server.last_key, key, record.load_duration_ms)
         server.last_key = key
-        if record.status == Status.OK and (cur.need_snapshot or design.state == "cold"):
+        if record.status == Status.OK and (cur.need_snapshot or design.state == State.cold):
             cur.snapshot = await offload(client, model)
             cur.need_snapshot = False
             run.extra.update(cur.snapshot)
@@ -423,7 +424,7 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
         if design.trials is None and cur.last_of_round and last:
             last[-1].stop_reason = stop_reason(design.auto, cur.rounds + 1, [*cur.values, *values])
 
-    run.before_call = before if design.state == "cold" else None
+    run.before_call = before if design.state == State.cold else None
     run.after_call = after
     run.after_trial = after_trial
 

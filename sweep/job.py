@@ -1,19 +1,22 @@
 """One Hydra job: config → cells → measured, stored trials.
 
 Plain functions under the thin ``@hydra.main`` entry, so tests drive them with
-Hydra's ``compose()``.  Bad configuration raises :class:`ConfigError` before
+Hydra's ``compose()``.  :func:`run_job` turns the composed config into a
+:class:`~sweep.config.SweepConfig` once (``OmegaConf.to_object``); everything below takes
+typed configs.  Bad configuration raises :class:`ConfigError` before
 the first request; failing servers only ever produce rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
 from sweep import interrupts, progress, provenance
@@ -27,6 +30,7 @@ from sweep.backends.kinds import Start, format_for, kind_of
 from sweep.order import resolve
 from sweep.backends.http import StreamClient, headers_from_env
 from sweep.cells import Cell, ConfigError, Workload, load_key
+from sweep.config import BackendConfig, ObjectiveConfig, Order, SweepConfig, typed
 from sweep.plan import plan_cells, reload_order, trials_count, warmups_per_visit
 from sweep.contract import TRACES_DIR, cell_path, cell_rows
 from sweep.objective import Objective, score
@@ -45,7 +49,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 LEASE_WAIT_S = 900.0   # for a server held by another cell: against a stuck job only
 
 
-def policy_from(backend: DictConfig) -> Policy:
+def policy_from(backend: BackendConfig) -> Policy:
     return Policy(request_timeout_s=backend.request_timeout_s, retries=backend.retries,
                   retry_backoff_s=backend.retry_backoff_s,
                   max_consecutive_failures=backend.max_consecutive_failures)
@@ -64,7 +68,7 @@ def _open_store(cell: Cell, sweep_dir: Path, resume: bool, provenance: dict[str,
     return store
 
 
-def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | None:
+def objective_value(objective: ObjectiveConfig, outcomes: list[CellOutcome]) -> float | None:
     """What a search sweeper receives: the objective of this job's cell, from its stored rows.
 
     None for a job of several cells (a grid run in one job): there is no single value to return.
@@ -72,14 +76,14 @@ def objective_value(cfg: DictConfig, outcomes: list[CellOutcome]) -> float | Non
     if len(outcomes) != 1:
         return None
     (outcome,) = outcomes
-    return score(cell_rows(outcome.path, outcome.cell.cell_hash), Objective.from_config(cfg.objective)).value
+    return score(cell_rows(outcome.path, outcome.cell.cell_hash), Objective.from_config(objective)).value
 
 
 def _say(line: str) -> None:
     console.print(f"[dim]{line}[/]")
 
 
-def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: DictConfig, urls: list[str],
+def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: BackendConfig, urls: list[str],
                          cells: list[Cell]) -> list[str]:
     """With several servers (``backend.hosts``), a single-call cell leases one no other running cell holds.
 
@@ -100,8 +104,21 @@ def _one_server_per_cell(held: contextlib.ExitStack, sweep_dir: Path, backend: D
     return [host] + [u for u in urls if u != host]
 
 
-def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
-            overrides: list[str] | None = None) -> list[CellOutcome]:
+def run_job(composed: DictConfig, sweep_dir: Path, *, search: bool = False,
+            overrides: list[str] | None = None) -> float | None:
+    """Measure every cell of this job into ``sweep_dir``; return the objective (``objective.*``) to a search.
+
+    The job's one conversion of its config (:func:`sweep.config.typed`): below, typed configs only.
+    ``search``: the job runs under a search sweeper (Optuna), which reads the value returned
+    (a grid's is dropped: it costs a read of the cell's file) and may revisit a cell.
+    """
+    cfg = typed(composed)
+    outcomes = measure_job(cfg, sweep_dir, revisit=search, overrides=overrides)
+    return objective_value(cfg.objective, outcomes) if search else None
+
+
+def measure_job(cfg: SweepConfig, sweep_dir: Path, *, revisit: bool = False,
+                overrides: list[str] | None = None) -> list[CellOutcome]:
     """Measure every cell of this job into ``sweep_dir``.
 
     ``revisit``: a search may propose a cell it already measured in this sweep; its
@@ -125,7 +142,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
         telemetry = (Telemetry(cfg.telemetry.interval_s, backends.server_pid(b, base_url), say=_say)
                      if cfg.telemetry.enabled else None)
         design = design_from(cfg, cells)
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = dataclasses.asdict(cfg)   # resolved (typed() resolved it); enum members are strings
         config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                                  gpus=telemetry.gpus if telemetry else process_gpus())
@@ -137,7 +154,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
             held.enter_context(own_cells(sweep_dir, [c.cell_hash for c in cells]))
         except TimeoutError as exc:
             raise ConfigError(str(exc)) from None
-        later_round = bool(cfg.get("round"))   # a multirun's round job after round 0 continues its cells
+        later_round = bool(cfg.round)   # a multirun's round job after round 0 continues its cells
         stores = [_open_store(cell, sweep_dir, cfg.resume or revisit or later_round, {"sweep_id": cfg.sweep_id, **env})
                   for cell in cells]
         outcomes = interrupts.run(_measure(cfg, cells, stores, sweep_dir, fmt, urls, headers, telemetry, design,
@@ -146,20 +163,20 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
         return outcomes
 
 
-def design_from(cfg: DictConfig, cells: list[Cell]) -> Design:
+def design_from(cfg: SweepConfig, cells: list[Cell]) -> Design:
     """The job's order, seed, state and trials policy (the order resolved, the seed drawn when not given)."""
     order, seed = resolve(cfg.order, [c.preset for c in cells], cfg.order_seed)
     a = cfg.auto
     return Design(order=order, seed=seed, state=cfg.state, trials=trials_count(cfg),
                   auto=Auto(a.metric, float(a.ci_pct), int(a.min_trials), int(a.max_trials)),
-                  warmup=warmups_per_visit(cfg), only_round=cfg.get("round"))
+                  warmup=warmups_per_visit(cfg), only_round=cfg.round)
 
 
 @dataclass
 class _Job:
     """What the cells of one job share while they run: config, servers, telemetry, design, progress."""
 
-    cfg: DictConfig
+    cfg: SweepConfig
     sweep_dir: Path
     urls: list[str]
     targets: list[Target]        # one per server, the first is every single-server cell's
@@ -171,7 +188,7 @@ class _Job:
     cost: DesignCost = field(default_factory=DesignCost)
 
 
-async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
+async def _measure(cfg: SweepConfig, cells: list[Cell], stores: list[CellStore], sweep_dir: Path, fmt: StreamFormat,
                    urls: list[str], headers: dict[str, str], telemetry: Telemetry | None, design: Design,
                    layers: dict[str, int | None]) -> list[CellOutcome]:
     """The cells in the design's order, in one event loop with one stream client per server.
@@ -191,9 +208,9 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
     return outcomes
 
 
-def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
+def _progress(cfg: SweepConfig, cells: int) -> progress.Progress:
     """The job's progress display; a plain run's total is this job's cells (a multirun's comes from the plan)."""
-    shown = progress.for_job(console, bool(cfg.get("progress", True)))
+    shown = progress.for_job(console, cfg.progress)
     if shown.state.cells_total is None:
         shown.state.cells_total = cells
     return shown
@@ -236,7 +253,7 @@ def _expected_rows(job: _Job, workload: Workload) -> int:
 async def _cells(job: _Job, runs: list[_Run]) -> list[CellOutcome]:
     """The cells by the design (:func:`run_cells`): under ``blocked`` (or alone) one at a time
     with a progress line each, otherwise together in rounds under one line."""
-    if job.design.order == "blocked" or len(runs) < 2:
+    if job.design.order == Order.blocked or len(runs) < 2:
         return [await _one_cell(job, *run) for run in runs]
     return await _cells_together(job, runs)
 
@@ -267,7 +284,7 @@ def _runs_counted(job: _Job, run: CellRun) -> str | None:
 
 async def _cells_together(job: _Job, runs: list[_Run]) -> list[CellOutcome]:
     design = job.design
-    seed = f", order_seed={design.seed}" if design.order == "random" else ""
+    seed = f", order_seed={design.seed}" if design.order == Order.random else ""
     job.shown.cell_started(f"{len(runs)} cells, order={design.order}{seed}, one trial each per round"
                            + _of_round(design),
                            "", sum(_expected_rows(job, w) for _, w, _ in runs))

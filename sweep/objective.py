@@ -17,31 +17,28 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sweep.cells import ConfigError
+from sweep.config import ObjectiveConfig, Stat
 from sweep.contract import COLUMNS, Status
-
-STATS = ("mean", "median", "p95")
-
 
 @dataclass(frozen=True)
 class Objective:
     """``objective.*`` of the job config."""
 
     metric: str = "throughput_tok_s"
-    stat: str = "mean"
+    stat: Stat = Stat.mean
     ttft_p95_max_ms: float | None = None
     failed_value: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> Objective:
-        """From ``objective.*``; a metric that is not a numeric column is a :class:`ConfigError`."""
+    def from_config(cls, cfg: ObjectiveConfig) -> Objective:
+        """From ``objective.*``; a metric that is not a numeric column is a :class:`ConfigError`
+        (``stat`` is an enum of the schema: Hydra refuses another value while composing)."""
         numeric = [c.name for c in COLUMNS if c.numeric]
-        if cfg["metric"] not in numeric:
-            raise ConfigError(f"invalid objective.metric={cfg['metric']}: use a numeric column, "
+        if cfg.metric not in numeric:
+            raise ConfigError(f"invalid objective.metric={cfg.metric}: use a numeric column, "
                               "e.g. throughput_tok_s, ttft_ms, e2e_ms")
-        if cfg["stat"] not in STATS:
-            raise ConfigError(f"invalid objective.stat={cfg['stat']}: use {', '.join(STATS)}")
-        return cls(metric=cfg["metric"], stat=cfg["stat"], ttft_p95_max_ms=cfg["ttft_p95_max_ms"],
-                   failed_value=cfg["failed_value"])
+        return cls(metric=cfg.metric, stat=Stat(cfg.stat), ttft_p95_max_ms=cfg.ttft_p95_max_ms,
+                   failed_value=cfg.failed_value)
 
     def describe(self) -> str:
         ceiling = f", p95 TTFT ≤ {self.ttft_p95_max_ms:g} ms" if self.ttft_p95_max_ms is not None else ""
@@ -60,10 +57,10 @@ class Score:
     why_failed: str | None = None
 
 
-def _stat(values: np.ndarray, stat: str) -> float:
-    if stat == "mean":
+def _stat(values: np.ndarray, stat: Stat) -> float:
+    if stat == Stat.mean:
         return float(values.mean())
-    if stat == "median":
+    if stat == Stat.median:
         return float(np.median(values))
     return float(np.percentile(values, 95))
 

@@ -28,24 +28,24 @@ from typing import TypeVar
 
 import numpy as np
 
-from sweep.cells import Order
+from sweep.config import Order
 
 T = TypeVar("T")
 
-def resolve(order: str | None, presets: Sequence[str], seed: int | None) -> tuple[str, int]:
+def resolve(order: Order | None, presets: Sequence[str], seed: int | None) -> tuple[Order, int]:
     """The order to run and its seed: ``None`` → random when the job compares a baseline with chimera cells.
 
     A seed that is not given is drawn here, so it can be recorded in the provenance
     and the same order replayed with ``order_seed=<it>``.
     """
     if order is None:
-        order = (Order.RANDOM if {"baseline", "chimera"} <= {p.lower() for p in presets} else Order.BLOCKED).value
+        order = Order.random if {"baseline", "chimera"} <= {p.lower() for p in presets} else Order.blocked
     return order, seed if seed is not None else secrets.randbelow(2**31)
 
 
-def round_order(items: Sequence[T], order: str, seed: int, rnd: int) -> list[T]:
+def round_order(items: Sequence[T], order: Order, seed: int, rnd: int) -> list[T]:
     """The items (the cells still running) in the order round ``rnd`` visits them."""
-    if order == Order.RANDOM:
+    if order == Order.random:
         perm = np.random.default_rng([seed, rnd]).permutation(len(items))
         return [items[i] for i in perm]
     return list(items)

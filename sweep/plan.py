@@ -7,16 +7,16 @@ and holds the order rules over their load keys (:func:`count_loads`, :func:`relo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
-
 from sweep.backends.hosts import host_urls
 from sweep.backends.kinds import KINDS, BackendKind, Start, kind_of
-from sweep.cells import Cell, ConfigError, Order, Prompt, State, WorkloadKind, normalize_base_url, validate_options
+from sweep.cells import Cell, ConfigError, Prompt, normalize_base_url, validate_options
+from sweep.config import Api, BackendConfig, Endpoint, State, SweepConfig, WorkloadConfig, WorkloadKind
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
 from sweep.workloads import agents
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 # ---------------------------------------------------------------- validation
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: SweepConfig) -> None:
     """Value checks the structured types cannot express; raises :class:`ConfigError`."""
     trials_count(cfg)
     validate_design(cfg)
@@ -54,15 +54,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with "
                           f"backend={_kinds_with('several_instances')} (list running servers with backend.hosts=[URL,URL])")
     for key in ("connect_timeout_s", "stall_timeout_s", "request_timeout_s"):
-        if b[key] <= 0:
-            raise ConfigError(f"invalid backend.{key}={b[key]}: must be > 0")
+        if getattr(b, key) <= 0:
+            raise ConfigError(f"invalid backend.{key}={getattr(b, key)}: must be > 0")
     if b.retries < 0 or b.retry_backoff_s < 0:
         raise ConfigError("invalid backend.retries / backend.retry_backoff_s: must be >= 0")
     if b.max_consecutive_failures < 1:
         raise ConfigError("invalid backend.max_consecutive_failures: must be >= 1")
     if cfg.telemetry.interval_s <= 0:
         raise ConfigError(f"invalid telemetry.interval_s={cfg.telemetry.interval_s}: must be > 0")
-    if cfg.workload.endpoint not in ("generate", "chat") and not kind.openai_api:
+    if cfg.workload.endpoint == Endpoint.completions and not kind.openai_api:
         raise ConfigError(f"invalid workload.endpoint '{cfg.workload.endpoint}': use generate or chat")
     Objective.from_config(cfg.objective)
     if cfg.grid is not None:
@@ -80,7 +80,7 @@ def _kinds_with(feature: str) -> str:
     return "|".join(k.name for k in KINDS.values() if getattr(k, feature))
 
 
-def _check_address_kind(b: DictConfig, kind: BackendKind) -> None:
+def _check_address_kind(b: BackendConfig, kind: BackendKind) -> None:
     """An address given to a backend that starts its own server is a mistake, not a detail to ignore.
 
     Why: ``backend.base_url=http://host:11434`` without ``backend=ollama`` used to measure the
@@ -97,7 +97,7 @@ def _check_address_kind(b: DictConfig, kind: BackendKind) -> None:
                           "backend=openai (an OpenAI-compatible …/v1 server) to measure that address")
 
 
-def trials_count(cfg: DictConfig) -> int | None:
+def trials_count(cfg: SweepConfig) -> int | None:
     """``trials`` as a number of measured trials, or None for ``trials=auto``."""
     trials = cfg.trials
     if isinstance(trials, str) and trials.strip().lower() == "auto":
@@ -112,24 +112,21 @@ def trials_count(cfg: DictConfig) -> int | None:
     return trials
 
 
-def warmups_per_visit(cfg: DictConfig) -> int:
+def warmups_per_visit(cfg: SweepConfig) -> int:
     """Warm-ups a single-prompt cell's visit starts with (when it needs them): ``warmup``, none unless state=warm.
 
     Why none: ``cold`` measures the load on purpose and ``reload`` flags it; a warm-up would hide it.
     The job's design and the dry run's count both read it here.
     """
-    return int(cfg.warmup) if cfg.state == State.WARM else 0
+    return int(cfg.warmup) if cfg.state == State.warm else 0
 
 
-def validate_design(cfg: DictConfig) -> None:
-    """state, order and auto.* values (one line each, before any request)."""
-    if cfg.state not in tuple(State):
-        raise ConfigError(f"invalid state={cfg.state!r}: use {' | '.join(State)}")
-    if cfg.order is not None and cfg.order not in tuple(Order):
-        raise ConfigError(f"invalid order={cfg.order!r}: use {' | '.join(Order)}")
-    if cfg.state == State.COLD and cfg.backend.get("api", "ollama") != "ollama":
+def validate_design(cfg: SweepConfig) -> None:
+    """state, round and auto.* values (one line each, before any request); ``state`` and ``order``
+    themselves are enums of the schema, refused by Hydra while composing."""
+    if cfg.state == State.cold and cfg.backend.api != Api.ollama:
         raise ConfigError("state=cold unloads with keep_alive 0 and checks GET /api/ps: it needs backend.api=ollama")
-    rnd = cfg.get("round")
+    rnd = cfg.round
     rounds = trials_count(cfg) or cfg.auto.max_trials
     if rnd is not None and not 0 <= rnd < rounds:
         raise ConfigError(f"invalid round={rnd}: this sweep has rounds 0..{rounds - 1} (the sweeper sets round=)")
@@ -148,7 +145,7 @@ _NUMERIC_METRICS = ("throughput_tok_s", "client_tok_s", "ttft_ms", "e2e_ms", "it
 
 # ---------------------------------------------------------------- prompts
 
-def load_prompts(workload: DictConfig) -> tuple[Prompt, ...]:
+def load_prompts(workload: WorkloadConfig) -> tuple[Prompt, ...]:
     """Inline prompts, or a prompt file (read as text, never executed)."""
     if workload.prompt_file:
         path = Path(workload.prompt_file).expanduser()
@@ -179,14 +176,15 @@ def _set_options(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: values[k] for k in OPTION_KEYS if values.get(k) is not None}
 
 
-def grid_size(cfg: DictConfig) -> int:
+def grid_size(cfg: SweepConfig) -> int:
+    assert cfg.grid is not None
     n = 1
     for levels in cfg.grid.axes.values():
         n *= len(levels)
     return n + (1 if cfg.grid.baseline else 0)
 
 
-def check_grid_coverage(configs: Sequence[DictConfig], command_line: Sequence[str]) -> None:
+def check_grid_coverage(configs: Sequence[SweepConfig], command_line: Sequence[str]) -> None:
     """The jobs of a multirun over ``cell`` must run every cell of their grid.
 
     An experiment's ``cell: range(0,N)`` is kept equal to the grid's size by hand;
@@ -198,9 +196,9 @@ def check_grid_coverage(configs: Sequence[DictConfig], command_line: Sequence[st
         return
     grids: dict[str, tuple[int, set[int]]] = {}
     for cfg in configs:
-        if cfg.get("grid") is None:
+        if cfg.grid is None:
             continue
-        key = json.dumps(OmegaConf.to_container(cfg.grid, resolve=True), sort_keys=True, default=str)
+        key = json.dumps(dataclasses.asdict(cfg.grid), sort_keys=True, default=str)
         size, seen = grids.setdefault(key, (grid_size(cfg), set()))
         seen.update(range(size) if cfg.cell is None else [int(cfg.cell)])
     for size, seen in grids.values():
@@ -210,24 +208,24 @@ def check_grid_coverage(configs: Sequence[DictConfig], command_line: Sequence[st
                               f"(hydra.sweeper.params in the experiment file)")
 
 
-def _option_sets(cfg: DictConfig) -> list[tuple[str, dict[str, Any]]]:
+def _option_sets(cfg: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
     """(preset, options) per cell: from the grid if there is one, else the chimera config."""
-    chimera = OmegaConf.to_container(cfg.chimera, resolve=True)
+    chimera = dataclasses.asdict(cfg.chimera)
     preset = chimera.pop("preset")
     if cfg.grid is None:
         return [(preset, _set_options(chimera))]
-    fixed = OmegaConf.to_container(cfg.grid.fixed, resolve=True)
+    fixed = dict(cfg.grid.fixed)
     sets: list[tuple[str, dict[str, Any]]] = []
     if cfg.grid.baseline:
         sets.append(("baseline", _set_options(fixed)))
-    axes = OmegaConf.to_container(cfg.grid.axes, resolve=True)
+    axes = dict(cfg.grid.axes)
     for combo in itertools.product(*axes.values()):
         values = {**chimera, **dict(zip(axes, combo)), **fixed}
         sets.append((preset, _set_options(values)))
     return sets
 
 
-def plan_cells(cfg: DictConfig) -> list[Cell]:
+def plan_cells(cfg: SweepConfig) -> list[Cell]:
     """The cells this job runs: one, or every grid cell when no ``cell`` index is given."""
     validate(cfg)
     agents.validate_agents(cfg)
@@ -235,7 +233,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     hosts = host_urls(cfg.backend)
     kind = kind_of(cfg.backend)
     base_url = " ".join(hosts) if kind.remote else None
-    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.PROMPT else ""
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.prompt else ""
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
@@ -245,7 +243,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
         kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                    keep_alive=cfg.backend.keep_alive)
         plan = None
-        if cfg.workload.kind != WorkloadKind.PROMPT:
+        if cfg.workload.kind != WorkloadKind.prompt:
             servers = len(hosts) if hosts else cfg.backend.instances
             plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(

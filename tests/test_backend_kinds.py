@@ -16,6 +16,7 @@ from sweep.backends.kinds import FORMATS, KINDS, Start, format_for, kind_named
 from sweep.backends.ollama import OLLAMA
 from sweep.backends.openai import OPENAI, OpenAISSE
 from sweep.cells import ConfigError
+from sweep.config import typed
 from sweep.plan import plan_cells
 from tests.cells import make_cell
 
@@ -81,10 +82,10 @@ def test_a_format_without_include_usage_sends_no_stream_options() -> None:
 ])
 def test_the_plan_refuses_what_a_kind_cannot_do(compose_cfg, overrides, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
-        plan_cells(compose_cfg(*overrides))
+        plan_cells(typed(compose_cfg(*overrides)))
 
 
 def test_remote_kinds_put_their_address_in_the_cell_and_started_ones_do_not(compose_cfg) -> None:
-    (remote,) = plan_cells(compose_cfg("backend=ollama", "backend.base_url=http://h:1", "model=gemma3"))
-    (started,) = plan_cells(compose_cfg("backend=embedded"))
+    (remote,) = plan_cells(typed(compose_cfg("backend=ollama", "backend.base_url=http://h:1", "model=gemma3")))
+    (started,) = plan_cells(typed(compose_cfg("backend=embedded")))
     assert remote.base_url == "http://h:1" and started.base_url is None

@@ -23,6 +23,13 @@ CASES = [
     (["-m", "trials=2,0"], "error: invalid trials=0: must be >= 1"),
     (["trials=-1"], "error: invalid trials=-1: must be >= 1"),
     (["chimera.top_p=2"], "error: invalid option top_p=2.0: must be between 0 and 1"),
+    # choice keys are enums of the schema (sweep/config.py): a typo is Hydra's error, before anything starts
+    (["backend.kind=embeded"], "error: invalid backend.kind='embeded': choose one of embedded, llama_server, ollama, "
+                               "openai"),
+    (["order=randm"], "error: invalid order='randm': choose one of blocked, interleaved, random"),
+    (["workload.endpoint=embeddings"], "error: invalid workload.endpoint='embeddings': choose one of generate, chat, "
+                                       "completions"),
+    (["objective.stat=max"], "error: invalid objective.stat='max': choose one of mean, median, p95"),
 ]
 
 

@@ -170,8 +170,8 @@ def test_trials_auto_stops_at_max_trials_on_a_noisy_server(standin: StandIn, tmp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["state=frozen"], "invalid state='frozen'"),
-    (["order=shuffled"], "invalid order='shuffled'"),
+    (["state=frozen"], "invalid state='frozen': choose one of warm, cold, reload"),
+    (["order=shuffled"], "invalid order='shuffled': choose one of blocked, interleaved, random"),
     (["trials=many"], "invalid trials='many'"),
     (["trials=auto", "auto.min_trials=5", "auto.max_trials=4"], "invalid auto.min_trials=5"),
 ])

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from sweep.contract import CORRUPT_DIR, newest_sweep
+from sweep.config import typed
 from sweep.plan import plan_cells
 from sweep.multirun.preflight import ASSUMED_RELOAD_S, Planned, _duration, estimate_s
 from tests.fixtures_server import require_engine
@@ -42,7 +43,7 @@ def test_an_estimate_that_is_not_a_number_reads_unknown() -> None:
 
 
 def test_a_history_without_server_timings_falls_back_to_the_request_time(compose_cfg) -> None:
-    (cell,) = plan_cells(compose_cfg("backend=ollama", "model=gemma3", "chimera.num_predict=100"))
+    (cell,) = plan_cells(typed(compose_cfg("backend=ollama", "model=gemma3", "chimera.num_predict=100")))
     planned = [Planned(cell, 3, 1, 0, True)]          # 3 trials + 1 warm-up, one load
     # an OpenAI server reports no timings: tok/s and load time are NaN, only the request time is known
     seconds, basis = estimate_s(planned, {cell.model: (1.5, math.nan, math.nan)})

@@ -127,12 +127,13 @@ def test_the_shipped_experiments_count_their_cells(compose_cfg) -> None:
     """quickstart and tr111 keep range(0,N) by hand: N must be the grid's size."""
     from omegaconf import OmegaConf
 
+    from sweep.config import typed
     from sweep.plan import grid_size
 
     for name in ("quickstart", "tr111"):
         cfg = compose_cfg(f"+experiment={name}")
         text = (Path(__file__).resolve().parent.parent / "conf" / "experiment" / f"{name}.yaml").read_text()
-        assert f"cell: range(0,{grid_size(cfg)})" in text, name
+        assert f"cell: range(0,{grid_size(typed(cfg))})" in text, name
         assert OmegaConf.select(cfg, "grid.axes") is not None
 
 

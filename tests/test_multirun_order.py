@@ -186,11 +186,12 @@ def test_a_parallel_launcher_gets_the_same_rounds(standin: StandIn, tmp_path: Pa
 @pytest.mark.slow   # ~3.5 s: composes and plans every refused design
 def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) -> None:
     from sweep.cells import ConfigError
+    from sweep.config import typed
     from sweep.plan import plan_cells
     from sweep.multirun.rounds import multirun_order, round_overrides
 
     def jobs(*extra: str) -> tuple[list, list]:
-        cfgs = [compose_cfg("+experiment=quickstart", f"cell={i}", *extra) for i in range(5)]
+        cfgs = [typed(compose_cfg("+experiment=quickstart", f"cell={i}", *extra)) for i in range(5)]
         return cfgs, [plan_cells(c) for c in cfgs]
 
     order = multirun_order(*jobs("order_seed=4"))
@@ -201,11 +202,12 @@ def test_the_multirun_order_and_round_are_checked_before_any_job(compose_cfg) ->
     assert multirun_order(cfgs[1:], cells[1:]) is None                         # chimera cells only: blocked
     assert multirun_order(cfgs[:1], cells[:1]) is None                         # one job orders its own cells
     with pytest.raises(ConfigError, match="order and order_seed take one value for the whole multirun"):
-        multirun_order(cfgs[:2] + [compose_cfg("+experiment=quickstart", "cell=2", "order=interleaved")], cells[:3])
+        multirun_order(cfgs[:2] + [typed(compose_cfg("+experiment=quickstart", "cell=2", "order=interleaved"))],
+                       cells[:3])
     assert round_overrides(["cell=1", "+order=blocked", "trials=3"], order, 2) == [
         "cell=1", "trials=3", "order=random", "order_seed=4", "round=2"]
     with pytest.raises(ConfigError, match=r"invalid round=3: this sweep has rounds 0..2"):
-        plan_cells(compose_cfg("trials=3", "round=3"))
+        plan_cells(typed(compose_cfg("trials=3", "round=3")))
 
 
 def _warmups_announced(out: str) -> int:

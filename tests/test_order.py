@@ -7,6 +7,7 @@ from itertools import groupby
 from pathlib import Path
 
 from sweep.cells import load_key
+from sweep.config import typed
 from sweep.plan import count_loads, plan_cells, reload_order
 from sweep.testing.standin import StandIn
 from tests.sweep_cli import run_sweep
@@ -44,11 +45,11 @@ def test_model_x_num_ctx_x_temperature_runs_in_four_loads_whatever_the_typed_ord
 
 def test_cells_in_one_job_are_grouped_by_load_time_options(compose_cfg) -> None:
     """A grid typed temperature-major (as an experiment's axes may be) needs 5 loads; grouped, 3."""
-    base = plan_cells(compose_cfg("chimera=baseline"))[0]
-    typed = [base] + [replace(base, preset="chimera", options={"num_ctx": c, "temperature": t})
-                      for t in (0.6, 0.8) for c in (512, 2048)]
-    assert count_loads([load_key(c) for c in typed]) == 5
-    ordered = reload_order(typed, load_key)
+    base = plan_cells(typed(compose_cfg("chimera=baseline")))[0]
+    as_typed = [base] + [replace(base, preset="chimera", options={"num_ctx": c, "temperature": t})
+                         for t in (0.6, 0.8) for c in (512, 2048)]
+    assert count_loads([load_key(c) for c in as_typed]) == 5
+    ordered = reload_order(as_typed, load_key)
     assert [c.options.get("num_ctx") for c in ordered] == [None, 512, 512, 2048, 2048]
     assert [c.options.get("temperature") for c in ordered[1:]] == [0.6, 0.8, 0.6, 0.8]   # typed order kept
     assert count_loads([load_key(c) for c in ordered]) == 3

@@ -29,7 +29,9 @@ INTERNAL: dict[str, str] = {
                       "records built field by field",
     "sweep.cells": "Cell, Prompt, ConfigError and cell_hash: unit tests build cells without Hydra",
     "sweep.plan": "plan_cells and the load order: unit tests plan cells from a composed config",
-    "sweep.config": "register() the structured config before composing conf/ in-process",
+    "sweep.config": "register() the structured config before composing conf/ in-process, and typed(): the "
+                    "typed config the planning functions take",
+    "sweep.multirun.cli_errors": "one_line: a choice key's refusal while composing, without a subprocess per value",
     "sweep.runner": "measuring one call against the stand-in, and the timing maths on exact stamps",
     "sweep.backends.stream": "the stream format base class and line kinds, " + _UNIT,
     "sweep.backends.ollama": "the NDJSON stream format and request bodies, " + _UNIT,

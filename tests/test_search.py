@@ -82,6 +82,7 @@ def test_analysis_of_a_search_shows_best_history_and_importance(standin: StandIn
 
 
 def test_objective_is_the_mean_over_measured_trials_with_an_optional_ttft_ceiling() -> None:
+    from sweep.config import ObjectiveConfig
     from sweep.objective import Objective, score
     from sweep.cells import ConfigError
 
@@ -98,4 +99,4 @@ def test_objective_is_the_mean_over_measured_trials_with_an_optional_ttft_ceilin
     assert score(rows, Objective(ttft_p95_max_ms=1000.0)).value == 20.0
     assert score([row(5.0, 1.0, status="http_error")], Objective()).value == 0.0      # no successful trial
     with pytest.raises(ConfigError, match="invalid objective.metric=cell_id"):
-        Objective.from_config({"metric": "cell_id", "stat": "mean", "ttft_p95_max_ms": None, "failed_value": 0.0})
+        Objective.from_config(ObjectiveConfig(metric="cell_id"))

@@ -114,7 +114,6 @@ class ReloadAwareSweeper(Sweeper):
         """The next round's batches (after the previous round ran: what it stored decides), [] when done."""
         from sweep import progress
         from sweep.multirun.rounds import round_overrides
-        from sweep.plan import trials_count
 
         rounds = self._rounds
         found = rounds.next_round()
@@ -124,12 +123,12 @@ class ReloadAwareSweeper(Sweeper):
                 progress.say(line)
             return []
         rnd, jobs = found
-        auto = any(trials_count(job.cfg) is None for job in rounds.jobs)   # cells may leave earlier
+        auto = rounds.adaptive   # cells may leave earlier
         progress.say(f"round {rnd + 1} of {'≤ ' if auto else ''}{rounds.total}: {len(jobs)} cell(s)")
         batch = []
         for job in jobs:
             overrides = round_overrides(job.overrides, rounds.order, rnd)
-            self._composed[tuple(overrides)] = _with_overrides(job.cfg, overrides, self.hydra_context)
+            self._composed[tuple(overrides)] = _with_overrides(job.composed, overrides, self.hydra_context)
             batch.append(overrides)
         size = self.max_batch_size or len(batch)
         return [batch[i:i + size] for i in range(0, len(batch), size)]
@@ -138,11 +137,11 @@ class ReloadAwareSweeper(Sweeper):
         """Compose every job, plan the multirun (:func:`sweep.multirun.plan.plan_multirun`), print it, set up rounds."""
         from sweep import progress
         from sweep.cells import ConfigError
+        from sweep.config import Order
         from sweep.multirun import layout
         from sweep.multirun.launchers import in_process, parallel_slots
         from sweep.multirun.plan import plan_multirun
         from sweep.multirun.rounds import RoundJob, Rounds
-        from sweep.plan import trials_count
 
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
@@ -166,15 +165,15 @@ class ReloadAwareSweeper(Sweeper):
             print(plan.blocked_line(self.order, slots), file=sys.stderr, flush=True)
         else:
             order, first = plan.order, plan.jobs[0].cfg
-            self._rounds = Rounds([RoundJob(job.overrides, job.cfg, job.cells) for job in plan.jobs], order,
-                                  layout.sweep_dir(first.hydra), resume=bool(first.resume))
+            self._rounds = Rounds([RoundJob(job.overrides, job.cfg, job.cells, job.composed) for job in plan.jobs],
+                                  order, layout.sweep_dir(plan.jobs[0].composed.hydra), resume=first.resume)
             rounds_plan = self._rounds.preview()
-            auto = "up to " if any(trials_count(job.cfg) is None for job in self._rounds.jobs) else ""
+            auto = "up to " if self._rounds.adaptive else ""
             visits = sum(len(r) for r in rounds_plan)
             stored = len(plan.jobs) * self._rounds.total - visits if first.resume else 0
             left = f" left ({stored} stored)" if stored else ""
             at_once = f", {slots} at once" if slots > 1 else ""
-            how = "cells permuted every round" if order.order == "random" else "cells alternate, same order every round"
+            how = "cells permuted every round" if order.order == Order.random else "cells alternate, same order every round"
             print(f"plan: {plan.cells} cell(s) in {len(plan.jobs)} job(s) × {auto}{self._rounds.total} round(s) = "
                   f"{auto}{visits} job(s){left}{at_once}, {order.describe()}: {how}; "
                   f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {plan.loads})",
@@ -182,13 +181,13 @@ class ReloadAwareSweeper(Sweeper):
             visited = {i for rnd in rounds_plan for i in rnd}     # the cells this run measures, and their trials
             progress.announce(sum(len(self._rounds.jobs[i].cells) for i in visited),
                               self._rounds.trials(rounds_plan), at_most=bool(auto))
-        if self.config.get("dry_run"):
+        if plan.jobs[0].cfg.dry_run:
             from sweep.multirun.preflight import dry_run
 
             # prints the plan and exits: no job runs
-            dry_run([job.cfg for job in plan.jobs], rounds=self._rounds, rounds_plan=rounds_plan,
-                    one_process=in_process(self.config.hydra.launcher))
-        self._composed.update({tuple(job.overrides): job.cfg for job in plan.jobs})
+            dry_run([job.cfg for job in plan.jobs], layout.sweep_dir(plan.jobs[0].composed.hydra), rounds=self._rounds,
+                    rounds_plan=rounds_plan, one_process=in_process(self.config.hydra.launcher))
+        self._composed.update({tuple(job.overrides): job.composed for job in plan.jobs})
         return [job.overrides for job in plan.jobs]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from omegaconf import DictConfig
+from sweep.config import BackendConfig
 
 from sweep import provenance
 from sweep.backends import processes as backends
@@ -44,7 +44,7 @@ class Facts:
 _known: dict[tuple[Any, ...], Facts] = {}   # of one sweep: (sweep id, kind, url, headers, own pid) → facts
 
 
-def server_facts(sweep_id: str, b: DictConfig, url: str, headers: dict[str, str],
+def server_facts(sweep_id: str, b: BackendConfig, url: str, headers: dict[str, str],
                  cells: list[Cell]) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """The server's version and the record of each cell's model (``layers``: Ollama's block count).
 
@@ -75,7 +75,7 @@ def _tags(client: OllamaClient) -> list[dict[str, Any]]:
         return []
 
 
-def _ollama_preflight(b: DictConfig, base_url: str, headers: dict[str, str],
+def _ollama_preflight(b: BackendConfig, base_url: str, headers: dict[str, str],
                       cells: list[Cell]) -> tuple[str, dict[str, dict[str, Any]]]:
     """The server's version and each model's identity; a missing model is a :class:`ConfigError`."""
     with OllamaClient(base_url, connect_timeout_s=b.connect_timeout_s, stall_timeout_s=b.stall_timeout_s,

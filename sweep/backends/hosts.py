@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import DictConfig
+from sweep.config import BackendConfig
 
 from sweep.contract import cell_path, cell_rows
 from sweep.backends.kinds import kind_of
@@ -69,7 +69,7 @@ def moved_line(cells: Sequence[Cell], home: str | None, host: str, hosts: Sequen
             "(the analysis report lists such cells)")
 
 
-def host_urls(backend: DictConfig) -> list[str]:
+def host_urls(backend: BackendConfig) -> list[str]:
     """The configured servers of a remote backend: ``backend.hosts``, else ``backend.base_url`` (none if started here)."""
     if not kind_of(backend).remote:
         return []

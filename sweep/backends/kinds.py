@@ -4,7 +4,8 @@ Why records: the kind used to be a string tested about thirty times in six modul
 remote? does it take hosts? who starts it? does it speak the OpenAI API?), so a new kind of
 server meant edits all over.  Each answer is now a field of :class:`BackendKind`, and a new kind
 that speaks an existing wire format is one record in :data:`KINDS` plus its config file under
-``conf/backend/``.  ``backend.api`` still picks the wire format (:data:`FORMATS`); a kind's own
+``conf/backend/`` (whose names are the choices of ``backend.kind``: :class:`sweep.config.BackendName`;
+this module refuses to load when a file and a record do not pair up).  ``backend.api`` still picks the wire format (:data:`FORMATS`); a kind's own
 :attr:`BackendKind.fmt` is used when the names agree, so a kind can carry a quirk of its format.
 """
 
@@ -19,6 +20,7 @@ from sweep.backends.ollama import OLLAMA
 from sweep.backends.openai import OPENAI, check_cell
 from sweep.backends.stream import StreamFormat
 from sweep.cells import ConfigError
+from sweep.config import Api, BackendConfig, BackendName
 
 
 class Start(StrEnum):
@@ -74,6 +76,18 @@ KINDS: dict[str, BackendKind] = {k.name: k for k in (
 FORMATS: dict[str, StreamFormat] = {OLLAMA.name: OLLAMA, OPENAI.name: OPENAI}
 
 
+def _paired(names: set[str], records: set[str], formats: set[str]) -> None:
+    """Every ``backend.kind`` choice (a file in conf/backend/) has its record, every record its file,
+    every ``backend.api`` choice its format: a mismatch is a programming error, caught at import."""
+    if names != records or formats != set(Api):
+        raise RuntimeError(f"conf/backend/ files without a record in {__name__}.KINDS: {sorted(names - records)}; "
+                           f"records without a conf/backend/<name>.yaml: {sorted(records - names)}; "
+                           f"backend.api values without a format: {sorted(set(Api) ^ formats)}")
+
+
+_paired(set(BackendName), set(KINDS), set(FORMATS))
+
+
 def kind_named(name: str) -> BackendKind:
     """The record of ``backend.kind``; a :class:`ConfigError` naming the choices otherwise."""
     try:
@@ -82,12 +96,12 @@ def kind_named(name: str) -> BackendKind:
         raise ConfigError(f"invalid backend.kind '{name}': use backend={', backend='.join(KINDS)}") from None
 
 
-def kind_of(backend: Any) -> BackendKind:
-    """The record of a backend config (anything with ``.kind``)."""
+def kind_of(backend: BackendConfig) -> BackendKind:
+    """The record of a backend config."""
     return kind_named(backend.kind)
 
 
-def format_for(backend: Any) -> StreamFormat:
+def format_for(backend: BackendConfig) -> StreamFormat:
     """The wire format ``backend.api`` names (the kind's own when the names agree); a :class:`ConfigError` otherwise."""
     kind = kind_of(backend)
     if backend.api == kind.fmt.name:

@@ -17,6 +17,7 @@ import httpx
 from sweep.backends.http import error_text, tls_context
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, NS_PER_MS, SKIP, StreamFormat, loads
 from sweep.cells import Cell, ConfigError
+from sweep.config import Endpoint
 
 
 class OllamaClient:
@@ -87,7 +88,7 @@ def request_body(cell: Cell, prompt: str, *, stream: bool = True) -> dict[str, A
     if cell.keep_alive is not None:
         ka = cell.keep_alive
         body["keep_alive"] = int(ka) if str(ka).lstrip("-").isdigit() else ka
-    if cell.endpoint == "chat":
+    if cell.endpoint == Endpoint.chat:
         messages = [{"role": "system", "content": cell.system}] if cell.system else []
         messages.append({"role": "user", "content": prompt})
         body["messages"] = messages

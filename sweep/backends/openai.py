@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sweep.cells import LOAD_TIME_OPTIONS, Cell, ConfigError
+from sweep.config import Endpoint
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, SKIP, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are
@@ -31,7 +32,8 @@ FIELDS: dict[str, str] = {
     "num_predict": "max_tokens", "repeat_penalty": "repeat_penalty",
 }
 
-_ENDPOINTS = {"chat": "/chat/completions", "completions": "/completions", "generate": "/completions"}
+_ENDPOINTS = {Endpoint.chat: "/chat/completions", Endpoint.completions: "/completions",
+              Endpoint.generate: "/completions"}
 
 
 def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, endpoint: str,
@@ -53,7 +55,7 @@ def check_cell(kind: str, options: Mapping[str, Any], *, system: str | None, end
                           "keep_alive; remove it")
     if endpoint not in _ENDPOINTS:
         raise ConfigError(f"invalid workload.endpoint '{endpoint}' for backend={kind}: use chat or completions")
-    if system and endpoint != "chat":
+    if system and endpoint != Endpoint.chat:
         raise ConfigError(f"workload.system needs workload.endpoint=chat on backend={kind} "
                           "(/v1/completions has no system prompt)")
 
@@ -85,7 +87,7 @@ def request_of(cell: Cell, prompt: str, *, include_usage: bool = True) -> tuple[
         if name == "num_predict" and value < 0:
             continue  # Ollama's -1/-2 ("no limit", "until the context is full"): the API's default
         body[field] = value
-    if cell.endpoint == "chat":
+    if cell.endpoint == Endpoint.chat:
         messages = [{"role": "system", "content": cell.system}] if cell.system else []
         body["messages"] = [*messages, {"role": "user", "content": prompt}]
     else:

@@ -16,7 +16,7 @@ import atexit
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig
+from sweep.config import BackendConfig
 
 from sweep.cells import Cell, ConfigError
 from sweep.backends.hosts import host_urls
@@ -25,13 +25,13 @@ from sweep.backends.kinds import Start, kind_of
 _embedded: dict[tuple[str | None, int], Any] = {}
 
 
-def base_url_for(backend: DictConfig, first: Cell | None = None,
+def base_url_for(backend: BackendConfig, first: Cell | None = None,
                  say: Callable[[str], None] | None = None) -> str:
     """The (first) server address for this backend, starting the embedded engine (or llama-server for ``first``)."""
     return base_urls_for(backend, first, say)[0]
 
 
-def base_urls_for(backend: DictConfig, first: Cell | None = None,
+def base_urls_for(backend: BackendConfig, first: Cell | None = None,
                   say: Callable[[str], None] | None = None) -> list[str]:
     """Every server of this backend: ``backend.hosts`` (or ``base_url``), ``instances`` embedded engines,
     or the llama-server started for the cell ``first``."""
@@ -61,7 +61,7 @@ def _start_embedded(model_dir: str | None, index: int) -> str:
     return _embedded[key].base_url
 
 
-def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | None = None) -> str:
+def prepare_cell(backend: BackendConfig, cell: Cell, say: Callable[[str], None] | None = None) -> str:
     """The address to measure ``cell`` at: for llama_server, a server started with the cell's flags."""
     if kind_of(backend).start is not Start.LLAMA_SERVER:
         return base_url_for(backend)
@@ -78,7 +78,7 @@ def prepare_cell(backend: DictConfig, cell: Cell, say: Callable[[str], None] | N
     return server.base_url
 
 
-def server_version(backend: DictConfig) -> str | None:
+def server_version(backend: BackendConfig) -> str | None:
     """For servers that have no /api/version: llama-server's own version, else unknown."""
     if kind_of(backend).start is not Start.LLAMA_SERVER:
         return None
@@ -87,7 +87,7 @@ def server_version(backend: DictConfig) -> str | None:
     return llama_server.version(llama_server.binary())
 
 
-def server_pid(backend: DictConfig, base_url: str) -> int | None:
+def server_pid(backend: BackendConfig, base_url: str) -> int | None:
     """The server's process on this machine, for CPU/RSS telemetry (None if it runs elsewhere)."""
     kind = kind_of(backend)
     if kind.start is Start.EMBEDDED:
@@ -104,7 +104,7 @@ def server_pid(backend: DictConfig, base_url: str) -> int | None:
     return find_local_ollama_pid(base_url)
 
 
-def missing_model_hint(backend: DictConfig, served: list[str]) -> str:
+def missing_model_hint(backend: BackendConfig, served: list[str]) -> str:
     """What to do about a model the server does not have (a running Ollama's own hint: ``ollama pull``)."""
     if kind_of(backend).start is not Start.EMBEDDED:
         return ""
@@ -127,7 +127,7 @@ def stop_embedded() -> None:
         sys.modules["sweep.backends.llama_server"].MANAGER.stop()
 
 
-def openai_preflight(backend: DictConfig, base_url: str, headers: dict[str, str],
+def openai_preflight(backend: BackendConfig, base_url: str, headers: dict[str, str],
                      cells: list[Cell]) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """Before the first trial on an OpenAI-compatible server: the model is served; version and model identity.
 

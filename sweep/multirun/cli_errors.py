@@ -52,6 +52,9 @@ def one_line(exc: BaseException) -> str:
         return f"cannot parse the override '{exc.override}': {exc.message.splitlines()[0]} (quote lists: key='[1,2]')"
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
     if isinstance(cause, ValidationError) and cause.full_key:
+        choices = re.search(r"expected one of \[([^\]]*)\]", str(cause))   # a choice key (an enum of sweep.config)
+        if choices:
+            return f"invalid {cause.full_key}={cause.value!r}: choose one of {choices.group(1)}"
         kind = re.search(r"converted to (\w+)|not a valid (bool)", str(cause))
         name = kind and (kind.group(1) or "Boolean")
         wanted = f"must be {_TYPES.get(name, name)}" if name else str(cause).splitlines()[0]

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from sweep.backends.kinds import KINDS, Start
+from sweep.config import BackendConfig
 
 
 def _cpus() -> int:
@@ -56,12 +57,14 @@ def in_process(launcher: Mapping[str, Any]) -> bool:
     return target.endswith("BasicLauncher") or not target
 
 
-def shared_host_problem(backend: Mapping[str, Any], slots: int) -> str | None:
-    """The one-line refusal when ``slots`` cells would share a server, else None."""
-    kind = KINDS.get(str(backend.get("kind")))
-    if slots <= 1 or (kind is not None and kind.start is Start.EMBEDDED):   # each worker starts its own
+def shared_host_problem(backend: BackendConfig, slots: int) -> str | None:
+    """The one-line refusal when ``slots`` cells would share a server, else None.
+
+    ``backend``: typed, or its composed node (the search's job asks before its one conversion).
+    """
+    if slots <= 1 or KINDS[backend.kind].start is Start.EMBEDDED:   # each worker starts its own
         return None
-    hosts = list(backend.get("hosts") or []) or [backend.get("base_url")]
+    hosts = list(backend.hosts) or [backend.base_url]
     if len(hosts) >= slots:
         return None
     return (f"{slots} cells would run at once against {len(hosts)} server(s) ({', '.join(map(str, hosts))}) and "

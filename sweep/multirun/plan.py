@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from sweep.cells import Cell, ConfigError, load_key
+from sweep.config import SweepConfig, typed
 from sweep.multirun.launchers import shared_host_problem
 from sweep.multirun.rounds import MultirunOrder, multirun_order
 from sweep.plan import check_grid_coverage, count_loads, plan_cells, reload_order
@@ -24,10 +25,11 @@ from sweep.plan import check_grid_coverage, count_loads, plan_cells, reload_orde
 
 @dataclass
 class Job:
-    """One job of the multirun: its overrides, its composed config and its cells in reload order."""
+    """One job of the multirun: its overrides, its config (as composed, and typed) and its cells in reload order."""
 
     overrides: list[str]
-    cfg: DictConfig
+    composed: DictConfig     # as Hydra composed it: what the launcher is handed, the base of its round jobs
+    cfg: SweepConfig         # typed (sweep.config.typed, once): what the planning reads
     cells: list[Cell]
 
     @property
@@ -65,12 +67,13 @@ def plan_multirun(jobs: Sequence[tuple[Sequence[str], DictConfig]], command_line
     as typed; ``rounds``: decide whether the multirun runs in rounds (the reload-aware sweeper does).
     """
     planned = []
-    for overrides, cfg in jobs:
+    for overrides, composed in jobs:
+        cfg = typed(composed)
         cells = plan_cells(cfg)
         problem = None if cfg.allow_shared_host else shared_host_problem(cfg.backend, slots)
         if problem:
             raise ConfigError(problem)
-        planned.append(Job(list(overrides), cfg, reload_order(cells, load_key)))
+        planned.append(Job(list(overrides), composed, cfg, reload_order(cells, load_key)))
     check_grid_coverage([job.cfg for job in planned], list(command_line))
     order = multirun_order([job.cfg for job in planned], [job.cells for job in planned]) if rounds else None
     typed_loads = count_loads([k for job in planned for k in job.keys])

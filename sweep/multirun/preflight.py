@@ -44,6 +44,7 @@ from rich.table import Table
 from sweep.workloads.agents import expected_rows
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
+from sweep.config import State, SweepConfig, typed
 from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
 from sweep import corrupt, progress
 from sweep.multirun import layout
@@ -122,10 +123,6 @@ class Planned:
         return int(self.reload)
 
 
-def sweep_dir_of(cfg: DictConfig) -> Path:
-    return layout.sweep_dir(cfg.hydra)
-
-
 def _done(cell: Cell, sweep_dir: Path) -> int:
     path = cell_path(sweep_dir, cell.file_stem)
     if not path.exists():
@@ -136,20 +133,20 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
     return len(already_measured(rows, cell.cell_hash))
 
 
-def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
-    """Plan every job (raises ConfigError on the first bad one), in launch order."""
+def plan_all(configs: Sequence[SweepConfig], sweep_dir: Path) -> list[Planned]:
+    """Plan every job (raises ConfigError on the first bad one), in launch order; ``sweep_dir``: theirs."""
     planned: list[Planned] = []
     loaded: dict[Any, tuple[Any, ...]] = {}    # server → what it has loaded (as plan.count_loads counts)
     for cfg in configs:
         for cell in plan_cells(cfg):
             key = load_key(cell)
-            done = _done(cell, sweep_dir_of(cfg)) if cfg.resume else 0
+            done = _done(cell, sweep_dir) if cfg.resume else 0
             calls = (expected_rows(cell.agent_plan, trials_count(cfg) or int(cfg.auto.max_trials),
                                    cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
             warmup = warmups_per_visit(cfg)   # per visit, for agent cells too (a warm-up run each)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
-                                   loaded.get(key[0]) != key, calls, cold=cfg.state == "cold"))
+                                   loaded.get(key[0]) != key, calls, cold=cfg.state == State.cold))
             loaded[key[0]] = key
     return planned
 
@@ -216,8 +213,8 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
-def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_lines: Sequence[str] = (),
-               extra_loads: int = 0, upper_bound: bool = False) -> None:
+def print_plan(planned: Sequence[Planned], configs: Sequence[SweepConfig], sweep_dir: Path,
+               order_lines: Sequence[str] = (), extra_loads: int = 0, upper_bound: bool = False) -> None:
     """The dry run's output: one row per cell, then totals and the command that runs it.
 
     ``order_lines``: a multirun in rounds (:mod:`sweep.multirun.rounds`) prints its order, round by round;
@@ -226,7 +223,6 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
     """
     console = Console(stderr=False, highlight=False, soft_wrap=True, width=200 if not sys.stdout.isatty() else None)
     cfg = configs[0]
-    sweep_dir = sweep_dir_of(cfg)
     table = Table(title=f"dry run: {len(planned)} cells → {sweep_dir}", title_justify="left")
     for col in ("#", "preset", "model", "options", "cell id", "trials", "done", "reload"):
         table.add_column(col, justify="right" if col in ("#", "trials", "done") else "left")
@@ -278,7 +274,7 @@ def _unreadable_parts(config: DictConfig) -> None:
     """A resume moves unreadable trial parts aside (:mod:`sweep.corrupt`); a dry run only says it would."""
     if not OmegaConf.select(config, "resume", default=False):
         return
-    directory = sweep_dir_of(config)
+    directory = layout.sweep_dir(config.hydra)
     if not OmegaConf.select(config, "dry_run", default=False):
         corrupt.set_aside(directory, lambda line: print(line, file=sys.stderr, flush=True))
         return
@@ -295,12 +291,16 @@ class Preflight(Callback):
     def _check(self, config: DictConfig) -> None:
         # Hydra turns an exception raised by a callback into a warning and carries on, so every
         # way out of here is a SystemExit: a dry run must never fall through into the real sweep.
+        sweep_dir = layout.sweep_dir(config.hydra)
         try:
-            configs = job_configs(config)
+            composed = job_configs(config)
             if layout.is_multirun(config.hydra):   # the refusals the reload-aware sweeper makes, for any sweeper
-                plan_multirun([([], cfg) for cfg in configs], list(config.hydra.overrides.task),
-                              reorder=False, rounds=False)
-            planned = plan_all(configs)
+                configs = [job.cfg for job in plan_multirun([([], cfg) for cfg in composed],
+                                                            list(config.hydra.overrides.task),
+                                                            reorder=False, rounds=False).jobs]
+            else:
+                configs = [typed(cfg) for cfg in composed]   # this entry's one conversion of each job's config
+            planned = plan_all(configs, sweep_dir)
         except ConfigError as exc:
             _stop(str(exc))
         except (HydraException, OmegaConfBaseException) as exc:
@@ -308,7 +308,7 @@ class Preflight(Callback):
         except Exception as exc:  # noqa: BLE001 — a bug here must not start (or skip checking) the sweep
             _stop(f"could not plan the sweep: {type(exc).__name__}: {exc}")
         if OmegaConf.select(config, "dry_run", default=False):
-            _print_or_stop(lambda: print_plan(planned, configs))
+            _print_or_stop(lambda: print_plan(planned, configs, sweep_dir))
             raise SystemExit(0)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -324,9 +324,9 @@ class Preflight(Callback):
         self._check(config)
 
 
-def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequence[Sequence[int]] | None = None,
-            one_process: bool = True) -> None:
-    """Called by the reload-aware sweeper with the jobs in run order: print the plan, exit 0.
+def dry_run(configs: Sequence[SweepConfig], sweep_dir: Path, rounds: Any = None,
+            rounds_plan: Sequence[Sequence[int]] | None = None, one_process: bool = True) -> None:
+    """Called by the reload-aware sweeper with the jobs in run order (typed) and their directory: print the plan, exit 0.
 
     ``rounds`` (a :class:`sweep.multirun.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
     the multirun runs in rounds, and the plan shows their order by the table's cell numbers and the
@@ -334,7 +334,7 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
     warm-ups, loads and duration printed are upper bounds).
     """
     try:
-        planned = plan_all(configs)
+        planned = plan_all(configs, sweep_dir)
     except ConfigError as exc:
         _stop(str(exc))
     lines: list[str] = []
@@ -349,7 +349,7 @@ def dry_run(configs: Sequence[DictConfig], rounds: Any = None, rounds_plan: Sequ
             extra_loads = max(0, sum(len(r) for r in rounds_plan) - sum(p.model_loads() for p in planned))
         if any(p.cold for p in planned):   # state=cold already counts a load per trial, whatever the order
             extra_loads = 0
-    _print_or_stop(lambda: print_plan(planned, configs, lines, extra_loads, upper_bound=bound))
+    _print_or_stop(lambda: print_plan(planned, configs, sweep_dir, lines, extra_loads, upper_bound=bound))
     raise SystemExit(0)
 
 

@@ -37,6 +37,7 @@ from sweep.backends.kinds import kind_of
 from sweep.order import resolve, round_order
 from sweep.backends.model_state import needs_warmup
 from sweep.cells import Cell, ConfigError, load_key
+from sweep.config import Order, SweepConfig
 from sweep.plan import count_loads, trials_count, warmups_per_visit
 from sweep.workloads.trials import round_trials, rows_per_trial, stored_keys
 
@@ -49,24 +50,24 @@ _COLUMNS = ["cell_hash", "trial", "prompt_id", "warmup", "status", "started_at",
 class MultirunOrder:
     """The order a multirun runs in, with its seed (``drawn``: not given, drawn by the sweeper)."""
 
-    order: str
+    order: Order
     seed: int
     drawn: bool
 
     def describe(self) -> str:
-        if self.order != "random":
+        if self.order != Order.random:
             return f"order={self.order}"
         return f"order=random (order_seed={self.seed}{', drawn' if self.drawn else ''})"
 
 
-def multirun_order(configs: Sequence[DictConfig], cells: Sequence[Sequence[Cell]]) -> MultirunOrder | None:
+def multirun_order(configs: Sequence[SweepConfig], cells: Sequence[Sequence[Cell]]) -> MultirunOrder | None:
     """The multirun's order when it runs in rounds, else None (blocked: one job per cell, as before).
 
     ``order`` unset: random when the sweep's cells include a baseline and a chimera preset
     (:func:`sweep.order.resolve`, over every job's cells); agent cells as well as prompt cells.
     """
-    orders = {cfg.get("order") for cfg in configs}
-    seeds = {cfg.get("order_seed") for cfg in configs}
+    orders = {cfg.order for cfg in configs}
+    seeds = {cfg.order_seed for cfg in configs}
     if len(orders) > 1 or len(seeds) > 1:
         raise ConfigError("order and order_seed take one value for the whole multirun (the order is the sweep's): "
                           "run one sweep per order")
@@ -74,7 +75,7 @@ def multirun_order(configs: Sequence[DictConfig], cells: Sequence[Sequence[Cell]
     if len(configs) < 2:
         return None          # one job: it orders its own cells
     order, drawn_seed = resolve(given, [c.preset for job in cells for c in job], seed)
-    if order == "blocked":
+    if order == Order.blocked:
         return None
     return MultirunOrder(order, drawn_seed, drawn=seed is None)
 
@@ -90,8 +91,9 @@ class RoundJob:
     """One job of the multirun (usually one cell), as the sweeper composed it."""
 
     overrides: list[str]
-    cfg: DictConfig
+    cfg: SweepConfig
     cells: list[Cell]
+    composed: DictConfig | None = None   # as Hydra composed it: the sweeper composes its round jobs from it
 
     @property
     def rounds(self) -> int:
@@ -114,6 +116,11 @@ class Rounds:
     @property
     def total(self) -> int:
         return max(job.rounds for job in self.jobs)
+
+    @property
+    def adaptive(self) -> bool:
+        """Some job runs ``trials=auto``: its cells may leave the rounds early (totals are upper bounds)."""
+        return any(trials_count(job.cfg) is None for job in self.jobs)
 
     def next_round(self) -> tuple[int, list[RoundJob]] | None:
         """The next round with something to measure, and its jobs in the round's order; None when done."""
@@ -182,7 +189,7 @@ class Rounds:
         """Measured rows of round ``rnd`` the job's cells lack: a prompt's call, or each call of an agent run,
         of the trials not stored ok (the progress counts rows)."""
         missing = 0
-        isolated = job.cfg.agents.isolated_runs if job.cfg.get("agents") is not None else None
+        isolated = job.cfg.agents.isolated_runs
         for cell in job.cells:
             done = stored_keys(cell, rows.get(cell.cell_hash, []))
             missing += sum(rows_per_trial(cell, t) for t in round_trials(cell, rnd, trials_count(job.cfg), isolated)

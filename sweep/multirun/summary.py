@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sweep import progress, provenance
 from sweep.background import machine_load
+from sweep.config import typed
 from sweep.multirun import layout
 from sweep.workloads.agents import completed_runs, runs_ok_text
 from sweep.contract import Status, cell_paths, read_cell
@@ -143,8 +144,8 @@ class SweepSummary(Callback):
             return
         provenance.record_load_end(sweep_dir, machine_load())   # _run.json: the machine's load as the run ended
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        agents = config.get("agents")
-        table, unfinished = summarize(sweep_dir, trials_count(config) or config.auto.min_trials, agents.isolated_runs if agents else None)
+        cfg = typed(config)   # this callback's one conversion
+        table, unfinished = summarize(sweep_dir, trials_count(cfg) or cfg.auto.min_trials, cfg.agents.isolated_runs)
         if not unfinished and not _failed_attempts(table):   # nothing to look at cell by cell: one line
             console.print(f"sweep {sweep_dir.name}: {table.row_count} cell(s), every one complete, "
                           "no failed attempt")
@@ -159,7 +160,7 @@ class SweepSummary(Callback):
                 console.print(line)
         if len(cell_paths(sweep_dir)) > 1:
             direction = str(config.hydra.sweeper.get("direction", "maximize"))
-            line = best_line(sweep_dir, Objective.from_config(config.objective), not direction.endswith("minimize"))
+            line = best_line(sweep_dir, Objective.from_config(cfg.objective), not direction.endswith("minimize"))
             if line:
                 console.print(line)
         console.print(f"trials: {sweep_dir}   report: python -m analysis {sweep_dir}")

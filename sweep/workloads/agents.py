@@ -22,37 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from sweep.contract import Status
-from sweep.cells import MULTI_AGENT, AgentPlan, AgentSpec, ConfigError, WorkloadKind, validate_options
-from sweep.workloads.prompts import POSTPROCESS_MODES
+from sweep.cells import MULTI_AGENT, AgentPlan, AgentSpec, ConfigError, validate_options
+from sweep.config import Scenario, SweepConfig, Workflow
 
-SCENARIOS = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
-WORKFLOWS = ("report", "prompt")
 CONCURRENT, ISOLATED = "concurrent", "isolated"
 
 
-def validate_agents(cfg: DictConfig) -> None:
-    """Value checks for the agent keys; raises :class:`ConfigError` before any request."""
+def validate_agents(cfg: SweepConfig) -> None:
+    """Value checks for the agent keys the types cannot express; raises :class:`ConfigError` before any request.
+
+    ``workload.kind``, ``agent.postprocess``, ``agents.workflow`` and ``scenario`` are enums of the schema
+    (:mod:`sweep.config`): Hydra refuses a value outside them while composing.
+    """
     kind = cfg.workload.kind
-    if kind not in tuple(WorkloadKind):
-        raise ConfigError(f"invalid workload.kind '{kind}': use {', '.join(WorkloadKind)}")
-    if cfg.agent.postprocess not in POSTPROCESS_MODES:
-        raise ConfigError(f"invalid agent.postprocess '{cfg.agent.postprocess}': use {' or '.join(POSTPROCESS_MODES)}")
     a = cfg.agents
     if a.count < 1:
         raise ConfigError(f"invalid agents.count={a.count}: must be >= 1")
-    if a.workflow not in WORKFLOWS:
-        raise ConfigError(f"invalid agents.workflow '{a.workflow}': use report or prompt")
     if a.isolated_runs is not None and a.isolated_runs < 0:
         raise ConfigError(f"invalid agents.isolated_runs={a.isolated_runs}: must be >= 0")
-    if cfg.scenario.name not in SCENARIOS:
-        raise ConfigError(f"invalid scenario '{cfg.scenario.name}': use scenario={', scenario='.join(SCENARIOS)}")
-    if kind == MULTI_AGENT and cfg.scenario.name == "chimera_hetero" and not a.options:
+    if kind == MULTI_AGENT and cfg.scenario.name == Scenario.chimera_hetero and not a.options:
         raise ConfigError("scenario=chimera_hetero needs per-agent options: "
                           "agents.options='[{num_gpu: 60, num_ctx: 512}, {num_gpu: 80, num_ctx: 1024}]'")
-    if kind == MULTI_AGENT and cfg.scenario.name != "chimera_hetero" and a.options:
+    if kind == MULTI_AGENT and cfg.scenario.name != Scenario.chimera_hetero and a.options:
         raise ConfigError(f"agents.options is only used by scenario=chimera_hetero (this is {cfg.scenario.name}): "
                           "drop it or choose scenario=chimera_hetero")
     for i, opts in enumerate(a.options):
@@ -69,40 +61,39 @@ def resolve_data_dir(data_dir: str | None) -> str:
     return str(path)
 
 
-def agent_options(scenario: str, count: int, chimera: Mapping[str, Any], preset: str,
+def agent_options(scenario: Scenario, count: int, chimera: Mapping[str, Any], preset: str,
                   per_agent: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(preset, options) per agent for a scenario; ``chimera`` holds the preset's set options."""
     out = []
     for i in range(count):
-        if scenario == "baseline_vs_chimera" and i == 0:
+        if scenario == Scenario.baseline_vs_chimera and i == 0:
             out.append(("baseline", {}))
-        elif scenario == "chimera_hetero":
+        elif scenario == Scenario.chimera_hetero:
             out.append((preset, {**chimera, **per_agent[i % len(per_agent)]}))
         else:
             out.append((preset, dict(chimera)))
     return out
 
 
-def plan_agents(cfg: DictConfig, preset: str, options: Mapping[str, Any], option_keys: Sequence[str],
+def plan_agents(cfg: SweepConfig, preset: str, options: Mapping[str, Any], option_keys: Sequence[str],
                 hosts: int, data_dir: str) -> AgentPlan:
     """The cell's agents: options by scenario (on top of the cell's preset options), hosts round-robin."""
     kind = cfg.workload.kind
     count = cfg.agents.count if kind == MULTI_AGENT else 1
     scenario = cfg.scenario.name if kind == MULTI_AGENT else None
-    per_agent = [OmegaConf.to_container(o, resolve=True) if not isinstance(o, dict) else o
-                 for o in cfg.agents.options]
+    per_agent = [dict(o) for o in cfg.agents.options]
     unknown = {k for o in per_agent for k in o} - set(option_keys)
     if unknown:
         raise ConfigError(f"unknown option(s) {sorted(unknown)} in agents.options: use {', '.join(option_keys)}")
     specs = []
-    for i, (agent_preset, opts) in enumerate(agent_options(scenario or "chimera_homo", count, options, preset,
+    for i, (agent_preset, opts) in enumerate(agent_options(scenario or Scenario.chimera_homo, count, options, preset,
                                                            per_agent)):
         ordered = {k: opts[k] for k in option_keys if opts.get(k) is not None}
         validate_options(ordered)
         specs.append(AgentSpec(i, agent_preset, ordered, i % max(1, hosts)))
-    workflow = cfg.agents.workflow if kind == MULTI_AGENT else "report"
+    workflow = cfg.agents.workflow if kind == MULTI_AGENT else Workflow.report
     w = cfg.workload
-    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if scenario == "chimera_hetero" else ()
+    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if scenario == Scenario.chimera_hetero else ()
     return AgentPlan(kind, workflow, scenario, tuple(specs), hosts, data_dir, w.analysis_prompt, w.report_prompt,
                      cfg.agent.system if cfg.agent.system is not None else w.system, cfg.agent.postprocess, keys)
 

@@ -10,11 +10,12 @@ the front, where the instructions are).
 
 from __future__ import annotations
 
+from sweep.config import Postprocess
+
 CHARS_PER_TOKEN = 3          # conservative: English prose is ~4 characters per token, numbers and tables fewer
 DEFAULT_NUM_CTX = 2048       # what Ollama uses when a request sends no num_ctx
 MIN_PROMPT_CHARS = 200       # below this a prompt says nothing; the server truncates the rest
 SUMMARY, ANALYSIS = "{summary}", "{analysis}"
-POSTPROCESS_MODES = ("trim", "none")
 
 
 def prompt_budget_chars(num_ctx: int | None, num_predict: int | None) -> int:
@@ -36,6 +37,6 @@ def fill(template: str, placeholder: str, text: str, budget_chars: int) -> str:
     return template.replace(placeholder, text)
 
 
-def postprocess(text: str, mode: str) -> str:
+def postprocess(text: str, mode: Postprocess) -> str:
     """The custom agent's post-processing of a stage's output before it is used (``trim``: strip whitespace)."""
-    return text.strip() if mode == "trim" else text
+    return text.strip() if mode == Postprocess.trim else text

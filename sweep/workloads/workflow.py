@@ -35,6 +35,7 @@ from sweep.workloads.ingest import ingest
 from sweep.workloads.trials import CellTrials
 from sweep.cells import Trial
 from sweep.workloads.prompts import ANALYSIS, SUMMARY, fill, postprocess, prompt_budget_chars
+from sweep.config import Workflow
 from sweep.contract import OPTION_KEYS, Status, TrialRecord
 from sweep.runner import Target
 
@@ -99,7 +100,7 @@ async def run_workflow(agent: Agent, plan: AgentPlan, base: TrialRecord, attempt
     budget = prompt_budget_chars(agent.spec.options.get("num_ctx"), agent.spec.options.get("num_predict"))
     rows: list[TrialRecord] = []
     ingest_ms = None
-    if plan.workflow == "prompt":
+    if plan.workflow == Workflow.prompt:
         rows.append(await _call(agent, agent.run.cell.prompts[0].text, base, PROMPT_STAGE, attempt))
     else:
         t0 = time.perf_counter_ns()
