@@ -37,7 +37,7 @@ import numpy as np
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.cells import Cell, TrialSpec
 from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
-from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
+from sweep.backends.stream import NS_PER_MS, LineKind, StreamFormat
 
 
 @dataclass(frozen=True)
@@ -66,25 +66,26 @@ class _Stream:
 def _take(line: bytes, arrived_ns: int, fmt: StreamFormat, got: _Stream) -> bool:
     """Keep what one line says; True when reading must stop (final chunk, error, garbage)."""
     kind, value = fmt.interpret(line)
-    if kind == CONTENT:
+    if kind == LineKind.CONTENT:
         if value:
             got.content_ns.append(arrived_ns)
             got.pieces.append(value)
         return False
-    if kind == SKIP:
+    if kind == LineKind.SKIP:
         return False
-    if kind == META:
+    if kind == LineKind.META:
         got.metas.append(value)
         return False
-    if kind == FINAL:
+    if kind == LineKind.FINAL:
         got.final, got.final_ns = value, arrived_ns
         text = fmt.final_text(value)
         if text:  # e.g. Ollama's stream: false puts the whole answer in the final object
             got.pieces.append(text)
-    elif kind == ERROR:
+    elif kind == LineKind.ERROR:
         got.status, got.error = Status.SERVER_ERROR, value
     else:
-        got.status, got.error = Status.PROTOCOL_ERROR, value if kind == BAD else f"unknown line kind {kind!r}"
+        bad = value if kind == LineKind.BAD else f"unknown line kind {kind!r}"
+        got.status, got.error = Status.PROTOCOL_ERROR, bad
     return True
 
 

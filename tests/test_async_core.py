@@ -18,7 +18,7 @@ from sweep.contract import TrialRecord
 from sweep.runner import Target, _read_stream, _Stream, measure_call
 from sweep.backends.kinds import format_for
 from sweep.backends.ollama import OLLAMA
-from sweep.backends.stream import CONTENT, FINAL, META, SKIP, StreamFormat
+from sweep.backends.stream import LineKind, StreamFormat
 from tests.cells import make_cell
 from sweep.testing.standin import DELIVERY_SLACK_MS, Script, StandIn
 from sweep.testing.sync_reference import old_and_new
@@ -81,15 +81,15 @@ class _Lines(StreamFormat):
 
     name = "test"
 
-    def interpret(self, line: bytes | str) -> tuple[str, Any]:
+    def interpret(self, line: bytes | str) -> tuple[LineKind, Any]:
         text = line.decode() if isinstance(line, bytes) else line
         if not text.strip():
-            return SKIP, None
+            return LineKind.SKIP, None
         if text.startswith("c:"):
-            return CONTENT, text[2:]
+            return LineKind.CONTENT, text[2:]
         if text.startswith("m:"):
-            return META, text[2:]
-        return (FINAL, {"n": 1}) if text == "f" else ("bad", f"bad line {text!r}")
+            return LineKind.META, text[2:]
+        return (LineKind.FINAL, {"n": 1}) if text == "f" else (LineKind.BAD, f"bad line {text!r}")
 
     def server_fields(self, final: dict[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:
         return {"eval_count": len(metas), "done_reason": (final or {}).get("n") and "stop"}

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from sweep.backends.http import error_text, tls_context
-from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, NS_PER_MS, SKIP, StreamFormat, loads
+from sweep.backends.stream import NS_PER_MS, LineKind, StreamFormat, loads
 from sweep.cells import Cell, ConfigError
 from sweep.config import Endpoint
 
@@ -111,20 +111,20 @@ class OllamaNDJSON(StreamFormat):
     def request(self, cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
         return f"/api/{cell.endpoint}", request_body(cell, prompt)
 
-    def interpret(self, line: bytes | str) -> tuple[str, Any]:
+    def interpret(self, line: bytes | str) -> tuple[LineKind, Any]:
         if not line or line.isspace():
-            return SKIP, None
+            return LineKind.SKIP, None
         obj = loads(line)
         if not isinstance(obj, dict):
             text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-            return BAD, f"malformed NDJSON line: {text[:200]!r}"
+            return LineKind.BAD, f"malformed NDJSON line: {text[:200]!r}"
         if "error" in obj:
-            return ERROR, str(obj["error"])
+            return LineKind.ERROR, str(obj["error"])
         if obj.get("done") is True:
-            return FINAL, obj
+            return LineKind.FINAL, obj
         message = obj.get("message")
         text = message.get("content", "") if isinstance(message, dict) else obj.get("response", "")
-        return CONTENT, text if isinstance(text, str) else ""
+        return LineKind.CONTENT, text if isinstance(text, str) else ""
 
     def server_fields(self, final: dict[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:
         final = final or {}

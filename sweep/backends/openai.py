@@ -23,7 +23,7 @@ from typing import Any
 
 from sweep.cells import LOAD_TIME_OPTIONS, Cell, ConfigError
 from sweep.config import Endpoint
-from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, SKIP, StreamFormat
+from sweep.backends.stream import LineKind, StreamFormat
 
 #: Our option → the request field that carries it.  ``top_k`` and ``repeat_penalty`` are
 #: llama.cpp's extension fields (llama-server, our embedded server; vLLM takes ``top_k``).
@@ -99,43 +99,43 @@ def _text_of(line: bytes | str) -> str:
     return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line)[:200]
 
 
-def interpret_line(line: bytes | str) -> tuple[str, Any]:
+def interpret_line(line: bytes | str) -> tuple[LineKind, Any]:
     """One line of an SSE body: a token's text, a chunk to keep (finish/usage), ``[DONE]``, an error."""
     if isinstance(line, str):
         line = line.encode()
     line = line.rstrip(b"\r")
     if not line.strip() or line.startswith(b":"):  # event separator, keep-alive comment
-        return SKIP, None
+        return LineKind.SKIP, None
     if not line.startswith(b"data:"):
         if line.startswith((b"event:", b"id:", b"retry:")):
-            return SKIP, None
-        return BAD, f"not an SSE data line: {_text_of(line)!r}"
+            return LineKind.SKIP, None
+        return LineKind.BAD, f"not an SSE data line: {_text_of(line)!r}"
     payload = line[5:].strip()
     if payload == b"[DONE]":
-        return FINAL, {}
+        return LineKind.FINAL, {}
     try:
         obj = json.loads(payload)
     except ValueError:
         obj = None
     if not isinstance(obj, dict):
-        return BAD, f"malformed SSE data: {_text_of(payload)!r}"
+        return LineKind.BAD, f"malformed SSE data: {_text_of(payload)!r}"
     error = obj.get("error")
     if error is not None or obj.get("object") == "error":
         detail = error if error is not None else obj
-        return ERROR, str(detail.get("message", detail)) if isinstance(detail, dict) else str(detail)
+        return LineKind.ERROR, str(detail.get("message", detail)) if isinstance(detail, dict) else str(detail)
     choices = obj.get("choices")
     if choices and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta")
         text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
         if isinstance(text, str) and text:
-            return CONTENT, text
+            return LineKind.CONTENT, text
         if choice.get("finish_reason") or obj.get("usage") or obj.get("timings"):
-            return META, obj
-        return SKIP, None  # the role-only first chunk
+            return LineKind.META, obj
+        return LineKind.SKIP, None  # the role-only first chunk
     if obj.get("usage") or obj.get("timings"):
-        return META, obj
-    return SKIP, None
+        return LineKind.META, obj
+    return LineKind.SKIP, None
 
 
 def _last(metas: Sequence[Any], pick: Any) -> Any:
@@ -187,7 +187,7 @@ class OpenAISSE(StreamFormat):
     def request(self, cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
         return request_of(cell, prompt, include_usage=self.include_usage)
 
-    def interpret(self, line: bytes | str) -> tuple[str, Any]:
+    def interpret(self, line: bytes | str) -> tuple[LineKind, Any]:
         return interpret_line(line)
 
     def server_fields(self, final: dict[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:

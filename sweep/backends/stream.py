@@ -12,7 +12,7 @@ A format implements three methods:
 ``request(cell, prompt) -> (path, json_body)``
     The URL path (``/api/generate``) and the JSON body for one streamed call.
 ``interpret(line) -> (kind, value)``
-    One line (``bytes`` from the hot loop, ``str`` accepted) classified as
+    One line (``bytes`` from the hot loop, ``str`` accepted) classified as a :class:`LineKind`
 
     - ``content`` (text): a token chunk; non-empty text is stamped as a token arrival;
     - ``meta`` (object): keep it and keep reading (e.g. an OpenAI usage chunk);
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -45,8 +46,18 @@ import orjson
 from sweep.backends.http import error_text
 from sweep.cells import Cell
 
-# The kinds a line can be (see the module docstring).
-CONTENT, META, FINAL, ERROR, BAD, SKIP = "content", "meta", "final", "error", "bad", "skip"
+
+class LineKind(StrEnum):
+    """What one line of a streamed answer is (see the module docstring): the runner acts on it."""
+
+    CONTENT = "content"   # a token chunk (text); non-empty text is stamped as a token arrival
+    META = "meta"         # an object to keep while reading on (e.g. an OpenAI usage chunk)
+    FINAL = "final"       # the last chunk (an object): reading stops
+    ERROR = "error"       # the server reported an error inside the stream (text) → server_error
+    BAD = "bad"           # unparseable (text) → protocol_error
+    SKIP = "skip"         # blank line, keep-alive, SSE comment or [DONE] (None)
+
+
 NS_PER_MS = 1_000_000
 
 
@@ -58,7 +69,7 @@ class StreamFormat:
     def request(self, cell: Cell, prompt: str) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
-    def interpret(self, line: bytes | str) -> tuple[str, Any]:
+    def interpret(self, line: bytes | str) -> tuple[LineKind, Any]:
         raise NotImplementedError
 
     def server_fields(self, final: dict[str, Any] | None, metas: Sequence[Any]) -> dict[str, Any]:

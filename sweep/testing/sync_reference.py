@@ -17,7 +17,7 @@ from sweep.contract import TrialRecord
 from sweep.backends.http import StreamClient
 from sweep.cells import Cell
 from sweep.runner import Target, _fill_timings, _Stream, measure_call
-from sweep.backends.stream import CONTENT, FINAL, SKIP, StreamFormat
+from sweep.backends.stream import LineKind, StreamFormat
 
 
 def measure_sync(client: httpx.Client, cell: Cell, prompt: str, fmt: StreamFormat) -> TrialRecord:
@@ -32,13 +32,13 @@ def measure_sync(client: httpx.Client, cell: Cell, prompt: str, fmt: StreamForma
         for line in response.iter_lines():
             arrived_ns = time.perf_counter_ns()
             kind, value = fmt.interpret(line)
-            if kind == CONTENT and value:
+            if kind == LineKind.CONTENT and value:
                 got.content_ns.append(arrived_ns)
                 got.pieces.append(value)
-            elif kind == FINAL:
+            elif kind == LineKind.FINAL:
                 got.final, got.final_ns = value, arrived_ns
                 break
-            elif kind not in (CONTENT, SKIP):
+            elif kind not in (LineKind.CONTENT, LineKind.SKIP):
                 raise AssertionError(f"reference path expects a clean stream, got {kind}: {value}")
     record = TrialRecord(status="ok")
     _fill_timings(record, sent_ns, got, fmt)
