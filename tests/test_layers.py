@@ -2,7 +2,8 @@
 
 The contracts live in ``pyproject.toml`` ([tool.importlinter]): no import cycles, sweep's
 layers from ``__main__`` down to ``contract``, backends and workloads never importing the
-multirun or the job, analysis importing only ``sweep.contract``, nothing importing ``tests``.
+multirun or the job, analysis and the embedded server importing only ``sweep.contract``, our
+Hydra plugins importing only the multirun's API, nothing importing ``tests``.
 The planted imports show the check is not vacuous: each one breaks the contract named.
 """
 
@@ -19,7 +20,7 @@ import pytest
 from tests.fixtures_server import require_module
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sweep", "analysis", "benchmarks", "tests")
+PACKAGES = ("sweep", "analysis", "benchmarks", "tests", "hydra_plugins")
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -45,6 +46,9 @@ def test_lint_imports_passes_with_the_declared_contracts() -> None:
     ("sweep/server/options.py", "from sweep import cells", "sweep: one-way layers"),
     ("benchmarks/anchor.py", "from tests import cells", "import nothing from tests"),
     ("sweep/store.py", "from sweep import provenance", "No import cycles anywhere"),
+    ("sweep/server/app.py", "from sweep import config", "sweep.server imports only sweep.contract"),
+    ("hydra_plugins/chimera_sweep/reload_aware_sweeper.py", "from sweep.backends import kinds",
+     "hydra_plugins import the sweep's multirun API, no internals"),
 ])
 def test_lint_imports_fails_on_a_planted_import(tmp_path: Path, module: str, planted: str, contract: str) -> None:
     require_module("importlinter", 'pip install -e ".[test]"')
