@@ -2,8 +2,10 @@
 
 The dataclasses are registered in Hydra's ConfigStore as the schema behind the
 YAML groups in ``conf/``, so a typo or a wrong type on the command line
-(``chimera.num_ctx=abc``) fails in Hydra before any request is sent.  Value
-checks that types cannot express (``trials=-1``) live in :func:`validate`.
+(``chimera.num_ctx=abc``, ``order=randm``: every choice key is a StrEnum) fails in Hydra
+before any request is sent.  Value checks that types cannot express (``trials=-1``) live in
+:func:`sweep.plan.validate`.  :func:`typed` turns a composed config into a :class:`SweepConfig`
+instance once per entry point; the code below takes typed (sub-)configs.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class BackendConfig:
     """
 
     kind: BackendName = BackendName.embedded
-    api: Api = Api.ollama                    # stream format (sweep/backends/stream.py): ollama = NDJSON /api/generate|chat
+    api: Api = Api.ollama                    # stream format: ollama = NDJSON /api/generate|chat, openai = SSE
     base_url: Optional[str] = None
     model_dir: Optional[str] = None          # embedded: extra .gguf files to serve
     connect_timeout_s: float = 10.0

@@ -173,7 +173,8 @@ class ReloadAwareSweeper(Sweeper):
             stored = len(plan.jobs) * self._rounds.total - visits if first.resume else 0
             left = f" left ({stored} stored)" if stored else ""
             at_once = f", {slots} at once" if slots > 1 else ""
-            how = "cells permuted every round" if order.order == Order.random else "cells alternate, same order every round"
+            how = ("cells permuted every round" if order.order == Order.random
+                   else "cells alternate, same order every round")
             print(f"plan: {plan.cells} cell(s) in {len(plan.jobs)} job(s) × {auto}{self._rounds.total} round(s) = "
                   f"{auto}{visits} job(s){left}{at_once}, {order.describe()}: {how}; "
                   f"{auto}{self._rounds.loads(rounds_plan)} model load(s) (blocked: {plan.loads})",

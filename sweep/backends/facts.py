@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sweep.config import BackendConfig
 
 from sweep import provenance
+from sweep.config import BackendConfig
 from sweep.backends import processes as backends
 from sweep.backends.model_state import block_count
 from sweep.backends.kinds import Start, kind_of

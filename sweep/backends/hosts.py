@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sweep.config import BackendConfig
-
 from sweep.contract import cell_path, cell_rows
 from sweep.backends.kinds import kind_of
 from sweep.cells import Cell, normalize_base_url
+from sweep.config import BackendConfig
 
 T = TypeVar("T")
 

@@ -4,9 +4,10 @@ Why records: the kind used to be a string tested about thirty times in six modul
 remote? does it take hosts? who starts it? does it speak the OpenAI API?), so a new kind of
 server meant edits all over.  Each answer is now a field of :class:`BackendKind`, and a new kind
 that speaks an existing wire format is one record in :data:`KINDS` plus its config file under
-``conf/backend/`` (whose names are the choices of ``backend.kind``: :class:`sweep.config.BackendName`;
-this module refuses to load when a file and a record do not pair up).  ``backend.api`` still picks the wire format (:data:`FORMATS`); a kind's own
-:attr:`BackendKind.fmt` is used when the names agree, so a kind can carry a quirk of its format.
+``conf/backend/`` (whose names are the choices of ``backend.kind``, :class:`sweep.config.BackendName`;
+this module refuses to load when a file and a record do not pair up).  ``backend.api`` still picks
+the wire format (:data:`FORMATS`); a kind's own :attr:`BackendKind.fmt` is used when the names
+agree, so a kind can carry a quirk of its format.
 """
 
 from __future__ import annotations

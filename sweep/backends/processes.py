@@ -16,11 +16,10 @@ import atexit
 from collections.abc import Callable
 from typing import Any
 
-from sweep.config import BackendConfig
-
 from sweep.cells import Cell, ConfigError
 from sweep.backends.hosts import host_urls
 from sweep.backends.kinds import Start, kind_of
+from sweep.config import BackendConfig
 
 _embedded: dict[tuple[str | None, int], Any] = {}
 

@@ -326,7 +326,7 @@ class Preflight(Callback):
 
 def dry_run(configs: Sequence[SweepConfig], sweep_dir: Path, rounds: Any = None,
             rounds_plan: Sequence[Sequence[int]] | None = None, one_process: bool = True) -> None:
-    """Called by the reload-aware sweeper with the jobs in run order (typed) and their directory: print the plan, exit 0.
+    """Called by the reload-aware sweeper with the typed jobs in run order and their directory: print the plan, exit 0.
 
     ``rounds`` (a :class:`sweep.multirun.rounds.Rounds`) and ``rounds_plan`` (its preview: job indexes per round):
     the multirun runs in rounds, and the plan shows their order by the table's cell numbers and the

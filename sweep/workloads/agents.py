@@ -93,7 +93,8 @@ def plan_agents(cfg: SweepConfig, preset: str, options: Mapping[str, Any], optio
         specs.append(AgentSpec(i, agent_preset, ordered, i % max(1, hosts)))
     workflow = cfg.agents.workflow if kind == MULTI_AGENT else Workflow.report
     w = cfg.workload
-    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if scenario == Scenario.chimera_hetero else ()
+    hetero = scenario == Scenario.chimera_hetero
+    keys = tuple(k for k in option_keys if any(k in o for o in per_agent)) if hetero else ()
     return AgentPlan(kind, workflow, scenario, tuple(specs), hosts, data_dir, w.analysis_prompt, w.report_prompt,
                      cfg.agent.system if cfg.agent.system is not None else w.system, cfg.agent.postprocess, keys)
 
