@@ -12,6 +12,7 @@ directory name, and changing a parameter makes a new cell.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -29,6 +30,7 @@ class WorkloadKind(StrEnum):
     PROMPT = "prompt"               # one streamed call per prompt
     AGENT_REPORT = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
     MULTI_AGENT = "multi_agent"     # N agents' workflows, concurrent and isolated runs
+    LOAD = "load"                   # one load run (open or closed loop), or one knee search: a row per request
 
 
 class State(StrEnum):
@@ -76,6 +78,7 @@ class Cell:
     endpoint: str
     keep_alive: str | None
     agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
+    load_plan: LoadPlan | None = None    # workload=load: the load offered, its length, the SLO, the knee search
 
     @property
     def cell_hash(self) -> str:
@@ -88,6 +91,8 @@ class Cell:
         }
         if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
             identity["agent_plan"] = self.agent_plan.identity()
+        if self.load_plan is not None:
+            identity["load_plan"] = dataclasses.asdict(self.load_plan)
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -96,6 +101,8 @@ class Cell:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
         label = self.agent_plan.label() if self.agent_plan is not None else ""
+        if self.load_plan is not None:
+            label = self.load_plan.label()
         return " ".join(([label] if label else []) + parts)
 
     @property
@@ -157,6 +164,14 @@ class Workload(Protocol):
 
     async def run_trial(self, trial: Trial, attempt: int) -> list[TrialRecord]:
         """One attempt of ``trial``: its rows, not yet stored (every call's, failures included)."""
+        ...
+
+    def failed(self, rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+        """The rows that make this attempt a failure, worth a retry when transient (usually: every row not ok).
+
+        Why a workload's call: a load run's timed-out requests under overload are its measurement, not a
+        failed attempt; only a run none of whose requests succeeded (a server down) is retried.
+        """
         ...
 
 
@@ -257,3 +272,49 @@ class AgentPlan:
             parts.append("per-agent " + " ".join(
                 f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a ``workload=load`` cell offers; every field changes what is measured, so all are in the cell hash.
+
+    ``level`` is a rate (req/s, open loop) or a concurrency (closed loop).  ``sweep``: a trial is a knee
+    search from ``low`` (doubling, at most ``high``, then bisection to ``tolerance``); else a trial is one run
+    at ``level``.  A run lasts ``duration_s`` (open loop: arrivals in it) or ``requests`` requests.
+    """
+
+    loop: str                      # open | closed
+    arrivals: str                  # constant | poisson (open loop)
+    level: float | None            # the fixed rate or concurrency (None when sweep)
+    duration_s: float | None
+    requests: int | None
+    sweep: bool
+    low: float
+    high: float
+    tolerance: float
+    seed: int
+    slo_ttft_ms: float | None
+    slo_itl_ms: float | None
+    slo_e2e_ms: float | None
+    slo_fraction: float
+
+    @property
+    def closed(self) -> bool:
+        return self.loop == "closed"
+
+    def slo_text(self) -> str:
+        """The SLO as stored in the ``slo`` column: ``ttft_ms<=500 fraction>=0.9``."""
+        limits = [f"{k}<={v:g}" for k, v in (("ttft_ms", self.slo_ttft_ms), ("itl_ms", self.slo_itl_ms),
+                                              ("e2e_ms", self.slo_e2e_ms)) if v is not None]
+        return " ".join(limits + [f"fraction>={self.slo_fraction:g}"]) if limits else "none"
+
+    def label(self) -> str:
+        """What the cell id adds: the loop and its level (or the knee search), and the SLO."""
+        length = f"{self.requests} requests" if self.requests is not None else f"{self.duration_s:g} s"
+        if self.sweep:
+            what = f"knee {self.loop}-loop {self.low:g}..{self.high:g}"
+        elif self.closed:
+            what = f"closed-loop concurrency={self.level:g}"
+        else:
+            what = f"open-loop rate={self.level:g}/s {self.arrivals}"
+        return f"load {what} {length} slo {self.slo_text()}"

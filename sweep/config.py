@@ -174,6 +174,37 @@ class AutoConfig:
 
 
 @dataclass
+class LoadConfig:
+    """``workload=load``: the load a run offers (open loop at ``rate``, or closed loop at ``concurrency``) and for how long.
+
+    ``rates=sweep`` finds the knee instead: from ``low`` the level doubles until the SLO fails (at most
+    ``high``), then bisects the bracket until it is narrower than ``tolerance`` × its low end.
+    """
+
+    rate: Optional[float] = None             # open loop: requests per second (arrivals, whatever is in flight)
+    arrivals: str = "constant"               # constant | poisson (exponential gaps, seeded by load.seed)
+    concurrency: Optional[int] = None        # closed loop: requests kept in flight
+    duration_s: Optional[float] = None       # a run's length: arrivals within it (10 s when requests is unset too)
+    requests: Optional[int] = None           # or a run of this many requests
+    rates: Optional[str] = None              # sweep: find the knee (highest level meeting slo.fraction) by bisection
+    loop: Optional[str] = None               # open | closed; null: closed when load.concurrency is set
+    low: Optional[float] = None              # sweep: first level (default 0.5 req/s open, 1 closed)
+    high: Optional[float] = None             # sweep: the doubling stops here (default 64)
+    tolerance: float = 0.05                  # sweep: stop when (failing − passing) ≤ tolerance × passing
+    seed: int = 0                            # poisson arrivals (with the trial and step: each run its own draw)
+
+
+@dataclass
+class SloConfig:
+    """The service-level objective of ``workload=load``: a request is good when it meets every limit set."""
+
+    ttft_ms: Optional[float] = None          # time to first token, from the scheduled send time
+    itl_ms: Optional[float] = None           # the request's mean inter-token latency (itl_ms_mean)
+    e2e_ms: Optional[float] = None           # scheduled send → last chunk
+    fraction: float = 0.9                    # load.rates=sweep: a level passes when this share of requests is good
+
+
+@dataclass
 class SweepConfig:
     """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
 
@@ -203,6 +234,8 @@ class SweepConfig:
     order_seed: Optional[int] = None         # random order's seed; null: drawn and recorded in _run.json
     # set by the sweeper in a multirun under order=random|interleaved: this job measures round N of its cells only
     round: Optional[int] = None
+    load: LoadConfig = field(default_factory=LoadConfig)    # workload=load: rate/concurrency, duration, knee search
+    slo: SloConfig = field(default_factory=SloConfig)       # workload=load: what a good request is (goodput)
 
 
 def new_sweep_id(output_root: str, resume: bool, given_dir: str) -> str:

@@ -218,6 +218,30 @@ class TrialRecord:
                                                 "measure), 100 = one core busy; null where unknown (not Linux)",
                                            label="background CPU %", decimals=1, better=LOWER, show=EXTRA)
     loadavg_1m: float | None = col("", "the machine's 1-minute load average when the call started")
+    # --- load generation (issue 29): workload=load, one row per request of a load run, see sweep/workloads/load.py
+    load_loop: str | None = col("", "`open` (arrivals at a fixed rate, whatever is in flight) or `closed` (a fixed "
+                                    "number of requests in flight)")
+    load_arrivals: str | None = col("", "open loop: `constant` or `poisson` (seeded) inter-arrival times")
+    load_rate: float | None = col("req/s", "open loop: the arrival rate this run offered")
+    load_concurrency: int | None = col("requests", "closed loop: requests kept in flight in this run")
+    load_run_id: str | None = col("", "one load run (a rate or concurrency held for load.duration_s or "
+                                      "load.requests); shared by its requests' rows")
+    load_step: int | None = col("", "the run's step in its trial: 0 for a fixed rate; with load.rates=sweep the "
+                                    "bisection's n-th run")
+    load_offset_ms: float | None = col("ms", "scheduled send time of the request, from the run's start")
+    send_delay_ms: float | None = col("ms", "actual send − scheduled send time; in load rows ttft_ms and e2e_ms "
+                                            "count from the scheduled time, so they include it (no coordinated "
+                                            "omission)")
+    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator)")
+    slo_ok: bool | None = col("", "the request succeeded and met every SLO set (ttft_ms, itl_ms_mean, e2e_ms "
+                                  "against slo.ttft_ms, slo.itl_ms, slo.e2e_ms)")
+    slo: str | None = col("", "the SLO the run was judged by, e.g. `ttft_ms<=500 fraction>=0.9`")
+    load_capacity: float | None = col("req/s or requests", "load.rates=sweep, on the last run of a bisection: the "
+                                                           "highest rate (or concurrency) whose goodput fraction "
+                                                           "met slo.fraction; null when none did")
+    load_knee: str | None = col("", "load.rates=sweep, on the last run of a bisection: `bracketed` (between a "
+                                    "passing and a failing level), `below_low` (load.low failed) or `at_high` "
+                                    "(load.high passed: a lower bound)")
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean

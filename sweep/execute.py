@@ -183,7 +183,7 @@ class CellRun:
             self.keep(*rows)
             return rows
 
-        return await with_retries(self.policy, once)
+        return await with_retries(self.policy, once, workload.failed)
 
 
 def is_transient(record: TrialRecord) -> bool:
@@ -191,7 +191,13 @@ def is_transient(record: TrialRecord) -> bool:
     return _transient(record.status, record.http_status)
 
 
-async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]]
+def not_ok(rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The rows that failed: what makes an attempt of most workloads a failure."""
+    return [r for r in rows if r.status != Status.OK]
+
+
+async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]],
+                       failures: Callable[[Sequence[TrialRecord]], list[TrialRecord]] = not_ok,
                        ) -> tuple[bool, list[TrialRecord]]:
     """Run ``once(attempt)`` (it stores its rows) until they all succeed; (succeeded, the last attempt's rows).
 
@@ -200,7 +206,7 @@ async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[Tria
     """
     for attempt in range(1, policy.retries + 2):
         rows = await once(attempt)
-        failed = [r for r in rows if r.status != Status.OK]
+        failed = failures(rows)
         if not failed:
             return True, rows
         if not all(is_transient(r) for r in failed if r.status != Status.SKIPPED) or attempt > policy.retries:

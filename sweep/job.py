@@ -36,6 +36,7 @@ from sweep.backends.facts import server_facts
 from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workloads.load import load_workload
 from sweep.workloads.prompt import prompt_workload
 from sweep.workloads.workflow import agent_workload
 
@@ -222,7 +223,9 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> _Run:
 
 
 def _workload(job: _Job, run: CellRun) -> Workload:
-    """The cell's :class:`~sweep.cells.Workload`: its prompts, or its agents over every server."""
+    """The cell's :class:`~sweep.cells.Workload`: its prompts, a load run, or its agents over every server."""
+    if run.cell.load_plan is not None:
+        return load_workload(run, job.design.trials)
     if run.cell.agent_plan is None:
         return prompt_workload(run, job.design.trials)
     return agent_workload(run, job.targets, job.design.trials, job.cfg.agents.isolated_runs)

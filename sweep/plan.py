@@ -20,6 +20,7 @@ from sweep.cells import Cell, ConfigError, Order, Prompt, State, WorkloadKind, n
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
 from sweep.workloads import agents
+from sweep.workloads.loadgen import load_plan
 
 
 T = TypeVar("T")
@@ -235,7 +236,9 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
     hosts = host_urls(cfg.backend)
     kind = kind_of(cfg.backend)
     base_url = " ".join(hosts) if kind.remote else None
-    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.PROMPT else ""
+    agent_kind = cfg.workload.kind in (WorkloadKind.AGENT_REPORT, WorkloadKind.MULTI_AGENT)
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if agent_kind else ""
+    load = load_plan(cfg.load, cfg.slo, trials_count(cfg)) if cfg.workload.kind == WorkloadKind.LOAD else None
     option_sets = _option_sets(cfg)
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
@@ -245,14 +248,14 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
         kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                    keep_alive=cfg.backend.keep_alive)
         plan = None
-        if cfg.workload.kind != WorkloadKind.PROMPT:
+        if agent_kind:
             servers = len(hosts) if hosts else cfg.backend.instances
             plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
         cells.append(Cell(
             preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
             options=options, workload=cfg.workload.name, prompts=prompts,
             system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-            keep_alive=cfg.backend.keep_alive, agent_plan=plan,
+            keep_alive=cfg.backend.keep_alive, agent_plan=plan, load_plan=load,
         ))
     return cells
 

@@ -144,8 +144,14 @@ def _client_share(record: TrialRecord) -> None:
                                                              record.prompt_eval_duration_ms)
 
 
-async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord) -> TrialRecord:
-    """Send ``prompt`` as one streamed call of ``cell`` and measure it; ``record`` holds the identity columns."""
+async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord,
+                       scheduled_ns: int | None = None) -> TrialRecord:
+    """Send ``prompt`` as one streamed call of ``cell`` and measure it; ``record`` holds the identity columns.
+
+    ``scheduled_ns`` (a load run's ``perf_counter_ns`` send time): TTFT and e2e count from it, not from the
+    actual send, and ``send_delay_ms`` says how late the send was, so a client or server that falls behind
+    cannot hide the wait (no coordinated omission).
+    """
     record = dataclasses.replace(record, started_at=utc_now())
     fmt = target.fmt
     path, body = fmt.request(cell, prompt)
@@ -166,7 +172,9 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
         got.status = _STATUS_OF.get(exc.kind, Status.PROTOCOL_ERROR)
         got.error = str(exc)
     record.status, record.error, record.http_status = got.status, got.error, got.http_status
-    _fill_timings(record, sent_ns, got, fmt)
+    if scheduled_ns is not None:
+        record.send_delay_ms = (sent_ns - scheduled_ns) / NS_PER_MS
+    _fill_timings(record, sent_ns if scheduled_ns is None else scheduled_ns, got, fmt)
     return record
 
 
