@@ -38,6 +38,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("client_side", "Client-side share", ("client_side",)),
     ("agent_stages", "Agent workflows", ("agent_stages",)),
     ("concurrency", "Concurrency", ("concurrency", "concurrency_scenarios")),
+    ("load", "Load and capacity", ("load_capacity", "load_levels")),   # workload=load: goodput, the knee
     ("imported", "Imported results", ("import_sources", "import_differences")),  # old harnesses' folders
 )
 

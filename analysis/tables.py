@@ -17,7 +17,8 @@ its own (one job each) and is re-exported here, where scripts import it from:
 - :mod:`analysis.comparisons`: baseline vs chimera;
 - :mod:`analysis.sensitivity`: parameter sensitivity and interactions;
 - :mod:`analysis.run_order`: first trial vs the rest (cold start);
-- :mod:`analysis.search` and :mod:`analysis.agents`: the search and agent sections.
+- :mod:`analysis.search` and :mod:`analysis.agents`: the search and agent sections;
+- :mod:`analysis.capacity`: the load section (capacity, goodput and latency per level).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.agents import analyse_agents
+from analysis.capacity import analyse_load
 from analysis.base import CI, STOP_REASON, Analysis, Options, Table, ci_methods
 from analysis.cellstats import Measured, cell_frame, cell_statistics
 from analysis.comparisons import baseline_vs_chimera
@@ -71,4 +73,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
         tables += search_tables(df, cells, opts)
     agent_tables, concurrency_figure = analyse_agents(df, cells, multi, opts)
     tables += agent_tables
+    load_tables, note = analyse_load(df, cells, opts)
+    tables += load_tables
+    if note:
+        notes["load"] = note
     return Analysis(tables, cells, cs, notes, multi, opts, concurrency_figure)
