@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.workloads.agents import expected_rows
+from sweep.workloads.loadgen import expected_requests
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
@@ -131,7 +132,7 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
     if not path.exists():
         return 0
     rows = CellStore(path).previous_rows()
-    if cell.agent_plan is not None:  # one row per call of an agent's workflow
+    if cell.agent_plan is not None or cell.load_plan is not None:  # one row per call of a workflow, or request
         return len(measured_ok(rows, cell.cell_hash))
     return len(already_measured(rows, cell.cell_hash))
 
@@ -147,6 +148,8 @@ def plan_all(configs: Sequence[DictConfig]) -> list[Planned]:
             calls = (expected_rows(cell.agent_plan, trials_count(cfg) or int(cfg.auto.max_trials),
                                    cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
+            if cell.load_plan is not None:   # a request per row: the runs' requests (a knee search: its first run's)
+                calls = (trials_count(cfg) or 1) * expected_requests(cell.load_plan)
             warmup = warmups_per_visit(cfg)   # per visit, for agent cells too (a warm-up run each)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
                                    loaded.get(key[0]) != key, calls, cold=cfg.state == "cold"))
@@ -234,6 +237,8 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
         opts = " ".join(f"{k}={v}" for k, v in p.cell.options.items()) or "(server defaults)"
         if p.cell.agent_plan is not None and p.cell.agent_plan.label():
             opts = f"{p.cell.agent_plan.label()} {opts}"
+        if p.cell.load_plan is not None:
+            opts = f"{p.cell.load_plan.label()} {opts}"
         expected = p.calls
         done = f"{p.done}/{expected}" if p.done else "–"
         table.add_row(str(i), p.cell.preset, p.cell.model, opts, p.cell.cell_hash,

@@ -26,11 +26,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from sweep import interrupts
-from sweep.cells import LoadPlan, Trial, TrialSpec
+from sweep.cells import Cell, LoadPlan, Trial, TrialSpec
 from sweep.contract import Status, TrialRecord
-from sweep.execute import CellRun
+from sweep.execute import CellRun, console_note
 from sweep.runner import measure_call
-from sweep.workloads.loadgen import (DEFAULT_DURATION_S, Bisection, LoadTrial, arrival_offsets_s,
+from sweep.workloads.loadgen import (Bisection, LoadTrial, arrival_offsets_s,
                                      goodput_fraction, slo_met)
 from sweep.workloads.trials import CellTrials
 
@@ -73,6 +73,7 @@ class LoadWorkload(CellTrials):
             if search.next_level() is None:
                 for row in rows:
                     row.load_capacity, row.load_knee = search.capacity, search.knee
+                console_note(capacity_line(self.cell, trial.trial, search))
                 return rows
             await self._keep(rows)
             step += 1
@@ -123,10 +124,7 @@ class LoadWorkload(CellTrials):
     async def _open(self, base: TrialRecord, rate: float, trial: int, step: int, start_ns: int) -> list[TrialRecord]:
         """Arrivals at their scheduled times, whatever is in flight; the run ends when every request has."""
         plan = self.plan
-        duration = plan.duration_s if plan.requests is None and plan.duration_s is not None else None
-        if plan.requests is None and duration is None:
-            duration = DEFAULT_DURATION_S
-        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step), duration_s=duration,
+        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step), duration_s=plan.duration_s,
                                     requests=plan.requests)
         tasks = []
         for k, offset in enumerate(offsets):
@@ -140,8 +138,7 @@ class LoadWorkload(CellTrials):
     async def _closed(self, base: TrialRecord, concurrency: int, start_ns: int) -> list[TrialRecord]:
         """``concurrency`` workers, each sending its next request when its last one ends, until the run's end."""
         plan = self.plan
-        duration = plan.duration_s if plan.duration_s is not None else DEFAULT_DURATION_S
-        stop_ns = start_ns + int(duration * NS_PER_S) if plan.requests is None else None
+        stop_ns = start_ns + int(plan.duration_s * NS_PER_S) if plan.duration_s is not None else None
         numbers = itertools.count()
         rows: list[TrialRecord] = []
 
@@ -157,6 +154,14 @@ class LoadWorkload(CellTrials):
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return sorted(rows, key=lambda r: r.load_offset_ms or 0.0)
+
+
+def capacity_line(cell: Cell, trial: int, search: Bisection) -> str:
+    """The console's line for a finished knee search: its capacity, how it ended, the levels it ran."""
+    unit = "in flight" if cell.load_plan is not None and cell.load_plan.closed else "req/s"
+    found = f"{search.capacity:.4g} {unit}" if search.capacity is not None else "none"
+    tried = " ".join(f"{level:.4g}{'✓' if ok else '✗'}" for level, ok in search.tried)
+    return f"    knee search {trial}: capacity {found} ({search.knee}; runs {tried}) — {cell.cell_id}"
 
 
 def load_workload(run: CellRun, trials: int | None) -> LoadWorkload:

@@ -240,7 +240,9 @@ def load_plan(load: Any, slo: Any, trials: int | None) -> LoadPlan:
     if not 0 < load.tolerance < 1:
         raise ConfigError(f"invalid load.tolerance={load.tolerance}: must be in (0, 1)")
     return LoadPlan(loop=loop, arrivals=load.arrivals if loop == OPEN else CONSTANT,
-                    level=float(level) if level is not None else None, duration_s=load.duration_s,
+                    level=float(level) if level is not None else None,
+                    duration_s=load.duration_s if load.duration_s is not None or load.requests is not None
+                    else DEFAULT_DURATION_S,
                     requests=load.requests, sweep=sweep, low=low, high=high, tolerance=float(load.tolerance),
                     seed=int(load.seed), slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms,
                     slo_fraction=float(slo.fraction))
