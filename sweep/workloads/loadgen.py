@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.cells import Cell, LoadPlan, Trial
+from sweep.cells import Cell, ConfigError, LoadPlan, Trial
 from sweep.contract import Status, TrialRecord
 
 CONSTANT, POISSON = "constant", "poisson"
@@ -186,8 +186,6 @@ def expected_requests(plan: LoadPlan) -> int:
 
 def load_plan(load: Any, slo: Any, trials: int | None) -> LoadPlan:
     """The cell's :class:`~sweep.cells.LoadPlan` from ``load.*`` and ``slo.*``; :class:`ConfigError` (one line) if wrong."""
-    from sweep.cells import ConfigError
-
     def positive(name: str, value: Any) -> None:
         if value is not None and not value > 0:
             raise ConfigError(f"invalid {name}={value}: must be > 0")
