@@ -113,7 +113,7 @@ def test_bisection_by_hand() -> None:
     assert [lvl for lvl, _ in top.tried] == [1, 2, 4, 8, 12] and (top.capacity, top.knee) == (12, AT_HIGH)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(low=st.floats(0.1, 10), span=st.floats(1.5, 200), where=st.floats(0, 1, exclude_max=True),
        tolerance=st.floats(0.01, 0.5))
 def test_bisection_brackets_the_true_knee(low: float, span: float, where: float, tolerance: float) -> None:
@@ -128,7 +128,7 @@ def test_bisection_brackets_the_true_knee(low: float, span: float, where: float,
     assert len(b.tried) <= math.ceil(math.log2(span)) + 1 + math.ceil(math.log2(span / tolerance)) + 1
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(low=st.integers(1, 8), span=st.integers(1, 60), true=st.floats(0.5, 600))
 def test_integer_bisection_finds_the_floor(low: int, span: int, true: float) -> None:
     high = low + span
