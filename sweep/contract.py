@@ -218,6 +218,10 @@ class TrialRecord:
                                                 "measure), 100 = one core busy; null where unknown (not Linux)",
                                            label="background CPU %", decimals=1, better=LOWER, show=EXTRA)
     loadavg_1m: float | None = col("", "the machine's 1-minute load average when the call started")
+    # --- server parallelism (issue 29): backend.parallel, see sweep/backends/processes.py
+    server_parallel: int | None = col("requests", "requests the server generates at once (its slots): backend.parallel "
+                                                  "for a server the sweep starts (embedded, llama_server; 1 when "
+                                                  "unset), a local Ollama's OLLAMA_NUM_PARALLEL; null where unknown")
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean

@@ -105,6 +105,12 @@ class Launch:
     path: Path
     flags: tuple[str, ...]
 
+    @property
+    def slots(self) -> int:
+        """The ``-np`` it was started with (:func:`flags_for` always passes one)."""
+        flags = list(self.flags)
+        return int(flags[flags.index("-np") + 1]) if "-np" in flags else DEFAULT_SLOTS
+
 
 class LlamaServer:
     """One llama-server child on 127.0.0.1.  ``stop()`` is idempotent."""
@@ -130,6 +136,10 @@ class LlamaServer:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    @property
+    def slots(self) -> int:
+        return self.launch.slots
 
     @property
     def root_url(self) -> str:
