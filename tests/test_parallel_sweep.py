@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,20 @@ def test_embedded_sweep_over_parallel_restarts_and_stores_slots(tmp_path: Path) 
     assert run["server"]["parallel_source"] == "--parallel"
     configs = {c["config"]["backend"]["parallel"] for c in run["cells"].values()}
     assert configs == {1, 2}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_llama_server_sweep_passes_np_and_stores_slots(tmp_path: Path) -> None:
+    """backend=llama_server backend.parallel=2: started with -np 2 and -c 2 × num_ctx; the rows say 2."""
+    from tests.fixtures_server import require_tool
+
+    require_tool("llama-server")
+    result = run_sweep("backend=llama_server", "backend.parallel=2", "chimera.num_ctx=512", "chimera.num_thread=1",
+                       "chimera.num_predict=4", f"output_root={tmp_path}", "trials=1", "warmup=0", "progress=false",
+                       "telemetry.enabled=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (flags,) = re.findall(r"llama-server started: pid \d+, port \d+, flags (.*) \(model", result.stderr)
+    assert "-c 1024 " in flags and flags.endswith("-np 2"), flags
+    df = trials_of(tmp_path)
+    assert list(df.server_parallel) == [2] and df.cell_id.iloc[0].endswith("parallel=2")

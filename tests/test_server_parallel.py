@@ -38,10 +38,10 @@ class Stream:
     error: str | None = None
 
 
-def _race(send: Callable[[httpx.Client, Stream], None], base_url: str) -> list[Stream]:
-    """Two requests released together (a barrier), each read in its own thread."""
-    streams = [Stream(), Stream()]
-    barrier = threading.Barrier(2)
+def _race(send: Callable[[httpx.Client, Stream], None], base_url: str, n: int = 2) -> list[Stream]:
+    """``n`` requests released together (a barrier), each read in its own thread."""
+    streams = [Stream() for _ in range(n)]
+    barrier = threading.Barrier(n)
 
     def one(stream: Stream) -> None:
         with httpx.Client(base_url=base_url, timeout=httpx.Timeout(120.0, connect=10.0)) as http:
@@ -133,6 +133,15 @@ def test_embedded_two_slots_overlap_and_ps_reports_them(engine_with: Callable[..
     assert model["num_parallel"] == 2
     streams = _race(ollama_generate, server.base_url)
     assert overlapped(streams), streams
+
+
+def test_embedded_third_request_waits_for_a_free_slot(engine_with: Callable[..., EmbeddedServer]) -> None:
+    """Three requests on two slots: two run together, the third starts only when one of them has finished."""
+    server = engine_with("--parallel", "2")
+    _warm(server.base_url)
+    streams = sorted(_race(ollama_generate, server.base_url, n=3), key=lambda s: s.first)   # type: ignore[arg-type]
+    assert overlapped(streams[:2]), streams
+    assert min(s.end for s in streams[:2]) < streams[2].first, streams   # type: ignore[type-var,operator]
 
 
 def test_embedded_one_slot_queues_the_second_request(engine_with: Callable[..., EmbeddedServer]) -> None:
