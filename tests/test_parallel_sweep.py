@@ -111,6 +111,9 @@ def test_embedded_sweep_over_parallel_restarts_and_stores_slots(tmp_path: Path) 
     assert run["server"]["parallel_source"] == "--parallel"
     configs = {c["config"]["backend"]["parallel"] for c in run["cells"].values()}
     assert configs == {1, 2}
+    from analysis.load import load   # the report's cell labels name the slots, as the options they vary
+
+    assert set(load([only_sweep(tmp_path)]).frame["cell"]) == {"chimera parallel=1", "chimera parallel=2"}
 
 
 @pytest.mark.slow
