@@ -226,7 +226,11 @@ def _derive_cells(df: pd.DataFrame) -> pd.Series:
 
 def _ident_text(column: str, value: Any) -> str:
     """An identity value in a cell label (the agent count says what it counts)."""
-    return f"agents={int(value)}" if column == AGENTS else str(value)
+    if column == AGENTS:
+        return f"agents={int(value)}"
+    if column == SERVER_PARALLEL:   # the server's slots (backend.parallel), as the sweep's cell ids say them
+        return f"parallel={int(value)}"
+    return str(value)
 
 
 def format_level(column: str, value: Any) -> str:
@@ -313,7 +317,8 @@ def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS)
+SERVER_PARALLEL = "server_parallel"
+_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS, SERVER_PARALLEL)
 
 
 def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:

@@ -79,6 +79,7 @@ class Cell:
     keep_alive: str | None
     agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
     load_plan: LoadPlan | None = None    # workload=load: the load offered, its length, the SLO, the knee search
+    parallel: int | None = None  # backend.parallel: the server's slots (load-time: a change restarts the server)
 
     @property
     def cell_hash(self) -> str:
@@ -93,6 +94,8 @@ class Cell:
             identity["agent_plan"] = self.agent_plan.identity()
         if self.load_plan is not None:
             identity["load_plan"] = dataclasses.asdict(self.load_plan)
+        if self.parallel is not None:    # likewise: cells without backend.parallel keep their hashes
+            identity["parallel"] = self.parallel
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -100,6 +103,8 @@ class Cell:
     def cell_id(self) -> str:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
+        if self.parallel is not None:
+            parts.append(f"parallel={self.parallel}")
         label = self.agent_plan.label() if self.agent_plan is not None else ""
         if self.load_plan is not None:
             label = self.load_plan.label()
@@ -203,13 +208,16 @@ LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_
 
 
 def load_key(cell: Cell) -> tuple[Any, ...]:
-    """What a server must (re)load for this cell: which server, which model, which load-time options.
+    """What a server must (re)load for this cell: which server, its slots, which model, which load-time options.
 
     Unset options sort first (``(0,)``), so a baseline cell on server defaults
-    leads its model's group, and mixed None/int values still compare.
+    leads its model's group, and mixed None/int values still compare.  The slots
+    (``backend.parallel``) come before the model: a change restarts the whole
+    server, so the cells of one slot count run together, whatever their model.
     """
     server = cell.base_url or cell.backend
-    return (server, cell.model) + tuple(
+    slots = (0,) if cell.parallel is None else (1, cell.parallel)
+    return (server, slots, cell.model) + tuple(
         (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
 
 

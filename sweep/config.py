@@ -68,6 +68,7 @@ class BackendConfig:
     headers_env: str = "CHIMERA_SWEEP_HEADERS"  # "Name: value; Other: value", if set
     hosts: List[str] = field(default_factory=list)  # several servers: agents assigned round-robin
     instances: int = 1                       # embedded: servers started, each on its own port
+    parallel: Optional[int] = None           # server slots (load-time): embedded --parallel, llama-server -np; null: 1
 
 
 ANALYSIS_PROMPT = (

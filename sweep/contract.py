@@ -242,6 +242,10 @@ class TrialRecord:
     load_knee: str | None = col("", "load.rates=sweep, on the last run of a bisection: `bracketed` (between a "
                                     "passing and a failing level), `below_low` (load.low failed) or `at_high` "
                                     "(load.high passed: a lower bound)")
+    # --- server parallelism (issue 29): backend.parallel, see sweep/backends/processes.py
+    server_parallel: int | None = col("requests", "requests the server generates at once (its slots): backend.parallel "
+                                                  "for a server the sweep starts (embedded, llama_server; 1 when "
+                                                  "unset), a local Ollama's OLLAMA_NUM_PARALLEL; null where unknown")
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean

@@ -130,6 +130,8 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
         config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                                  gpus=telemetry.gpus if telemetry else process_gpus())
+        slots, slots_source = backends.server_slots(b, base_url)   # the server's parallel slots, where known
+        env["server"].update(parallel=slots, parallel_source=slots_source)
         provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
                                                               "config": config, "command": env["command"],
                                                               "overrides": overrides or []}
@@ -217,6 +219,7 @@ def _cell_run(job: _Job, cell: Cell, store: CellStore) -> _Run:
     run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
                   Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,
                   running=job.running, background=Probe(server))
+    run.extra["server_parallel"] = backends.server_slots(b, job.urls[0])[0]
     if cell.agent_plan is None and job.layers.get(cell.model) is not None:
         run.extra["model_layers"] = job.layers[cell.model]
     return run, _workload(job, run), traces

@@ -51,6 +51,7 @@ def validate(cfg: DictConfig) -> None:
                           "servers use backend.instances=N")
     for host in b.hosts:
         normalize_base_url(str(host))
+    kind.check_parallel(b.get("parallel"))
     if b.instances < 1 or (b.instances > 1 and not kind.several_instances):
         raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with "
                           f"backend={_kinds_with('several_instances')} (list running servers with backend.hosts=[URL,URL])")
@@ -256,6 +257,7 @@ def plan_cells(cfg: DictConfig) -> list[Cell]:
             options=options, workload=cfg.workload.name, prompts=prompts,
             system=cfg.workload.system, endpoint=cfg.workload.endpoint,
             keep_alive=cfg.backend.keep_alive, agent_plan=plan, load_plan=load,
+            parallel=cfg.backend.get("parallel"),
         ))
     return cells
 

@@ -124,6 +124,7 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     assert COLUMN_NAMES[i - 1:i + 2] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
     i = COLUMN_NAMES.index("load_loop")                      # then load generation (issue 29)
     assert COLUMN_NAMES[i:i + 3] == ("load_loop", "load_arrivals", "load_rate")
+    assert "server_parallel" in COLUMN_NAMES[i + 2:]         # issue 29's blocks follow, in the order they merged
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 

@@ -43,6 +43,8 @@ INTERNAL: dict[str, str] = {
     "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
     "sweep.multirun.rounds": "the multirun's order and its round overrides, " + _UNIT,
     "sweep.multirun.jobs": "Hydra's basic grid and override_dirname on the public API, against Hydra's own",
+    "sweep.backends.processes": "a local Ollama's OLLAMA_NUM_PARALLEL read from a stand-in process's environment, "
+                                + _UNIT,
     "sweep.backends.hosts": "the order a round's jobs take the servers in, " + _UNIT,
     "sweep.multirun.layout": "where a sweep directory is fixed (Place): each way of choosing sweep_id, " + _UNIT,
     "sweep.multirun.preflight": "the dry run's duration estimate on hand-computed histories, " + _UNIT,

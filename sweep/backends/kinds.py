@@ -55,6 +55,25 @@ class BackendKind:
         """Speaks the OpenAI API: options are checked against its fields, the inventory is GET /models."""
         return self.fmt.name == OPENAI.name
 
+    def check_parallel(self, parallel: int | None) -> None:
+        """``backend.parallel``: a whole number >= 1, and only for a server this sweep starts (:class:`ConfigError`).
+
+        Why a refusal, not a note, for a running server: the sweep cannot set its slots, so cells
+        ``backend.parallel=1,2`` would measure the same server twice under two labels.  Its own
+        setting is recorded instead (``server_parallel``, where the server or its environment tells it).
+        """
+        if parallel is None:
+            return
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"invalid backend.parallel={parallel!r}: a whole number >= 1 (requests the server "
+                              "generates at once)")
+        if self.remote:
+            where = ("set OLLAMA_NUM_PARALLEL=N where `ollama serve` runs" if self.fmt.name == OLLAMA.name else
+                     "set it where the server starts (llama-server -np N, vLLM --max-num-seqs N)")
+            raise ConfigError(f"backend.parallel={parallel} cannot be set by the sweep on backend={self.name}, "
+                              f"whose server is already running: {where}, and drop backend.parallel; the sweep "
+                              "records the server's own value in server_parallel where it can read it")
+
     def check(self, options: Mapping[str, Any], *, system: str | None, endpoint: str,
               keep_alive: str | None) -> None:
         """Refuse, in one line, what this kind cannot carry (:class:`ConfigError`)."""

@@ -141,6 +141,7 @@ class OllamaAPI(Handlers):
                     "expires_at": _iso(i.expires_at),
                     "size_vram": vram * i.size // total,
                     "context_length": i.context_length,
+                    "num_parallel": i.parallel,   # ours: requests it generates at once (Ollama has no field)
                 }
                 for i in infos
             ]

@@ -64,10 +64,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class DecodeState:
     """A loaded model's decode side: its context, one reused batch, the tokens in its KV cache."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, ctx: Any = None) -> None:
+        """``ctx``: one of the model's parallel contexts (default: ``llm``'s own)."""
         lc = _llama_cpp()
         self.llm = llm
-        self.ctx = llm.ctx
+        self.ctx = llm.ctx if ctx is None else ctx
         self.vocab = lc.llama_model_get_vocab(llm.model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
         self.n_batch = int(llm.n_batch)
