@@ -27,6 +27,9 @@ says?") from the stored rows, and each is shown, never used to drop a row:
   computes").  A cell counts when its server is on the measuring machine (the embedded engine,
   or a loopback address), it put nothing on a GPU (``vram_fraction`` 0 or unknown) and its
   ``num_thread`` is at least the machine's logical CPUs from the sweep's provenance.
+* **short output** (:func:`short_output_cells`, :func:`short_output_line`, one report and terminal
+  line): cells with ``workload.max_tokens`` whose trials generated fewer tokens (``short_output``,
+  stored by the sweep as ``eval_count < num_predict``).
 """
 
 from __future__ import annotations
@@ -171,4 +174,38 @@ def shared_cpu_line(df: pd.DataFrame, provenance: dict[str, list[dict[str, Any]]
     return (f"{len(flagged)} cell(s) ran a CPU engine with num_thread ≥ the cores of the machine that measured "
             f"them, so the harness's CPU per token was taken from the engine and their tok/s is understated "
             f"(docs/measurement.md: 'Measuring on the machine that computes'; measure them from another machine): "
+            f"{shown}{more}")
+
+
+# ---------------------------------------------------------------- short output: fewer tokens than max_tokens
+
+SHORT_OUTPUT = COLUMNS_BY_NAME["short_output"].name
+
+
+def short_output_cells(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Cell label → (measured trials that generated fewer tokens than ``workload.max_tokens``, measured trials).
+
+    Why: a fixed output length is what makes two cells' decode speed and end-to-end time comparable;
+    a backend without an ignore-EOS switch (Ollama) may still stop early, and its trial is shorter
+    than its label says.  Shown, never dropped.
+    """
+    if SHORT_OUTPUT not in df.columns:
+        return {}
+    rows = df.loc[df["measured"] & df[SHORT_OUTPUT].notna(), ["cell", SHORT_OUTPUT]]
+    if rows.empty:
+        return {}
+    short = rows[SHORT_OUTPUT].astype(bool)
+    counts = short.groupby(rows["cell"].astype(str)).agg(["sum", "size"])
+    return {cell: (int(s), int(n)) for cell, (s, n) in counts.iterrows() if s > 0}
+
+
+def short_output_line(df: pd.DataFrame, limit: int = 3) -> str | None:
+    """The one-line flag (None when every trial with a max_tokens generated all of them)."""
+    cells = short_output_cells(df)
+    if not cells:
+        return None
+    shown = "; ".join(f"{cell} ({s}/{n} trials)" for cell, (s, n) in list(cells.items())[:limit])
+    more = f"; … {len(cells) - limit} more" if len(cells) > limit else ""
+    return (f"{len(cells)} cell(s) with trials that generated fewer tokens than workload.max_tokens (the server "
+            f"stopped early; its decode figures cover a shorter output; ignore_eos where the backend has it): "
             f"{shown}{more}")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -48,6 +48,7 @@ class Order(StrEnum):
 
 
 MULTI_AGENT = WorkloadKind.MULTI_AGENT
+FILLER_PROMPT_ID = "filler"   # the prompt of a workload.prompt_tokens cell (its text is built at run time)
 ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
 
 
@@ -59,6 +60,33 @@ class ConfigError(ValueError):
 class Prompt:
     id: str
     text: str
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Lengths under control (``workload.prompt_tokens`` / ``max_tokens`` / ``ignore_eos``).
+
+    ``max_tokens`` itself is the cell's ``num_predict`` option (one fact); ``body`` and ``options``
+    are what this backend kind needs on the wire to honour the rest (an ``ignore_eos`` body field or
+    Ollama option, ``cache_prompt: false``, ``raw``), decided by the planner from the kind.
+    """
+
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+    raw: bool = False
+    seed: int = 0
+    body: Mapping[str, Any] = field(default_factory=dict)      # extra top-level request fields
+    options: Mapping[str, Any] = field(default_factory=dict)   # extra Ollama options
+
+    def identity(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "max_tokens": self.max_tokens, "ignore_eos": self.ignore_eos,
+                "raw": self.raw, "seed": self.seed}
+
+    def label(self) -> str:
+        """What the cell id adds: ``prompt_tokens=512``, ``ignore_eos`` (max_tokens shows as num_predict)."""
+        parts = [f"prompt_tokens={self.prompt_tokens}"] if self.prompt_tokens is not None else []
+        return " ".join(parts + (["ignore_eos"] if self.ignore_eos else []))
 
 
 @dataclass(frozen=True)
@@ -76,6 +104,7 @@ class Cell:
     endpoint: str
     keep_alive: str | None
     agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
+    lengths: Lengths | None = None       # workload.prompt_tokens / max_tokens / ignore_eos, when any is set
 
     @property
     def cell_hash(self) -> str:
@@ -88,6 +117,10 @@ class Cell:
         }
         if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
             identity["agent_plan"] = self.agent_plan.identity()
+        if self.lengths is not None:     # likewise; the filler text is built from the server's tokenizer at run
+            identity["lengths"] = self.lengths.identity()   # time, so N and the seed identify it, not the text
+            if self.lengths.prompt_tokens is not None:
+                identity["prompts"] = []
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -96,7 +129,8 @@ class Cell:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
         label = self.agent_plan.label() if self.agent_plan is not None else ""
-        return " ".join(([label] if label else []) + parts)
+        lengths = self.lengths.label() if self.lengths is not None else ""
+        return " ".join(([label] if label else []) + parts + ([lengths] if lengths else []))
 
     @property
     def file_stem(self) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.cells import Cell, TrialSpec
-from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
+from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, short_output, utc_now
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 
@@ -167,6 +167,8 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
         got.error = str(exc)
     record.status, record.error, record.http_status = got.status, got.error, got.http_status
     _fill_timings(record, sent_ns, got, fmt)
+    if cell.lengths is not None and cell.lengths.max_tokens is not None and got.status == Status.OK:
+        record.short_output = short_output(record.eval_count, cell.lengths.max_tokens)
     return record
 
 

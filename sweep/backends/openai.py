@@ -85,6 +85,8 @@ def request_of(cell: Cell, prompt: str, *, include_usage: bool = True) -> tuple[
         if name == "num_predict" and value < 0:
             continue  # Ollama's -1/-2 ("no limit", "until the context is full"): the API's default
         body[field] = value
+    if cell.lengths is not None:
+        body.update(cell.lengths.body)   # ignore_eos, cache_prompt: llama.cpp's (and vLLM's) extensions
     if cell.endpoint == "chat":
         messages = [{"role": "system", "content": cell.system}] if cell.system else []
         body["messages"] = [*messages, {"role": "user", "content": prompt}]
