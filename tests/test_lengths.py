@@ -218,3 +218,22 @@ def test_the_short_output_flag_counts_by_hand() -> None:
                        "short_output": [True, False, True, False, None]})
     assert flags.short_output_cells(df) == {"a": (1, 2)}
     assert flags.short_output_line(df.assign(short_output=[False, False, True, False, None])) is None
+
+
+def test_pp_tg_sweep_on_llama_server_holds_its_lengths(tmp_path: Path) -> None:
+    """llama.cpp's own server: N through its /tokenize, ignore_eos and cache_prompt as body fields."""
+    from tests.fixtures_server import require_tool
+
+    require_tool("llama-server")
+    done = run_sweep("+experiment=pp_tg", "backend=llama_server", f"output_root={tmp_path}", "trials=2",
+                     "progress=false", "telemetry.enabled=false",
+                     "grid.lengths=[{prompt_tokens: 100, max_tokens: 1}, {prompt_tokens: 16, max_tokens: 24, "
+                     "ignore_eos: true}]", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "counted by tokenize /tokenize; the server evaluates exactly 100 tokens" in done.stderr
+    df = trials_of(tmp_path)
+    ok = df[df["status"] == "ok"]
+    pp, tg = ok[ok["num_predict"] == 1], ok[ok["num_predict"] == 24]
+    assert set(pp["prompt_eval_count"]) == {100} and pp["prompt_eval_duration_ms"].gt(0).all()
+    assert pp["throughput_tok_s"].isna().all()          # one token: no decode rate (llama.cpp says ~10⁶ tok/s)
+    assert set(tg["eval_count"]) == {24} and not tg["short_output"].any()
