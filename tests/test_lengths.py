@@ -237,3 +237,18 @@ def test_pp_tg_sweep_on_llama_server_holds_its_lengths(tmp_path: Path) -> None:
     assert set(pp["prompt_eval_count"]) == {100} and pp["prompt_eval_duration_ms"].gt(0).all()
     assert pp["throughput_tok_s"].isna().all()          # one token: no decode rate (llama.cpp says ~10⁶ tok/s)
     assert set(tg["eval_count"]) == {24} and not tg["short_output"].any()
+
+
+def test_a_plain_openai_server_is_searched_by_its_usage_count(standin: StandIn, tmp_path: Path) -> None:
+    """No /tokenize at the root: each step is a real /v1/completions call read for usage.prompt_tokens."""
+    _counting_standin(standin, 8)
+    done = run_sweep("backend=openai", f"backend.base_url={standin.base_url}/v1", "model=gemma3", "chimera=baseline",
+                     "workload.endpoint=generate", "workload.prompt_tokens=33", "workload.max_tokens=8",
+                     f"output_root={tmp_path}", "trials=1", "progress=false", "telemetry.enabled=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "POST /tokenize" in standin.hits and "the server evaluates exactly 33 tokens" in done.stderr
+    measured = [r for r in standin.requests if r.get("max_tokens") == 8]
+    assert {len(r["prompt"].split()) + 1 for r in measured} == {33}
+    assert all("cache_prompt" not in r and "ignore_eos" not in r for r in measured)   # a plain server: none sent
+    df = trials_of(tmp_path)
+    assert set(df["prompt_eval_count"]) == {33} and not df["short_output"].any()
