@@ -51,6 +51,7 @@ INTERNAL: dict[str, str] = {
     "sweep.workloads.prompts": "prompt files, " + _UNIT,
     "sweep.workloads.agents": "multi-agent plans, " + _UNIT,
     "sweep.workloads.ingest": "the agent workflow's input data, " + _UNIT,
+    "sweep.workloads.lengths": "the exact-N prompt search on counters with known answers, " + _UNIT,
     "sweep.background": "other processes' CPU from hand-computed /proc snapshots, " + _UNIT,
     "sweep.objective": "the search objective, " + _UNIT,
     "sweep.backends.llama_server": "llama-server's flags, " + _UNIT,
