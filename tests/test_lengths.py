@@ -252,3 +252,12 @@ def test_a_plain_openai_server_is_searched_by_its_usage_count(standin: StandIn, 
     assert all("cache_prompt" not in r and "ignore_eos" not in r for r in measured)   # a plain server: none sent
     df = trials_of(tmp_path)
     assert set(df["prompt_eval_count"]) == {33} and not df["short_output"].any()
+
+
+def test_the_prompt_length_flag_counts_by_hand() -> None:
+    df = pd.DataFrame({"cell": ["a", "a", "a", "b", "c"], "measured": [True, True, True, True, False],
+                       "prompt_tokens": [512, 512, 512, None, 64], "prompt_eval_count": [512, 1, 2, 9, 3]})
+    assert flags.prompt_mismatch_cells(df) == {"a": (2, 3, [1, 2])}
+    line = flags.prompt_mismatch_line(df)
+    assert line is not None and "a (2/3 trials: 1, 2)" in line
+    assert flags.prompt_mismatch_line(df.assign(prompt_eval_count=[512, 512, 512, 9, 3])) is None
