@@ -261,3 +261,22 @@ def test_the_prompt_length_flag_counts_by_hand() -> None:
     line = flags.prompt_mismatch_line(df)
     assert line is not None and "a (2/3 trials: 1, 2)" in line
     assert flags.prompt_mismatch_line(df.assign(prompt_eval_count=[512, 512, 512, 9, 3])) is None
+
+
+def test_pp_tg_figures_by_hand_and_refused_when_a_length_was_not_held() -> None:
+    from benchmarks import pp_tg
+
+    rows = pd.DataFrame({
+        "status": ["ok"] * 5, "warmup": [True, False, False, False, False],
+        "num_predict": [1, 1, 1, 128, 128], "prompt_eval_count": [512, 512, 512, 16, 16],
+        "prompt_eval_duration_ms": [9999.0, 1000.0, 2000.0, 5.0, 5.0], "eval_count": [1, 1, 1, 128, 128],
+        "throughput_tok_s": [None, None, None, 50.0, 70.0]})
+    got = pp_tg.sweep_figures(rows)
+    assert got.pp == pytest.approx((512 + 256) / 2) and got.tg == pytest.approx(60.0)   # the warm-up left out
+    with pytest.raises(RuntimeError, match=r"evaluated \[511, 512\] prompt tokens"):
+        pp_tg.sweep_figures(rows.assign(prompt_eval_count=[512, 511, 512, 16, 16]))
+    with pytest.raises(RuntimeError, match="generated"):
+        pp_tg.sweep_figures(rows.assign(eval_count=[1, 1, 1, 100, 128]))
+    block = pp_tg.PairBlock("m", 1, [{"llama-bench": pp_tg.Figures(400, 50), "embedded": pp_tg.Figures(360, 45)},
+                                     {"llama-bench": pp_tg.Figures(200, 40), "embedded": pp_tg.Figures(200, 30)}])
+    assert block.ratios("embedded", "pp") == [0.9, 1.0] and block.ratios("embedded", "tg") == [0.9, 0.75]

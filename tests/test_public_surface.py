@@ -93,6 +93,7 @@ INTERNAL: dict[str, str] = {
     "benchmarks.fidelity": "the fidelity benchmark at a tiny size, against the server's send times",
     "benchmarks.engine": "the engine benchmark's CPU meter against a real embedded server, " + _UNIT,
     "benchmarks.anchor": "run_trials, the trial loop the CPU meter wraps, " + _UNIT,
+    "benchmarks.pp_tg": "prompt and decode tok/s from a pp_tg sweep's rows, by hand, " + _UNIT,
 }
 
 
