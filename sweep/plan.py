@@ -305,9 +305,8 @@ def plan_lengths(cfg: DictConfig, kind: BackendKind, options: dict[str, Any],
     if max_tokens is not None and predict is not None and predict != max_tokens:
         raise ConfigError(f"workload.max_tokens={max_tokens} and num_predict={predict} give the output length twice: "
                           f"keep one (workload.max_tokens={max_tokens} chimera.num_predict=null)")
-    if max_tokens is not None:
-        options = {k: v for k, v in {**options, "num_predict": max_tokens}.items()}
-        options = {k: options[k] for k in OPTION_KEYS if k in options}
+    if max_tokens is not None:   # into the cell's options, in their canonical order
+        options = _set_options({**options, "num_predict": max_tokens})
     limit = options.get("num_predict")
     if ignore_eos and (limit is None or limit <= 0):
         raise ConfigError("workload.ignore_eos=true needs an output length: add workload.max_tokens=M (without it "

@@ -128,25 +128,37 @@ async def _tokens(client: StreamClient, path: str, body: dict[str, Any]) -> list
     return [t if isinstance(t, int) else t.get("id") for t in tokens]
 
 
-async def tokenizer(target: Target, cell: Cell, headers: dict[str, str]
-                    ) -> tuple[Callable[[str], Awaitable[int | None]], str] | None:
-    """A text → token-count function through the server's own tokenizer route, or None when it has none."""
-    root = _root(target.client.base_url)
-    routes = ([("/api/tokenize", lambda t: {"model": cell.model, "content": t})] if target.fmt.name == "ollama" else
-              [("/tokenize", lambda t: {"model": cell.model, "content": t, "add_special": False})])
-    for path, body in routes:
-        client = StreamClient(root, headers=headers)
-        if await _tokens(client, path, body("hello")) is None:
-            await client.aclose()
-            continue
+@dataclass
+class TokenizeRoute:
+    """A server's tokenizer route: ``count(text)`` is the number of tokens it makes of the text."""
 
-        async def count(text: str, client: StreamClient = client, path: str = path, body: Any = body) -> int | None:
-            tokens = await _tokens(client, path, body(text))
-            return None if tokens is None else len(tokens)
+    client: StreamClient      # on the server's root (llama.cpp's /tokenize is not under …/v1)
+    path: str
+    body: Callable[[str], dict[str, Any]]
 
-        count.client = client  # type: ignore[attr-defined]
-        return count, f"tokenize {path}"
-    return None
+    async def count(self, text: str) -> int | None:
+        tokens = await _tokens(self.client, self.path, self.body(text))
+        return None if tokens is None else len(tokens)
+
+    @property
+    def method(self) -> str:
+        return f"tokenize {self.path}"
+
+
+async def tokenize_route(target: Target, cell: Cell, headers: dict[str, str]) -> TokenizeRoute | None:
+    """The server's own tokenizer route, if it answers one: Ollama-shaped on the Ollama API, llama.cpp's otherwise.
+
+    Close its ``client`` when done.  None when the route is missing (a 404) or answers without ``tokens``.
+    """
+    if target.fmt.name == "ollama":
+        path, body = "/api/tokenize", lambda t: {"model": cell.model, "content": t}
+    else:
+        path, body = "/tokenize", lambda t: {"model": cell.model, "content": t, "add_special": False}
+    route = TokenizeRoute(StreamClient(_root(target.client.base_url), headers=headers), path, body)
+    if await route.count("hello") is None:
+        await route.client.aclose()
+        return None
+    return route
 
 
 def _probe_cell(cell: Cell) -> Cell:
@@ -169,21 +181,20 @@ async def build(target: Target, cell: Cell, headers: dict[str, str] | None = Non
     """The cell's prompt text of ``cell.lengths.prompt_tokens`` tokens (see the module docstring)."""
     assert cell.lengths is not None and cell.lengths.prompt_tokens is not None
     n, seed = cell.lengths.prompt_tokens, cell.lengths.seed
-    found = await tokenizer(target, cell, headers or {})
-    if found is None:
+    route = await tokenize_route(target, cell, headers or {})
+    if route is None:
         text, served = await closest_text(n, seed, lambda t: served_count(target, cell, t))
         return Built(text, served, "prompt_eval_count")
-    count, method = found
     try:
         sample = filler(seed, 8)
         overhead = 0
-        sample_tokens = await count(sample)
+        sample_tokens = await route.count(sample)
         sample_served = await served_count(target, cell, sample)
         if sample_tokens is not None and sample_served is not None:
             overhead = sample_served - sample_tokens   # BOS, template: what the server adds around the text
 
         async def with_overhead(text: str) -> int | None:
-            c = await count(text)
+            c = await route.count(text)
             return None if c is None else c + overhead
 
         text, _ = await closest_text(n, seed, with_overhead)
@@ -193,8 +204,8 @@ async def build(target: Target, cell: Cell, headers: dict[str, str] | None = Non
             text, _ = await closest_text(n, seed, with_overhead)
             served = await served_count(target, cell, text)
     finally:
-        await count.client.aclose()  # type: ignore[attr-defined]
-    return Built(text, served, method)
+        await route.client.aclose()
+    return Built(text, served, route.method)
 
 
 async def with_prompt(target: Target, cell: Cell, headers: dict[str, str] | None = None
