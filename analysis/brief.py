@@ -96,6 +96,10 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
         lines.append(f"warning: {spans}")
     if shared := flags.shared_cpu_line(df, loaded.provenance):
         lines.append(f"warning: {shared}")
+    if short := flags.short_output_line(df):
+        lines.append(f"warning: {short}")
+    if prompts := flags.prompt_mismatch_line(df):
+        lines.append(f"warning: {prompts}")
     lines += [f"warning: {line}" for line in background.lines(an)]
     return lines
 

@@ -119,6 +119,10 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
         facts.append(f"**Warning**: {spans}.")
     if shared := flags.shared_cpu_line(df, loaded.provenance, limit=len(cells)):
         facts.append(f"**Warning**: {shared}.")
+    if short := flags.short_output_line(df, limit=len(cells)):
+        facts.append(f"**Warning**: {short}.")
+    if prompts := flags.prompt_mismatch_line(df, limit=len(cells)):
+        facts.append(f"**Warning**: {prompts}.")
     facts.append(background.fact(df, an))
     facts += [f"**Warning**: {line}." for line in background.lines(an, limit=len(cells))]
     if loaded.held_fixed:

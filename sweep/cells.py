@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -50,6 +50,7 @@ class Order(StrEnum):
 
 
 MULTI_AGENT = WorkloadKind.MULTI_AGENT
+FILLER_PROMPT_ID = "filler"   # the prompt of a workload.prompt_tokens cell (its text is built at run time)
 ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
 
 
@@ -61,6 +62,33 @@ class ConfigError(ValueError):
 class Prompt:
     id: str
     text: str
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Lengths under control (``workload.prompt_tokens`` / ``max_tokens`` / ``ignore_eos``).
+
+    ``max_tokens`` itself is the cell's ``num_predict`` option (one fact); ``body`` and ``options``
+    are what this backend kind needs on the wire to honour the rest (an ``ignore_eos`` body field or
+    Ollama option, ``cache_prompt: false``, ``raw``), decided by the planner from the kind.
+    """
+
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+    raw: bool = False
+    seed: int = 0
+    body: Mapping[str, Any] = field(default_factory=dict)      # extra top-level request fields
+    options: Mapping[str, Any] = field(default_factory=dict)   # extra Ollama options
+
+    def identity(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "max_tokens": self.max_tokens, "ignore_eos": self.ignore_eos,
+                "raw": self.raw, "seed": self.seed}
+
+    def label(self) -> str:
+        """What the cell id adds: ``prompt_tokens=512``, ``ignore_eos`` (max_tokens shows as num_predict)."""
+        parts = [f"prompt_tokens={self.prompt_tokens}"] if self.prompt_tokens is not None else []
+        return " ".join(parts + (["ignore_eos"] if self.ignore_eos else []))
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,7 @@ class Cell:
     agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
     load_plan: LoadPlan | None = None    # workload=load: the load offered, its length, the SLO, the knee search
     parallel: int | None = None  # backend.parallel: the server's slots (load-time: a change restarts the server)
+    lengths: Lengths | None = None       # workload.prompt_tokens / max_tokens / ignore_eos, when any is set
 
     @property
     def cell_hash(self) -> str:
@@ -96,6 +125,10 @@ class Cell:
             identity["load_plan"] = dataclasses.asdict(self.load_plan)
         if self.parallel is not None:    # likewise: cells without backend.parallel keep their hashes
             identity["parallel"] = self.parallel
+        if self.lengths is not None:     # likewise; the filler text is built from the server's tokenizer at run
+            identity["lengths"] = self.lengths.identity()   # time, so N and the seed identify it, not the text
+            if self.lengths.prompt_tokens is not None:
+                identity["prompts"] = []
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -108,7 +141,8 @@ class Cell:
         label = self.agent_plan.label() if self.agent_plan is not None else ""
         if self.load_plan is not None:
             label = self.load_plan.label()
-        return " ".join(([label] if label else []) + parts)
+        lengths = self.lengths.label() if self.lengths is not None else ""
+        return " ".join(([label] if label else []) + parts + ([lengths] if lengths else []))
 
     @property
     def file_stem(self) -> str:

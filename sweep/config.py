@@ -99,6 +99,11 @@ class WorkloadConfig:
     data_dir: Optional[str] = None           # agent workflow: files to ingest (default: the bundled sample)
     analysis_prompt: str = ANALYSIS_PROMPT   # {summary} = what ingest found
     report_prompt: str = REPORT_PROMPT       # {analysis} = the analysis call's output, trimmed to num_ctx
+    prompt_tokens: Optional[int] = None      # a prompt of exactly N tokens for the served model (sweep/workloads/lengths.py)
+    max_tokens: Optional[int] = None         # tokens to generate: sent as num_predict (same fact as chimera.num_predict)
+    ignore_eos: bool = False                 # keep generating past end-of-sequence where the backend can (max_tokens needed)
+    raw: bool = False                        # endpoint=generate on the Ollama API: the text unchanged, no template
+    prompt_seed: int = 0                     # seed of prompt_tokens' filler words (same seed, same text)
 
 
 @dataclass
@@ -138,6 +143,7 @@ class GridConfig:
     baseline: bool = True
     axes: Dict[str, List[Any]] = field(default_factory=dict)
     fixed: Dict[str, Any] = field(default_factory=dict)
+    lengths: List[Dict[str, Any]] = field(default_factory=list)  # cells × these workload.prompt_tokens/max_tokens/ignore_eos
 
 
 @dataclass

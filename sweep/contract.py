@@ -246,6 +246,13 @@ class TrialRecord:
     server_parallel: int | None = col("requests", "requests the server generates at once (its slots): backend.parallel "
                                                   "for a server the sweep starts (embedded, llama_server; 1 when "
                                                   "unset), a local Ollama's OLLAMA_NUM_PARALLEL; null where unknown")
+    # --- lengths under control (issue 29): see sweep/workloads/lengths.py
+    prompt_tokens: int | None = col("tokens", "workload.prompt_tokens: the prompt tokens asked for (the server's "
+                                              "own count of what it evaluated is `prompt_eval_count`); null when "
+                                              "the prompt was given as text")
+    short_output: bool | None = col("", "workload.max_tokens set and the server generated fewer tokens "
+                                        "(eval_count < num_predict): an end-of-sequence or stop the backend could "
+                                        "not switch off; null when max_tokens was not set")
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean
@@ -344,6 +351,13 @@ def client_ttft_overhead_ms(ttft_ms: typing.Any, load_duration_ms: typing.Any,
     return ttft_ms - (load_duration_ms + prompt_eval_duration_ms)
 
 
+def short_output(eval_count: typing.Any, num_predict: typing.Any) -> bool | None:
+    """The ``short_output`` column: fewer tokens generated than asked; None when either is unknown."""
+    if eval_count is None or num_predict is None or num_predict <= 0:
+        return None
+    return bool(eval_count < num_predict)
+
+
 # ---------------------------------------------------------------- options
 
 
@@ -399,6 +413,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("mirostat_tau", float, 0.0),
     Option("mirostat_eta", float, 0.0),
     Option("stop", tuple),
+    Option("ignore_eos", bool),     # keep generating past end-of-sequence (workload.ignore_eos on the embedded engine)
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 #: The options a cell may set; each is also a column.  The order is the order in cell ids.

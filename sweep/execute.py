@@ -96,6 +96,7 @@ def base_record(cell: Cell, sweep_id: str, base_url: str) -> TrialRecord:
     return TrialRecord(
         sweep_id=sweep_id, cell_id=cell.cell_id, cell_hash=cell.cell_hash, preset=cell.preset,
         model=cell.model, backend=cell.backend, base_url=base_url, workload=cell.workload,
+        prompt_tokens=cell.lengths.prompt_tokens if cell.lengths is not None else None,
         **dict(cell.options),
     )
 

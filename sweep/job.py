@@ -37,6 +37,7 @@ from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
 from sweep.workloads.load import load_workload
+from sweep.workloads import lengths
 from sweep.workloads.prompt import prompt_workload
 from sweep.workloads.workflow import agent_workload
 
@@ -189,7 +190,7 @@ async def _measure(cfg: DictConfig, cells: list[Cell], stores: list[CellStore], 
         job = _Job(cfg, sweep_dir, urls, targets, telemetry, design, layers, _progress(cfg, len(cells)),
                    Running(sweep_dir))
         # in order: a llama-server restart belongs right before its cell
-        outcomes = await _cells(job, [_cell_run(job, cell, store) for cell, store in zip(cells, stores)])
+        outcomes = await _cells(job, [await _cell_run(job, cell, store, headers) for cell, store in zip(cells, stores)])
         _say_extra_warmups(job)
     return outcomes
 
@@ -205,14 +206,17 @@ def _progress(cfg: DictConfig, cells: int) -> progress.Progress:
 _Run = tuple[CellRun, Workload, TraceStore | None]
 
 
-def _cell_run(job: _Job, cell: Cell, store: CellStore) -> _Run:
+async def _cell_run(job: _Job, cell: Cell, store: CellStore, headers: dict[str, str]) -> _Run:
     """A cell's run, its workload (and its telemetry file), its server ready: llama-server restarted when its
-    flags differ."""
+    flags differ; a ``workload.prompt_tokens`` cell's prompt built through that server's tokenizer."""
     b = job.cfg.backend
     if kind_of(b).start is Start.LLAMA_SERVER:  # same port; in this (the main) thread: the child's death signal follows it
         backends.prepare_cell(b, cell, _say)
         if job.telemetry:
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
+    cell, built = await lengths.with_prompt(job.targets[0], cell, headers)
+    if built is not None:
+        _say(lengths.built_line(cell, built))
     traces = (TraceStore(cell_path(job.sweep_dir / TRACES_DIR, cell.file_stem), TRACE_SCHEMA)
               if job.telemetry else None)
     server = job.telemetry.server_pid if job.telemetry else backends.server_pid(b, job.urls[0])

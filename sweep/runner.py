@@ -36,7 +36,7 @@ import numpy as np
 
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.cells import Cell, TrialSpec
-from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
+from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, short_output, utc_now
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 
@@ -175,6 +175,8 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
     if scheduled_ns is not None:
         record.send_delay_ms = (sent_ns - scheduled_ns) / NS_PER_MS
     _fill_timings(record, sent_ns if scheduled_ns is None else scheduled_ns, got, fmt)
+    if cell.lengths is not None and cell.lengths.max_tokens is not None and got.status == Status.OK:
+        record.short_output = short_output(record.eval_count, cell.lengths.max_tokens)
     return record
 
 

@@ -54,6 +54,7 @@ INTERNAL: dict[str, str] = {
     "sweep.workloads.agents": "multi-agent plans, " + _UNIT,
     "sweep.workloads.ingest": "the agent workflow's input data, " + _UNIT,
     "sweep.workloads.loadgen": "load arrivals, the SLO test, goodput and the knee's bisection, " + _UNIT,
+    "sweep.workloads.lengths": "the exact-N prompt search on counters with known answers, " + _UNIT,
     "sweep.background": "other processes' CPU from hand-computed /proc snapshots, " + _UNIT,
     "sweep.objective": "the search objective, " + _UNIT,
     "sweep.backends.llama_server": "llama-server's flags, " + _UNIT,
@@ -96,6 +97,7 @@ INTERNAL: dict[str, str] = {
     "benchmarks.fidelity": "the fidelity benchmark at a tiny size, against the server's send times",
     "benchmarks.engine": "the engine benchmark's CPU meter against a real embedded server, " + _UNIT,
     "benchmarks.anchor": "run_trials, the trial loop the CPU meter wraps, " + _UNIT,
+    "benchmarks.pp_tg": "prompt and decode tok/s from a pp_tg sweep's rows, by hand, " + _UNIT,
 }
 
 

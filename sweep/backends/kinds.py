@@ -39,6 +39,10 @@ class BackendKind:
     example_url: str = ""             # remote: the base_url to suggest when none is set
     several_hosts: bool = False       # backend.hosts=[URL, URL] (agents spread round-robin)
     several_instances: bool = False   # backend.instances=N servers started here
+    # workload.ignore_eos on the wire: "option" (an Ollama option our engine reads), "body" (llama.cpp's and vLLM's
+    # OpenAI body extension), "" (none: Ollama has no switch; num_predict, a stop-free prompt, short trials flagged)
+    eos_switch: str = ""
+    cache_switch: bool = False        # takes `cache_prompt: false`, so each trial evaluates its whole prompt
 
     @property
     def remote(self) -> bool:
@@ -83,10 +87,10 @@ class BackendKind:
 
 
 KINDS: dict[str, BackendKind] = {k.name: k for k in (
-    BackendKind("embedded", Start.EMBEDDED, OLLAMA, several_instances=True),
+    BackendKind("embedded", Start.EMBEDDED, OLLAMA, several_instances=True, eos_switch="option", cache_switch=True),
     BackendKind("ollama", Start.REMOTE, OLLAMA, example_url="http://host:11434", several_hosts=True),
-    BackendKind("openai", Start.REMOTE, OPENAI, example_url="http://host:8000/v1"),
-    BackendKind("llama_server", Start.LLAMA_SERVER, OPENAI),
+    BackendKind("openai", Start.REMOTE, OPENAI, example_url="http://host:8000/v1", eos_switch="body"),
+    BackendKind("llama_server", Start.LLAMA_SERVER, OPENAI, eos_switch="body", cache_switch=True),
 )}
 
 # backend.api → its format.

@@ -235,6 +235,8 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
         table.add_column(col, justify="right" if col in ("#", "trials", "done") else "left")
     for i, p in enumerate(planned):
         opts = " ".join(f"{k}={v}" for k, v in p.cell.options.items()) or "(server defaults)"
+        if p.cell.lengths is not None and p.cell.lengths.label():   # prompt_tokens=512, ignore_eos
+            opts += " " + p.cell.lengths.label()
         if p.cell.agent_plan is not None and p.cell.agent_plan.label():
             opts = f"{p.cell.agent_plan.label()} {opts}"
         if p.cell.load_plan is not None:

@@ -60,6 +60,7 @@ class Job:
     context: Sequence[int] = ()  # Ollama's 'context' tokens to continue from
     received_ns: int = field(default_factory=time.perf_counter_ns)
     cancel: threading.Event = field(default_factory=threading.Event)
+    cache_prompt: bool = True  # False: evaluate the whole prompt even when the cache holds a prefix of it
 
 
 @dataclass
@@ -214,6 +215,7 @@ class Engine:
         self.parallel = max(1, parallel)  # generations at once per model (contexts per loaded model)
         self.prompt_cache = prompt_cache
         self._slots: dict[str, _Slot] = {}
+        self._vocabs: dict[str, Any] = {}  # model path -> a vocabulary-only Llama (/api/tokenize)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper = threading.Thread(
@@ -331,6 +333,28 @@ class Engine:
                 s.cond.wait_for(lambda: s.busy == 0)
                 self._unload(s)
 
+    # -- tokenizer ------------------------------------------------------------
+
+    def tokenize(self, entry: ModelEntry, text: str) -> list[int]:
+        """The model's tokens of ``text`` as a prompt's text part (special tokens parsed, no BOS).
+
+        Why a vocabulary-only model: tokenizing must not load (or reload) the weights with some
+        load-time options, which would evict the model a sweep is measuring; the vocabulary loads
+        once per model file (about a second for Gemma 3's 262 144 entries) and is kept.
+        """
+        with self._lock:
+            vocab = self._vocabs.get(str(entry.path))
+        if vocab is None:
+            from llama_cpp import Llama
+
+            try:
+                vocab = Llama(str(entry.path), vocab_only=True, verbose=False)
+            except Exception as exc:
+                raise EngineError(f"failed to load the vocabulary of '{entry.name}': {exc}") from exc
+            with self._lock:
+                vocab = self._vocabs.setdefault(str(entry.path), vocab)
+        return list(vocab.tokenize(text.encode(), add_bos=False, special=True)) if text else []
+
     # -- generation ----------------------------------------------------------
 
     def run(self, job: Job, emit: Callable[[Event], None]) -> None:
@@ -435,8 +459,8 @@ class Engine:
         try:
             return generate_tokens(state, sampler, prompt_tokens, num_predict=s.num_predict, n_ctx=slot.n_ctx,
                                    stops=s.stop, cancel=job.cancel,
-                                   reuse=self.prompt_cache and _prefix_reuse_safe(slot.entry),
-                                   on_text=lambda text: emit(Piece(text)))
+                                   reuse=self.prompt_cache and job.cache_prompt and _prefix_reuse_safe(slot.entry),
+                                   on_text=lambda text: emit(Piece(text)), ignore_eos=s.ignore_eos)
         except DecodeError as exc:
             raise EngineError(f"generation failed: {exc}") from exc
         finally:
