@@ -28,6 +28,7 @@ HTML_NAME = "report.html"   # beside report.md: one file, figures inside
 # to the sections it has: a prompt sweep's report has no agent section, and no gap in its numbering.
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("comprehensive", "Comprehensive results", ("comprehensive",)),
+    ("latency", "Latency and token timings", ("latency_percentiles", "token_timing")),
     ("rankings", "Rankings", ("rank_throughput", "rank_ttft", "rank_consistency")),
     ("baseline_vs_chimera", "Baseline vs chimera", ("baseline_vs_chimera",)),
     ("sensitivity", "Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),

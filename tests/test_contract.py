@@ -121,7 +121,8 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     i = COLUMN_NAMES.index("source")                         # then imported results (issue 28)
     assert COLUMN_NAMES[i:i + 2] == ("source", "aggregated_calls")
     i = COLUMN_NAMES.index("background_cpu_pct")             # then the background load (issue 26)
-    assert COLUMN_NAMES[i - 1:] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
+    assert COLUMN_NAMES[i - 1:i + 2] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
+    assert COLUMN_NAMES.index("prompt_tokens_per_s") > i      # then the report's prompt speed (issue 29)
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 
