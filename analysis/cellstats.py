@@ -89,7 +89,7 @@ def cell_statistics(
         summ = _headline_summary(measured, metric, cells.index, opts, moments)
         for stat in _SUMMARY_STATS:
             out[f"{metric.column}:{stat}"] = summ[stat]
-    for metric in present_metrics(df, latency.TIMING):   # same interval, same path; not pooled by sensitivity
+    for metric in present_metrics(df, latency.SUMMARISED):   # same interval, same path; not pooled by sensitivity
         summ = _headline_summary(measured, metric, cells.index, opts, {})
         for stat in _SUMMARY_STATS:
             out[f"{metric.column}:{stat}"] = summ[stat]

@@ -62,6 +62,8 @@ TIMING: tuple[Metric, ...] = (
     Metric(PROMPT_TPS, "prompt tok/s", True, 1),
 )
 DECODE = Metric(THROUGHPUT, "decode tok/s", True, 2)
+#: Every per-cell mean with an interval this module adds to the per-cell statistics (e2e's for summary.json).
+SUMMARISED: tuple[Metric, ...] = TIMING + (Metric(E2E, "e2e ms", False, 1),)
 
 
 def add_columns(df: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import background, flags, html, render
+from analysis import background, flags, html, render, summary_json
 from analysis.environment import environment_frame
 from analysis.importers import notes as import_notes
 from analysis.load import Loaded
@@ -217,4 +217,12 @@ def build(
     (out / HTML_NAME).write_text(html.page("Sweep analysis report", head.intro, head.facts,
                                            [head.inputs, *env], sections), encoding="utf-8")
     files += [out / "report.md", out / "report.tex", out / HTML_NAME]
+    files.append(summary_json.write(out, summary(loaded, an, argv)))
     return Report(text, out, an, files)
+
+
+def summary(loaded: Loaded, an: Analysis, argv: Sequence[str] | None,
+            gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json's content for this analysis (and the gate's result, when there is one)."""
+    inputs = [{"path": str(s.path), "label": s.label, "files": s.files, "rows": s.rows} for s in loaded.sources]
+    return summary_json.document(an, inputs, loaded.provenance, argv, ci_methods(an.cellstats, an.options), gate)
