@@ -108,6 +108,7 @@ def file_lines(out_dir: Path, files: Sequence[Path], next_command: str) -> list[
     """Where the report went and what to run next."""
     csvs = sum(1 for p in files if p.suffix == ".csv")
     figs = sum(1 for p in files if p.parent.name == "figures")
-    parts = ["report.html", "report.md", "report.tex", f"{csvs} CSV tables"] + ([f"figures/ ({figs} files)"] if figs else [])
+    json_files = [p.name for p in files if p.suffix == ".json"]
+    parts = ["report.html", "report.md", "report.tex", *json_files, f"{csvs} CSV tables"] + ([f"figures/ ({figs} files)"] if figs else [])
     return [f"files: {out_dir}/  ({', '.join(parts)})",
             f"next: {next_command}"]

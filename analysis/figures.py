@@ -101,6 +101,38 @@ def ttft_distribution(df: pd.DataFrame, an: Analysis, out: Path, max_cells: int 
     return _save(fig, out, "ttft_distribution")
 
 
+def latency_percentiles(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
+    """TTFT and e2e p50 / p95 / p99 per cell, one panel each: how long the tail is beside the median."""
+    t = an.get("latency_percentiles")
+    if t is None:
+        return []
+    f = t.frame
+    panels = [lab for lab in ("TTFT ms", "e2e ms") if f"{lab} p99" in f.columns and f[f"{lab} p99"].notna().any()]
+    if not panels:
+        return []
+    order = f[f"{panels[-1]} p99"].fillna(np.inf).sort_values(kind="mergesort").index[:max_cells][::-1]
+    labels = [_short(f"{c} (n={int(n)})") for c, n in zip(
+        (f["dataset"] + ": " + f["cell"]) if "dataset" in f.columns else f["cell"], f["n"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), _height(len(order))), squeeze=False,
+                             sharey=True)
+    y = np.arange(len(order))
+    for ax, lab in zip(axes[0], panels):
+        ps = np.vstack([f.loc[order, f"{lab} {p}"].to_numpy(float) for p in ("p50", "p95", "p99")])
+        ax.hlines(y, np.nanmin(ps, axis=0), np.nanmax(ps, axis=0), color="#999", lw=1)
+        for row, (p, marker, colour) in enumerate((("p50", "o", "#1b9e77"), ("p95", "^", "#7570b3"),
+                                                   ("p99", "x", "#d95f02"))):
+            ax.scatter(ps[row], y, marker=marker, color=colour, label=p, zorder=3)
+        ax.set_xlabel(f"{lab.split()[0]} (ms), percentile over trials")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, [labels[i] for i in order], fontsize=8)
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    shown = len(order)
+    sub = f"{shown} of {len(f)} cells with the lowest p99" if len(f) > shown else f"{len(f)} cells"
+    fig.suptitle(f"Latency percentiles per cell ({sub}; n = measured trials)")
+    fig.tight_layout()
+    return _save(fig, out, "latency_percentiles")
+
+
 def sensitivity(an: Analysis, out: Path) -> list[Path]:
     """One figure per swept parameter: marginal mean ± CI of throughput and TTFT per level."""
     t = an.get("sensitivity_levels")
@@ -327,6 +359,7 @@ def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | N
     figs = {
         "comprehensive": _drawn(skipped, "comprehensive", "throughput per cell", lambda: throughput_cells(an, out))
         + _drawn(skipped, "comprehensive", "TTFT distribution", lambda: ttft_distribution(df, an, out)),
+        "latency": _drawn(skipped, "latency", "latency percentiles", lambda: latency_percentiles(an, out)),
         "baseline_vs_chimera": _drawn(skipped, "baseline_vs_chimera", "forest plot", lambda: forest(an, out)),
         "sensitivity": _drawn(skipped, "sensitivity", "sensitivity", lambda: sensitivity(an, out)),
         "concurrency": _drawn(skipped, "concurrency", "concurrency speedup", lambda: concurrency_speedup(an, out)),

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis import client_share, importers
+from analysis import client_share, importers, latency
 from analysis.columns import (
     AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
@@ -276,7 +276,7 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         df["cell"] = df["cell_id"].where(df["cell_id"].notna(), derived).astype(str)
     else:
         df["cell"] = _derive_cells(df)
-    return client_share.add_columns(_row_state(df))
+    return latency.add_columns(client_share.add_columns(_row_state(df)))
 
 
 def _row_state(df: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ its own (one job each) and is re-exported here, where scripts import it from:
 - :mod:`analysis.base`: :class:`Options`, :class:`Table`, :class:`Analysis` and shared helpers;
 - :mod:`analysis.cellstats`: the cells and their per-cell statistics (the one scan over trials);
 - :mod:`analysis.summaries`: comprehensive, population and client-side tables;
+- :mod:`analysis.latency`: latency percentiles, ITL, TPOT and prompt tok/s;
 - :mod:`analysis.rankings`: the top cells;
 - :mod:`analysis.comparisons`: baseline vs chimera;
 - :mod:`analysis.sensitivity`: parameter sensitivity and interactions;
@@ -30,6 +31,7 @@ from analysis.capacity import analyse_load
 from analysis.base import CI, STOP_REASON, Analysis, Options, Table, ci_methods
 from analysis.cellstats import Measured, cell_frame, cell_statistics
 from analysis.comparisons import baseline_vs_chimera
+from analysis.latency import percentile_table, timing_table
 from analysis.rankings import rankings
 from analysis.run_order import run_order
 from analysis.search import search_tables
@@ -52,6 +54,7 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     cs, moments = cell_statistics(df, cells, opts, measured)
     notes: dict[str, str] = {}
     tables = [comprehensive(cells, cs, multi, opts)]
+    tables += [t for t in (percentile_table(cells, cs, multi), timing_table(cells, cs, multi, opts)) if t is not None]
     tables += rankings(cells, cs, multi, opts)
     bvc, note = baseline_vs_chimera(df, cells, cs, multi, opts, measured)
     if bvc is not None:

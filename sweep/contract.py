@@ -253,6 +253,12 @@ class TrialRecord:
     short_output: bool | None = col("", "workload.max_tokens set and the server generated fewer tokens "
                                         "(eval_count < num_predict): an end-of-sequence or stop the backend could "
                                         "not switch off; null when max_tokens was not set")
+    # --- report (issue 29): prompt-processing speed, see prompt_tokens_per_s() below
+    prompt_tokens_per_s: float | None = col("tok/s", "server's prompt_eval_count / prompt_eval_duration (prompt "
+                                                     "processing speed, llama-bench's pp); null when either is "
+                                                     "missing or 0. A cached prompt prefix is not evaluated again, "
+                                                     "so a cache hit reports few tokens and a misleading speed",
+                                            label="prompt tok/s", decimals=1, better=HIGHER, show=EXTRA)
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean
@@ -356,6 +362,40 @@ def short_output(eval_count: typing.Any, num_predict: typing.Any) -> bool | None
     if eval_count is None or num_predict is None or num_predict <= 0:
         return None
     return bool(eval_count < num_predict)
+
+
+def prompt_tokens_per_s(prompt_eval_count: typing.Any, prompt_eval_duration_ms: typing.Any) -> typing.Any:
+    """The ``prompt_tokens_per_s`` column from its inputs: prompt_eval_count / prompt_eval_duration (in s).
+
+    Null (None for floats, NaN in a pandas Series) when either input is missing or not positive: an
+    OpenAI-compatible server reports no prompt timings, and a zero duration is not a speed.
+    """
+    if hasattr(prompt_eval_count, "where"):      # pandas Series (the analysis, older sweeps without the column)
+        count, ms = prompt_eval_count.astype(float), prompt_eval_duration_ms.astype(float)
+        return (count / (ms / 1000.0)).where((count > 0) & (ms > 0))
+    if prompt_eval_count is None or prompt_eval_duration_ms is None:
+        return None
+    if prompt_eval_count <= 0 or prompt_eval_duration_ms <= 0:
+        return None
+    return prompt_eval_count / (prompt_eval_duration_ms / 1000.0)
+
+
+def tpot_ms(e2e_ms: typing.Any, ttft_ms: typing.Any, eval_count: typing.Any) -> typing.Any:
+    """Time per output token after the first, per trial: (e2e − TTFT) / (eval_count − 1), in ms.
+
+    The definition vLLM bench and GuideLLM use, on our client's clock and the server's token count:
+    the decode time the client waited, spread over the tokens after the first.  Unlike the ITL
+    columns (gaps between *chunks* as they arrived) it counts tokens, so a chunk carrying several
+    tokens, or a final chunk without text, does not change it.  Null (NaN in a Series) when an input
+    is missing, fewer than 2 tokens were generated, or e2e < TTFT.  Not stored: the analysis derives
+    it from these three columns, so every sweep, old or new, has it.
+    """
+    if hasattr(e2e_ms, "where"):
+        e2e, ttft, n = e2e_ms.astype(float), ttft_ms.astype(float), eval_count.astype(float)
+        return ((e2e - ttft) / (n - 1)).where((n >= 2) & (e2e >= ttft))
+    if e2e_ms is None or ttft_ms is None or eval_count is None or eval_count < 2 or e2e_ms < ttft_ms:
+        return None
+    return (e2e_ms - ttft_ms) / (eval_count - 1)
 
 
 # ---------------------------------------------------------------- options

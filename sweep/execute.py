@@ -42,6 +42,7 @@ from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.background import Probe
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
+from sweep.backends import cpu_only
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.cells import Cell, Trial, TrialSpec, Workload, load_key
@@ -418,6 +419,7 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
         if record.status == Status.OK and (cur.need_snapshot or design.state == "cold"):
             cur.snapshot = await offload(client, model)
             cur.need_snapshot = False
+            cpu_only.say_once(cpu_only.measured_note(run.cell, cur.snapshot), console_note)
             run.extra.update(cur.snapshot)
         for name, value in cur.snapshot.items():
             setattr(record, name, value)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from sweep import interrupts, progress, provenance
+from sweep.backends import cpu_only
 from sweep.backends import processes as backends
 from sweep.workloads.agents import MULTI_AGENT, runs_ok_text
 from sweep.background import Probe
@@ -112,6 +113,7 @@ def run_job(cfg: DictConfig, sweep_dir: Path, *, revisit: bool = False,
     (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
+    cpu_only.say_once(cpu_only.planned_note(cfg.backend, cells))   # num_gpu on the CPU-only embedded engine
     fmt = format_for(cfg.backend)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:

@@ -36,7 +36,8 @@ import numpy as np
 
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.cells import Cell, TrialSpec
-from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, short_output, utc_now
+from sweep.contract import (Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, prompt_tokens_per_s,
+                            short_output, utc_now)
 from sweep.backends.stream import BAD, CONTENT, ERROR, FINAL, META, NS_PER_MS, SKIP, StreamFormat
 
 
@@ -130,6 +131,7 @@ def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFo
     for name, value in fmt.server_fields(got.final, got.metas).items():
         setattr(record, name, value)
     _client_share(record)
+    record.prompt_tokens_per_s = prompt_tokens_per_s(record.prompt_eval_count, record.prompt_eval_duration_ms)
 
 
 def _client_share(record: TrialRecord) -> None:

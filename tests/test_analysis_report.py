@@ -233,7 +233,8 @@ def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Pa
     assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+30\.1 … \+158\.3\)  p adj 0\.0072  faster", l)
                for l in lines), lines
     assert "failures: 1 trials (timeout 1) in chimera (1)" in lines
-    assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 8 CSV tables)" in lines  # 8th: client_side
+    assert (f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, summary.json, 9 CSV tables)"
+            in lines)   # 8th: client_side; 9th: latency_percentiles
     assert lines[-1] == (f"next: python -m analysis {trials_csv} --no-figures --out {tmp_path / 'out'} --open"
                          "   (the HTML report in a browser)")
     assert "|" not in result.stdout and len(lines) < 15

@@ -127,6 +127,7 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     assert "server_parallel" in COLUMN_NAMES[i + 2:]         # issue 29's blocks follow, in the order they merged
     i = COLUMN_NAMES.index("prompt_tokens")                  # lengths under control (issue 29)
     assert COLUMN_NAMES[i:i + 2] == ("prompt_tokens", "short_output")
+    assert COLUMN_NAMES.index("prompt_tokens_per_s") > i      # then the report's prompt speed (issue 29)
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 

@@ -43,6 +43,7 @@ from rich.table import Table
 
 from sweep.workloads.agents import expected_rows
 from sweep.workloads.loadgen import expected_requests
+from sweep.backends import cpu_only
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.plan import check_grid_coverage, plan_cells, trials_count, warmups_per_visit
@@ -248,6 +249,7 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[DictConfig], order_
     console.print(table)
     for line in order_lines:
         console.print(line)
+    cpu_only.say_once(cpu_only.planned_note(cfg.backend, [p.cell for p in planned]), console.print)
     history = _history(Path(cfg.output_root), sweep_dir)
     seconds, basis = estimate_s(planned, history)
     todo = sum(max(0, p.calls - p.done) for p in planned)
