@@ -44,6 +44,22 @@ def _source(func: object) -> str:
         return ""
 
 
+#: ``func`` -> (its source, the test-suite helpers it calls), read once per session: ~900 items share a
+#: few hundred functions and fixtures, and re-reading (tokenizing) their source for each item was a
+#: third of the collection time.
+_READ: dict[object, tuple[str, list[object]]] = {}
+
+
+def _read(func: object) -> tuple[str, list[object]]:
+    if func not in _READ:
+        source = _source(func)
+        names = getattr(func, "__globals__", {})
+        helpers = [names[name] for name in sorted(set(_CALLED.findall(source)))
+                   if inspect.isfunction(names.get(name)) and names[name].__module__.startswith("tests")]
+        _READ[func] = (source, helpers)
+    return _READ[func]
+
+
 def _with_helpers(func: object, seen: set[object]) -> str:
     """The source of ``func`` and of the test-suite helpers it calls, transitively.
 
@@ -54,13 +70,8 @@ def _with_helpers(func: object, seen: set[object]) -> str:
     if func in seen:
         return ""
     seen.add(func)
-    source = _source(func)
-    names = getattr(func, "__globals__", {})
-    for name in set(_CALLED.findall(source)):
-        helper = names.get(name)
-        if inspect.isfunction(helper) and helper.__module__.startswith("tests"):
-            source += _with_helpers(helper, seen)
-    return source
+    source, helpers = _read(func)
+    return source + "".join(_with_helpers(helper, seen) for helper in helpers)
 
 
 def _spawns(item: pytest.Item) -> bool:
