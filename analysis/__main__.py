@@ -22,8 +22,10 @@ import webbrowser
 from analysis import brief, gate, render
 from analysis.importers import notes as import_notes
 from analysis.load import InputError, load, newest_sweep, was_search
-from analysis.report import HTML_NAME, build
-from analysis.tables import Options, Table
+from analysis.report import HTML_NAME, build, default_out_dir, summary
+from analysis.summary_json import rows as json_rows
+from analysis.summary_json import write as write_summary
+from analysis.tables import Options, Table, analyse
 
 EXIT_INPUT = 2
 EXIT_CODES = (f"exit codes: 0 done (with --gate: passed), {gate.REGRESSION} regression found by --gate, "
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --gate needs --against OLD (the sweep to compare with)", file=sys.stderr)
         return EXIT_INPUT
     if args.against:
-        return _compare(args)
+        return _compare(args, opts, argv)
     try:
         paths = args.paths
         if not paths:
@@ -151,9 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _compare(args: argparse.Namespace, opts: Options, argv: Sequence[str]) -> int:
     """``NEW --against OLD [--gate]``: print the paired comparison; with --gate, exit 1 on a regression, 3 when
-    inconclusive."""
+    inconclusive.  gate.csv and summary.json (NEW's cells with the gate's result) go to ``--out``, by default
+    NEW's ``_report/``."""
     if not args.paths:
         print("error: --against needs the NEW sweep as PATH (python -m analysis NEW --against OLD)", file=sys.stderr)
         return EXIT_INPUT
@@ -161,8 +164,8 @@ def _compare(args: argparse.Namespace) -> int:
         print("error: --min-delta-pct must be ≥ 0", file=sys.stderr)
         return EXIT_INPUT
     try:
-        result = gate.compare(load(args.paths, args.import_to), load(args.against, args.import_to),
-                              args.min_delta_pct, args.alpha)
+        new = load(args.paths, args.import_to)
+        result = gate.compare(new, load(args.against, args.import_to), args.min_delta_pct, args.alpha)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -173,10 +176,19 @@ def _compare(args: argparse.Namespace) -> int:
     for side, cells in (("NEW", result.unpaired_new), ("OLD", result.unpaired_old)):
         if cells:
             print(f"not paired ({side} only): {', '.join(cells)}", file=sys.stderr)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gate.csv").write_text(render.to_csv(table))
     verdict = result.verdict(args.min_delta_pct)
+    out = args.out or default_out_dir(new)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gate.csv").write_text(render.to_csv(table))
+        result_doc = {"against": [str(p) for p in args.against], "min_delta_pct": args.min_delta_pct,
+                      "alpha": args.alpha, "exit_code": result.exit_code, "verdict": verdict,
+                      "regressions": result.regressions, "unpaired_new": result.unpaired_new,
+                      "unpaired_old": result.unpaired_old, "rows": json_rows(result.table)}
+        write_summary(out, summary(new, analyse(new.frame, opts), argv, result_doc))
+    except OSError as exc:       # a read-only NEW: the verdict and exit code still stand
+        print(f"warning: gate.csv and summary.json not written to {out} ({exc.strerror or exc}); "
+              f"pass --out DIR", file=sys.stderr)
     print(f"gate: {verdict}" if args.gate else verdict, file=sys.stderr)
     return result.exit_code if args.gate else 0
 

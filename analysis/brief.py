@@ -96,6 +96,10 @@ def summary_lines(loaded: Loaded, an: Analysis) -> list[str]:
         lines.append(f"warning: {spans}")
     if shared := flags.shared_cpu_line(df, loaded.provenance):
         lines.append(f"warning: {shared}")
+    if short := flags.short_output_line(df):
+        lines.append(f"warning: {short}")
+    if prompts := flags.prompt_mismatch_line(df):
+        lines.append(f"warning: {prompts}")
     lines += [f"warning: {line}" for line in background.lines(an)]
     return lines
 
@@ -104,6 +108,7 @@ def file_lines(out_dir: Path, files: Sequence[Path], next_command: str) -> list[
     """Where the report went and what to run next."""
     csvs = sum(1 for p in files if p.suffix == ".csv")
     figs = sum(1 for p in files if p.parent.name == "figures")
-    parts = ["report.html", "report.md", "report.tex", f"{csvs} CSV tables"] + ([f"figures/ ({figs} files)"] if figs else [])
+    json_files = [p.name for p in files if p.suffix == ".json"]
+    parts = ["report.html", "report.md", "report.tex", *json_files, f"{csvs} CSV tables"] + ([f"figures/ ({figs} files)"] if figs else [])
     return [f"files: {out_dir}/  ({', '.join(parts)})",
             f"next: {next_command}"]

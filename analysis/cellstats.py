@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis import client_share, flags, intervals, stats
+from analysis import client_share, flags, intervals, latency, stats
 from analysis.base import STOP_REASON, Options, present_metrics
 from analysis.columns import DURATIONS, HEADLINE, OPTIONAL, SENSITIVITY_KEYS, TOKENS, TTFT, Metric
 from analysis.load import RELOADED, as_bool
 
 _SUMMARY_STATS = ("n", "mean", "sd", "cv_pct", "ci_lo", "ci_hi", "var", intervals.NOTE)
 # Measured columns read beside the metrics: run order (trial, started_at) and the client-side share.
-_ALSO_READ = ("trial", "started_at", client_share.CLIENT_E2E, client_share.CLIENT_TTFT)
+_ALSO_READ = ("trial", "started_at", client_share.CLIENT_E2E, client_share.CLIENT_TTFT, latency.E2E) + tuple(
+    m.column for m in latency.TIMING)   # and the token timings (ITL, TPOT, prompt tok/s: analysis.latency)
 
 
 def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -88,6 +89,10 @@ def cell_statistics(
         summ = _headline_summary(measured, metric, cells.index, opts, moments)
         for stat in _SUMMARY_STATS:
             out[f"{metric.column}:{stat}"] = summ[stat]
+    for metric in present_metrics(df, latency.SUMMARISED):   # same interval, same path; not pooled by sensitivity
+        summ = _headline_summary(measured, metric, cells.index, opts, {})
+        for stat in _SUMMARY_STATS:
+            out[f"{metric.column}:{stat}"] = summ[stat]
     _add_descriptive(out, measured, df)
     return out, moments
 
@@ -122,13 +127,20 @@ def _headline_summary(measured: Measured, metric: Metric, index: pd.Index, opts:
     return summ
 
 
+def quantiles(by_cell: pd.core.groupby.DataFrameGroupBy, column: str, percents: tuple[int, ...],
+              index: pd.Index) -> dict[str, pd.Series]:
+    """``{"<column>:p<q>": per-cell percentile}`` over each cell's trials (linear interpolation; NaN-free values)."""
+    q = by_cell[column].quantile([p / 100 for p in percents]).unstack()
+    return {f"{column}:p{p}": q[p / 100].reindex(index) for p in percents}
+
+
 def _add_descriptive(out: pd.DataFrame, measured: Measured, df: pd.DataFrame) -> None:
-    """TTFT p50/p95, the means of the server durations and optional columns, Σ tokens (in place)."""
+    """TTFT and e2e p50/p95/p99, the means of the server durations and optional columns, Σ tokens (in place)."""
     index, m, by_cell = out.index, measured.frame, measured.by_cell
-    if TTFT in m.columns and m[TTFT].notna().any():
-        q = by_cell[TTFT].quantile([0.5, 0.95]).unstack()
-        out[f"{TTFT}:p50"] = q[0.5].reindex(index)
-        out[f"{TTFT}:p95"] = q[0.95].reindex(index)
+    for column in latency.PERCENTILE_COLUMNS:
+        if column in m.columns and m[column].notna().any():
+            for name, values in quantiles(by_cell, column, latency.PERCENTILES, index).items():
+                out[name] = values
     extra = present_metrics(df, DURATIONS + OPTIONAL)
     if extra:
         means = by_cell[[x.column for x in extra]].mean()

@@ -101,6 +101,38 @@ def ttft_distribution(df: pd.DataFrame, an: Analysis, out: Path, max_cells: int 
     return _save(fig, out, "ttft_distribution")
 
 
+def latency_percentiles(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> list[Path]:
+    """TTFT and e2e p50 / p95 / p99 per cell, one panel each: how long the tail is beside the median."""
+    t = an.get("latency_percentiles")
+    if t is None:
+        return []
+    f = t.frame
+    panels = [lab for lab in ("TTFT ms", "e2e ms") if f"{lab} p99" in f.columns and f[f"{lab} p99"].notna().any()]
+    if not panels:
+        return []
+    order = f[f"{panels[-1]} p99"].fillna(np.inf).sort_values(kind="mergesort").index[:max_cells][::-1]
+    labels = [_short(f"{c} (n={int(n)})") for c, n in zip(
+        (f["dataset"] + ": " + f["cell"]) if "dataset" in f.columns else f["cell"], f["n"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), _height(len(order))), squeeze=False,
+                             sharey=True)
+    y = np.arange(len(order))
+    for ax, lab in zip(axes[0], panels):
+        ps = np.vstack([f.loc[order, f"{lab} {p}"].to_numpy(float) for p in ("p50", "p95", "p99")])
+        ax.hlines(y, np.nanmin(ps, axis=0), np.nanmax(ps, axis=0), color="#999", lw=1)
+        for row, (p, marker, colour) in enumerate((("p50", "o", "#1b9e77"), ("p95", "^", "#7570b3"),
+                                                   ("p99", "x", "#d95f02"))):
+            ax.scatter(ps[row], y, marker=marker, color=colour, label=p, zorder=3)
+        ax.set_xlabel(f"{lab.split()[0]} (ms), percentile over trials")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y, [labels[i] for i in order], fontsize=8)
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    shown = len(order)
+    sub = f"{shown} of {len(f)} cells with the lowest p99" if len(f) > shown else f"{len(f)} cells"
+    fig.suptitle(f"Latency percentiles per cell ({sub}; n = measured trials)")
+    fig.tight_layout()
+    return _save(fig, out, "latency_percentiles")
+
+
 def sensitivity(an: Analysis, out: Path) -> list[Path]:
     """One figure per swept parameter: marginal mean ± CI of throughput and TTFT per level."""
     t = an.get("sensitivity_levels")
@@ -185,6 +217,52 @@ def concurrency_speedup(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> 
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out, "concurrency_speedup")
+
+
+def load_curves(an: Analysis, out: Path, max_settings: int = 12) -> list[Path]:
+    """Throughput vs latency per setting (one panel each, a point per level), each cell's capacity marked.
+
+    x: the achieved throughput (successful requests per second of the run); y: TTFT and e2e p50/p95, from
+    the scheduled send time.  A knee cell's capacity (the mean over its searches) is a star on the run level
+    nearest to it, with a dotted line at that level's throughput; the legend gives the capacity itself.
+    """
+    levels_t, cap_t = an.get("load_levels"), an.get("load_capacity")
+    if levels_t is None or levels_t.frame.empty:
+        return []
+    levels = levels_t.frame
+    caps = cap_t.frame if cap_t is not None else pd.DataFrame(columns=["cell", "capacity"])
+    settings = list(dict.fromkeys(levels["setting"]))[:max_settings]
+    cols = min(3, len(settings))
+    rows = -(-len(settings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, settings):
+        mine = levels.loc[levels["setting"] == name].sort_values("level")
+        x = mine["throughput_req_s"].to_numpy(float)
+        for column, style, label in (("ttft_p50_ms", "o-", "TTFT p50"), ("ttft_p95_ms", "o--", "TTFT p95"),
+                                     ("e2e_p50_ms", "s-", "e2e p50"), ("e2e_p95_ms", "s--", "e2e p95")):
+            ax.plot(x, mine[column].to_numpy(float), style, ms=4, label=label)
+        for cell in mine["cell"].unique():
+            cap = caps.loc[caps["cell"] == cell, "capacity"]
+            if cap.empty or not np.isfinite(cap.iloc[0]):
+                continue
+            unit = "in flight" if mine["loop"].iloc[0] == "closed" else "req/s"
+            at = mine.loc[(mine["cell"] == cell)]
+            nearest = at.iloc[(at["level"] - cap.iloc[0]).abs().argsort()[:1]]
+            ax.axvline(float(nearest["throughput_req_s"].iloc[0]), color="#d73027", lw=1, ls=":")
+            ax.plot(nearest["throughput_req_s"], nearest["e2e_p95_ms"], "*", ms=14, color="#d73027",
+                    label=f"capacity {cap.iloc[0]:.3g} {unit}")
+        ax.set_yscale("log")
+        ax.set_xlabel("throughput, successful req/s")
+        ax.set_ylabel("latency from scheduled send, ms")
+        ax.set_title(_short(name, 48), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in list(axes.flat)[len(settings):]:
+        ax.set_visible(False)
+    more = f" (first {max_settings} of {levels['setting'].nunique()} settings)" if levels["setting"].nunique() > max_settings else ""
+    fig.suptitle("Load: throughput vs latency per level, capacity marked" + more)
+    fig.tight_layout()
+    return _save(fig, out, "load_curves")
 
 
 def pick_trace_cell(traces: pd.DataFrame, wanted: str | None) -> str | None:
@@ -281,9 +359,11 @@ def make_all(df: pd.DataFrame, an: Analysis, out: Path, traces: pd.DataFrame | N
     figs = {
         "comprehensive": _drawn(skipped, "comprehensive", "throughput per cell", lambda: throughput_cells(an, out))
         + _drawn(skipped, "comprehensive", "TTFT distribution", lambda: ttft_distribution(df, an, out)),
+        "latency": _drawn(skipped, "latency", "latency percentiles", lambda: latency_percentiles(an, out)),
         "baseline_vs_chimera": _drawn(skipped, "baseline_vs_chimera", "forest plot", lambda: forest(an, out)),
         "sensitivity": _drawn(skipped, "sensitivity", "sensitivity", lambda: sensitivity(an, out)),
         "concurrency": _drawn(skipped, "concurrency", "concurrency speedup", lambda: concurrency_speedup(an, out)),
+        "load": _drawn(skipped, "load", "throughput vs latency", lambda: load_curves(an, out)),
     }
     if an.get("search_history") is not None:
         figs["search"] = _drawn(skipped, "search", "search history", lambda: search(an, out))

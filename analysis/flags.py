@@ -27,6 +27,10 @@ says?") from the stored rows, and each is shown, never used to drop a row:
   computes").  A cell counts when its server is on the measuring machine (the embedded engine,
   or a loopback address), it put nothing on a GPU (``vram_fraction`` 0 or unknown) and its
   ``num_thread`` is at least the machine's logical CPUs from the sweep's provenance.
+* **short output** (:func:`short_output_cells`, :func:`short_output_line`, one report and terminal
+  line): cells with ``workload.max_tokens`` whose trials generated fewer tokens (``short_output``,
+  stored by the sweep as ``eval_count < num_predict``); **prompt length** (:func:`prompt_mismatch_line`):
+  cells with ``workload.prompt_tokens`` whose server evaluated another number of prompt tokens.
 """
 
 from __future__ import annotations
@@ -172,3 +176,73 @@ def shared_cpu_line(df: pd.DataFrame, provenance: dict[str, list[dict[str, Any]]
             f"them, so the harness's CPU per token was taken from the engine and their tok/s is understated "
             f"(docs/measurement.md: 'Measuring on the machine that computes'; measure them from another machine): "
             f"{shown}{more}")
+
+
+# ---------------------------------------------------------------- short output: fewer tokens than max_tokens
+
+SHORT_OUTPUT = COLUMNS_BY_NAME["short_output"].name
+
+
+def short_output_cells(df: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Cell label → (measured trials that generated fewer tokens than ``workload.max_tokens``, measured trials).
+
+    Why: a fixed output length is what makes two cells' decode speed and end-to-end time comparable;
+    a backend without an ignore-EOS switch (Ollama) may still stop early, and its trial is shorter
+    than its label says.  Shown, never dropped.
+    """
+    if SHORT_OUTPUT not in df.columns:
+        return {}
+    rows = df.loc[df["measured"] & df[SHORT_OUTPUT].notna(), ["cell", SHORT_OUTPUT]]
+    if rows.empty:
+        return {}
+    short = rows[SHORT_OUTPUT].astype(bool)
+    counts = short.groupby(rows["cell"].astype(str)).agg(["sum", "size"])
+    return {cell: (int(s), int(n)) for cell, (s, n) in counts.iterrows() if s > 0}
+
+
+def short_output_line(df: pd.DataFrame, limit: int = 3) -> str | None:
+    """The one-line flag (None when every trial with a max_tokens generated all of them)."""
+    cells = short_output_cells(df)
+    if not cells:
+        return None
+    shown = "; ".join(f"{cell} ({s}/{n} trials)" for cell, (s, n) in list(cells.items())[:limit])
+    more = f"; … {len(cells) - limit} more" if len(cells) > limit else ""
+    return (f"{len(cells)} cell(s) with trials that generated fewer tokens than workload.max_tokens (the server "
+            f"stopped early; its decode figures cover a shorter output; ignore_eos where the backend has it): "
+            f"{shown}{more}")
+
+
+# ---------------------------------------------------------------- prompt length: served ≠ asked
+
+PROMPT_TOKENS, PROMPT_EVAL_COUNT = (COLUMNS_BY_NAME[n].name for n in ("prompt_tokens", "prompt_eval_count"))
+
+
+def prompt_mismatch_cells(df: pd.DataFrame) -> dict[str, tuple[int, int, list[int]]]:
+    """Cell label → (trials whose ``prompt_eval_count`` ≠ ``prompt_tokens``, measured trials, the counts served).
+
+    Why: ``workload.prompt_tokens=N`` is built to be evaluated whole; a server that reuses a cached prefix
+    (Ollama has no switch), truncates to its context or could not be searched exactly evaluates fewer or more,
+    and its prompt tok/s is then of another length.
+    """
+    if PROMPT_TOKENS not in df.columns or PROMPT_EVAL_COUNT not in df.columns:
+        return {}
+    rows = df.loc[df["measured"] & df[PROMPT_TOKENS].notna() & df[PROMPT_EVAL_COUNT].notna(),
+                  ["cell", PROMPT_TOKENS, PROMPT_EVAL_COUNT]]
+    out: dict[str, tuple[int, int, list[int]]] = {}
+    for cell, group in rows.groupby(rows["cell"].astype(str)):
+        off = group[group[PROMPT_EVAL_COUNT] != group[PROMPT_TOKENS]]
+        if len(off):
+            out[cell] = (len(off), len(group), sorted({int(v) for v in off[PROMPT_EVAL_COUNT]}))
+    return out
+
+
+def prompt_mismatch_line(df: pd.DataFrame, limit: int = 3) -> str | None:
+    """The one-line flag (None when every trial with a prompt_tokens evaluated exactly that many)."""
+    cells = prompt_mismatch_cells(df)
+    if not cells:
+        return None
+    shown = "; ".join(f"{cell} ({s}/{n} trials: {', '.join(map(str, counts[:4]))})"
+                      for cell, (s, n, counts) in list(cells.items())[:limit])
+    more = f"; … {len(cells) - limit} more" if len(cells) > limit else ""
+    return (f"{len(cells)} cell(s) with trials whose server evaluated another number of prompt tokens than "
+            f"workload.prompt_tokens (a cached prefix, a truncation, or no exact text found): {shown}{more}")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis import client_share, importers
+from analysis import client_share, importers, latency
 from analysis.columns import (
     AGENT_ID, AGENTS, GPU_NAME, HEADLINE, INT_OPTIONS, NUMERIC_COLUMNS, OPTION_KEYS, RUN_ID, SCENARIO, WORKFLOW_ID,
 )
@@ -226,7 +226,11 @@ def _derive_cells(df: pd.DataFrame) -> pd.Series:
 
 def _ident_text(column: str, value: Any) -> str:
     """An identity value in a cell label (the agent count says what it counts)."""
-    return f"agents={int(value)}" if column == AGENTS else str(value)
+    if column == AGENTS:
+        return f"agents={int(value)}"
+    if column == SERVER_PARALLEL:   # the server's slots (backend.parallel), as the sweep's cell ids say them
+        return f"parallel={int(value)}"
+    return str(value)
 
 
 def format_level(column: str, value: Any) -> str:
@@ -272,7 +276,7 @@ def tidy(frame: pd.DataFrame, label: str) -> pd.DataFrame:
         df["cell"] = df["cell_id"].where(df["cell_id"].notna(), derived).astype(str)
     else:
         df["cell"] = _derive_cells(df)
-    return client_share.add_columns(_row_state(df))
+    return latency.add_columns(client_share.add_columns(_row_state(df)))
 
 
 def _row_state(df: pd.DataFrame) -> pd.DataFrame:
@@ -313,7 +317,8 @@ def _embedded_server_label(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS)
+SERVER_PARALLEL = "server_parallel"
+_LABEL_IDENTITY = ("model", "workload", SCENARIO, AGENTS, SERVER_PARALLEL)
 
 
 def compact_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:

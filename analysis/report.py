@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis import background, flags, html, render
+from analysis import background, flags, html, render, summary_json
 from analysis.environment import environment_frame
 from analysis.importers import notes as import_notes
 from analysis.load import Loaded
@@ -28,6 +28,7 @@ HTML_NAME = "report.html"   # beside report.md: one file, figures inside
 # to the sections it has: a prompt sweep's report has no agent section, and no gap in its numbering.
 SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("comprehensive", "Comprehensive results", ("comprehensive",)),
+    ("latency", "Latency and token timings", ("latency_percentiles", "token_timing")),
     ("rankings", "Rankings", ("rank_throughput", "rank_ttft", "rank_consistency")),
     ("baseline_vs_chimera", "Baseline vs chimera", ("baseline_vs_chimera",)),
     ("sensitivity", "Parameter sensitivity", ("sensitivity_levels", "sensitivity_summary", "sensitivity_interactions")),
@@ -38,6 +39,7 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("client_side", "Client-side share", ("client_side",)),
     ("agent_stages", "Agent workflows", ("agent_stages",)),
     ("concurrency", "Concurrency", ("concurrency", "concurrency_scenarios")),
+    ("load", "Load and capacity", ("load_capacity", "load_levels")),   # workload=load: goodput, the knee
     ("imported", "Imported results", ("import_sources", "import_differences")),  # old harnesses' folders
 )
 
@@ -118,6 +120,10 @@ def header_parts(loaded: Loaded, an: Analysis, argv: Sequence[str] | None) -> He
         facts.append(f"**Warning**: {spans}.")
     if shared := flags.shared_cpu_line(df, loaded.provenance, limit=len(cells)):
         facts.append(f"**Warning**: {shared}.")
+    if short := flags.short_output_line(df, limit=len(cells)):
+        facts.append(f"**Warning**: {short}.")
+    if prompts := flags.prompt_mismatch_line(df, limit=len(cells)):
+        facts.append(f"**Warning**: {prompts}.")
     facts.append(background.fact(df, an))
     facts += [f"**Warning**: {line}." for line in background.lines(an, limit=len(cells))]
     if loaded.held_fixed:
@@ -216,4 +222,12 @@ def build(
     (out / HTML_NAME).write_text(html.page("Sweep analysis report", head.intro, head.facts,
                                            [head.inputs, *env], sections), encoding="utf-8")
     files += [out / "report.md", out / "report.tex", out / HTML_NAME]
+    files.append(summary_json.write(out, summary(loaded, an, argv)))
     return Report(text, out, an, files)
+
+
+def summary(loaded: Loaded, an: Analysis, argv: Sequence[str] | None,
+            gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json's content for this analysis (and the gate's result, when there is one)."""
+    inputs = [{"path": str(s.path), "label": s.label, "files": s.files, "rows": s.rows} for s in loaded.sources]
+    return summary_json.document(an, inputs, loaded.provenance, argv, ci_methods(an.cellstats, an.options), gate)

@@ -42,7 +42,7 @@ def comprehensive(an_cells: pd.DataFrame, cs: pd.DataFrame, multi: bool, opts: O
 
 
 def _add_headline_columns(t: pd.DataFrame, fmt: dict[str, str], cs: pd.DataFrame, opts: Options) -> None:
-    """Per headline metric: [its own n,] mean, sd, CV %, CI lo/hi [, TTFT p50/p95] (in place)."""
+    """Per headline metric: [its own n,] mean, sd, CV %, CI lo/hi [, TTFT p50/p95/p99] (in place)."""
     ci = ci_label(opts)
     sd_label = "sd" if opts.ddof == 1 else "sd(pop)"
     heads = (("mean", "mean"), ("sd", sd_label), ("cv_pct", "CV %"), ("ci_lo", f"{ci} lo"), ("ci_hi", f"{ci} hi"))
@@ -59,7 +59,7 @@ def _add_headline_columns(t: pd.DataFrame, fmt: dict[str, str], cs: pd.DataFrame
             fmt[col] = ".2f" if stat == "cv_pct" else f".{d}f"
         add_note_column(t, cs, c, lab, ci)
         if c == TTFT and f"{c}:p50" in cs:
-            for stat in ("p50", "p95"):
+            for stat in ("p50", "p95", "p99"):
                 t[f"{lab} {stat}"] = cs[f"{c}:{stat}"].to_numpy()
                 fmt[f"{lab} {stat}"] = f".{d}f"
 

@@ -13,11 +13,13 @@ its own (one job each) and is re-exported here, where scripts import it from:
 - :mod:`analysis.base`: :class:`Options`, :class:`Table`, :class:`Analysis` and shared helpers;
 - :mod:`analysis.cellstats`: the cells and their per-cell statistics (the one scan over trials);
 - :mod:`analysis.summaries`: comprehensive, population and client-side tables;
+- :mod:`analysis.latency`: latency percentiles, ITL, TPOT and prompt tok/s;
 - :mod:`analysis.rankings`: the top cells;
 - :mod:`analysis.comparisons`: baseline vs chimera;
 - :mod:`analysis.sensitivity`: parameter sensitivity and interactions;
 - :mod:`analysis.run_order`: first trial vs the rest (cold start);
-- :mod:`analysis.search` and :mod:`analysis.agents`: the search and agent sections.
+- :mod:`analysis.search` and :mod:`analysis.agents`: the search and agent sections;
+- :mod:`analysis.capacity`: the load section (capacity, goodput and latency per level).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.agents import analyse_agents
+from analysis.capacity import analyse_load
 from analysis.base import CI, STOP_REASON, Analysis, Options, Table, ci_methods
 from analysis.cellstats import Measured, cell_frame, cell_statistics
 from analysis.comparisons import baseline_vs_chimera
+from analysis.latency import percentile_table, timing_table
 from analysis.rankings import rankings
 from analysis.run_order import run_order
 from analysis.search import search_tables
@@ -50,6 +54,7 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
     cs, moments = cell_statistics(df, cells, opts, measured)
     notes: dict[str, str] = {}
     tables = [comprehensive(cells, cs, multi, opts)]
+    tables += [t for t in (percentile_table(cells, cs, multi), timing_table(cells, cs, multi, opts)) if t is not None]
     tables += rankings(cells, cs, multi, opts)
     bvc, note = baseline_vs_chimera(df, cells, cs, multi, opts, measured)
     if bvc is not None:
@@ -71,4 +76,8 @@ def analyse(df: pd.DataFrame, opts: Options | None = None) -> Analysis:
         tables += search_tables(df, cells, opts)
     agent_tables, concurrency_figure = analyse_agents(df, cells, multi, opts)
     tables += agent_tables
+    load_tables, note = analyse_load(df, cells, opts)
+    tables += load_tables
+    if note:
+        notes["load"] = note
     return Analysis(tables, cells, cs, notes, multi, opts, concurrency_figure)

@@ -65,6 +65,12 @@ GOALS: dict[str, Goal] = {
     "client_us_per_token": Goal("our runner's CPU per streamed token from the embedded server (worst block)", "µs",
                                 decimals=0),
     "llama_bench_tg128_tok_s": Goal("llama-bench tg128, fastest model and thread count", "tok/s", decimals=1),
+    "embedded_pp512_vs_bench": Goal("embedded pp512 prompt tok/s (+experiment=pp_tg) / llama-bench pp512 (lowest)",
+                                    "ratio"),
+    "embedded_tg128_vs_bench": Goal("embedded tg128 decode tok/s (+experiment=pp_tg) / llama-bench tg128 (lowest)",
+                                    "ratio"),
+    "llama_server_pp512_vs_bench": Goal("llama-server pp512 through the sweep / llama-bench pp512 (lowest)", "ratio"),
+    "llama_server_tg128_vs_bench": Goal("llama-server tg128 through the sweep / llama-bench tg128 (lowest)", "ratio"),
 }
 
 
@@ -116,6 +122,12 @@ def _engine(size: str) -> dict[str, float]:
     return {"embedded_ratio": float(got) if got is not None else math.nan}
 
 
+def _pp_tg(size: str) -> dict[str, float]:
+    from benchmarks import pp_tg
+
+    return pp_tg.run(quick=size != "full")
+
+
 def _launchers(size: str) -> dict[str, float]:
     from benchmarks import launchers
 
@@ -145,6 +157,7 @@ def _import(size: str) -> dict[str, float]:
 BENCHMARKS: dict[str, Callable[[str], dict[str, float]]] = {
     "parse": _parse, "fidelity": _fidelity, "concurrency": _concurrency, "cells": _cells,
     "analysis": _analysis, "import": _import, "engine": _engine, "runner": _runner, "store": _store, "launchers": _launchers,
+    "pp_tg": _pp_tg,   # the engine benchmark's pp512/tg128 part alone (engine runs it too)
 }
 
 

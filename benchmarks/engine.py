@@ -82,7 +82,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from benchmarks import anchor
+from benchmarks import anchor, pp_tg
 from sweep.contract import TrialRecord
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.cells import Cell, Prompt
@@ -535,6 +535,8 @@ def run(quick: bool = False) -> dict[str, float]:
     figures.update(print_cpu(blocks))
     if with_anchor:
         figures.update(print_anchor(blocks))
+        # llama-bench's pp512/tg128 pair through the server, as a user's +experiment=pp_tg measures it
+        figures.update(pp_tg.run(quick=quick))
     return figures
 
 

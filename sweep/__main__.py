@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sweep.backends import processes as backends
-from sweep.multirun import cli_errors, layout, outdir
+from sweep.multirun import cli_errors, layout, outdir, shorthands
 from sweep.config import register
 from sweep.job import run_job
 from sweep.multirun.launchers import parallel_slots, shared_host_problem
@@ -61,6 +61,8 @@ def _run() -> None:
     # out of the collector's way, a full collection in a multirun's jobs takes milliseconds, not ~100 ms.
     gc.freeze()
     cli_errors.flags_first(sys.argv)
+    if note := shorthands.model_names(sys.argv):   # model=llama3.2:1b, as `ollama run` takes it
+        print(note, file=sys.stderr, flush=True)
     try:
         cli_errors.run(main)
     except KeyboardInterrupt:

@@ -18,8 +18,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as sps
-
 STOP_TRIALS = "trials"          # the fixed number of trials ran
 STOP_ABANDONED = "abandoned"    # too many failures in a row
 
@@ -44,6 +42,10 @@ def half_width_pct(values: Sequence[float], confidence: float = 0.95) -> float:
     if mean == 0:
         return math.inf
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    # Imported here: scipy.stats costs ~1 s of start-up that every `python -m sweep` without trials=auto
+    # (most runs, and the test suite's hundreds of subprocesses) would pay for nothing.
+    from scipy import stats as sps
+
     return float(sps.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) / abs(mean) * 100)
 
 

@@ -12,18 +12,20 @@ directory name, and changing a parameter makes a new cell.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from sweep.config import Postprocess, Scenario, Workflow, WorkloadKind
+from sweep.config import Arrivals, Loop, Postprocess, Scenario, Workflow, WorkloadKind
 from sweep.contract import OPTION_KEYS, OPTIONS_BY_NAME, TrialRecord
 
 MULTI_AGENT = WorkloadKind.multi_agent
+FILLER_PROMPT_ID = "filler"   # the prompt of a workload.prompt_tokens cell (its text is built at run time)
 ANALYSIS_STAGE, REPORT_STAGE, PROMPT_STAGE = "analysis", "report", "prompt"
 
 
@@ -35,6 +37,33 @@ class ConfigError(ValueError):
 class Prompt:
     id: str
     text: str
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Lengths under control (``workload.prompt_tokens`` / ``max_tokens`` / ``ignore_eos``).
+
+    ``max_tokens`` itself is the cell's ``num_predict`` option (one fact); ``body`` and ``options``
+    are what this backend kind needs on the wire to honour the rest (an ``ignore_eos`` body field or
+    Ollama option, ``cache_prompt: false``, ``raw``), decided by the planner from the kind.
+    """
+
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+    raw: bool = False
+    seed: int = 0
+    body: Mapping[str, Any] = field(default_factory=dict)      # extra top-level request fields
+    options: Mapping[str, Any] = field(default_factory=dict)   # extra Ollama options
+
+    def identity(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "max_tokens": self.max_tokens, "ignore_eos": self.ignore_eos,
+                "raw": self.raw, "seed": self.seed}
+
+    def label(self) -> str:
+        """What the cell id adds: ``prompt_tokens=512``, ``ignore_eos`` (max_tokens shows as num_predict)."""
+        parts = [f"prompt_tokens={self.prompt_tokens}"] if self.prompt_tokens is not None else []
+        return " ".join(parts + (["ignore_eos"] if self.ignore_eos else []))
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,9 @@ class Cell:
     endpoint: str
     keep_alive: str | None
     agent_plan: AgentPlan | None = None  # agent workloads: agents, scenario, hosts, workflow texts
+    load_plan: LoadPlan | None = None    # workload=load: the load offered, its length, the SLO, the knee search
+    parallel: int | None = None  # backend.parallel: the server's slots (load-time: a change restarts the server)
+    lengths: Lengths | None = None       # workload.prompt_tokens / max_tokens / ignore_eos, when any is set
 
     @property
     def cell_hash(self) -> str:
@@ -64,6 +96,14 @@ class Cell:
         }
         if self.agent_plan is not None:  # only then: prompt cells keep the hashes older sweeps stored
             identity["agent_plan"] = self.agent_plan.identity()
+        if self.load_plan is not None:
+            identity["load_plan"] = dataclasses.asdict(self.load_plan)
+        if self.parallel is not None:    # likewise: cells without backend.parallel keep their hashes
+            identity["parallel"] = self.parallel
+        if self.lengths is not None:     # likewise; the filler text is built from the server's tokenizer at run
+            identity["lengths"] = self.lengths.identity()   # time, so N and the seed identify it, not the text
+            if self.lengths.prompt_tokens is not None:
+                identity["prompts"] = []
         blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -71,8 +111,13 @@ class Cell:
     def cell_id(self) -> str:
         """A readable label: preset, model and the options that are set."""
         parts = [self.preset, self.model] + [f"{k}={v}" for k, v in self.options.items()]
+        if self.parallel is not None:
+            parts.append(f"parallel={self.parallel}")
         label = self.agent_plan.label() if self.agent_plan is not None else ""
-        return " ".join(([label] if label else []) + parts)
+        if self.load_plan is not None:
+            label = self.load_plan.label()
+        lengths = self.lengths.label() if self.lengths is not None else ""
+        return " ".join(([label] if label else []) + parts + ([lengths] if lengths else []))
 
     @property
     def file_stem(self) -> str:
@@ -135,6 +180,14 @@ class Workload(Protocol):
         """One attempt of ``trial``: its rows, not yet stored (every call's, failures included)."""
         ...
 
+    def failed(self, rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+        """The rows that make this attempt a failure, worth a retry when transient (usually: every row not ok).
+
+        Why a workload's call: a load run's timed-out requests under overload are its measurement, not a
+        failed attempt; only a run none of whose requests succeeded (a server down) is retried.
+        """
+        ...
+
 
 def normalize_base_url(url: str) -> str:
     """Accept OLLAMA_HOST's forms (``host:port``) but only http(s) schemes."""
@@ -164,13 +217,16 @@ LOAD_TIME_OPTIONS: tuple[str, ...] = tuple(k for k in OPTION_KEYS if OPTIONS_BY_
 
 
 def load_key(cell: Cell) -> tuple[Any, ...]:
-    """What a server must (re)load for this cell: which server, which model, which load-time options.
+    """What a server must (re)load for this cell: which server, its slots, which model, which load-time options.
 
     Unset options sort first (``(0,)``), so a baseline cell on server defaults
-    leads its model's group, and mixed None/int values still compare.
+    leads its model's group, and mixed None/int values still compare.  The slots
+    (``backend.parallel``) come before the model: a change restarts the whole
+    server, so the cells of one slot count run together, whatever their model.
     """
     server = cell.base_url or cell.backend
-    return (server, cell.model) + tuple(
+    slots = (0,) if cell.parallel is None else (1, cell.parallel)
+    return (server, slots, cell.model) + tuple(
         (0,) if cell.options.get(k) is None else (1, cell.options[k]) for k in LOAD_TIME_OPTIONS)
 
 
@@ -233,3 +289,49 @@ class AgentPlan:
             parts.append("per-agent " + " ".join(
                 f"{k}=" + "/".join(str(a.options.get(k, "-")) for a in self.agents) for k in self.per_agent_keys))
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a ``workload=load`` cell offers; every field changes what is measured, so all are in the cell hash.
+
+    ``level`` is a rate (req/s, open loop) or a concurrency (closed loop).  ``sweep``: a trial is a knee
+    search from ``low`` (doubling, at most ``high``, then bisection to ``tolerance``); else a trial is one run
+    at ``level``.  A run lasts ``duration_s`` (open loop: arrivals in it) or ``requests`` requests.
+    """
+
+    loop: Loop                     # open | closed
+    arrivals: Arrivals             # constant | poisson (open loop)
+    level: float | None            # the fixed rate or concurrency (None when sweep)
+    duration_s: float | None
+    requests: int | None
+    sweep: bool
+    low: float
+    high: float
+    tolerance: float
+    seed: int
+    slo_ttft_ms: float | None
+    slo_itl_ms: float | None
+    slo_e2e_ms: float | None
+    slo_fraction: float
+
+    @property
+    def closed(self) -> bool:
+        return self.loop == Loop.closed
+
+    def slo_text(self) -> str:
+        """The SLO as stored in the ``slo`` column: ``ttft_ms<=500 fraction>=0.9``."""
+        limits = [f"{k}<={v:g}" for k, v in (("ttft_ms", self.slo_ttft_ms), ("itl_ms", self.slo_itl_ms),
+                                              ("e2e_ms", self.slo_e2e_ms)) if v is not None]
+        return " ".join(limits + [f"fraction>={self.slo_fraction:g}"]) if limits else "none"
+
+    def label(self) -> str:
+        """What the cell id adds: the loop and its level (or the knee search), and the SLO."""
+        length = f"{self.requests} requests" if self.requests is not None else f"{self.duration_s:g} s"
+        if self.sweep:
+            what = f"knee {self.loop}-loop {self.low:g}..{self.high:g}"
+        elif self.closed:
+            what = f"closed-loop concurrency={self.level:g}"
+        else:
+            what = f"open-loop rate={self.level:g}/s {self.arrivals}"
+        return f"load {what} {length} slo {self.slo_text()}"

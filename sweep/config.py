@@ -35,6 +35,7 @@ class WorkloadKind(StrEnum):
     prompt = "prompt"               # one streamed call per prompt
     agent_report = "agent_report"   # one agent's workflow (analysis, then report) over ingested data
     multi_agent = "multi_agent"     # N agents' workflows, concurrent and isolated runs
+    load = "load"                   # one load run (open or closed loop), or one knee search: a row per request
 
 
 class State(StrEnum):
@@ -101,6 +102,26 @@ class Scenario(StrEnum):
     chimera_hetero = "chimera_hetero"             # agents.options[i] on top of the preset's
 
 
+class Arrivals(StrEnum):
+    """``load.arrivals``: the gaps between an open loop's requests."""
+
+    constant = "constant"   # 1/rate apart
+    poisson = "poisson"     # exponential gaps, seeded by load.seed
+
+
+class Loop(StrEnum):
+    """``load.loop``: how ``workload=load`` offers its load."""
+
+    open = "open"       # arrivals at load.rate, whatever is in flight
+    closed = "closed"   # load.concurrency requests kept in flight
+
+
+class Rates(StrEnum):
+    """``load.rates``: a search over the level instead of one level."""
+
+    sweep = "sweep"   # find the knee (the highest level meeting slo.fraction) by doubling, then bisection
+
+
 class Stat(StrEnum):
     """``objective.stat``: the statistic of the metric a search optimises."""
 
@@ -158,6 +179,7 @@ class BackendConfig:
     headers_env: str = "CHIMERA_SWEEP_HEADERS"  # "Name: value; Other: value", if set
     hosts: List[str] = field(default_factory=list)  # several servers: agents assigned round-robin
     instances: int = 1                       # embedded: servers started, each on its own port
+    parallel: Optional[int] = None           # server slots (load-time): embedded --parallel, llama-server -np; null: 1
 
 
 ANALYSIS_PROMPT = (
@@ -188,6 +210,11 @@ class WorkloadConfig:
     data_dir: Optional[str] = None           # agent workflow: files to ingest (default: the bundled sample)
     analysis_prompt: str = ANALYSIS_PROMPT   # {summary} = what ingest found
     report_prompt: str = REPORT_PROMPT       # {analysis} = the analysis call's output, trimmed to num_ctx
+    prompt_tokens: Optional[int] = None      # a prompt of exactly N tokens for the served model (sweep/workloads/lengths.py)
+    max_tokens: Optional[int] = None         # tokens to generate: sent as num_predict (same fact as chimera.num_predict)
+    ignore_eos: bool = False                 # keep generating past end-of-sequence where the backend can (max_tokens needed)
+    raw: bool = False                        # endpoint=generate on the Ollama API: the text unchanged, no template
+    prompt_seed: int = 0                     # seed of prompt_tokens' filler words (same seed, same text)
 
 
 @dataclass
@@ -227,6 +254,7 @@ class GridConfig:
     baseline: bool = True
     axes: Dict[str, List[Any]] = field(default_factory=dict)
     fixed: Dict[str, Any] = field(default_factory=dict)
+    lengths: List[Dict[str, Any]] = field(default_factory=list)  # cells × these workload.prompt_tokens/max_tokens/ignore_eos
 
 
 @dataclass
@@ -264,6 +292,37 @@ class AutoConfig:
 
 
 @dataclass
+class LoadConfig:
+    """``workload=load``: the load a run offers (open loop at ``rate``, or closed loop at ``concurrency``) and for how long.
+
+    ``rates=sweep`` finds the knee instead: from ``low`` the level doubles until the SLO fails (at most
+    ``high``), then bisects the bracket until it is narrower than ``tolerance`` × its low end.
+    """
+
+    rate: Optional[float] = None             # open loop: requests per second (arrivals, whatever is in flight)
+    arrivals: Arrivals = Arrivals.constant   # constant | poisson (exponential gaps, seeded by load.seed)
+    concurrency: Optional[int] = None        # closed loop: requests kept in flight
+    duration_s: Optional[float] = None       # a run's length: arrivals within it (10 s when requests is unset too)
+    requests: Optional[int] = None           # or a run of this many requests
+    rates: Optional[Rates] = None            # sweep: find the knee (highest level meeting slo.fraction) by bisection
+    loop: Optional[Loop] = None              # open | closed; null: closed when load.concurrency is set
+    low: Optional[float] = None              # sweep: first level (default 0.5 req/s open, 1 closed)
+    high: Optional[float] = None             # sweep: the doubling stops here (default 64)
+    tolerance: float = 0.05                  # sweep: stop when (failing − passing) ≤ tolerance × passing
+    seed: int = 0                            # poisson arrivals (with the trial and step: each run its own draw)
+
+
+@dataclass
+class SloConfig:
+    """The service-level objective of ``workload=load``: a request is good when it meets every limit set."""
+
+    ttft_ms: Optional[float] = None          # time to first token, from the scheduled send time
+    itl_ms: Optional[float] = None           # the request's mean inter-token latency (itl_ms_mean)
+    e2e_ms: Optional[float] = None           # scheduled send → last chunk
+    fraction: float = 0.9                    # load.rates=sweep: a level passes when this share of requests is good
+
+
+@dataclass
 class SweepConfig:
     """The root config of one job (= one cell, or one grid cell when ``grid`` is set)."""
 
@@ -293,6 +352,8 @@ class SweepConfig:
     order_seed: Optional[int] = None         # random order's seed; null: drawn and recorded in _run.json
     # set by the sweeper in a multirun under order=random|interleaved: this job measures round N of its cells only
     round: Optional[int] = None
+    load: LoadConfig = field(default_factory=LoadConfig)    # workload=load: rate/concurrency, duration, knee search
+    slo: SloConfig = field(default_factory=SloConfig)       # workload=load: what a good request is (goodput)
 
 
 def new_sweep_id(output_root: str, resume: bool, given_dir: str) -> str:

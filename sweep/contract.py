@@ -218,6 +218,47 @@ class TrialRecord:
                                                 "measure), 100 = one core busy; null where unknown (not Linux)",
                                            label="background CPU %", decimals=1, better=LOWER, show=EXTRA)
     loadavg_1m: float | None = col("", "the machine's 1-minute load average when the call started")
+    # --- load generation (issue 29): workload=load, one row per request of a load run, see sweep/workloads/load.py
+    load_loop: str | None = col("", "`open` (arrivals at a fixed rate, whatever is in flight) or `closed` (a fixed "
+                                    "number of requests in flight)")
+    load_arrivals: str | None = col("", "open loop: `constant` or `poisson` (seeded) inter-arrival times")
+    load_rate: float | None = col("req/s", "open loop: the arrival rate this run offered")
+    load_concurrency: int | None = col("requests", "closed loop: requests kept in flight in this run")
+    load_run_id: str | None = col("", "one load run (a rate or concurrency held for load.duration_s or "
+                                      "load.requests); shared by its requests' rows")
+    load_step: int | None = col("", "the run's step in its trial: 0 for a fixed rate; with load.rates=sweep the "
+                                    "bisection's n-th run")
+    load_offset_ms: float | None = col("ms", "scheduled send time of the request, from the run's start")
+    send_delay_ms: float | None = col("ms", "actual send − scheduled send time; in load rows ttft_ms and e2e_ms "
+                                            "count from the scheduled time, so they include it (no coordinated "
+                                            "omission)")
+    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator)")
+    slo_ok: bool | None = col("", "the request succeeded and met every SLO set (ttft_ms, itl_ms_mean, e2e_ms "
+                                  "against slo.ttft_ms, slo.itl_ms, slo.e2e_ms)")
+    slo: str | None = col("", "the SLO the run was judged by, e.g. `ttft_ms<=500 fraction>=0.9`")
+    load_capacity: float | None = col("req/s or requests", "load.rates=sweep, on the last run of a bisection: the "
+                                                           "highest rate (or concurrency) whose goodput fraction "
+                                                           "met slo.fraction; null when none did")
+    load_knee: str | None = col("", "load.rates=sweep, on the last run of a bisection: `bracketed` (between a "
+                                    "passing and a failing level), `below_low` (load.low failed) or `at_high` "
+                                    "(load.high passed: a lower bound)")
+    # --- server parallelism (issue 29): backend.parallel, see sweep/backends/processes.py
+    server_parallel: int | None = col("requests", "requests the server generates at once (its slots): backend.parallel "
+                                                  "for a server the sweep starts (embedded, llama_server; 1 when "
+                                                  "unset), a local Ollama's OLLAMA_NUM_PARALLEL; null where unknown")
+    # --- lengths under control (issue 29): see sweep/workloads/lengths.py
+    prompt_tokens: int | None = col("tokens", "workload.prompt_tokens: the prompt tokens asked for (the server's "
+                                              "own count of what it evaluated is `prompt_eval_count`); null when "
+                                              "the prompt was given as text")
+    short_output: bool | None = col("", "workload.max_tokens set and the server generated fewer tokens "
+                                        "(eval_count < num_predict): an end-of-sequence or stop the backend could "
+                                        "not switch off; null when max_tokens was not set")
+    # --- report (issue 29): prompt-processing speed, see prompt_tokens_per_s() below
+    prompt_tokens_per_s: float | None = col("tok/s", "server's prompt_eval_count / prompt_eval_duration (prompt "
+                                                     "processing speed, llama-bench's pp); null when either is "
+                                                     "missing or 0. A cached prompt prefix is not evaluated again, "
+                                                     "so a cache hit reports few tokens and a misleading speed",
+                                            label="prompt tok/s", decimals=1, better=HIGHER, show=EXTRA)
 
 
 #: A cell whose measured trials ran beside more than this much CPU of other processes (mean
@@ -316,6 +357,47 @@ def client_ttft_overhead_ms(ttft_ms: typing.Any, load_duration_ms: typing.Any,
     return ttft_ms - (load_duration_ms + prompt_eval_duration_ms)
 
 
+def short_output(eval_count: typing.Any, num_predict: typing.Any) -> bool | None:
+    """The ``short_output`` column: fewer tokens generated than asked; None when either is unknown."""
+    if eval_count is None or num_predict is None or num_predict <= 0:
+        return None
+    return bool(eval_count < num_predict)
+
+
+def prompt_tokens_per_s(prompt_eval_count: typing.Any, prompt_eval_duration_ms: typing.Any) -> typing.Any:
+    """The ``prompt_tokens_per_s`` column from its inputs: prompt_eval_count / prompt_eval_duration (in s).
+
+    Null (None for floats, NaN in a pandas Series) when either input is missing or not positive: an
+    OpenAI-compatible server reports no prompt timings, and a zero duration is not a speed.
+    """
+    if hasattr(prompt_eval_count, "where"):      # pandas Series (the analysis, older sweeps without the column)
+        count, ms = prompt_eval_count.astype(float), prompt_eval_duration_ms.astype(float)
+        return (count / (ms / 1000.0)).where((count > 0) & (ms > 0))
+    if prompt_eval_count is None or prompt_eval_duration_ms is None:
+        return None
+    if prompt_eval_count <= 0 or prompt_eval_duration_ms <= 0:
+        return None
+    return prompt_eval_count / (prompt_eval_duration_ms / 1000.0)
+
+
+def tpot_ms(e2e_ms: typing.Any, ttft_ms: typing.Any, eval_count: typing.Any) -> typing.Any:
+    """Time per output token after the first, per trial: (e2e − TTFT) / (eval_count − 1), in ms.
+
+    The definition vLLM bench and GuideLLM use, on our client's clock and the server's token count:
+    the decode time the client waited, spread over the tokens after the first.  Unlike the ITL
+    columns (gaps between *chunks* as they arrived) it counts tokens, so a chunk carrying several
+    tokens, or a final chunk without text, does not change it.  Null (NaN in a Series) when an input
+    is missing, fewer than 2 tokens were generated, or e2e < TTFT.  Not stored: the analysis derives
+    it from these three columns, so every sweep, old or new, has it.
+    """
+    if hasattr(e2e_ms, "where"):
+        e2e, ttft, n = e2e_ms.astype(float), ttft_ms.astype(float), eval_count.astype(float)
+        return ((e2e - ttft) / (n - 1)).where((n >= 2) & (e2e >= ttft))
+    if e2e_ms is None or ttft_ms is None or eval_count is None or eval_count < 2 or e2e_ms < ttft_ms:
+        return None
+    return (e2e_ms - ttft_ms) / (eval_count - 1)
+
+
 # ---------------------------------------------------------------- options
 
 
@@ -371,6 +453,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("mirostat_tau", float, 0.0),
     Option("mirostat_eta", float, 0.0),
     Option("stop", tuple),
+    Option("ignore_eos", bool),     # keep generating past end-of-sequence (workload.ignore_eos on the embedded engine)
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 #: The options a cell may set; each is also a column.  The order is the order in cell ids.

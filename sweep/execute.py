@@ -42,6 +42,7 @@ from sweep.adaptive import STOP_ABANDONED, STOP_TRIALS, Auto, stop_reason
 from sweep.background import Probe
 from sweep.contract import Status, TrialRecord
 from sweep.contract import is_transient as _transient
+from sweep.backends import cpu_only
 from sweep.backends.model_state import ServerState, needs_warmup, offload, server_state, unload, was_reloaded
 from sweep.order import round_order
 from sweep.cells import Cell, Trial, TrialSpec, Workload, load_key
@@ -97,6 +98,7 @@ def base_record(cell: Cell, sweep_id: str, base_url: str) -> TrialRecord:
     return TrialRecord(
         sweep_id=sweep_id, cell_id=cell.cell_id, cell_hash=cell.cell_hash, preset=cell.preset,
         model=cell.model, backend=cell.backend, base_url=base_url, workload=cell.workload,
+        prompt_tokens=cell.lengths.prompt_tokens if cell.lengths is not None else None,
         **dict(cell.options),
     )
 
@@ -184,7 +186,7 @@ class CellRun:
             self.keep(*rows)
             return rows
 
-        return await with_retries(self.policy, once)
+        return await with_retries(self.policy, once, workload.failed)
 
 
 def is_transient(record: TrialRecord) -> bool:
@@ -192,7 +194,13 @@ def is_transient(record: TrialRecord) -> bool:
     return _transient(record.status, record.http_status)
 
 
-async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]]
+def not_ok(rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The rows that failed: what makes an attempt of most workloads a failure."""
+    return [r for r in rows if r.status != Status.OK]
+
+
+async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[TrialRecord]]],
+                       failures: Callable[[Sequence[TrialRecord]], list[TrialRecord]] = not_ok,
                        ) -> tuple[bool, list[TrialRecord]]:
     """Run ``once(attempt)`` (it stores its rows) until they all succeed; (succeeded, the last attempt's rows).
 
@@ -201,7 +209,7 @@ async def with_retries(policy: Policy, once: Callable[[int], Awaitable[list[Tria
     """
     for attempt in range(1, policy.retries + 2):
         rows = await once(attempt)
-        failed = [r for r in rows if r.status != Status.OK]
+        failed = failures(rows)
         if not failed:
             return True, rows
         if not all(is_transient(r) for r in failed if r.status != Status.SKIPPED) or attempt > policy.retries:
@@ -412,6 +420,7 @@ def _install_hooks(cur: _Cursor, design: Design, server: ServerState, key: tuple
         if record.status == Status.OK and (cur.need_snapshot or design.state == State.cold):
             cur.snapshot = await offload(client, model)
             cur.need_snapshot = False
+            cpu_only.say_once(cpu_only.measured_note(run.cell, cur.snapshot), console_note)
             run.extra.update(cur.snapshot)
         for name, value in cur.snapshot.items():
             setattr(record, name, value)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from sweep import interrupts, progress, provenance
+from sweep.backends import cpu_only
 from sweep.backends import processes as backends
 from sweep.workloads.agents import MULTI_AGENT, runs_ok_text
 from sweep.background import Probe
@@ -40,6 +41,8 @@ from sweep.backends.facts import server_facts
 from sweep.backends.stream import StreamFormat
 from sweep.store import CellStore, TraceStore, ensure_writable, fail_if_rescued
 from sweep.telemetry import TRACE_SCHEMA, Telemetry, process_gpus
+from sweep.workloads.load import load_workload
+from sweep.workloads import lengths
 from sweep.workloads.prompt import prompt_workload
 from sweep.workloads.workflow import agent_workload
 
@@ -127,6 +130,7 @@ def measure_job(cfg: SweepConfig, sweep_dir: Path, *, revisit: bool = False,
     (a multirun's jobs save no Hydra files of their own).
     """
     cells = reload_order(plan_cells(cfg), load_key)
+    cpu_only.say_once(cpu_only.planned_note(cfg.backend, cells))   # num_gpu on the CPU-only embedded engine
     fmt = format_for(cfg.backend)
     ensure_writable(sweep_dir)
     with contextlib.ExitStack() as held:
@@ -146,6 +150,8 @@ def measure_job(cfg: SweepConfig, sweep_dir: Path, *, revisit: bool = False,
         config.update(order=design.order, order_seed=design.seed)   # the order actually run, replayable
         env = provenance.collect(config=config, backend=b.kind, server_version=server_version, models=models,
                                  gpus=telemetry.gpus if telemetry else process_gpus())
+        slots, slots_source = backends.server_slots(b, base_url)   # the server's parallel slots, where known
+        env["server"].update(parallel=slots, parallel_source=slots_source)
         provenance.record_run(sweep_dir, env, {c.file_stem: {"cell_id": c.cell_id, "cell_hash": c.cell_hash,
                                                               "config": config, "command": env["command"],
                                                               "overrides": overrides or []}
@@ -203,7 +209,7 @@ async def _measure(cfg: SweepConfig, cells: list[Cell], stores: list[CellStore],
         job = _Job(cfg, sweep_dir, urls, targets, telemetry, design, layers, _progress(cfg, len(cells)),
                    Running(sweep_dir))
         # in order: a llama-server restart belongs right before its cell
-        outcomes = await _cells(job, [_cell_run(job, cell, store) for cell, store in zip(cells, stores)])
+        outcomes = await _cells(job, [await _cell_run(job, cell, store, headers) for cell, store in zip(cells, stores)])
         _say_extra_warmups(job)
     return outcomes
 
@@ -219,27 +225,33 @@ def _progress(cfg: SweepConfig, cells: int) -> progress.Progress:
 _Run = tuple[CellRun, Workload, TraceStore | None]
 
 
-def _cell_run(job: _Job, cell: Cell, store: CellStore) -> _Run:
+async def _cell_run(job: _Job, cell: Cell, store: CellStore, headers: dict[str, str]) -> _Run:
     """A cell's run, its workload (and its telemetry file), its server ready: llama-server restarted when its
-    flags differ."""
+    flags differ; a ``workload.prompt_tokens`` cell's prompt built through that server's tokenizer."""
     b = job.cfg.backend
     if kind_of(b).start is Start.LLAMA_SERVER:  # same port; in this (the main) thread: the child's death signal follows it
         backends.prepare_cell(b, cell, _say)
         if job.telemetry:
             job.telemetry.server_pid = backends.server_pid(b, job.urls[0])
+    cell, built = await lengths.with_prompt(job.targets[0], cell, headers)
+    if built is not None:
+        _say(lengths.built_line(cell, built))
     traces = (TraceStore(cell_path(job.sweep_dir / TRACES_DIR, cell.file_stem), TRACE_SCHEMA)
               if job.telemetry else None)
     server = job.telemetry.server_pid if job.telemetry else backends.server_pid(b, job.urls[0])
     run = CellRun(job.targets[0], cell, store, policy_from(b), job.cfg.sweep_id,
                   Watch(job.telemetry, traces) if job.telemetry and traces else None, on_record=job.shown.trial,
                   running=job.running, background=Probe(server))
+    run.extra["server_parallel"] = backends.server_slots(b, job.urls[0])[0]
     if cell.agent_plan is None and job.layers.get(cell.model) is not None:
         run.extra["model_layers"] = job.layers[cell.model]
     return run, _workload(job, run), traces
 
 
 def _workload(job: _Job, run: CellRun) -> Workload:
-    """The cell's :class:`~sweep.cells.Workload`: its prompts, or its agents over every server."""
+    """The cell's :class:`~sweep.cells.Workload`: its prompts, a load run, or its agents over every server."""
+    if run.cell.load_plan is not None:
+        return load_workload(run, job.design.trials)
     if run.cell.agent_plan is None:
         return prompt_workload(run, job.design.trials)
     return agent_workload(run, job.targets, job.design.trials, job.cfg.agents.isolated_runs)

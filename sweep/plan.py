@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from sweep.backends.hosts import host_urls
-from sweep.backends.kinds import KINDS, BackendKind, Start, kind_of
-from sweep.cells import Cell, ConfigError, Prompt, normalize_base_url, validate_options
+from sweep.backends.kinds import KINDS, BackendKind, EosSwitch, Start, kind_of
+from sweep.cells import FILLER_PROMPT_ID, Cell, ConfigError, Lengths, Prompt, normalize_base_url, validate_options
 from sweep.config import Api, BackendConfig, Endpoint, State, SweepConfig, WorkloadConfig, WorkloadKind
 from sweep.contract import OPTION_KEYS
 from sweep.objective import Objective
 from sweep.workloads import agents
+from sweep.workloads.loadgen import load_plan
 
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ def validate(cfg: SweepConfig) -> None:
                           "servers use backend.instances=N")
     for host in b.hosts:
         normalize_base_url(str(host))
+    kind.check_parallel(b.parallel)
     if b.instances < 1 or (b.instances > 1 and not kind.several_instances):
         raise ConfigError(f"invalid backend.instances={b.instances}: >= 1, and more than 1 only with "
                           f"backend={_kinds_with('several_instances')} (list running servers with backend.hosts=[URL,URL])")
@@ -181,7 +183,7 @@ def grid_size(cfg: SweepConfig) -> int:
     n = 1
     for levels in cfg.grid.axes.values():
         n *= len(levels)
-    return n + (1 if cfg.grid.baseline else 0)
+    return (n + (1 if cfg.grid.baseline else 0)) * max(1, len(cfg.grid.lengths))
 
 
 def check_grid_coverage(configs: Sequence[SweepConfig], command_line: Sequence[str]) -> None:
@@ -233,26 +235,108 @@ def plan_cells(cfg: SweepConfig) -> list[Cell]:
     hosts = host_urls(cfg.backend)
     kind = kind_of(cfg.backend)
     base_url = " ".join(hosts) if kind.remote else None
-    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if cfg.workload.kind != WorkloadKind.prompt else ""
-    option_sets = _option_sets(cfg)
+    agent_kind = cfg.workload.kind in (WorkloadKind.agent_report, WorkloadKind.multi_agent)
+    data_dir = agents.resolve_data_dir(cfg.workload.data_dir) if agent_kind else ""
+    load = load_plan(cfg.load, cfg.slo, trials_count(cfg)) if cfg.workload.kind == WorkloadKind.load else None
+    option_sets = [(preset, opts, entry) for preset, opts in _option_sets(cfg) for entry in _length_entries(cfg)]
     if cfg.grid is not None and cfg.cell is not None:
         option_sets = [option_sets[cfg.cell]]
     cells = []
-    for preset, options in option_sets:
+    for preset, options, entry in option_sets:
+        options, lengths = plan_lengths(cfg, kind, options, entry)
         validate_options(options)
         kind.check(options, system=cfg.workload.system, endpoint=cfg.workload.endpoint,
                    keep_alive=cfg.backend.keep_alive)
         plan = None
-        if cfg.workload.kind != WorkloadKind.prompt:
+        if agent_kind:
             servers = len(hosts) if hosts else cfg.backend.instances
             plan = agents.plan_agents(cfg, preset, options, OPTION_KEYS, servers, data_dir)
+        filler = lengths is not None and lengths.prompt_tokens is not None   # its text comes from the server
         cells.append(Cell(
             preset=preset, model=cfg.model.name, backend=cfg.backend.kind, base_url=base_url,
-            options=options, workload=cfg.workload.name, prompts=prompts,
+            options=options, workload=cfg.workload.name,
+            prompts=(Prompt(FILLER_PROMPT_ID, ""),) if filler else prompts,
             system=cfg.workload.system, endpoint=cfg.workload.endpoint,
-            keep_alive=cfg.backend.keep_alive, agent_plan=plan,
+            keep_alive=cfg.backend.keep_alive, agent_plan=plan, load_plan=load,
+            parallel=cfg.backend.parallel, lengths=lengths,
         ))
     return cells
+
+
+# ---------------------------------------------------------------- lengths under control (issue 29)
+
+_LENGTH_KEYS = ("prompt_tokens", "max_tokens", "ignore_eos")
+
+
+def _length_entries(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """``grid.lengths`` (each entry a cell's ``workload.prompt_tokens`` / ``max_tokens`` / ``ignore_eos``), or one
+    empty entry: the workload's own values."""
+    entries = list(cfg.grid.lengths) if cfg.grid is not None and cfg.grid.lengths else [{}]
+    for entry in entries:
+        unknown = set(entry) - set(_LENGTH_KEYS) if isinstance(entry, dict) else {"?"}
+        if unknown:
+            raise ConfigError(f"invalid grid.lengths entry {entry!r}: use keys {', '.join(_LENGTH_KEYS)}")
+    return entries
+
+
+def _positive(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"invalid workload.{name}={value!r}: must be a whole number >= 1")
+    return value
+
+
+def plan_lengths(cfg: SweepConfig, kind: BackendKind, options: dict[str, Any],
+                 entry: Mapping[str, Any]) -> tuple[dict[str, Any], Lengths | None]:
+    """The cell's options (``max_tokens`` as ``num_predict``) and its :class:`~sweep.cells.Lengths`, checked.
+
+    ``max_tokens`` and ``num_predict`` are one fact, stored in the ``num_predict`` column: both
+    given with different values is refused, naming the fix.  What the backend kind needs on the
+    wire (``ignore_eos``, ``cache_prompt: false``, ``raw``) is decided here, once per cell.
+    """
+    w = cfg.workload
+    values = {k: entry.get(k, getattr(w, k)) for k in _LENGTH_KEYS}
+    prompt_tokens = _positive("prompt_tokens", values["prompt_tokens"])
+    max_tokens = _positive("max_tokens", values["max_tokens"])
+    ignore_eos, raw = bool(values["ignore_eos"]), w.raw
+    if prompt_tokens is None and max_tokens is None and not ignore_eos and not raw:
+        return options, None
+    predict = options.get("num_predict")
+    if max_tokens is not None and predict is not None and predict != max_tokens:
+        raise ConfigError(f"workload.max_tokens={max_tokens} and num_predict={predict} give the output length twice: "
+                          f"keep one (workload.max_tokens={max_tokens} chimera.num_predict=null)")
+    if max_tokens is not None:   # into the cell's options, in their canonical order
+        options = _set_options({**options, "num_predict": max_tokens})
+    limit = options.get("num_predict")
+    if ignore_eos and (limit is None or limit <= 0):
+        raise ConfigError("workload.ignore_eos=true needs an output length: add workload.max_tokens=M (without it "
+                          "generation runs until the context is full)")
+    if w.kind != WorkloadKind.prompt and (prompt_tokens is not None or max_tokens is not None or ignore_eos):
+        raise ConfigError(f"workload.prompt_tokens / max_tokens / ignore_eos are for prompt workloads, not "
+                          f"workload={w.name}: drop them")
+    if prompt_tokens is not None and w.prompt_file:
+        raise ConfigError("workload.prompt_tokens builds its own prompt: drop workload.prompt_file")
+    if raw and w.endpoint != Endpoint.generate:
+        raise ConfigError(f"workload.raw=true sends the text without a template, which only endpoint=generate "
+                          f"does: use workload.endpoint=generate (it is {w.endpoint})")
+    ctx = options.get("num_ctx")
+    if prompt_tokens is not None and ctx is not None and prompt_tokens + max(limit or 0, 1) > ctx:
+        raise ConfigError(f"workload.prompt_tokens={prompt_tokens} plus {max(limit or 0, 1)} generated token(s) do "
+                          f"not fit num_ctx={ctx}: raise num_ctx (chimera.num_ctx={prompt_tokens + max(limit or 0, 1)} "
+                          "or more) or lower prompt_tokens")
+    body: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if ignore_eos and kind.eos_switch is EosSwitch.OPTION:
+        extra["ignore_eos"] = True
+    elif ignore_eos and kind.eos_switch is EosSwitch.BODY:
+        body["ignore_eos"] = True
+    if prompt_tokens is not None and kind.cache_switch:
+        body["cache_prompt"] = False     # each trial evaluates its whole prompt (a prompt speed, not a cache hit)
+    if raw and not kind.openai_api:
+        body["raw"] = True               # /v1/completions sends its text untemplated anyway
+    return options, Lengths(prompt_tokens, max_tokens if max_tokens is not None else (limit if ignore_eos else None),
+                            ignore_eos, raw, w.prompt_seed, body, extra)
 
 
 # ---------------------------------------------------------------- order

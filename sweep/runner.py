@@ -36,7 +36,8 @@ import numpy as np
 
 from sweep.backends.http import Failure, StreamClient, TransportError
 from sweep.cells import Cell, TrialSpec
-from sweep.contract import Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, utc_now
+from sweep.contract import (Status, TrialRecord, client_overhead_ms, client_ttft_overhead_ms, prompt_tokens_per_s,
+                            short_output, utc_now)
 from sweep.backends.stream import NS_PER_MS, LineKind, StreamFormat
 
 
@@ -131,6 +132,7 @@ def _fill_timings(record: TrialRecord, sent_ns: int, got: _Stream, fmt: StreamFo
     for name, value in fmt.server_fields(got.final, got.metas).items():
         setattr(record, name, value)
     _client_share(record)
+    record.prompt_tokens_per_s = prompt_tokens_per_s(record.prompt_eval_count, record.prompt_eval_duration_ms)
 
 
 def _client_share(record: TrialRecord) -> None:
@@ -145,8 +147,14 @@ def _client_share(record: TrialRecord) -> None:
                                                              record.prompt_eval_duration_ms)
 
 
-async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord) -> TrialRecord:
-    """Send ``prompt`` as one streamed call of ``cell`` and measure it; ``record`` holds the identity columns."""
+async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRecord,
+                       scheduled_ns: int | None = None) -> TrialRecord:
+    """Send ``prompt`` as one streamed call of ``cell`` and measure it; ``record`` holds the identity columns.
+
+    ``scheduled_ns`` (a load run's ``perf_counter_ns`` send time): TTFT and e2e count from it, not from the
+    actual send, and ``send_delay_ms`` says how late the send was, so a client or server that falls behind
+    cannot hide the wait (no coordinated omission).
+    """
     record = dataclasses.replace(record, started_at=utc_now())
     fmt = target.fmt
     path, body = fmt.request(cell, prompt)
@@ -167,7 +175,11 @@ async def measure_call(target: Target, cell: Cell, prompt: str, record: TrialRec
         got.status = _STATUS_OF.get(exc.kind, Status.PROTOCOL_ERROR)
         got.error = str(exc)
     record.status, record.error, record.http_status = got.status, got.error, got.http_status
-    _fill_timings(record, sent_ns, got, fmt)
+    if scheduled_ns is not None:
+        record.send_delay_ms = (sent_ns - scheduled_ns) / NS_PER_MS
+    _fill_timings(record, sent_ns if scheduled_ns is None else scheduled_ns, got, fmt)
+    if cell.lengths is not None and cell.lengths.max_tokens is not None and got.status == Status.OK:
+        record.short_output = short_output(record.eval_count, cell.lengths.max_tokens)
     return record
 
 

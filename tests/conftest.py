@@ -10,7 +10,9 @@ else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
 
 from __future__ import annotations
 
+import ast
 import inspect
+import linecache
 import re
 
 import pytest
@@ -37,11 +39,50 @@ SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(
 _CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")
 
 
+#: file -> {first line of a function (its first decorator's) -> its last line}, from one ast.parse per file
+_SPANS: dict[str, dict[int, int]] = {}
+
+
+def _spans(filename: str) -> dict[int, int]:
+    """Where each function of a file starts and ends: parsing the file once is cheaper than
+    ``inspect.getsource`` tokenizing from each function's first line (~550 of them)."""
+    if filename not in _SPANS:
+        spans: dict[int, int] = {}
+        try:
+            tree = ast.parse(linecache.getlines(filename) and "".join(linecache.getlines(filename)))
+        except (SyntaxError, ValueError):
+            tree = ast.Module(body=[], type_ignores=[])
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                spans[min([node.lineno, *(d.lineno for d in node.decorator_list)])] = node.end_lineno
+        _SPANS[filename] = spans
+    return _SPANS[filename]
+
+
 def _source(func: object) -> str:
+    code = getattr(func, "__code__", None)
+    if code is not None and (end := _spans(code.co_filename).get(code.co_firstlineno)):
+        return "".join(linecache.getlines(code.co_filename)[code.co_firstlineno - 1:end])
     try:
         return inspect.getsource(func)  # type: ignore[arg-type]
     except (OSError, TypeError):
         return ""
+
+
+#: ``func`` -> (its source, the test-suite helpers it calls), read once per session: ~900 items share a
+#: few hundred functions and fixtures, and re-reading (tokenizing) their source for each item was a
+#: third of the collection time.
+_READ: dict[object, tuple[str, list[object]]] = {}
+
+
+def _read(func: object) -> tuple[str, list[object]]:
+    if func not in _READ:
+        source = _source(func)
+        names = getattr(func, "__globals__", {})
+        helpers = [names[name] for name in sorted(set(_CALLED.findall(source)))
+                   if inspect.isfunction(names.get(name)) and names[name].__module__.startswith("tests")]
+        _READ[func] = (source, helpers)
+    return _READ[func]
 
 
 def _with_helpers(func: object, seen: set[object]) -> str:
@@ -54,13 +95,8 @@ def _with_helpers(func: object, seen: set[object]) -> str:
     if func in seen:
         return ""
     seen.add(func)
-    source = _source(func)
-    names = getattr(func, "__globals__", {})
-    for name in set(_CALLED.findall(source)):
-        helper = names.get(name)
-        if inspect.isfunction(helper) and helper.__module__.startswith("tests"):
-            source += _with_helpers(helper, seen)
-    return source
+    source, helpers = _read(func)
+    return source + "".join(_with_helpers(helper, seen) for helper in helpers)
 
 
 def _spawns(item: pytest.Item) -> bool:

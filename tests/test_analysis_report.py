@@ -67,6 +67,30 @@ def trials_csv(tmp_path: Path) -> Path:
     return path
 
 
+def _analysed(where: Path, *options: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``python -m analysis trials.csv [options] --out out`` run once in ``where``: (trials.csv, the run)."""
+    path = where / "trials.csv"
+    pd.DataFrame(_rows()).to_csv(path, index=False)
+    result = _analyse(path, *options, "--out", where / "out", cwd=where)
+    assert result.returncode == 0, result.stderr
+    return path, result
+
+
+# One run each, read by several tests (they only read what it wrote): an analysis with figures costs seconds.
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output directory of the default analysis (figures included) of the hand-computed rows."""
+    where = tmp_path_factory.mktemp("report")
+    _analysed(where)
+    return where / "out"
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``--no-figures``: the input file and the run (its stdout is the terminal summary)."""
+    return _analysed(tmp_path_factory.mktemp("summary"), "--no-figures")
+
+
 @pytest.mark.slow
 def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Path) -> None:
     result = _analyse(trials_csv, "--out", tmp_path / "out", "--markdown", cwd=tmp_path)
@@ -85,9 +109,8 @@ def test_comprehensive_table_matches_hand_values(tmp_path: Path, trials_csv: Pat
 
 
 @pytest.mark.slow
-def test_baseline_vs_chimera_welch_and_verdict(tmp_path: Path, trials_csv: Path) -> None:
-    assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
-    by_metric = {r["metric"]: r for r in _csv(tmp_path / "out" / "baseline_vs_chimera.csv")}
+def test_baseline_vs_chimera_welch_and_verdict(report: Path) -> None:
+    by_metric = {r["metric"]: r for r in _csv(report / "baseline_vs_chimera.csv")}
     tps = by_metric["tok/s"]
     assert (tps["Δ"], tps["Δ CI95 lo"], tps["Δ CI95 hi"], tps["Δ %"]) == ("10.00", "5.47", "14.53", "83.3")
     assert float(tps["p"]) == pytest.approx(0.0036, abs=5e-5)
@@ -106,9 +129,8 @@ def test_population_sd_flag_reproduces_older_reports(tmp_path: Path, trials_csv:
 
 
 @pytest.mark.slow
-def test_markdown_csv_and_latex_show_the_same_numbers(tmp_path: Path, trials_csv: Path) -> None:
-    assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
-    out = tmp_path / "out"
+def test_markdown_csv_and_latex_show_the_same_numbers(report: Path) -> None:
+    out = report
     markdown, latex = (out / "report.md").read_text(), (out / "report.tex").read_text()
     for row in _csv(out / "comprehensive.csv"):
         values = list(row.values())
@@ -117,18 +139,16 @@ def test_markdown_csv_and_latex_show_the_same_numbers(tmp_path: Path, trials_csv
 
 
 @pytest.mark.slow
-def test_figures_are_written_as_png_and_svg(tmp_path: Path, trials_csv: Path) -> None:
-    assert _analyse(trials_csv, "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
-    figures = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+def test_figures_are_written_as_png_and_svg(report: Path) -> None:
+    figures = {p.name for p in (report / "figures").iterdir()}
     for stem in ("throughput_per_cell", "ttft_distribution", "baseline_vs_chimera_forest"):
         assert {f"{stem}.png", f"{stem}.svg"} <= figures
-    assert (tmp_path / "out" / "figures" / "throughput_per_cell.png").read_bytes()[:4] == b"\x89PNG"
+    assert (report / "figures" / "throughput_per_cell.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
-def test_run_order_shows_the_warm_up_and_first_trial(tmp_path: Path, trials_csv: Path) -> None:
-    assert _analyse(trials_csv, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path).returncode == 0
-    base = _csv(tmp_path / "out" / "run_order.csv")[0]
+def test_run_order_shows_the_warm_up_and_first_trial(report: Path) -> None:
+    base = _csv(report / "run_order.csv")[0]
     assert (base["warm-up TTFT ms mean"], base["first TTFT ms"], base["rest TTFT ms mean"]) == ("900.0", "100.0", "115.0")
 
 
@@ -219,10 +239,10 @@ def test_embedded_server_port_does_not_split_a_resumed_sweep(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Path) -> None:
+def test_terminal_summary_instead_of_the_markdown(summary: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     """stdout: best cells, each verdict with Δ % and its CI, failures, files, the next command; no tables."""
-    result = _analyse(trials_csv, "--no-figures", "--out", tmp_path / "out", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    trials_csv, result = summary
+    out = trials_csv.parent / "out"
     lines = result.stdout.splitlines()
     assert lines[0] == f"{trials_csv}: 2 cells, 6 measured trials (1 warm-up rows excluded)"
     # log-t (analysis/intervals.py): 22 · e^∓h and 55 · e^∓h, h = t(.975, 2) · (s/√3) / mean = 0.22583 for both
@@ -233,7 +253,8 @@ def test_terminal_summary_instead_of_the_markdown(tmp_path: Path, trials_csv: Pa
     assert any(re.fullmatch(r"  chimera\s+tok/s\s+Δ \+83\.3 % \(CI \+30\.1 … \+158\.3\)  p adj 0\.0072  faster", l)
                for l in lines), lines
     assert "failures: 1 trials (timeout 1) in chimera (1)" in lines
-    assert f"files: {tmp_path / 'out'}/  (report.html, report.md, report.tex, 8 CSV tables)" in lines  # 8th: client_side
-    assert lines[-1] == (f"next: python -m analysis {trials_csv} --no-figures --out {tmp_path / 'out'} --open"
+    assert (f"files: {out}/  (report.html, report.md, report.tex, summary.json, 9 CSV tables)"
+            in lines)   # 8th: client_side; 9th: latency_percentiles
+    assert lines[-1] == (f"next: python -m analysis {trials_csv} --no-figures --out {out} --open"
                          "   (the HTML report in a browser)")
     assert "|" not in result.stdout and len(lines) < 15

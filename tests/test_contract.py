@@ -121,7 +121,13 @@ def test_existing_columns_keep_their_names_types_and_order() -> None:
     i = COLUMN_NAMES.index("source")                         # then imported results (issue 28)
     assert COLUMN_NAMES[i:i + 2] == ("source", "aggregated_calls")
     i = COLUMN_NAMES.index("background_cpu_pct")             # then the background load (issue 26)
-    assert COLUMN_NAMES[i - 1:] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
+    assert COLUMN_NAMES[i - 1:i + 2] == ("aggregated_calls", "background_cpu_pct", "loadavg_1m")
+    i = COLUMN_NAMES.index("load_loop")                      # then load generation (issue 29)
+    assert COLUMN_NAMES[i:i + 3] == ("load_loop", "load_arrivals", "load_rate")
+    assert "server_parallel" in COLUMN_NAMES[i + 2:]         # issue 29's blocks follow, in the order they merged
+    i = COLUMN_NAMES.index("prompt_tokens")                  # lengths under control (issue 29)
+    assert COLUMN_NAMES[i:i + 2] == ("prompt_tokens", "short_output")
+    assert COLUMN_NAMES.index("prompt_tokens_per_s") > i      # then the report's prompt speed (issue 29)
     assert SCHEMA.field("started_at").type == pa.timestamp("us", tz="UTC")
 
 

@@ -115,7 +115,17 @@ def _check_make(args: list[str]) -> None:
     assert len(args) == 1 and re.search(rf"^{re.escape(args[0])}:", makefile, flags=re.M), f"no make {args}"
 
 
-@pytest.mark.parametrize("page, command", SHOWN, ids=[f"{p}: {c[:60]}" for p, c in SHOWN])
+def _case(page: str, command: str) -> object:
+    """One shown command as a test case; a ``python -m sweep`` one is slow.
+
+    Hydra composes the whole configuration for each (~0.2 s on a quiet core; ~50 of them were a fifth of the
+    ``-m "not slow"`` set), so they run with ``make test``; the other commands are parsed in milliseconds.
+    """
+    slow = shlex.split(command, comments=True)[:3] == ["python", "-m", "sweep"]
+    return pytest.param(page, command, id=f"{page}: {command[:60]}", marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("page, command", [_case(p, c) for p, c in SHOWN])
 def test_every_shown_command_parses(page: str, command: str, tmp_path: Path) -> None:
     argv = shlex.split(command, comments=True)
     if argv[:3] == ["python", "-m", "analysis.importers.generate"]:

@@ -102,7 +102,7 @@ def test_llama_server_carries_load_time_options() -> None:
     with pytest.raises(ConfigError, match="num_batch cannot be sent to backend=openai"):
         KINDS["openai"].check(options, **args)                              # the same cell, refused
     # carried: each load-time option becomes llama-server's flag, the per-request one stays in the body
-    assert flags_for(options) == ("-c", "512", "-ngl", "0", "-t", "1", "-b", "64", "-ub", "64")
+    assert flags_for(options) == ("-c", "512", "-ngl", "0", "-t", "1", "-b", "64", "-ub", "64", "-np", "1")
     _, body = sse.OPENAI.request(_cell("chat", **options), "hi")
     assert body["temperature"] == 0.1 and not {"num_ctx", "num_gpu", "num_thread", "num_batch"} & set(body)
 
@@ -113,4 +113,7 @@ def test_every_load_time_option_has_a_llama_server_flag() -> None:
 
     assert set(FLAGS) == set(LOAD_TIME_OPTIONS)
     assert flags_for({"num_ctx": 512, "num_thread": 2, "num_batch": 64, "temperature": 0.5}) == (
-        "-c", "512", "-t", "2", "-b", "64", "-ub", "64")
+        "-c", "512", "-t", "2", "-b", "64", "-ub", "64", "-np", "1")
+    # backend.parallel=2: two slots, and num_ctx stays each request's context (llama-server splits -c over slots)
+    assert flags_for({"num_ctx": 512}, parallel=2) == ("-c", "1024", "-np", "2")
+    assert flags_for({}, parallel=3) == ("-np", "3")

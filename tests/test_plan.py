@@ -94,7 +94,7 @@ def test_bad_values_fail_before_any_request(compose_cfg, overrides: list[str], m
 @pytest.mark.parametrize("override, allowed", [
     ("backend.kind=vllm", "embedded, llama_server, ollama, openai"),   # the files of conf/backend/
     ("backend.api=sse", "ollama, openai"),
-    ("workload.kind=batch", "prompt, agent_report, multi_agent"),
+    ("workload.kind=batch", "prompt, agent_report, multi_agent, load"),
     ("workload.endpoint=embeddings", "generate, chat, completions"),
     ("agent.postprocess=shout", "trim, none"),
     ("agents.workflow=dance", "report, prompt"),
@@ -102,6 +102,9 @@ def test_bad_values_fail_before_any_request(compose_cfg, overrides: list[str], m
     ("objective.stat=max", "mean, median, p95"),
     ("state=frozen", "warm, cold, reload"),
     ("order=randm", "blocked, interleaved, random"),
+    ("load.rates=fast", "sweep"),
+    ("load.arrivals=bursty", "constant, poisson"),
+    ("load.loop=half", "open, closed"),
 ])
 def test_a_choice_key_outside_its_values_fails_in_hydra_naming_them(compose_cfg, override: str, allowed: str) -> None:
     with pytest.raises((HydraException, OmegaConfBaseException)) as info:

@@ -247,8 +247,9 @@ def test_a_sweep_without_agents_numbers_its_sections_without_gaps(tmp_path: Path
                 workload="prompt", failed=0, warmups=0, reload_flags=False)
     _, report = _report(table(spec), tmp_path)
     headings = re.findall(r"^## (.*)$", report.markdown, re.M)
-    assert headings == ["What was analysed", "1. Comprehensive results", "2. Rankings", "3. Baseline vs chimera",
-                        "4. Parameter sensitivity", "5. Population summary", "6. Run order / cold start"]
+    assert headings == ["What was analysed", "1. Comprehensive results", "2. Latency and token timings",
+                        "3. Rankings", "4. Baseline vs chimera", "5. Parameter sensitivity", "6. Population summary",
+                        "7. Run order / cold start", "8. Client-side share"]
 
 
 @pytest.mark.parametrize("make", [tr114_like, tr110_like], ids=["tr114", "tr110"])
@@ -307,8 +308,9 @@ def test_a_figure_that_cannot_be_drawn_is_one_line_in_the_report(tmp_path: Path,
     spec = Spec(seed=3, cells=3, trials=(3, 3, 3), shapes=("lognormal",) * 3, baseline=True, datasets=1,
                 workload="prompt", failed=0, warmups=0, reload_flags=False)
     _, report = _report(table(spec), tmp_path, figures=True)
-    section = report.markdown.split("## 4. Parameter sensitivity")[1].split("\n## ")[0]
+    section = re.split(r"## \d+\. Parameter sensitivity", report.markdown)[1].split("\n## ")[0]
     assert ("Figure skipped: sensitivity could not be drawn (ValueError: 'yerr' must not contain negative values)."
             in section)
     assert (tmp_path / "report" / "figures" / "baseline_vs_chimera_forest.png").is_file()   # the others are drawn
+    assert (tmp_path / "report" / "figures" / "latency_percentiles.png").is_file()
     assert "Figure skipped" in (tmp_path / "report" / "report.html").read_text()

@@ -45,6 +45,8 @@ INTERNAL: dict[str, str] = {
     "sweep.order": "round_order: the permutation a multirun's rounds must follow, predicted by the order tests",
     "sweep.multirun.rounds": "the multirun's order and its round overrides, " + _UNIT,
     "sweep.multirun.jobs": "Hydra's basic grid and override_dirname on the public API, against Hydra's own",
+    "sweep.backends.processes": "a local Ollama's OLLAMA_NUM_PARALLEL read from a stand-in process's environment, "
+                                + _UNIT,
     "sweep.backends.hosts": "the order a round's jobs take the servers in, " + _UNIT,
     "sweep.multirun.layout": "where a sweep directory is fixed (Place): each way of choosing sweep_id, " + _UNIT,
     "sweep.multirun.preflight": "the dry run's duration estimate on hand-computed histories, " + _UNIT,
@@ -53,6 +55,8 @@ INTERNAL: dict[str, str] = {
     "sweep.workloads.prompts": "prompt files, " + _UNIT,
     "sweep.workloads.agents": "multi-agent plans, " + _UNIT,
     "sweep.workloads.ingest": "the agent workflow's input data, " + _UNIT,
+    "sweep.workloads.loadgen": "load arrivals, the SLO test, goodput and the knee's bisection, " + _UNIT,
+    "sweep.workloads.lengths": "the exact-N prompt search on counters with known answers, " + _UNIT,
     "sweep.background": "other processes' CPU from hand-computed /proc snapshots, " + _UNIT,
     "sweep.objective": "the search objective, " + _UNIT,
     "sweep.backends.llama_server": "llama-server's flags, " + _UNIT,
@@ -77,6 +81,7 @@ INTERNAL: dict[str, str] = {
     "analysis.report": "the report header and files, " + _UNIT,
     "analysis.stats": "descriptive statistics and tests, " + _UNIT,
     "analysis.intervals": "confidence intervals, " + _UNIT,
+    "analysis.capacity": "the load section's capacity CI and per-run goodput, " + _UNIT,
     "analysis.flags": "the offload, servers and shared-CPU flags, " + _UNIT,
     "analysis.power": "power analysis, " + _UNIT,
     "analysis.gate": "the gate's tests, verdicts and MDE on hand-computed sweeps (compare, GateResult), " + _UNIT,
@@ -94,6 +99,7 @@ INTERNAL: dict[str, str] = {
     "benchmarks.fidelity": "the fidelity benchmark at a tiny size, against the server's send times",
     "benchmarks.engine": "the engine benchmark's CPU meter against a real embedded server, " + _UNIT,
     "benchmarks.anchor": "run_trials, the trial loop the CPU meter wraps, " + _UNIT,
+    "benchmarks.pp_tg": "prompt and decode tok/s from a pp_tg sweep's rows, by hand, " + _UNIT,
 }
 
 

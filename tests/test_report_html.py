@@ -41,20 +41,32 @@ def _browse(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> Path:
+def _report(where: Path) -> Path:
+    """report.html of a three-cell analysis written in ``where`` (trials.csv beside out/)."""
     rows = _rows()
     rows += [r | {"num_ctx": 1024, "cell_id": "chimera m num_ctx=1024",
                   "throughput_tok_s": None if r["throughput_tok_s"] is None else r["throughput_tok_s"] + 10}
              for r in _rows() if r["preset"] == "chimera"]
-    path = tmp_path / "trials.csv"
+    path = where / "trials.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
-    result = _analyse(path, "--out", tmp_path / "out", cwd=tmp_path)
+    result = _analyse(path, "--out", where / "out", cwd=where)
     assert result.returncode == 0, result.stderr
-    return tmp_path / "out" / "report.html"
+    return where / "out" / "report.html"
 
 
-def test_chromium_renders_every_table_and_figure(report: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    return _report(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One analysis with figures (seconds) for the tests that only read the page (a probe page goes beside it)."""
+    return _report(tmp_path_factory.mktemp("report"))
+
+
+def test_chromium_renders_every_table_and_figure(shared_report: Path, tmp_path: Path) -> None:
+    report = shared_report
     dom = _browse(report, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
@@ -79,8 +91,9 @@ def test_chromium_renders_every_table_and_figure(report: Path, tmp_path: Path) -
     assert figure_blue > 20            # the throughput figure's markers (matplotlib's C0) were drawn
 
 
-def test_clicking_a_header_sorts_the_table(report: Path, tmp_path: Path) -> None:
+def test_clicking_a_header_sorts_the_table(shared_report: Path, tmp_path: Path) -> None:
     """The page's own script, driven by clicks inside chromium: numeric descending, then ascending."""
+    report = shared_report
     probe = report.parent / "probe.html"
     probe.write_text(report.read_text().replace("</body>", """<script>
 var th = Array.prototype.find.call(document.querySelectorAll('#t-comprehensive th'),

@@ -166,10 +166,17 @@ def table(spec: Spec) -> pd.DataFrame:
             for i in range(spec.failed):
                 rows.append(common | dict(trial=i, warmup=False, status="timeout", throughput_tok_s=None,
                                           ttft_ms=None))
+            itl, _ = _values(rng, spec.shapes[c], n, float(rng.uniform(5, 80)))          # the token timings
+            tokens = rng.integers(1, 300, n)                                                # 1: no TPOT
+            prompt_ms, _ = _values(rng, spec.shapes[c], n, float(rng.uniform(10, 400)))
             for i in range(n):
                 row = common | dict(trial=i, warmup=False, status="ok", throughput_tok_s=tps[i], ttft_ms=ttft[i],
-                                    eval_count=100, eval_duration_ms=100 / tps[i] * 1000 if tps[i] > 0 else None,
-                                    load_duration_ms=5000.0 if rel2[i] else 5.0, e2e_ms=ttft[i] + 2000)
+                                    eval_count=int(tokens[i]),
+                                    eval_duration_ms=tokens[i] / tps[i] * 1000 if tps[i] > 0 else None,
+                                    load_duration_ms=5000.0 if rel2[i] else 5.0,
+                                    e2e_ms=ttft[i] + itl[i] * max(int(tokens[i]) - 1, 0),
+                                    itl_ms_mean=itl[i], itl_ms_p50=itl[i] * 0.9, itl_ms_p99=itl[i] * 3,
+                                    prompt_eval_count=int(rng.integers(0, 600)), prompt_eval_duration_ms=prompt_ms[i])
                 if spec.reload_flags:
                     row["reloaded"] = bool(rel[i] or rel2[i])
                 rows.append(row)

@@ -32,6 +32,14 @@ class Start(StrEnum):
     LLAMA_SERVER = "llama_server"  # llama.cpp's llama-server, (re)started per cell with its load-time flags
 
 
+class EosSwitch(StrEnum):
+    """How ``workload.ignore_eos`` reaches a kind's server."""
+
+    NONE = ""            # no switch: Ollama has none (num_predict, a stop-free prompt, short trials flagged)
+    OPTION = "option"    # an Ollama option our engine reads
+    BODY = "body"        # llama.cpp's and vLLM's OpenAI body extension
+
+
 @dataclass(frozen=True)
 class BackendKind:
     """What the sweep must know about one kind of server."""
@@ -42,6 +50,8 @@ class BackendKind:
     example_url: str = ""             # remote: the base_url to suggest when none is set
     several_hosts: bool = False       # backend.hosts=[URL, URL] (agents spread round-robin)
     several_instances: bool = False   # backend.instances=N servers started here
+    eos_switch: EosSwitch = EosSwitch.NONE   # workload.ignore_eos on the wire
+    cache_switch: bool = False        # takes `cache_prompt: false`, so each trial evaluates its whole prompt
 
     @property
     def remote(self) -> bool:
@@ -58,6 +68,25 @@ class BackendKind:
         """Speaks the OpenAI API: options are checked against its fields, the inventory is GET /models."""
         return self.fmt.name == OPENAI.name
 
+    def check_parallel(self, parallel: int | None) -> None:
+        """``backend.parallel``: a whole number >= 1, and only for a server this sweep starts (:class:`ConfigError`).
+
+        Why a refusal, not a note, for a running server: the sweep cannot set its slots, so cells
+        ``backend.parallel=1,2`` would measure the same server twice under two labels.  Its own
+        setting is recorded instead (``server_parallel``, where the server or its environment tells it).
+        """
+        if parallel is None:
+            return
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"invalid backend.parallel={parallel!r}: a whole number >= 1 (requests the server "
+                              "generates at once)")
+        if self.remote:
+            where = ("set OLLAMA_NUM_PARALLEL=N where `ollama serve` runs" if self.fmt.name == OLLAMA.name else
+                     "set it where the server starts (llama-server -np N, vLLM --max-num-seqs N)")
+            raise ConfigError(f"backend.parallel={parallel} cannot be set by the sweep on backend={self.name}, "
+                              f"whose server is already running: {where}, and drop backend.parallel; the sweep "
+                              "records the server's own value in server_parallel where it can read it")
+
     def check(self, options: Mapping[str, Any], *, system: str | None, endpoint: str,
               keep_alive: str | None) -> None:
         """Refuse, in one line, what this kind cannot carry (:class:`ConfigError`)."""
@@ -67,10 +96,11 @@ class BackendKind:
 
 
 KINDS: dict[str, BackendKind] = {k.name: k for k in (
-    BackendKind("embedded", Start.EMBEDDED, OLLAMA, several_instances=True),
+    BackendKind("embedded", Start.EMBEDDED, OLLAMA, several_instances=True, eos_switch=EosSwitch.OPTION,
+                cache_switch=True),
     BackendKind("ollama", Start.REMOTE, OLLAMA, example_url="http://host:11434", several_hosts=True),
-    BackendKind("openai", Start.REMOTE, OPENAI, example_url="http://host:8000/v1"),
-    BackendKind("llama_server", Start.LLAMA_SERVER, OPENAI),
+    BackendKind("openai", Start.REMOTE, OPENAI, example_url="http://host:8000/v1", eos_switch=EosSwitch.BODY),
+    BackendKind("llama_server", Start.LLAMA_SERVER, OPENAI, eos_switch=EosSwitch.BODY, cache_switch=True),
 )}
 
 # backend.api → its format.

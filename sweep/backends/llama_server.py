@@ -35,18 +35,26 @@ from sweep.server.launch import die_with_parent, stop_process
 #: load-time option → llama-server flag(s).  num_batch sets the micro-batch too, as the embedded engine does.
 FLAGS: dict[str, tuple[str, ...]] = {"num_ctx": ("-c",), "num_gpu": ("-ngl",), "num_thread": ("-t",),
                                      "num_batch": ("-b", "-ub")}
-#: Always passed: one request at a time (like the embedded engine and OLLAMA_NUM_PARALLEL=1).
-FIXED_FLAGS = ("--parallel", "1")
+#: Slots when ``backend.parallel`` is unset: one request at a time (like the embedded engine, OLLAMA_NUM_PARALLEL=1).
+DEFAULT_SLOTS = 1
 
 
-def flags_for(options: Mapping[str, Any]) -> tuple[str, ...]:
-    """The command-line flags for a cell's load-time options (unset: llama-server's default)."""
+def flags_for(options: Mapping[str, Any], parallel: int | None = None) -> tuple[str, ...]:
+    """The command-line flags for a cell's load-time options (unset: llama-server's default) and its slots.
+
+    llama-server splits its context (``-c``) over its slots (``-np``): ``-c 2048 -np 2`` gives each
+    request 1024 positions.  ``num_ctx`` means the context *one request* gets, as in Ollama and the
+    embedded engine (each of whose slots holds the full ``num_ctx``), so llama-server is given
+    ``-c num_ctx × slots``.  Without ``num_ctx``, llama-server's default context is split over the slots.
+    """
+    slots = parallel or DEFAULT_SLOTS
     out: list[str] = []
     for name, switches in FLAGS.items():
         if options.get(name) is not None:
+            value = options[name] * slots if name == "num_ctx" else options[name]
             for switch in switches:
-                out += [switch, str(options[name])]
-    return tuple(out)
+                out += [switch, str(value)]
+    return (*out, "-np", str(slots))
 
 
 def model_path(name: str, model_dir: str | None) -> Path:
@@ -97,6 +105,12 @@ class Launch:
     path: Path
     flags: tuple[str, ...]
 
+    @property
+    def slots(self) -> int:
+        """The ``-np`` it was started with (:func:`flags_for` always passes one)."""
+        flags = list(self.flags)
+        return int(flags[flags.index("-np") + 1]) if "-np" in flags else DEFAULT_SLOTS
+
 
 class LlamaServer:
     """One llama-server child on 127.0.0.1.  ``stop()`` is idempotent."""
@@ -105,7 +119,7 @@ class LlamaServer:
         self.launch = launch
         self.port = port
         cmd = [str(binary()), "-m", str(launch.path), "--host", "127.0.0.1", "--port", str(port),
-               "--alias", launch.model, *FIXED_FLAGS, *launch.flags]
+               "--alias", launch.model, *launch.flags]
         self.command = cmd
         self._tail: collections.deque[str] = collections.deque(maxlen=40)
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -122,6 +136,10 @@ class LlamaServer:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    @property
+    def slots(self) -> int:
+        return self.launch.slots
 
     @property
     def root_url(self) -> str:
@@ -166,9 +184,10 @@ class Manager:
         self.restarts = 0   # starts after the first: what a cell order should keep low
         self._registered = False
 
-    def ensure(self, model: str, options: Mapping[str, Any], model_dir: str | None) -> LlamaServer:
-        """A healthy llama-server for this model and these load-time options (reused when unchanged)."""
-        launch = Launch(model, model_path(model, model_dir), flags_for(options))
+    def ensure(self, model: str, options: Mapping[str, Any], model_dir: str | None,
+               parallel: int | None = None) -> LlamaServer:
+        """A healthy llama-server for this model, these load-time options and slots (reused when unchanged)."""
+        launch = Launch(model, model_path(model, model_dir), flags_for(options, parallel))
         if self.server is not None and self.server.launch == launch and self.server._proc.poll() is None:
             return self.server
         if self.server is not None:

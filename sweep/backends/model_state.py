@@ -85,16 +85,23 @@ async def loaded_models(client: StreamClient) -> list[dict[str, Any]]:
 
 
 async def offload(client: StreamClient, model: str) -> dict[str, Any]:
-    """size, size_vram, vram_fraction, context_length of ``model`` as the server reports it ({} if absent)."""
+    """size, size_vram, vram_fraction, context_length of ``model`` as the server reports it ({} if absent).
+
+    Also ``server_parallel`` when the server reports its slots (the embedded engine's ``num_parallel``;
+    Ollama's /api/ps has no such field, and then the value read elsewhere stays).
+    """
     entry = _entry(await loaded_models(client), model)
     if entry is None:
         return {}
     size, vram = entry.get("size"), entry.get("size_vram")
-    return {
+    out = {
         "size": size, "size_vram": vram,
         "vram_fraction": (vram / size) if isinstance(size, (int, float)) and size and vram is not None else None,
         "context_length": entry.get("context_length"),
     }
+    if isinstance(entry.get("num_parallel"), int):
+        out["server_parallel"] = entry["num_parallel"]
+    return out
 
 
 async def unload(client: StreamClient, model: str, timeout_s: float = UNLOAD_TIMEOUT_S) -> bool:

@@ -83,8 +83,11 @@ def _timeout(connect_timeout_s: float, stall_timeout_s: float) -> httpx.Timeout:
 def request_body(cell: Cell, prompt: str, *, stream: bool = True) -> dict[str, Any]:
     """The JSON body Ollama expects; only set options are sent."""
     body: dict[str, Any] = {"model": cell.model, "stream": stream}
-    if cell.options:
-        body["options"] = dict(cell.options)
+    extra = cell.lengths.options if cell.lengths is not None else {}
+    if cell.options or extra:
+        body["options"] = {**cell.options, **extra}
+    if cell.lengths is not None:
+        body.update(cell.lengths.body)   # raw, cache_prompt (sweep/plan.py decides them per backend kind)
     if cell.keep_alive is not None:
         ka = cell.keep_alive
         body["keep_alive"] = int(ka) if str(ka).lstrip("-").isdigit() else ka

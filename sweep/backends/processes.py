@@ -8,6 +8,11 @@ own port (the dual-Ollama set-up of the multi-agent reports); all are stopped
 together.  llama-server takes the load-time options as flags, so
 :func:`prepare_cell` (re)starts it before a cell when they change (see
 :mod:`sweep.backends.llama_server`).
+
+``backend.parallel`` (the server's slots) is load-time for both: the embedded
+engine is restarted with ``--parallel N`` when a job asks for other slots, and
+llama-server with ``-np N``.  A running server's slots are its own setting;
+:func:`server_slots` reads them where it can (``server_parallel``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from sweep.backends.kinds import Start, kind_of
 from sweep.config import BackendConfig
 
 _embedded: dict[tuple[str | None, int], Any] = {}
+_embedded_slots: dict[tuple[str | None, int], int] = {}   # the --parallel each one was started with
+#: Slots of a server this sweep starts when ``backend.parallel`` is unset (one request at a time).
+DEFAULT_SLOTS = 1
 
 
 def base_url_for(backend: BackendConfig, first: Cell | None = None,
@@ -41,16 +49,28 @@ def base_urls_for(backend: BackendConfig, first: Cell | None = None,
         if first is None:
             raise ConfigError("backend=llama_server needs a cell to choose llama-server's flags")
         return [prepare_cell(backend, first, say)]
-    return [_start_embedded(backend.model_dir, i) for i in range(backend.instances)]
+    slots = backend.parallel or DEFAULT_SLOTS
+    return [_start_embedded(backend.model_dir, i, slots, say) for i in range(backend.instances)]
 
 
-def _start_embedded(model_dir: str | None, index: int) -> str:
+def _start_embedded(model_dir: str | None, index: int, slots: int = DEFAULT_SLOTS,
+                    say: Callable[[str], None] | None = None) -> str:
+    """The embedded engine ``index`` with ``slots`` parallel slots: started once, restarted when the slots change.
+
+    Always started with ``--parallel``: an ``OLLAMA_NUM_PARALLEL`` in the sweep's own environment
+    must not change what a cell measures behind its back.
+    """
     key = (model_dir, index)
+    if key in _embedded and _embedded_slots.get(key) != slots:
+        _embedded.pop(key).stop()
+        if say is not None:
+            say(f"embedded engine restarted with --parallel {slots} (was {_embedded_slots[key]})")
     if key not in _embedded:
         from sweep.server import launch  # imported lazily: `backend=ollama` needs no engine
 
         try:
-            _embedded[key] = launch.start(model_dir=model_dir)
+            _embedded[key] = launch.start(model_dir=model_dir, extra_args=("--parallel", str(slots)))
+            _embedded_slots[key] = slots
         except RuntimeError as exc:
             raise ConfigError(
                 f"the embedded engine did not start ({exc}); install it with 'make install' "
@@ -68,7 +88,7 @@ def prepare_cell(backend: BackendConfig, cell: Cell, say: Callable[[str], None] 
 
     before = llama_server.MANAGER.server
     try:
-        server = llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir)
+        server = llama_server.MANAGER.ensure(cell.model, cell.options, backend.model_dir, cell.parallel)
     except RuntimeError as exc:
         raise ConfigError(f"llama-server did not start ({exc})") from None
     if server is not before and say is not None:
@@ -103,6 +123,45 @@ def server_pid(backend: BackendConfig, base_url: str) -> int | None:
     return find_local_ollama_pid(base_url)
 
 
+def server_slots(backend: BackendConfig, base_url: str) -> tuple[int | None, str]:
+    """The slots of the server at ``base_url`` (requests it generates at once) and where that was read.
+
+    A server this sweep started: what it was started with.  A local ``ollama serve``: its
+    ``OLLAMA_NUM_PARALLEL``, read from its environment (``/proc/PID/environ``, same user only);
+    unset there, Ollama chooses by itself (null).  Any other running server: null.
+    """
+    kind = kind_of(backend)
+    if kind.start is Start.EMBEDDED:
+        key = next((k for k, s in _embedded.items() if s.base_url == base_url), None)
+        return (_embedded_slots[key], "--parallel") if key is not None else (None, "unknown")
+    if kind.start is Start.LLAMA_SERVER:
+        from sweep.backends import llama_server
+
+        server = llama_server.MANAGER.server
+        return (server.slots, "-np") if server is not None else (None, "unknown")
+    pid = server_pid(backend, base_url)
+    if pid is None:
+        return None, ("unknown: a running server's own setting (OLLAMA_NUM_PARALLEL where `ollama serve` runs)"
+                      if not kind.openai_api else "unknown: a running server's own setting")
+    return ollama_env_slots(pid)
+
+
+def ollama_env_slots(pid: int) -> tuple[int | None, str]:
+    """``OLLAMA_NUM_PARALLEL`` in the environment of the local Ollama ``pid``, and where it was read."""
+    import psutil
+
+    try:
+        raw = psutil.Process(pid).environ().get("OLLAMA_NUM_PARALLEL")
+    except psutil.Error as exc:
+        return None, f"unknown: the environment of ollama pid {pid} is not readable ({type(exc).__name__})"
+    if raw is None:
+        return None, f"OLLAMA_NUM_PARALLEL unset in the environment of ollama pid {pid} (Ollama's own default)"
+    try:
+        return int(raw), f"OLLAMA_NUM_PARALLEL in the environment of ollama pid {pid}"
+    except ValueError:
+        return None, f"unknown: OLLAMA_NUM_PARALLEL={raw!r} in the environment of ollama pid {pid}"
+
+
 def missing_model_hint(backend: BackendConfig, served: list[str]) -> str:
     """What to do about a model the server does not have (a running Ollama's own hint: ``ollama pull``)."""
     if kind_of(backend).start is not Start.EMBEDDED:
@@ -120,6 +179,7 @@ def stop_embedded() -> None:
     while _embedded:
         _, server = _embedded.popitem()
         server.stop()
+    _embedded_slots.clear()
     import sys
 
     if "sweep.backends.llama_server" in sys.modules:  # never started one otherwise

@@ -42,6 +42,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.workloads.agents import expected_rows
+from sweep.workloads.loadgen import expected_requests
+from sweep.backends import cpu_only
 from sweep.multirun.cli_errors import EXIT_CONFIG, one_line
 from sweep.cells import Cell, ConfigError, load_key
 from sweep.config import State, SweepConfig, typed
@@ -128,7 +130,7 @@ def _done(cell: Cell, sweep_dir: Path) -> int:
     if not path.exists():
         return 0
     rows = CellStore(path).previous_rows()
-    if cell.agent_plan is not None:  # one row per call of an agent's workflow
+    if cell.agent_plan is not None or cell.load_plan is not None:  # one row per call of a workflow, or request
         return len(measured_ok(rows, cell.cell_hash))
     return len(already_measured(rows, cell.cell_hash))
 
@@ -144,6 +146,8 @@ def plan_all(configs: Sequence[SweepConfig], sweep_dir: Path) -> list[Planned]:
             calls = (expected_rows(cell.agent_plan, trials_count(cfg) or int(cfg.auto.max_trials),
                                    cfg.agents.isolated_runs)
                      if cell.agent_plan is not None else 0)
+            if cell.load_plan is not None:   # a request per row: the runs' requests (a knee search: its first run's)
+                calls = (trials_count(cfg) or 1) * expected_requests(cell.load_plan)
             warmup = warmups_per_visit(cfg)   # per visit, for agent cells too (a warm-up run each)
             planned.append(Planned(cell, trials_count(cfg) or cfg.auto.max_trials, warmup, done,
                                    loaded.get(key[0]) != key, calls, cold=cfg.state == State.cold))
@@ -228,8 +232,12 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[SweepConfig], sweep
         table.add_column(col, justify="right" if col in ("#", "trials", "done") else "left")
     for i, p in enumerate(planned):
         opts = " ".join(f"{k}={v}" for k, v in p.cell.options.items()) or "(server defaults)"
+        if p.cell.lengths is not None and p.cell.lengths.label():   # prompt_tokens=512, ignore_eos
+            opts += " " + p.cell.lengths.label()
         if p.cell.agent_plan is not None and p.cell.agent_plan.label():
             opts = f"{p.cell.agent_plan.label()} {opts}"
+        if p.cell.load_plan is not None:
+            opts = f"{p.cell.load_plan.label()} {opts}"
         expected = p.calls
         done = f"{p.done}/{expected}" if p.done else "–"
         table.add_row(str(i), p.cell.preset, p.cell.model, opts, p.cell.cell_hash,
@@ -237,6 +245,7 @@ def print_plan(planned: Sequence[Planned], configs: Sequence[SweepConfig], sweep
     console.print(table)
     for line in order_lines:
         console.print(line)
+    cpu_only.say_once(cpu_only.planned_note(cfg.backend, [p.cell for p in planned]), console.print)
     history = _history(Path(cfg.output_root), sweep_dir)
     seconds, basis = estimate_s(planned, history)
     todo = sum(max(0, p.calls - p.done) for p in planned)

@@ -29,6 +29,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="default keep_alive for requests that set none (default 5m; Ollama syntax)")
     p.add_argument("--max-loaded-models", type=int, default=None,
                    help="models kept in memory at once (default $OLLAMA_MAX_LOADED_MODELS or 3)")
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
+                   help="requests each loaded model generates at once; more wait in a queue (default "
+                        "$OLLAMA_NUM_PARALLEL or 1).  Every slot holds a KV cache of the full num_ctx")
     p.add_argument("--no-prompt-cache", action="store_true",
                    help="never reuse a cached prompt prefix (every request evaluates its whole prompt)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -85,18 +88,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
     from .streaming import expose_transport
-    from .engine import Engine, default_max_loaded
+    from .engine import Engine, default_max_loaded, parallel_from_env
     from .models import default_registry
     from .options import OptionError, parse_keep_alive
 
+    if args.parallel is not None and args.parallel < 1:
+        print(f"error: --parallel {args.parallel}: must be >= 1 (1 serves one request at a time)", file=sys.stderr)
+        return 2
     try:
+        parallel = args.parallel or parallel_from_env()
         keep_alive = parse_keep_alive(args.keep_alive)
         registry = default_registry(args.model_dir, args.model)
     except (OptionError, OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     engine = Engine(registry, max_loaded=args.max_loaded_models or default_max_loaded(),
-                    prompt_cache=not args.no_prompt_cache)
+                    prompt_cache=not args.no_prompt_cache, parallel=parallel)
     app = create_app(engine, registry, keep_alive_s=keep_alive)
     try:
         sock = bind_socket(args.host, args.port)

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .identity import OLLAMA_API_VERSION
-from .engine import Done, Engine, Job, Piece
+from .engine import Done, Engine, EngineError, Job, Piece
 from .models import GEMMA_TEMPLATE, ModelEntry, Registry
 from .streaming import BurstStream
 from .options import describe_defaults
@@ -141,6 +141,7 @@ class OllamaAPI(Handlers):
                     "expires_at": _iso(i.expires_at),
                     "size_vram": vram * i.size // total,
                     "context_length": i.context_length,
+                    "num_parallel": i.parallel,   # ours: requests it generates at once (Ollama has no field)
                 }
                 for i in infos
             ]
@@ -159,6 +160,24 @@ class OllamaAPI(Handlers):
             payload = "".join(json.dumps(x) + "\n" for x in lines)
             return Response(payload, media_type=NDJSON)
         return JSONResponse({"status": "success"})
+
+    async def tokenize(self, request: Request) -> Response:
+        """``POST /api/tokenize`` ``{"model", "content"}`` → ``{"model", "tokens"}``: the model's token ids.
+
+        The shape proposed for Ollama (not in a release yet, so clients fall back when it is
+        missing); ``text`` or ``prompt`` are accepted for ``content``.  No BOS and no template:
+        the tokens of the text as a prompt would contain it (``prompt_eval_count`` adds the rest).
+        """
+        body = await json_body(request)
+        entry = self.entry(model_name(body))
+        content = next((body[k] for k in ("content", "text", "prompt") if k in body), "")
+        if not isinstance(content, str):
+            raise BadRequest(400, f"'content' must be a string, got {type(content).__name__}")
+        try:
+            tokens = await asyncio.to_thread(self.engine.tokenize, entry, content)
+        except EngineError as exc:
+            return _error(500, str(exc))
+        return JSONResponse({"model": entry.name, "tokens": tokens})
 
     # -- generation ------------------------------------------------------------------
 
@@ -295,6 +314,7 @@ def create_app(engine: Engine, registry: Registry, keep_alive_s: float = 300.0,
         Route("/api/pull", wrap(api.pull), methods=["POST"]),
         Route("/api/generate", wrap(api.generate), methods=["POST"]),
         Route("/api/chat", wrap(api.chat), methods=["POST"]),
+        Route("/api/tokenize", wrap(api.tokenize), methods=["POST"]),
     ]
     routes += openai_routes(api)
     @contextlib.asynccontextmanager

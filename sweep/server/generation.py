@@ -64,10 +64,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class DecodeState:
     """A loaded model's decode side: its context, one reused batch, the tokens in its KV cache."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, ctx: Any = None) -> None:
+        """``ctx``: one of the model's parallel contexts (default: ``llm``'s own)."""
         lc = _llama_cpp()
         self.llm = llm
-        self.ctx = llm.ctx
+        self.ctx = llm.ctx if ctx is None else ctx
         self.vocab = lc.llama_model_get_vocab(llm.model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self.vocab))
         self.n_batch = int(llm.n_batch)
@@ -88,6 +89,7 @@ class DecodeState:
         self._view: np.ndarray | None = None
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
+        self._eog_ids: np.ndarray | None = None
 
     def close(self) -> None:
         if self._batch is not None:
@@ -170,6 +172,22 @@ class DecodeState:
             self._view = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
             self._view_addr = addr
         return self._view
+
+    def eog_ids(self) -> np.ndarray:
+        """Every end-of-generation token id of the vocabulary (found once per loaded model)."""
+        if self._eog_ids is None:
+            self._eog_ids = np.array([t for t in range(self.n_vocab) if self.is_eog(t)], dtype=np.intp)
+        return self._eog_ids
+
+    def ban_eog(self) -> None:
+        """``ignore_eos``: end-of-generation logits to -inf in llama.cpp's buffer, so no sampler can pick one.
+
+        Why in the buffer: the greedy sampler reads a view of it and llama.cpp's chain reads the
+        buffer itself, so one write serves both (llama.cpp's own ``ignore_eos`` is a logit bias of -inf).
+        """
+        ids = self.eog_ids()
+        if len(ids):
+            self.logits()[ids] = -np.inf
 
     def is_eog(self, token: int) -> bool:
         known = self._eog.get(token)
@@ -341,13 +359,14 @@ class Outcome:
 
 def generate_tokens(state: DecodeState, sampler: Sampler, prompt: Sequence[int], *, num_predict: int,
                     n_ctx: int, stops: Sequence[str], cancel: threading.Event, reuse: bool,
-                    on_text: Callable[[str], None]) -> Outcome | None:
+                    on_text: Callable[[str], None], ignore_eos: bool = False) -> Outcome | None:
     """Prefill ``prompt``, then sample, emit and decode one token at a time; None if ``cancel`` was set.
 
     Stamps as before the rewrite: a token's time is when it was sampled; the
     end-of-generation token is stamped but not counted or emitted; ``on_text``
     gets each token's text as soon as it is complete UTF-8 (possibly ``''``)
-    with stop strings held back until they are ruled out.
+    with stop strings held back until they are ruled out.  ``ignore_eos``: end-of-generation
+    tokens are never sampled, so only ``num_predict``, the context or a stop string ends it.
     """
     limit = num_predict if num_predict > 0 else math.inf
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -359,6 +378,8 @@ def generate_tokens(state: DecodeState, sampler: Sampler, prompt: Sequence[int],
     evaluated = state.prefill(prompt, reuse)
     t_first = 0
     while True:
+        if ignore_eos:
+            state.ban_eog()
         token = sampler.sample(state)
         t_last = clock()
         if not t_first:

@@ -96,8 +96,12 @@ class Handlers:
             isinstance(t, int) and not isinstance(t, bool) for t in context
         ):
             raise BadRequest(400, "'context' must be a list of token ids")
+        cache_prompt = body.get("cache_prompt", True)   # llama-server's extension field, also read here
+        if not isinstance(cache_prompt, bool):
+            raise BadRequest(400, f"'cache_prompt' must be true or false, got {cache_prompt!r}")
         return Job(entry=entry, load=load, sampling=sampling, prompt=prompt,
-                   keep_alive_s=keep_alive, context=tuple(context), received_ns=received_ns)
+                   keep_alive_s=keep_alive, context=tuple(context), received_ns=received_ns,
+                   cache_prompt=cache_prompt)
 
 
 def checked_messages(value: Any) -> list[dict[str, Any]]:

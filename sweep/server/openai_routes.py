@@ -38,6 +38,7 @@ _OPTION_FIELDS = {
     "max_tokens": "num_predict", "max_completion_tokens": "num_predict", "temperature": "temperature",
     "top_p": "top_p", "seed": "seed", "frequency_penalty": "frequency_penalty",
     "presence_penalty": "presence_penalty", "stop": "stop", "top_k": "top_k", "repeat_penalty": "repeat_penalty",
+    "ignore_eos": "ignore_eos",
 }
 
 
@@ -168,7 +169,8 @@ class OpenAIRoutes:
         if not isinstance(stream, bool):
             raise BadRequest(400, f"'stream' must be true or false, got {stream!r}")
         include_usage = _include_usage(body)
-        job = self.api.job({"options": _options(body)}, entry, text, received)
+        job = self.api.job({"options": _options(body), "cache_prompt": body.get("cache_prompt", True)}, entry, text,
+                           received)
         head = {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}",
                 "object": kind + (".chunk" if stream and kind == "chat.completion" else ""),
                 "created": int(time.time()), "model": entry.name, "system_fingerprint": "chimera-embedded"}

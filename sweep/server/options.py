@@ -63,6 +63,7 @@ class SamplingParams:
     seed: int = -1  # -1: random
     num_predict: int = -1  # -1/-2: until the context is full
     stop: tuple[str, ...] = field(default_factory=tuple)
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (llama.cpp's ignore_eos)
 
 
 # ---------------------------------------------------------------- validators

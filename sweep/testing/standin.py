@@ -121,13 +121,17 @@ class StandIn:
     """A live stand-in server; use as a context manager or call :meth:`close`."""
 
     def __init__(self, models: tuple[str, ...] = ("gemma3:latest", "llama3.1:8b-instruct-q4_0"),
-                 version: str = "0.12.3", *, serialize: bool = False, port: int = 0) -> None:
+                 version: str = "0.12.3", *, serialize: bool = False, port: int = 0, slots: int = 0) -> None:
         """``serialize``: one generation at a time, later requests wait their turn (one GPU, no
         parallel slots), so concurrent agents on this host gain nothing.  ``port``: reuse an
-        address (a host that comes back after dying)."""
+        address (a host that comes back after dying).  ``slots``: a paced server with that many
+        generations at once, later requests queue for a free slot; with a script of known service
+        time (first-token delay + token intervals) its capacity is slots / service time, which
+        load tests check their knee against."""
         self.models = list(models)
         self.serialize = serialize
         self.engine = threading.Lock()  # held while a generation streams, when serialize is set
+        self.slots = threading.BoundedSemaphore(slots) if slots > 0 else None   # a slot held per generation
         self.version = version
         self.default = Script()
         self.scripts: deque[Script] = deque()
@@ -328,7 +332,7 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 return
             if standin.load(body["model"], body.get("options") or {}) and standin.reload_load_duration is not None:
                 script = dataclasses.replace(script, load_duration=standin.reload_load_duration)
-            with standin.engine if standin.serialize else contextlib.nullcontext():
+            with standin.engine if standin.serialize else standin.slots or contextlib.nullcontext():
                 if openai:
                     self._sse_stream(script, chat=self.path == "/v1/chat/completions", model=body["model"])
                 else:

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweep.cells import Cell, Trial, TrialSpec
-from sweep.execute import already_measured
+from sweep.contract import TrialRecord
+from sweep.execute import already_measured, not_ok
 from sweep.workloads.agents import completed_runs, round_runs, warmup_run
+from sweep.workloads.loadgen import expected_requests, load_trials, stored_load_keys
 
 
 def round_trials(cell: Cell, rnd: int, trials: int | None, isolated_runs: int | None) -> list[Trial]:
     """The measured trials of round ``rnd`` (``trials`` None: trials=auto)."""
+    if cell.load_plan is not None:
+        return load_trials(rnd)
     if cell.agent_plan is None:
         return [TrialSpec(rnd, p, False) for p in cell.prompts]
     return list(round_runs(cell.agent_plan, rnd, trials, isolated_runs))
@@ -33,7 +37,10 @@ def warmup_trial(cell: Cell, n: int) -> Trial:
 
 
 def rows_per_trial(cell: Cell, trial: Trial) -> int:
-    """One row per call: one for a prompt, each agent's stages for a run."""
+    """One row per call: one for a prompt, each agent's stages for a run, a request of a load run (an estimate
+    for a knee search: its first run's)."""
+    if cell.load_plan is not None and not getattr(trial, "warmup", False):
+        return expected_requests(cell.load_plan)
     plan = cell.agent_plan
     if plan is None:
         return 1
@@ -42,6 +49,8 @@ def rows_per_trial(cell: Cell, trial: Trial) -> int:
 
 def stored_keys(cell: Cell, rows: Sequence[Mapping[str, Any]]) -> set[Hashable]:
     """Keys of the cell's measured trials stored complete and ok (the trials a resume keeps)."""
+    if cell.load_plan is not None:
+        return stored_load_keys(cell, rows)
     plan = cell.agent_plan
     if plan is None:
         return set(already_measured(list(rows), cell.cell_hash))
@@ -75,3 +84,6 @@ class CellTrials:
 
     def stored(self, rows: Sequence[Mapping[str, Any]]) -> tuple[set[Hashable], int]:
         return stored_keys(self.cell, rows), stored_warmups(self.cell, rows)
+
+    def failed(self, rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+        return not_ok(rows)
