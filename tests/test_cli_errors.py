@@ -11,7 +11,7 @@ from tests.sweep_cli import run_sweep
 
 CASES = [
     (["chimera=fast"], "error: unknown chimera=fast: choose one of baseline, optimized"),
-    (["+experiment=nope"], "error: unknown experiment=nope: choose one of quickstart, tr111"),
+    (["+experiment=nope"], "error: unknown experiment=nope: choose one of pp_tg, quickstart, tr111"),
     (["hydra/launcher=nope"], "error: unknown hydra.launcher=nope: choose one of basic, joblib"),
     (["chimera.num_ctx=abc"], "error: invalid chimera.num_ctx='abc': must be an integer"),
     (["chimera.temperature=hot"], "error: invalid chimera.temperature='hot': must be a number"),
