@@ -17,7 +17,6 @@ prompt_eval_duration`` (exactly 512 tokens each, checked); decode tok/s = mean `
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
