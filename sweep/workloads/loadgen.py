@@ -162,14 +162,17 @@ def load_trials(rnd: int) -> list[Trial]:
 
 
 def stored_load_keys(cell: Cell, rows: Sequence[Mapping[str, Any]]) -> set[Hashable]:
-    """Trials stored complete: a run with a successful request, or a knee search that reached its end."""
+    """Trials stored complete: a finished run with a successful request, or a knee search that reached its end.
+
+    A run Ctrl-C interrupted stored its finished requests with ``load_run_s`` null: it is run again.
+    """
     plan = cell.load_plan
     assert plan is not None
     mine = [r for r in rows if r.get("cell_hash") == cell.cell_hash and not r.get("warmup")
             and r.get("load_run_id")]
     if plan.sweep:
         return {("load", r["trial"]) for r in mine if r.get("load_knee")}
-    return {("load", r["trial"]) for r in mine if r.get("status") == Status.OK}
+    return {("load", r["trial"]) for r in mine if r.get("status") == Status.OK and r.get("load_run_s") is not None}
 
 
 def expected_requests(plan: LoadPlan) -> int:
