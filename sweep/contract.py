@@ -232,7 +232,8 @@ class TrialRecord:
     send_delay_ms: float | None = col("ms", "actual send − scheduled send time; in load rows ttft_ms and e2e_ms "
                                             "count from the scheduled time, so they include it (no coordinated "
                                             "omission)")
-    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator)")
+    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator); "
+                                        "null for the finished requests of a run Ctrl-C interrupted")
     slo_ok: bool | None = col("", "the request succeeded and met every SLO set (ttft_ms, itl_ms_mean, e2e_ms "
                                   "against slo.ttft_ms, slo.itl_ms, slo.e2e_ms)")
     slo: str | None = col("", "the SLO the run was judged by, e.g. `ttft_ms<=500 fraction>=0.9`")
