@@ -226,8 +226,8 @@ class TrialRecord:
     load_concurrency: int | None = col("requests", "closed loop: requests kept in flight in this run")
     load_run_id: str | None = col("", "one load run (a rate or concurrency held for load.duration_s or "
                                       "load.requests); shared by its requests' rows")
-    load_step: int | None = col("", "the run's step in its trial: 0 for a fixed rate; with load.rates=sweep the "
-                                    "bisection's n-th run")
+    load_step: int | None = col("", "load.rates=sweep: the run's place in its knee search (0, 1, …); null for a "
+                                    "fixed rate or concurrency")
     load_offset_ms: float | None = col("ms", "scheduled send time of the request, from the run's start")
     send_delay_ms: float | None = col("ms", "actual send − scheduled send time; in load rows ttft_ms and e2e_ms "
                                             "count from the scheduled time, so they include it (no coordinated "

@@ -101,7 +101,11 @@ def test_closed_loop_keeps_the_concurrency_in_flight(paced: StandIn, tmp_path: P
 
 def test_resume_runs_only_the_missing_load_trials(paced: StandIn, tmp_path: Path) -> None:
     _load(paced, tmp_path, "load.rate=10", "load.requests=5", "trials=1")
-    df = _load(paced, tmp_path, "load.rate=10", "load.requests=5", "trials=2", "resume=true")
+    result = run_sweep("workload=load", "backend=ollama", f"backend.base_url={paced.base_url}", "model=gemma3",
+                       "telemetry.enabled=false", "progress=false", f"output_root={tmp_path}", "load.rate=10",
+                       "load.requests=5", "trials=2", "resume=true")
+    assert result.returncode == 0 and "every one complete" in result.stderr, result.stderr
+    df = pd.read_parquet(only_sweep(tmp_path))
     measured = df.loc[~df["warmup"]]
     assert measured.groupby("trial")["load_run_id"].nunique().to_dict() == {0: 1, 1: 1}
     assert len(measured) == 10

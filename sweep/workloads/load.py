@@ -63,7 +63,7 @@ class LoadWorkload(CellTrials):
         plan = self.plan
         if not plan.sweep:
             assert plan.level is not None
-            return await self.level_run(trial.trial, 0, plan.level, attempt)
+            return await self.level_run(trial.trial, None, plan.level, attempt)
         search = Bisection(plan.low, plan.high, plan.tolerance, integer=plan.closed)
         step = 0
         while (level := search.next_level()) is not None:
@@ -89,8 +89,11 @@ class LoadWorkload(CellTrials):
                 await run.after_call(row)
         run.keep(*rows)
 
-    async def level_run(self, trial: int, step: int, level: float, attempt: int) -> list[TrialRecord]:
-        """One run at ``level`` (a rate or a concurrency): every request's row, the SLO judged."""
+    async def level_run(self, trial: int, step: int | None, level: float, attempt: int) -> list[TrialRecord]:
+        """One run at ``level`` (a rate or a concurrency): every request's row, the SLO judged.
+
+        ``step``: the run's place in a knee search; None for a fixed level.
+        """
         run, plan = self.run, self.plan
         assert run is not None
         interrupts.check()
@@ -136,11 +139,11 @@ class LoadWorkload(CellTrials):
         record = dataclasses.replace(base, prompt_id=prompt.id, load_offset_ms=(scheduled_ns - start_ns) / 1e6)
         rows.append(await measure_call(run.target, self.cell, prompt.text, record, scheduled_ns=scheduled_ns))
 
-    async def _open(self, base: TrialRecord, rate: float, trial: int, step: int, start_ns: int,
+    async def _open(self, base: TrialRecord, rate: float, trial: int, step: int | None, start_ns: int,
                     rows: list[TrialRecord]) -> None:
         """Arrivals at their scheduled times, whatever is in flight; the run ends when every request has."""
         plan = self.plan
-        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step), duration_s=plan.duration_s,
+        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step or 0), duration_s=plan.duration_s,
                                     requests=plan.requests)
         tasks: list[asyncio.Task[None]] = []
         try:
