@@ -51,15 +51,16 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m analysis",
         description="Analyse sweep trials: per-cell statistics, rankings, baseline vs chimera, "
-        "parameter sensitivity, run-order effects. Writes report.html, report.md, CSVs, report.tex and "
-        "figures into <input>/_report/ and prints a short summary.",
+        "parameter sensitivity, run-order effects. Writes report.html, report.md, CSVs, report.tex, "
+        "summary.json and figures into <input>/_report/ and prints a short summary.",
         epilog=EXIT_CODES,
     )
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="sweep directory, Parquet file/directory or CSV; several are read side by side, "
                         "never pooled: each cell stays keyed by its sweep "
                         "(default: the newest sweep under outputs/sweeps/)")
-    p.add_argument("--out", type=Path, help="output directory (default: <input>/_report)")
+    p.add_argument("--out", type=Path, help="output directory (default: <input>/_report); with --against: where "
+                                            "gate.csv and summary.json go (default: NEW's _report)")
     p.add_argument("--import-to", type=Path, metavar="DIR",
                    help="where to keep the conversion of a folder of the original harnesses' results "
                         "(default: <folder>/_imported; see docs/import.md)")

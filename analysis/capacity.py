@@ -10,8 +10,9 @@ Definitions (every number of the section):
 - *good* request: ``slo_ok`` (it succeeded and met every SLO set; latencies from the scheduled send);
 - a run's *goodput*: good requests / ``load_run_s`` (run start → last response), req/s;
   its *goodput fraction*: good / requests; its *throughput*: successful requests / ``load_run_s``;
-- a level's numbers: the mean of its runs' goodput, fraction and throughput; latency percentiles
-  over all its requests (successful ones: a failed request has no latency);
+- a level's numbers: the mean of its finished runs' goodput, fraction and throughput; latency percentiles
+  over all its requests (successful ones: a failed request has no latency), those of a run Ctrl-C
+  interrupted included (stored with ``load_run_s`` null: a run without a span has no goodput);
 - *capacity* of a knee cell (``load.rates=sweep``): each trial's search ends with one estimate
   (``load_capacity``: the highest level that met ``slo.fraction``); the table gives their mean and a
   Student t interval of that mean over the cell's searches (``scipy.stats.t``, n − 1 degrees of freedom),
@@ -73,6 +74,7 @@ def runs(rows: pd.DataFrame) -> pd.DataFrame:
         trial=("trial", "first"), step=("load_step", "first"), requests=("good", "size"), good=("good", "sum"),
         ok=("ok", "sum"), run_s=("load_run_s", "first"), capacity=("load_capacity", "first"),
         knee=("load_knee", "first"), slo=("slo", "first"))
+    per["run_s"] = per["run_s"].astype(float)
     per["goodput"] = per["good"] / per["run_s"]
     per["fraction"] = per["good"] / per["requests"]
     per["throughput"] = per["ok"] / per["run_s"]
@@ -103,10 +105,11 @@ def level_frame(rows: pd.DataFrame, per_run: pd.DataFrame, cells: pd.DataFrame) 
     out = []
     for (key, level), group in per_run.groupby(["cell_key", "level"], sort=True):
         mine = ok.loc[(ok["cell_key"] == key) & (ok["level"] == level)]
-        rec = {"cell_key": key, "cell": cells.loc[key, "cell"], "setting": setting(cells, key), "loop": group["loop"].iloc[0], "level": level,
-               "runs": len(group), "requests": int(group["requests"].sum()),
-               "good_fraction": float(group["fraction"].mean()), "goodput_req_s": float(group["goodput"].mean()),
-               "throughput_req_s": float(group["throughput"].mean())}
+        done = group.loc[group["run_s"].notna()]      # an interrupted run has no span: no goodput of its own
+        rec = {"cell_key": key, "cell": cells.loc[key, "cell"], "setting": setting(cells, key),
+               "loop": group["loop"].iloc[0], "level": level, "runs": len(done),
+               "requests": int(group["requests"].sum()), "good_fraction": float(done["fraction"].mean()),
+               "goodput_req_s": float(done["goodput"].mean()), "throughput_req_s": float(done["throughput"].mean())}
         for name, column in (("ttft", "ttft_ms"), ("e2e", "e2e_ms")):
             for p, value in _percentiles(mine[column]).items():
                 rec[f"{name}_{p}_ms"] = value

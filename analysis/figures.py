@@ -125,7 +125,7 @@ def latency_percentiles(an: Analysis, out: Path, max_cells: int = MAX_CELLS) -> 
         ax.set_xlabel(f"{lab.split()[0]} (ms), percentile over trials")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, [labels[i] for i in order], fontsize=8)
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    axes[0][-1].legend(loc="best", fontsize=8)
     shown = len(order)
     sub = f"{shown} of {len(f)} cells with the lowest p99" if len(f) > shown else f"{len(f)} cells"
     fig.suptitle(f"Latency percentiles per cell ({sub}; n = measured trials)")

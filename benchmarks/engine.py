@@ -75,7 +75,6 @@ import math
 import os
 import shutil
 import subprocess
-import statistics
 import sys
 import threading
 import time
@@ -83,6 +82,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from benchmarks import anchor, pp_tg
+from benchmarks.spread import mean, mean_sd
 from sweep.contract import TrialRecord
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.cells import Cell, Prompt
@@ -156,7 +156,7 @@ class CpuMeter:
         """``runs`` with both figures set (µs per token; NaN when a span is missing)."""
         if not runs or "one" not in self.spans or "all" not in self.spans:
             return runs
-        extra_tokens = _mean([r.tokens for r in runs]) - 1
+        extra_tokens = mean([r.tokens for r in runs]) - 1
         (loop_one, client_one), (loop_all, client_all) = self.spans["one"], self.spans["all"]
 
         def per_token_us(one: float, total: float) -> float:
@@ -184,8 +184,8 @@ class Block:
     def add_round(self, http: list[Run], local: list[Run]) -> None:
         self.http += http
         self.local += local
-        self.ratios_server.append(_mean([r.server_tok_s for r in http]) / _mean([r.server_tok_s for r in local]))
-        self.ratios_client.append(_mean([r.client_tok_s for r in http]) / _mean([r.client_tok_s for r in local]))
+        self.ratios_server.append(mean([r.server_tok_s for r in http]) / mean([r.server_tok_s for r in local]))
+        self.ratios_client.append(mean([r.client_tok_s for r in http]) / mean([r.client_tok_s for r in local]))
 
     def add_anchor(self, http: list[Run], curl: list[Run], local: list[Run], server: list[Run], tg: float,
                    pp: float) -> None:
@@ -202,7 +202,7 @@ class Block:
         if curl:   # without curl the column shows "-"
             figures["embedded, curl"] = [r.server_tok_s for r in curl]
         for name, values in figures.items():
-            self.vs_tg.setdefault(name, []).append(_mean(values) / tg)
+            self.vs_tg.setdefault(name, []).append(mean(values) / tg)
 
 
 class OtherLoad:
@@ -383,15 +383,6 @@ def measure_in_process(model: str, threads: int, num_predict: int, reps: int) ->
 
 # ---------------------------------------------------------------- report
 
-def _ms(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values) if values else math.nan
 
 
 def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -> float:
@@ -404,16 +395,16 @@ def print_table(blocks: list[Block], rounds: int, reps: int, num_predict: int) -
     print("-" * len(head))
     worst = math.inf
     for b in blocks:
-        r_server, r_client = _mean(b.ratios_server), _mean(b.ratios_client)
+        r_server, r_client = mean(b.ratios_server), mean(b.ratios_client)
         worst = min(worst, r_server, r_client)
         tokens = sorted({r.tokens for r in b.http + b.local})
         same = "yes" if b.http and b.local and b.http[0].text == b.local[0].text else "NO"
-        print(f"{b.model:<13} {b.threads:>3} | {_ms([r.server_tok_s for r in b.http]):>13} "
-              f"{_ms([r.server_tok_s for r in b.local]):>13} {_ms(b.ratios_server, 2):>11} | "
-              f"{_ms([r.client_tok_s for r in b.http]):>13} {_ms([r.client_tok_s for r in b.local]):>13} "
-              f"{_ms(b.ratios_client, 2):>11} | "
-              f"{_ms([r.compute_tok_s for r in b.local if r.compute_tok_s]):>13} | "
-              f"{_mean([r.ttft_ms for r in b.http]):12.1f} {_mean([r.ttft_ms for r in b.local]):7.1f} | "
+        print(f"{b.model:<13} {b.threads:>3} | {mean_sd([r.server_tok_s for r in b.http]):>13} "
+              f"{mean_sd([r.server_tok_s for r in b.local]):>13} {mean_sd(b.ratios_server, 2):>11} | "
+              f"{mean_sd([r.client_tok_s for r in b.http]):>13} {mean_sd([r.client_tok_s for r in b.local]):>13} "
+              f"{mean_sd(b.ratios_client, 2):>11} | "
+              f"{mean_sd([r.compute_tok_s for r in b.local if r.compute_tok_s]):>13} | "
+              f"{mean([r.ttft_ms for r in b.http]):12.1f} {mean([r.ttft_ms for r in b.local]):7.1f} | "
               f"{','.join(map(str, tokens)):>6} {same:>9} {b.other_cpu:9.2f}")
     print("HTTP server = eval_count / eval_duration from the final chunk (throughput_tok_s); HTTP client = "
           "(chunks - 1) / (last - first arrival) in our runner (client_tok_s);")
@@ -438,12 +429,12 @@ def print_cpu(blocks: list[Block]) -> dict[str, float]:
     for b in blocks:
         loop = [r.loop_us_per_token for r in b.http if not math.isnan(r.loop_us_per_token)]
         client = [r.client_us_per_token for r in b.http if not math.isnan(r.client_us_per_token)]
-        period = 1e6 / _mean([r.server_tok_s for r in b.http]) if b.http else math.nan
-        share = (_mean(loop) + _mean(client)) / period if loop and client else math.nan
-        loops += [_mean(loop)] if loop else []
-        clients += [_mean(client)] if client else []
-        print(f"{b.model:<13} {b.threads:>3} | {period:13.0f} | {_ms(loop, 0):>13} {_ms(client, 0):>13} "
-              f"{share:6.1%} | {_ms([r.client_us_per_token for r in b.server], 0):>24}")
+        period = 1e6 / mean([r.server_tok_s for r in b.http]) if b.http else math.nan
+        share = (mean(loop) + mean(client)) / period if loop and client else math.nan
+        loops += [mean(loop)] if loop else []
+        clients += [mean(client)] if client else []
+        print(f"{b.model:<13} {b.threads:>3} | {period:13.0f} | {mean_sd(loop, 0):>13} {mean_sd(client, 0):>13} "
+              f"{share:6.1%} | {mean_sd([r.client_us_per_token for r in b.server], 0):>24}")
     print("token period = 1e6 / embedded tok/s; server loop = CPU of the server's asyncio thread (Linux schedstat; "
           "after a stream's first burst the worker writes the tokens itself, so little is left); our client = this "
           "process's CPU in the runner;")
@@ -468,10 +459,10 @@ def print_anchor(blocks: list[Block]) -> dict[str, float]:
     print("-" * len(head))
     worst = math.inf
     for b in blocks:
-        worst = min(worst, _mean(b.vs_tg.get("embedded", [math.nan])))
+        worst = min(worst, mean(b.vs_tg.get("embedded", [math.nan])))
         same = "yes" if b.server and b.http and b.server[0].text == b.http[0].text else "NO"
-        print(f"{b.model:<13} {b.threads:>3} | {_ms(b.tg):>13} {_ms(b.pp):>15} | "
-              + " ".join(f"{_ms(b.vs_tg.get(name, []), 2):>19}" for name in ANCHOR_STEPS) + f" | {same}")
+        print(f"{b.model:<13} {b.threads:>3} | {mean_sd(b.tg):>13} {mean_sd(b.pp):>15} | "
+              + " ".join(f"{mean_sd(b.vs_tg.get(name, []), 2):>19}" for name in ANCHOR_STEPS) + f" | {same}")
     print("Where the rest goes, step by step from tg128: decode only = the engine's llama_decode call per token "
           "(ctypes, one reused one-token batch); llama-bench and llama-server run with flash attention off like the "
           "engine (llama.cpp's default, auto = on here, decodes 3-8 % faster and changes greedy tokens: a different "
@@ -490,8 +481,8 @@ def print_anchor(blocks: list[Block]) -> dict[str, float]:
     verdict = "met" if worst >= GOAL else "NOT met"
     print(f"embedded / llama-bench tg{anchor.TG}, lowest block: {worst:.2f} (goal ≥ {GOAL:.2f}: {verdict})")
     return {"embedded_vs_tg128": worst,
-            "llama_server_vs_tg128": min(_mean(b.vs_tg.get("llama-server", [math.nan])) for b in blocks),
-            "llama_bench_tg128_tok_s": max(_mean(b.tg) for b in blocks)}
+            "llama_server_vs_tg128": min(mean(b.vs_tg.get("llama-server", [math.nan])) for b in blocks),
+            "llama_bench_tg128_tok_s": max(mean(b.tg) for b in blocks)}
 
 
 def run(quick: bool = False) -> dict[str, float]:

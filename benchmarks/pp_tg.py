@@ -17,9 +17,7 @@ prompt_eval_duration`` (exactly 512 tokens each, checked); decode tok/s = mean `
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import anchor
+from benchmarks.spread import mean, mean_sd
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.server.models import default_registry
 
@@ -93,16 +92,6 @@ def bench_figures(model: str, threads: int, reps: int) -> Figures:
     return Figures(got[f"pp{anchor.PP}"].tok_s, got[f"tg{anchor.TG}"].tok_s)
 
 
-def _ms(values: list[float], digits: int = 1) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
-
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values) if values else math.nan
 
 
 def print_blocks(blocks: list[PairBlock]) -> None:
@@ -114,10 +103,10 @@ def print_blocks(blocks: list[PairBlock]) -> None:
     print(head)
     print("-" * len(head))
     for b in blocks:
-        line = (f"{b.model:<13} {b.threads:>3} | {_ms(b.values('llama-bench', 'pp')):>15} "
-                f"{_ms(b.values('llama-bench', 'tg')):>13} | ")
-        line += " ".join(f"{_ms(b.values(s, 'pp')):>15} {_ms(b.values(s, 'tg')):>15} "
-                         f"{_ms(b.ratios(s, 'pp'), 2):>20} {_ms(b.ratios(s, 'tg'), 2):>20}" for s in SIDES)
+        line = (f"{b.model:<13} {b.threads:>3} | {mean_sd(b.values('llama-bench', 'pp')):>15} "
+                f"{mean_sd(b.values('llama-bench', 'tg')):>13} | ")
+        line += " ".join(f"{mean_sd(b.values(s, 'pp')):>15} {mean_sd(b.values(s, 'tg')):>15} "
+                         f"{mean_sd(b.ratios(s, 'pp'), 2):>20} {mean_sd(b.ratios(s, 'tg'), 2):>20}" for s in SIDES)
         print(line)
     print(f"pp = prompt_eval_count / prompt_eval_duration of the pp cell (exactly {anchor.PP} tokens, checked); "
           f"tg = eval_count / eval_duration of the tg cell ({anchor.TG} tokens past any end-of-sequence, checked). "
@@ -153,7 +142,7 @@ def run(quick: bool = False, threads: list[int] | None = None) -> dict[str, floa
     for side in SIDES:
         for test in ("pp", "tg"):
             key = f"{side}_{test}{anchor.PP if test == 'pp' else anchor.TG}_vs_bench"
-            figures[key] = min(_mean(b.ratios(side, test)) for b in blocks)
+            figures[key] = min(mean(b.ratios(side, test)) for b in blocks)
     return figures
 
 

@@ -8,13 +8,14 @@ runs it).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import generated_page  # noqa: E402  (write or --check, shared by the generated pages)
 from sweep.contract import COLUMNS  # noqa: E402  (the one place the columns are declared)
 
 PAGE = ROOT / "docs" / "columns.md"
@@ -48,19 +49,7 @@ def page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/columns.md is not what it generates")
-    opts = parser.parse_args(argv)
-    text = page()
-    if opts.check:
-        current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
-        if current != text:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run python scripts/columns_page.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return generated_page.main(PAGE, page, "columns_page.py", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ differs (the test suite runs it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
@@ -17,6 +16,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+import generated_page  # noqa: E402  (write or --check, shared by the generated pages)
 from analysis.summary_json import FILE, SCHEMA_VERSION, schema  # noqa: E402  (the one place the keys are declared)
 
 PAGE = ROOT / "docs" / "summary.md"
@@ -93,19 +94,7 @@ def page() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/summary.md is not what it generates")
-    opts = parser.parse_args(argv)
-    text = page()
-    if opts.check:
-        current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
-        if current != text:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run python scripts/summary_page.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return generated_page.main(PAGE, page, "summary_page.py", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -226,13 +226,14 @@ class TrialRecord:
     load_concurrency: int | None = col("requests", "closed loop: requests kept in flight in this run")
     load_run_id: str | None = col("", "one load run (a rate or concurrency held for load.duration_s or "
                                       "load.requests); shared by its requests' rows")
-    load_step: int | None = col("", "the run's step in its trial: 0 for a fixed rate; with load.rates=sweep the "
-                                    "bisection's n-th run")
+    load_step: int | None = col("", "load.rates=sweep: the run's place in its knee search (0, 1, …); null for a "
+                                    "fixed rate or concurrency")
     load_offset_ms: float | None = col("ms", "scheduled send time of the request, from the run's start")
     send_delay_ms: float | None = col("ms", "actual send − scheduled send time; in load rows ttft_ms and e2e_ms "
                                             "count from the scheduled time, so they include it (no coordinated "
                                             "omission)")
-    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator)")
+    load_run_s: float | None = col("s", "the run's span: its start → its last response (goodput's denominator); "
+                                        "null for the finished requests of a run Ctrl-C interrupted")
     slo_ok: bool | None = col("", "the request succeeded and met every SLO set (ttft_ms, itl_ms_mean, e2e_ms "
                                   "against slo.ttft_ms, slo.itl_ms, slo.e2e_ms)")
     slo: str | None = col("", "the SLO the run was judged by, e.g. `ttft_ms<=500 fraction>=0.9`")

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from analysis.capacity import capacity_ci, runs
 from sweep.cells import LoadPlan
 from sweep.contract import TrialRecord
-from sweep.workloads.loadgen import (AT_HIGH, BELOW_LOW, BRACKETED, Bisection, arrival_offsets_s, goodput_fraction,
-                                     goodput_per_s, slo_met)
+from sweep.workloads.loadgen import (AT_HIGH, BELOW_LOW, BRACKETED, Bisection, arrival_offsets_s,
+                                     completed_load_trials, goodput_fraction, goodput_per_s, slo_met)
 
 
 def plan(**slo: float | None) -> LoadPlan:
@@ -177,3 +177,17 @@ def test_capacity_ci_covers_the_true_mean_about_95_percent() -> None:
     narrow = sum(lo <= 20 <= hi for _, lo, hi in (capacity_ci(rng.normal(20, 1.5, 5), confidence=0.5)
                                                   for _ in range(400)))
     assert 0.42 <= narrow / 400 <= 0.58                                        # and at 50 % confidence
+
+
+def test_complete_load_trials_from_the_rows_alone() -> None:
+    """What resume and the sweep's summary count: finished fixed runs with a success, knee searches that ended."""
+    def row(trial: int, **kw: object) -> dict[str, object]:
+        return {"cell_hash": "h", "warmup": False, "load_run_id": f"r{trial}", "trial": trial, "status": "ok",
+                "load_step": None, "load_run_s": 1.0, "load_knee": None, **kw}
+    rows = [row(0), row(0, status="timeout"),                       # a finished run, one request timed out
+            row(1, load_run_s=None),                                # Ctrl-C: its finished requests, no span
+            row(2, status="connect_error"),                         # nothing answered
+            row(3, load_step=0), row(3, load_step=1),               # a knee search under way
+            row(4, load_step=0), row(4, load_step=1, load_knee="below_low"),
+            row(5, cell_hash="other"), {**row(6), "warmup": True}]
+    assert completed_load_trials(rows, "h") == {0, 4}

@@ -71,6 +71,9 @@ INTERNAL: dict[str, str] = {
     "sweep.server.streaming": "streamed responses written by the worker thread, served by a real uvicorn whose "
                               "event loop the test blocks, " + _UNIT,
     "sweep.server.vram": "GPU detection for the gpu-marked tests",
+    "analysis.summary_json": "the schema of _report/summary.json: docs/summary.md is generated from it and every "
+                             "written file is validated against it",
+    "sweep.multirun.shorthands": "model=name:tag rewritten to model.name= on a plain argv, " + _UNIT,
     "analysis.__main__": "its argument parser: the docs' analysis commands are parsed by it, its --help wording "
                          "checked against theirs",
     "sweep.testing.standin": "the scripted Ollama/OpenAI stand-in server the tests measure against",

@@ -20,6 +20,7 @@ from sweep.background import machine_load
 from sweep.config import typed
 from sweep.multirun import layout
 from sweep.workloads.agents import completed_runs, runs_ok_text
+from sweep.workloads.loadgen import completed_load_trials
 from sweep.contract import Status, cell_paths, read_cell
 from sweep.plan import trials_count
 from sweep.objective import Objective, Score, score
@@ -72,10 +73,14 @@ def interval_text(sweep_dir: Path, cell_id: str, metric: str) -> str:
 
 
 _AGENT_COLUMNS = ["cell_hash", "workflow_id", "run_id", "run_kind", "agent_id", "agents", "stage", "trial"]
+_LOAD_COLUMNS = ["load_run_id", "load_step", "load_knee", "load_run_s"]
 
 
 def _ok_and_expected(rows: list[dict[str, Any]], trials: int, isolated_runs: int | None) -> tuple[int, int]:
-    """Measured trials ok / expected; for agent cells, complete runs / scheduled runs."""
+    """Measured trials ok / expected; for agent cells, complete runs / scheduled runs; for load cells, finished
+    runs or knee searches / trials."""
+    if any(r.get("load_run_id") for r in rows):
+        return len(completed_load_trials(rows, rows[0]["cell_hash"])), trials
     if not any(r.get("workflow_id") for r in rows):
         ok = sum(r["status"] == Status.OK for r in rows if not r["warmup"])
         return ok, trials * len({r["prompt_id"] for r in rows}) if rows else trials
@@ -94,7 +99,8 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
         table.add_column(col)
     unfinished = []
     for path in cell_paths(sweep_dir):
-        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS]).to_pylist()
+        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS,
+                                       *_LOAD_COLUMNS]).to_pylist()
         failed = sum(r["status"] != Status.OK for r in rows)
         ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"

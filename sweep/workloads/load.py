@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from sweep import interrupts
 from sweep.cells import Cell, LoadPlan, Trial, TrialSpec
 from sweep.contract import Status, TrialRecord
@@ -62,7 +63,7 @@ class LoadWorkload(CellTrials):
         plan = self.plan
         if not plan.sweep:
             assert plan.level is not None
-            return await self.level_run(trial.trial, 0, plan.level, attempt)
+            return await self.level_run(trial.trial, None, plan.level, attempt)
         search = Bisection(plan.low, plan.high, plan.tolerance, integer=plan.closed)
         step = 0
         while (level := search.next_level()) is not None:
@@ -88,8 +89,11 @@ class LoadWorkload(CellTrials):
                 await run.after_call(row)
         run.keep(*rows)
 
-    async def level_run(self, trial: int, step: int, level: float, attempt: int) -> list[TrialRecord]:
-        """One run at ``level`` (a rate or a concurrency): every request's row, the SLO judged."""
+    async def level_run(self, trial: int, step: int | None, level: float, attempt: int) -> list[TrialRecord]:
+        """One run at ``level`` (a rate or a concurrency): every request's row, the SLO judged.
+
+        ``step``: the run's place in a knee search; None for a fixed level.
+        """
         run, plan = self.run, self.plan
         assert run is not None
         interrupts.check()
@@ -99,48 +103,66 @@ class LoadWorkload(CellTrials):
             load_rate=None if plan.closed else level, load_concurrency=int(level) if plan.closed else None,
             load_run_id=uuid.uuid4().hex[:16], load_step=step, slo=plan.slo_text())
         presence_cm = run.running.cell(self.cell.cell_hash) if run.running else contextlib.nullcontext()
+        rows: list[TrialRecord] = []        # the finished requests, as they finish
         with presence_cm as presence:
             start_ns = time.perf_counter_ns()
-            if plan.closed:
-                rows = await self._closed(base, int(level), start_ns)
-            else:
-                rows = await self._open(base, level, trial, step, start_ns)
+            try:
+                if plan.closed:
+                    await self._closed(base, int(level), start_ns, rows)
+                else:
+                    await self._open(base, level, trial, step, start_ns, rows)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                # Ctrl-C mid-run: the finished requests are stored (load_run_s null: an unfinished run, which
+                # a resume runs again and goodput leaves out), the requests in flight are not measured
+                self._judge(rows, None, presence)
+                if rows:
+                    run.keep(*sorted(rows, key=lambda r: r.load_offset_ms or 0.0))
+                raise
             run_s = (time.perf_counter_ns() - start_ns) / NS_PER_S
+        self._judge(rows, run_s, presence)
+        return sorted(rows, key=lambda r: r.load_offset_ms or 0.0)
+
+    def _judge(self, rows: list[TrialRecord], run_s: float | None, presence: Any) -> None:
+        """The run's columns on each finished request: its span, the SLO verdict, the cells in flight meanwhile."""
         for row in rows:
             row.load_run_s = run_s
-            row.slo_ok = slo_met(row, plan)
+            row.slo_ok = slo_met(row, self.plan)
             if presence is not None:
                 row.concurrent_cells = presence.peak
-        return rows
 
-    async def _one(self, base: TrialRecord, k: int, start_ns: int, scheduled_ns: int) -> TrialRecord:
-        """Request ``k`` of the run (the prompts in turn), measured from its scheduled send time."""
+    async def _one(self, base: TrialRecord, k: int, start_ns: int, scheduled_ns: int,
+                   rows: list[TrialRecord]) -> None:
+        """Request ``k`` of the run (the prompts in turn), measured from its scheduled send time, into ``rows``."""
         run = self.run
         assert run is not None
         prompt = self.cell.prompts[k % len(self.cell.prompts)]
         record = dataclasses.replace(base, prompt_id=prompt.id, load_offset_ms=(scheduled_ns - start_ns) / 1e6)
-        return await measure_call(run.target, self.cell, prompt.text, record, scheduled_ns=scheduled_ns)
+        rows.append(await measure_call(run.target, self.cell, prompt.text, record, scheduled_ns=scheduled_ns))
 
-    async def _open(self, base: TrialRecord, rate: float, trial: int, step: int, start_ns: int) -> list[TrialRecord]:
+    async def _open(self, base: TrialRecord, rate: float, trial: int, step: int | None, start_ns: int,
+                    rows: list[TrialRecord]) -> None:
         """Arrivals at their scheduled times, whatever is in flight; the run ends when every request has."""
         plan = self.plan
-        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step), duration_s=plan.duration_s,
+        offsets = arrival_offsets_s(rate, plan.arrivals, (plan.seed, trial, step or 0), duration_s=plan.duration_s,
                                     requests=plan.requests)
-        tasks = []
-        for k, offset in enumerate(offsets):
-            scheduled_ns = start_ns + int(offset * NS_PER_S)
-            wait_s = (scheduled_ns - time.perf_counter_ns()) / NS_PER_S
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            tasks.append(asyncio.create_task(self._one(base, k, start_ns, scheduled_ns)))
-        return list(await asyncio.gather(*tasks))
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for k, offset in enumerate(offsets):
+                scheduled_ns = start_ns + int(offset * NS_PER_S)
+                wait_s = (scheduled_ns - time.perf_counter_ns()) / NS_PER_S
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                tasks.append(asyncio.create_task(self._one(base, k, start_ns, scheduled_ns, rows)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:      # cancelled while sleeping to the next arrival: stop those in flight too
+                task.cancel()
 
-    async def _closed(self, base: TrialRecord, concurrency: int, start_ns: int) -> list[TrialRecord]:
+    async def _closed(self, base: TrialRecord, concurrency: int, start_ns: int, rows: list[TrialRecord]) -> None:
         """``concurrency`` workers, each sending its next request when its last one ends, until the run's end."""
         plan = self.plan
         stop_ns = start_ns + int(plan.duration_s * NS_PER_S) if plan.duration_s is not None else None
         numbers = itertools.count()
-        rows: list[TrialRecord] = []
 
         async def worker() -> None:
             while True:
@@ -150,10 +172,9 @@ class LoadWorkload(CellTrials):
                 k = next(numbers)
                 if plan.requests is not None and k >= plan.requests:
                     return
-                rows.append(await self._one(base, k, start_ns, now))
+                await self._one(base, k, start_ns, now, rows)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return sorted(rows, key=lambda r: r.load_offset_ms or 0.0)
 
 
 def capacity_line(cell: Cell, trial: int, search: Bisection) -> str:

@@ -160,15 +160,22 @@ def load_trials(rnd: int) -> list[Trial]:
     return [LoadTrial(rnd)]
 
 
+def completed_load_trials(rows: Sequence[Mapping[str, Any]], cell_hash: str) -> set[int]:
+    """Trials of a load cell stored complete: a knee search that reached its end (a row with ``load_knee``), or
+    a finished fixed-level run (``load_step`` null) with a successful request.
+
+    From the rows alone, so the job, the multirun's rounds and the sweep's summary count alike.  A run
+    Ctrl-C interrupted stored its finished requests with ``load_run_s`` null: it is run again.
+    """
+    mine = [r for r in rows if r.get("cell_hash") == cell_hash and not r.get("warmup") and r.get("load_run_id")]
+    return ({r["trial"] for r in mine if r.get("load_knee")}
+            | {r["trial"] for r in mine if r.get("load_step") is None and r.get("status") == Status.OK
+               and r.get("load_run_s") is not None})
+
+
 def stored_load_keys(cell: Cell, rows: Sequence[Mapping[str, Any]]) -> set[Hashable]:
-    """Trials stored complete: a run with a successful request, or a knee search that reached its end."""
-    plan = cell.load_plan
-    assert plan is not None
-    mine = [r for r in rows if r.get("cell_hash") == cell.cell_hash and not r.get("warmup")
-            and r.get("load_run_id")]
-    if plan.sweep:
-        return {("load", r["trial"]) for r in mine if r.get("load_knee")}
-    return {("load", r["trial"]) for r in mine if r.get("status") == Status.OK}
+    """Keys of the load cell's trials stored complete (:func:`completed_load_trials`)."""
+    return {("load", t) for t in completed_load_trials(rows, cell.cell_hash)}
 
 
 def expected_requests(plan: LoadPlan) -> int:
