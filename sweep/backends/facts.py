@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from omegaconf import DictConfig
 
 from sweep import provenance
@@ -69,6 +68,8 @@ def server_facts(sweep_id: str, b: DictConfig, url: str, headers: dict[str, str]
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
     """``/api/tags`` for model digests; a server without it still gets measured."""
+    import httpx  # lazily: httpx (with its CLI's rich/click/pygments) costs ~0.3 s to import
+
     try:
         return client.tags()
     except (httpx.HTTPError, ValueError):
