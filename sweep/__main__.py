@@ -6,6 +6,7 @@ one line and an exit code; the sweep directory is fixed by a Hydra callback (:mo
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -15,16 +16,26 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from sweep.backends import processes as backends
 from sweep.multirun import cli_errors, layout, outdir, shorthands
 from sweep.config import register
-from sweep.job import run_job
-from sweep.multirun.launchers import parallel_slots, shared_host_problem
 from sweep.cells import ConfigError
 from sweep.multirun.layout import sweep_dir, tidy_hydra_files
 from sweep.store import SweepDirLost
 
 register()
+
+
+def _stop_embedded() -> None:
+    """Stop the servers this process started: only sweep.backends.processes starts them, so a process that never
+    imported it (--help, a bad override) has none and skips the import."""
+    if (processes := sys.modules.get("sweep.backends.processes")) is not None:
+        processes.stop_embedded()
+
+
+@functools.cache
+def _freeze_job_modules() -> None:
+    """Once per process, after the first job's imports: they live as long as the process too (see _run)."""
+    gc.freeze()
 
 
 def _is_search(hc: Any) -> bool:
@@ -35,6 +46,11 @@ def _is_search(hc: Any) -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Returns the cell's objective (``objective.*``) to a search sweeper: what it optimises."""
+    # here, not at the top: --help and a bad override exit before any job, without their ~0.5 s of imports
+    from sweep.job import run_job
+    from sweep.multirun.launchers import parallel_slots, shared_host_problem
+
+    _freeze_job_modules()
     hc = HydraConfig.get()
     directory = sweep_dir(hc)
     tidy_hydra_files(directory)
@@ -47,17 +63,17 @@ def main(cfg: DictConfig) -> float | None:
         return run_job(cfg, directory, search=search, overrides=list(hc.overrides.task))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        backends.stop_embedded()
+        _stop_embedded()
         raise SystemExit(2) from None
     except SweepDirLost as exc:   # every trial is saved elsewhere; no later job could write either
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        backends.stop_embedded()
+        _stop_embedded()
         raise SystemExit(1) from None
 
 
 def _run() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=ray: no usage report over the network
-    # The modules loaded by now (pandas, pyarrow, scipy, Hydra: ~1 M objects) live as long as the process:
+    # The modules loaded by now (pyarrow, Hydra; the job's modules: main) live as long as the process:
     # out of the collector's way, a full collection in a multirun's jobs takes milliseconds, not ~100 ms.
     gc.freeze()
     cli_errors.flags_first(sys.argv)
@@ -66,7 +82,7 @@ def _run() -> None:
     try:
         cli_errors.run(main)
     except KeyboardInterrupt:
-        backends.stop_embedded()
+        _stop_embedded()
         place = layout.fixed()
         if place is not None and outdir.holds_trials(place.directory):
             args = " ".join(place.resume_args(sys.argv[1:]))
@@ -78,7 +94,7 @@ def _run() -> None:
                   file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     finally:
-        backends.stop_embedded()
+        _stop_embedded()
         place = layout.fixed()
         if place is not None:   # a run that stored no trial leaves no directory behind
             outdir.drop_if_empty(place.directory, place.existed)

@@ -28,6 +28,12 @@ def test_a_load_cell_carries_its_plan_in_its_hash_and_label(compose_cfg: Compose
     assert closed.load_plan is not None and (closed.load_plan.loop, closed.load_plan.level) == ("closed", 4.0)
     (knee,) = plan_cells(typed(compose_cfg(*BASE, "load.rates=sweep", "slo.e2e_ms=900")))
     assert knee.load_plan is not None and (knee.load_plan.low, knee.load_plan.high) == (0.5, 64.0)
+    # a search judges every level on 20 requests (10 s at 0.5 req/s would be 5), unless a length is given
+    assert (knee.load_plan.requests, knee.load_plan.duration_s) == (20, None)
+    assert "20 requests" in knee.cell_id or "20 req" in knee.cell_id, knee.cell_id
+    (timed,) = plan_cells(typed(compose_cfg(*BASE, "load.rates=sweep", "slo.e2e_ms=900", "load.duration_s=30")))
+    assert timed.load_plan is not None and (timed.load_plan.requests, timed.load_plan.duration_s) == (None, 30)
+    assert (plan.requests, plan.duration_s) == (None, 10.0)   # a fixed rate: 10 s, as before
     (prompt,) = plan_cells(typed(compose_cfg("backend=ollama", "backend.base_url=http://127.0.0.1:9", "model=gemma3")))
     assert prompt.load_plan is None
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from sweep import provenance
 from sweep.config import BackendConfig
 from sweep.backends import processes as backends
@@ -69,6 +67,8 @@ def server_facts(sweep_id: str, b: BackendConfig, url: str, headers: dict[str, s
 
 def _tags(client: OllamaClient) -> list[dict[str, Any]]:
     """``/api/tags`` for model digests; a server without it still gets measured."""
+    import httpx  # lazily: httpx (with its CLI's rich/click/pygments) costs ~0.3 s to import
+
     try:
         return client.tags()
     except (httpx.HTTPError, ValueError):

@@ -31,7 +31,6 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
-import httpx
 
 
 def headers_from_env(api_key_env: str, headers_env: str) -> dict[str, str]:
@@ -63,6 +62,8 @@ def error_text(body: bytes) -> str:
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One certificate store per process: httpx loads it anew for every client (60–300 ms), once per cell."""
+    import httpx  # lazily: httpx (with its CLI's rich/click/pygments) costs ~0.3 s to import
+
     return httpx.create_ssl_context()
 
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-
 from sweep.backends.llama_tools import missing_hint, tool_path
 from sweep.cells import ConfigError
 from sweep.server.launch import die_with_parent, stop_process
@@ -154,6 +152,8 @@ class LlamaServer:
         return " | ".join(" ".join(l.split()) for l in list(self._tail)[-5:] if l.strip())
 
     def _wait_healthy(self, timeout_s: float) -> None:
+        import httpx  # lazily: httpx (with its CLI's rich/click/pygments) costs ~0.3 s to import
+
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=2.0) as http:
             while True:

@@ -10,14 +10,15 @@ once before measuring, on httpx (sync).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from sweep.backends.http import error_text, tls_context
 from sweep.backends.stream import NS_PER_MS, LineKind, StreamFormat, loads
 from sweep.cells import Cell, ConfigError
 from sweep.config import Endpoint
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class OllamaClient:
@@ -25,6 +26,8 @@ class OllamaClient:
 
     def __init__(self, base_url: str, *, connect_timeout_s: float = 10.0,
                  stall_timeout_s: float = 120.0, headers: dict[str, str] | None = None) -> None:
+        import httpx  # lazily: httpx (with its CLI's rich/click/pygments) costs ~0.3 s to import
+
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=_timeout(connect_timeout_s, stall_timeout_s),
                                   verify=tls_context(),
@@ -42,6 +45,8 @@ class OllamaClient:
     # ------------------------------------------------------------ inventory
     def version(self) -> str:
         """The server's version; a clear :class:`ConfigError` if it cannot be reached."""
+        import httpx  # lazily, as in __init__
+
         try:
             response = self._http.get("/api/version")
         except httpx.HTTPError as exc:
@@ -56,6 +61,8 @@ class OllamaClient:
 
     def show(self, model: str, *, missing_hint: str | None = None) -> dict[str, Any]:
         """``/api/show`` for a model; a clear :class:`ConfigError` if it is missing."""
+        import httpx  # lazily, as in __init__
+
         try:
             response = self._http.post("/api/show", json={"model": model})
         except httpx.HTTPError as exc:
@@ -76,6 +83,8 @@ class OllamaClient:
 
 def _timeout(connect_timeout_s: float, stall_timeout_s: float) -> httpx.Timeout:
     """``read`` is the longest silence between two byte arrivals: a stall."""
+    import httpx  # lazily, as in OllamaClient.__init__
+
     return httpx.Timeout(connect=connect_timeout_s, read=stall_timeout_s, write=stall_timeout_s,
                          pool=connect_timeout_s)
 

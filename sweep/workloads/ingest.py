@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:   # pandas costs ~0.7 s to import: only an agent workflow's ingest loads it
+    import pandas as pd
 
 from sweep.cells import ConfigError
 
@@ -66,6 +68,8 @@ _PRIORITY = ("tok/s", "tok_s", "throughput", "ttft", "latency", "_ms", " ms", "d
 
 def _label_column(frame: pd.DataFrame) -> str | None:
     """A text column that names rows (cell, model, config…): more than one distinct value, few of them."""
+    import pandas as pd   # lazily: see the TYPE_CHECKING import
+
     for c in frame.columns:
         if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]):
             n = frame[c].nunique(dropna=True)
@@ -76,6 +80,8 @@ def _label_column(frame: pd.DataFrame) -> str | None:
 
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric columns that vary, the usual benchmark metrics first."""
+    import pandas as pd   # lazily: see the TYPE_CHECKING import
+
     numeric = [c for c in frame.columns
                if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
                and frame[c].notna().any() and frame[c].nunique() > 1]
@@ -85,6 +91,8 @@ def _metric_columns(frame: pd.DataFrame) -> list[str]:
 
 def summarize_table(name: str, frame: pd.DataFrame) -> str:
     """Rows, columns, and mean/min/max of the numeric columns (grouped by a label column when one exists)."""
+    import pandas as pd   # lazily: see the TYPE_CHECKING import
+
     numeric = _metric_columns(frame)
     lines = [f"## {name}: {len(frame)} rows × {len(frame.columns)} columns"]
     for c in numeric:
@@ -103,6 +111,8 @@ def summarize_table(name: str, frame: pd.DataFrame) -> str:
 
 def _json_frame(obj: Any) -> pd.DataFrame | None:
     """A JSON document as a table when it is one (a list of records, or a dict holding one)."""
+    import pandas as pd   # lazily: see the TYPE_CHECKING import
+
     if isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
         return pd.json_normalize(obj)
     if isinstance(obj, dict):
@@ -128,6 +138,8 @@ def summarize_markdown(name: str, text: str) -> str:
 
 def _read(path: Path) -> tuple[str, int]:
     """One file → (summary text, rows read); an unreadable file is one line saying so."""
+    import pandas as pd   # lazily: see the TYPE_CHECKING import
+
     name = path.name
     suffix = path.suffix.lower()
     try:

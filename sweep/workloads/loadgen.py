@@ -35,6 +35,10 @@ CONSTANT, POISSON = Arrivals.constant, Arrivals.poisson
 OPEN, CLOSED = Loop.open, Loop.closed
 BRACKETED, BELOW_LOW, AT_HIGH = "bracketed", "below_low", "at_high"
 DEFAULT_DURATION_S = 10.0
+#: A knee search's runs, when neither load.duration_s nor load.requests is given, are this many requests
+#: each: a fixed duration would judge a low rate on a handful of requests (0.1 req/s for 10 s is one),
+#: where one slow request decides the level; 20 requests let slo.fraction=0.9 tolerate two.
+DEFAULT_SEARCH_REQUESTS = 20
 
 
 def arrival_offsets_s(rate: float, arrivals: Arrivals, seed: Sequence[int], *, duration_s: float | None = None,
@@ -242,7 +246,8 @@ def load_plan(load: LoadConfig, slo: SloConfig, trials: int | None) -> LoadPlan:
     return LoadPlan(loop=loop, arrivals=load.arrivals if loop == OPEN else CONSTANT,
                     level=float(level) if level is not None else None,
                     duration_s=load.duration_s if load.duration_s is not None or load.requests is not None
-                    else DEFAULT_DURATION_S,
-                    requests=load.requests, sweep=sweep, low=low, high=high, tolerance=float(load.tolerance),
+                    else None if sweep else DEFAULT_DURATION_S,
+                    requests=load.requests if load.requests is not None or load.duration_s is not None or not sweep
+                    else DEFAULT_SEARCH_REQUESTS, sweep=sweep, low=low, high=high, tolerance=float(load.tolerance),
                     seed=int(load.seed), slo_ttft_ms=slo.ttft_ms, slo_itl_ms=slo.itl_ms, slo_e2e_ms=slo.e2e_ms,
                     slo_fraction=float(slo.fraction))
