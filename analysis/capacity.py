@@ -14,9 +14,9 @@ Definitions (every number of the section):
   over all its requests (successful ones: a failed request has no latency), those of a run Ctrl-C
   interrupted included (stored with ``load_run_s`` null: a run without a span has no goodput);
 - *capacity* of a knee cell (``load.rates=sweep``): each trial's search ends with one estimate
-  (``load_capacity``: the highest level that met ``slo.fraction``); the table gives their mean and a
-  Student t interval of that mean over the cell's searches (``scipy.stats.t``, n − 1 degrees of freedom),
-  i.e. how well repeated searches agree on the capacity.  It does not include the search's own
+  (``load_capacity``: the highest level that met ``slo.fraction``); the table gives their mean and the
+  log-t interval of that mean over the cell's searches (n − 1 degrees of freedom; a capacity is positive,
+  as the report's other means), i.e. how well repeated searches agree on the capacity.  It does not include the search's own
   resolution (``load.tolerance``): with one search, or identical estimates, that is all there is.
 """
 
@@ -24,33 +24,27 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from analysis.base import Options, Table
 from analysis.columns import OPTION_KEYS
+from analysis.intervals import N_TOO_SMALL, NOTE, note_column, sample_ci
 
 RUN = "load_run_id"
 SECTION = "load"
 LATENCY_PERCENTILES = (50, 95, 99)
 
 
-def capacity_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi): the Student t interval of the mean of ``values`` (NaN bounds for fewer than two).
+def capacity_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, str]:
+    """(mean, lo, hi, note) of the mean capacity over a cell's searches: the report's one rule for a positive quantity.
 
+    A capacity is a rate or a concurrency, never negative, so its interval is the log-t interval of
+    :func:`analysis.intervals.sample_ci`, like every other positive mean in the report (a Student t
+    interval of two searches at 0.5 and 2.5 req/s reaches −11).  Where that interval cannot be
+    stated (one search; bounds an order of magnitude apart) the bounds are NaN and ``note`` says why.
     Identical values give a zero-width interval at the mean (no spread was observed).
     """
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(v.mean())
-    if len(v) < 2:
-        return mean, float("nan"), float("nan")
-    sem = float(sps.sem(v))
-    if sem == 0:
-        return mean, mean, mean
-    lo, hi = sps.t.interval(confidence, len(v) - 1, loc=mean, scale=sem)
-    return mean, float(lo), float(hi)
+    n, mean, lo, hi, note = sample_ci(np.asarray(values, dtype=float), positive=True, confidence=confidence)
+    return (mean, lo, hi, note) if n else (float("nan"), float("nan"), float("nan"), N_TOO_SMALL)
 
 
 def load_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +89,11 @@ def setting(cells: pd.DataFrame, key: object) -> str:
     opts = [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
             for k in OPTION_KEYS if k in cells.columns and pd.notna(row[k])]
     head = [str(row["dataset"])] if cells["dataset"].nunique() > 1 else []
-    return " ".join(head + [str(row.get("preset", "")), str(row.get("model", ""))] + opts).strip()
+    # the server's slots (backend.parallel) set cells apart too: each slot count is its own curve, named
+    # first so that a figure's shortened panel title still tells the curves apart
+    slots = ([f"parallel={int(row['server_parallel'])}"] if "server_parallel" in cells.columns
+             and pd.notna(row["server_parallel"]) and cells["server_parallel"].nunique() > 1 else [])
+    return " ".join(head + slots + [str(row.get("preset", "")), str(row.get("model", ""))] + opts).strip()
 
 
 def level_frame(rows: pd.DataFrame, per_run: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -124,12 +122,12 @@ def capacity_frame(per_run: pd.DataFrame, cells: pd.DataFrame, confidence: float
     ends = per_run.loc[per_run["knee"].notna()]
     out = []
     for key, group in ends.groupby("cell_key", sort=True):
-        mean, lo, hi = capacity_ci(group["capacity"].to_numpy(float), confidence)
+        mean, lo, hi, note = capacity_ci(group["capacity"].to_numpy(float), confidence)
         knees = group["knee"].value_counts()
         out.append({"cell_key": key, "cell": cells.loc[key, "cell"], "setting": setting(cells, key),
                     "loop": group["loop"].iloc[0],
                     "unit": "requests in flight" if group["loop"].iloc[0] == "closed" else "req/s",
-                    "searches": len(group), "capacity": mean, "ci_lo": lo, "ci_hi": hi,
+                    "searches": len(group), "capacity": mean, "ci_lo": lo, "ci_hi": hi, NOTE: note,
                     "min": float(group["capacity"].min()), "max": float(group["capacity"].max()),
                     "ended": ", ".join(f"{v} {k}" for k, v in knees.items()), "slo": group["slo"].iloc[0]})
     return pd.DataFrame(out)
@@ -145,12 +143,13 @@ def analyse_load(df: pd.DataFrame, cells: pd.DataFrame, opts: Options) -> tuple[
     ci = f"CI{round(opts.confidence * 100):d}"
     cap = capacity_frame(per_run, cells, opts.confidence)
     if not cap.empty:
-        frame = cap.drop(columns="cell_key").rename(columns={"ci_lo": f"{ci} lo", "ci_hi": f"{ci} hi"})
+        frame = cap.drop(columns="cell_key").rename(columns={"ci_lo": f"{ci} lo", "ci_hi": f"{ci} hi",
+                                                            NOTE: note_column("capacity", ci)})
         tables.append(Table("load_capacity", "Capacity (the knee) per cell", frame,
                             {"capacity": ".3g", f"{ci} lo": ".3g", f"{ci} hi": ".3g", "min": ".3g", "max": ".3g"},
                             note=f"capacity: the highest rate (or concurrency) whose goodput fraction met the SLO's "
-                                 f"fraction, one estimate per search (trial); mean and {ci} Student t interval of "
-                                 f"that mean over the cell's searches (none for one search). `at_high`: a lower "
+                                 f"fraction, one estimate per search (trial); mean and {ci} log-t interval of "
+                                 f"that mean over the cell's searches (words instead for one search). `at_high`: a lower "
                                  f"bound (load.high passed); `below_low`: no capacity (load.low failed)."))
     levels = level_frame(rows, per_run, cells).drop(columns="cell_key")
     fmt = {c: ".1f" for c in levels.columns if c.endswith("_ms")}

@@ -24,7 +24,7 @@ _ALSO_READ = ("trial", "started_at", client_share.CLIENT_E2E, client_share.CLIEN
 def cell_frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell_key with its identity and option columns (first row of the cell)."""
     cols = ["cell_key", "dataset", "cell"] + [
-        c for c in ("preset", "model", "workload", "backend", "base_url") + tuple(
+        c for c in ("preset", "model", "workload", "backend", "base_url", "server_parallel") + tuple(
             k for k in SENSITIVITY_KEYS if k not in ("model", "workload", "backend")
         ) if c in df.columns
     ]
