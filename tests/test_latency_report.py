@@ -160,6 +160,7 @@ def test_no_token_timings_no_table(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- generated sweeps
 
 
+@pytest.mark.slow   # seconds by design: a full report built for each generated sweep; make test runs it
 @settings(max_examples=25, deadline=None)
 @given(spec=specs(workloads=("prompt",), most_datasets=1))
 def test_token_timings_and_percentiles_keep_their_promises(spec: Spec) -> None:

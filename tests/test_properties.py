@@ -172,6 +172,7 @@ def check_report(loaded: Loaded, report: Report) -> None:
 # ---------------------------------------------------------------- the properties
 
 
+@pytest.mark.slow   # seconds by design: a full report built for each generated sweep; make test runs it
 @given(spec=specs())
 def test_the_report_of_any_sweep_keeps_every_promise(spec: Spec) -> None:
     df = table(spec)
@@ -207,6 +208,7 @@ def _sweep_dir(df: pd.DataFrame, where: Path) -> Path:
     return where
 
 
+@pytest.mark.slow   # seconds by design: a full report built for each generated sweep; make test runs it
 @settings(max_examples=4)
 @given(spec=specs(workloads=("prompt",), most_datasets=1))
 def test_the_end_of_sweep_summary_prints_the_reports_interval_for_every_cell(spec: Spec) -> None:

@@ -88,6 +88,7 @@ def test_summary_holds_the_reports_numbers_by_hand(tmp_path: Path) -> None:
     assert m["e2e_ms"]["ci_lo"] < m["e2e_ms"]["mean"] < m["e2e_ms"]["ci_hi"]
 
 
+@pytest.mark.slow   # seconds by design: a full report built for each generated sweep; make test runs it
 @settings(max_examples=15, deadline=None)
 @given(spec=specs())
 def test_every_generated_sweep_writes_a_valid_summary(spec: Spec) -> None:
