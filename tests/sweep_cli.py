@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -34,3 +37,25 @@ def only_sweep(output_root: Path) -> Path:
 
 def trials_of(output_root: Path) -> pd.DataFrame:
     return pd.read_parquet(only_sweep(output_root))
+
+
+def interrupt_sweep(*args: str, until: Callable[[], bool], what: str, timeout_s: float = 120) -> tuple[int, str]:
+    """``python -m sweep args…``, Ctrl-C as soon as ``until()`` holds: (exit code, stderr).
+
+    Fails the test, naming ``what`` it waited for, when the sweep ends first or ``until()`` never holds.
+    """
+    proc = subprocess.Popen(sweep_argv(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not until():
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err

@@ -9,11 +9,7 @@ precise enough, and a multirun stopped with Ctrl-C resumes to exactly the runs i
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +18,7 @@ import pytest
 from sweep.cells import AgentPlan, AgentSpec
 from sweep.testing.standin import Script, StandIn
 from sweep.workloads.agents import CONCURRENT, ISOLATED, round_runs, schedule_runs
-from tests.sweep_cli import REPO, only_sweep, run_sweep, sweep_argv, trials_of
+from tests.sweep_cli import interrupt_sweep, only_sweep, run_sweep, trials_of
 
 STEADY = dict(tokens=["a", "b", "c"], first_token_delay_s=0.002, token_interval_s=0.001, eval_duration=400_000_000)
 
@@ -89,21 +85,9 @@ def test_multi_agent_runs_in_rounds_stops_and_resumes_after_ctrl_c_without_doubl
     standin.default = Script(**{**STEADY, "tokens": ["a"] * 8, "token_interval_s": 0.01})   # ~0.1 s a call
     args = _args(standin, data_dir, tmp_path, "workload=multi_agent", "agents.count=2", "auto.min_trials=3",
                  "auto.max_trials=6", "sweep_id=ma")
-    proc = subprocess.Popen(sweep_argv(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.monotonic() + 120
-        while _parts(tmp_path) < 5:             # round 0 of the first cell stored, and more under way
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "no runs stored within 120 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0, err[-2000:]
+    returncode, err = interrupt_sweep(*args, until=lambda: _parts(tmp_path) >= 5,   # round 0 of the first cell
+                                      what="5 parts stored")                           # stored, more under way
+    assert returncode != 0, err[-2000:]
     stopped = _measured(tmp_path)
     assert 0 < len(stopped) < 2 * 3 * 4 * 2, err[-2000:]          # some runs stored, not all
 

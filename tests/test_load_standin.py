@@ -7,9 +7,6 @@ two token intervals); later requests queue for a slot.  Its capacity is SLOTS / 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +22,7 @@ from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
 from sweep.testing.standin import Script, StandIn
 from tests.cells import make_cell
-from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, sweep_argv
+from tests.sweep_cli import interrupt_sweep, only_sweep, run_module, run_sweep
 
 SLOTS, FIRST_S, GAP_S = 2, 0.08, 0.01
 SERVICE_S = FIRST_S + 2 * GAP_S          # three tokens: 100 ms a request
@@ -132,21 +129,9 @@ def test_ctrl_c_mid_run_keeps_the_finished_requests_and_resume_runs_it_again(pac
     args = ("workload=load", "backend=ollama", f"backend.base_url={paced.base_url}", "model=gemma3",
             "telemetry.enabled=false", "progress=false", f"output_root={tmp_path}", "sweep_id=cc", "load.rate=10",
             "load.duration_s=4", "trials=1", "warmup=0")
-    proc = subprocess.Popen(sweep_argv(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.monotonic() + 120
-        while len(paced.requests) < 10:         # a second of the run sent
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "no requests within 120 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0, err[-2000:]
+    returncode, err = interrupt_sweep(*args, until=lambda: len(paced.requests) >= 10,   # a second of the run sent
+                                      what="10 requests sent")
+    assert returncode != 0, err[-2000:]
     kept = pd.read_parquet(tmp_path / "cc")
     assert 5 <= len(kept) < 40 and kept["status"].eq("ok").all(), err[-2000:]
     assert kept["load_run_s"].isna().all() and kept["load_run_id"].nunique() == 1
