@@ -60,7 +60,7 @@ def test_open_loop_beyond_capacity_counts_the_queue_from_the_scheduled_send(pace
     late = slice(45, 60)
     assert ttft[late].mean() - ttft[:10].mean() > 0.7 * (expected_wait[late].mean() - expected_wait[:10].mean())
     # grows over the run (ranks: a request a loaded machine delayed by a second does not hide the trend)
-    assert spearmanr(runs["load_offset_ms"], ttft).statistic > 0.9
+    assert spearmanr(runs["load_offset_ms"], ttft).statistic > 0.8   # no queue counted: ~0
     assert runs["e2e_ms"].gt(runs["ttft_ms"]).all()
     assert not runs["slo_ok"].all() and runs["slo_ok"].iloc[:5].all()         # early requests good, late not
     assert (runs["load_rate"].eq(40).all() and runs["load_loop"].eq("open").all()
