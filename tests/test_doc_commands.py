@@ -22,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sweep.config import register
+from sweep.multirun.shorthands import model_names
 from sweep.testing.standin import Script, StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +78,11 @@ def _check_sweep(args: list[str]) -> None:
         i = args.index("--cfg")
         assert args[i + 1] in ("job", "hydra", "all")
         del args[i:i + 2]
+    argv = ["sweep", *args]
+    model_names(argv)              # model=<a name the server knows> → model.name=, as python -m sweep does first
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        compose(config_name="config", overrides=_concrete(args), return_hydra_config=True)
+        compose(config_name="config", overrides=_concrete(argv[1:]), return_hydra_config=True)
 
 
 def _check_analysis(args: list[str]) -> None:
