@@ -6,7 +6,6 @@ one line and an exit code; the sweep directory is fixed by a Hydra callback (:mo
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import sys
@@ -32,12 +31,6 @@ def _stop_embedded() -> None:
         processes.stop_embedded()
 
 
-@functools.cache
-def _freeze_job_modules() -> None:
-    """Once per process, after the first job's imports: they live as long as the process too (see _run)."""
-    gc.freeze()
-
-
 def _is_search(hc: Any) -> bool:
     """A sweeper that proposes cells (Optuna) rather than enumerating a grid."""
     return hc.mode.name == "MULTIRUN" and "optuna" in str(hc.sweeper.get("_target_", ""))
@@ -47,10 +40,10 @@ def _is_search(hc: Any) -> bool:
 def main(cfg: DictConfig) -> float | None:
     """Returns the cell's objective (``objective.*``) to a search sweeper: what it optimises."""
     # here, not at the top: --help and a bad override exit before any job, without their ~0.5 s of imports
-    from sweep.job import run_job
+    from sweep.job import freeze_imports, run_job
     from sweep.multirun.launchers import parallel_slots, shared_host_problem
 
-    _freeze_job_modules()
+    freeze_imports()
     hc = HydraConfig.get()
     directory = sweep_dir(hc)
     tidy_hydra_files(directory)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,17 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 # httpx (the inventory calls' client) logs every request at INFO; the per-trial lines below say more, once.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 LEASE_WAIT_S = 900.0   # for a server held by another cell: against a stuck job only
+
+
+@functools.cache
+def freeze_imports() -> None:
+    """Once per process, after the first job's imports: they live as long as the process (``gc.freeze``).
+
+    Out of the collector's way, a full collection in a multirun's jobs takes milliseconds, not ~100 ms.
+    Here, in an importable module, not in ``sweep/__main__.py``: a Ray or joblib worker unpickles the
+    task function, and a cached function of ``__main__`` cannot be found in the worker's ``__main__``.
+    """
+    gc.freeze()
 
 
 def policy_from(backend: BackendConfig) -> Policy:
