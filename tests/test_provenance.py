@@ -60,7 +60,10 @@ def test_every_cell_file_and_run_json_carry_the_environment(sweep_dir: Path) -> 
     run = json.loads((sweep_dir / "_run.json").read_text())
     assert run["python"] == platform.python_version() == sys.version.split()[0]
     assert run["packages"]["pyarrow"] == pyarrow.__version__
-    assert run["server"] == {"backend": "ollama", "version": "0.12.3"}   # the stand-in's /api/version
+    assert run["server"] == {"backend": "ollama", "version": "0.12.3",    # the stand-in's /api/version
+                             "parallel": None,                          # its slots: no `ollama serve` to ask
+                             "parallel_source": "unknown: a running server's own setting (OLLAMA_NUM_PARALLEL "
+                                                "where `ollama serve` runs)"}
     assert set(run["models"]) == {"gemma3:latest"}
     assert run["machine"]["cpu_count"] >= 1 and run["machine"]["ram_gb"] > 0
     assert run["tool"]["version"] == "0.1.0"
