@@ -62,7 +62,10 @@ def test_open_loop_beyond_capacity_counts_the_queue_from_the_scheduled_send(pace
     # grows over the run (ranks: a request a loaded machine delayed by a second does not hide the trend)
     assert spearmanr(runs["load_offset_ms"], ttft).statistic > 0.8   # no queue counted: ~0
     assert runs["e2e_ms"].gt(runs["ttft_ms"]).all()
-    assert not runs["slo_ok"].all() and runs["slo_ok"].iloc[:5].all()         # early requests good, late not
+    # early requests (wait ≤ 100 ms + 80 ms first token) meet the 300 ms SLO, late ones (wait > 1 s) cannot; a
+    # loaded CI machine once delayed one early request past it, so the early check is a majority, not all five
+    slo_ok = runs["slo_ok"].astype(bool).to_numpy()
+    assert slo_ok[:5].sum() >= 3 and not slo_ok[late].any()
     assert (runs["load_rate"].eq(40).all() and runs["load_loop"].eq("open").all()
             and runs["load_arrivals"].eq("constant").all() and runs["load_run_s"].gt(1.5).all())
 
