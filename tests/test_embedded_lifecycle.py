@@ -42,17 +42,30 @@ def _tagged(tag: str) -> list[psutil.Process]:
 
 
 def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """The sweep, its stderr (and its server's, which inherits it) in ``tmp_path/stderr.log``.
+
+    Not a pipe: nobody reads it while the sweep runs, and the engine's model-loading log once filled the
+    pipe's 64 KB, so the sweep blocked on a write and never answered Ctrl-C within the test's wait.
+    """
     tag = uuid.uuid4().hex
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{TAG: tag})
-    proc = subprocess.Popen(sweep_argv("backend=embedded", f"output_root={tmp_path}", *args), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    with (tmp_path / "stderr.log").open("w") as log:
+        proc = subprocess.Popen(sweep_argv("backend=embedded", f"output_root={tmp_path}", *args), cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     return proc, tag
+
+
+def _stderr(proc: subprocess.Popen[str]) -> str:
+    """What the sweep started by :func:`_start` wrote to stderr (its last 3000 characters)."""
+    out_root = next(arg.split("=", 1)[1] for arg in proc.args if str(arg).startswith("output_root="))
+    return (Path(out_root) / "stderr.log").read_text()[-3000:]
 
 
 def _wait_for_server(proc: subprocess.Popen[str], tag: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while not _tagged(tag):
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, _stderr(proc)
         assert time.monotonic() < deadline, "the embedded server never started"
         time.sleep(0.1)
 
@@ -66,7 +79,7 @@ def _none_left(tag: str, timeout_s: float = 20) -> None:
 
 def test_normal_end_and_config_error_leave_no_server(tmp_path: Path) -> None:
     proc, tag = _start(tmp_path / "ok", "trials=1", "warmup=0", "chimera.num_predict=4")
-    assert proc.wait(timeout=240) == 0, proc.stderr.read() if proc.stderr else ""
+    assert proc.wait(timeout=240) == 0, _stderr(proc)
     _none_left(tag)
     proc, tag = _start(tmp_path / "bad", "model.name=no-such-model:1b", "trials=1", "warmup=0")
     assert proc.wait(timeout=240) == 2                          # the model is missing: exit 2, after the engine may have started
@@ -79,7 +92,7 @@ def test_interrupted_or_killed_sweep_leaves_no_server(tmp_path: Path, sig: signa
     try:
         _wait_for_server(proc, tag)
         proc.send_signal(sig)
-        assert proc.wait(timeout=120) == code
+        assert proc.wait(timeout=120) == code, _stderr(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
