@@ -37,8 +37,10 @@ demo: install
 	$(PYTHON) -m sweep -m +experiment=quickstart
 	$(PYTHON) -m analysis --quiet
 
+# PYTHONDONTWRITEBYTECODE emptied: the suite starts ~300 `python -m sweep`/`analysis` processes, and with it set
+# (some shells and images export it) each one compiles our sources again (~14 % of a short multirun's CPU).
 test: install tools test-packages
-	$(PYTHON) -m pytest
+	PYTHONDONTWRITEBYTECODE= $(PYTHON) -m pytest
 
 bench: install tools
 	$(PYTHON) -m benchmarks
