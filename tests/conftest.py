@@ -6,6 +6,10 @@ stand-in process, a launcher), itself, through one of its fixtures or through a 
 test suite it calls; those are found by reading their source, so a new test of that kind is
 classified without anyone remembering to.  Anything
 else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
+
+A test is ``exclusive`` (run alone under pytest-xdist: ``tests/machine_share.py`` says why) when it runs
+the real engine or a llama.cpp tool, found the same way; anything else that needs the machine to itself
+carries ``@pytest.mark.exclusive`` by hand.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ settings.register_profile("thorough", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("fast")
 
-pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin"]
+pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin", "tests.machine_share"]
 
 SLOW_FIXTURES = frozenset({"embedded_server", "http"})
 SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(",
               "Engine(", "Llama(", "load_llama(")   # the real engine in-process (tests/test_server_generation.py)
+ENGINE_CALLS = ("require_engine(", "require_tool(", "Engine(", "Llama(", "load_llama(")
 
 
 _CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")
@@ -99,25 +104,29 @@ def _with_helpers(func: object, seen: set[object]) -> str:
     return source + "".join(_with_helpers(helper, seen) for helper in helpers)
 
 
-def _spawns(item: pytest.Item) -> bool:
-    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
-        return True
+def _source_of(item: pytest.Item) -> str:
+    """The source of the test, of its fixtures and of the test-suite helpers they call."""
     funcs = [getattr(item, "function", None)]
     info = getattr(item, "_fixtureinfo", None)
     for defs in (info.name2fixturedefs.values() if info else ()):
         funcs += [d.func for d in defs]
     seen: set[object] = set()
-    source = "".join(_with_helpers(f, seen) for f in funcs if f is not None)
-    return any(call in source for call in SLOW_CALLS)
+    return "".join(_with_helpers(f, seen) for f in funcs if f is not None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tests; skip ``@pytest.mark.gpu`` tests, saying why, where no GPU build can run."""
+    """Mark the slow and the exclusive tests; skip ``@pytest.mark.gpu`` tests, saying why, where no GPU build
+    can run."""
     from tests.gpu import gpu_missing_reason
 
     for item in items:
-        if "slow" not in item.keywords and _spawns(item):
+        engine = bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        source = "" if engine else _source_of(item)
+        engine = engine or any(call in source for call in ENGINE_CALLS)
+        if "slow" not in item.keywords and (engine or any(call in source for call in SLOW_CALLS)):
             item.add_marker(pytest.mark.slow)
+        if engine and "exclusive" not in item.keywords:
+            item.add_marker(pytest.mark.exclusive)
     reason = gpu_missing_reason() if any("gpu" in item.keywords for item in items) else None
     if reason:
         for item in items:

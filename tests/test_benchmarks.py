@@ -44,6 +44,7 @@ def test_tiny_run_writes_every_figure(tmp_path: Path) -> None:
         assert key in table and GOALS[key].unit in table
 
 
+@pytest.mark.exclusive   # tok/s within 5 % of the server's send times
 def test_fidelity_against_the_servers_own_send_times() -> None:
     """A 100 tok/s stream: our client tok/s and ITL within a few % of the server's actual send times."""
     f = fidelity.fidelity(100, tokens=30, reps=2)
@@ -67,6 +68,7 @@ def test_goals_read_the_right_way(value: float, met: bool) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None and not ON_CI,   # on CI: run, and fail
                     reason="curl not installed: run `make test-packages`")
 @pytest.mark.slow   # ~6 s: a real embedded server streams to our client and to curl
+@pytest.mark.exclusive   # the real engine, and CPU per token
 def test_cpu_meter_gives_per_token_cpu_of_the_servers_event_loop_and_our_client_and_curl_measures_the_same_call() -> None:
     from benchmarks import anchor, engine
     from sweep.server import start

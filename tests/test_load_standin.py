@@ -43,6 +43,7 @@ def _load(paced: StandIn, out: Path, *args: str) -> pd.DataFrame:
     return pd.read_parquet(only_sweep(out))
 
 
+@pytest.mark.exclusive   # latencies against a 300 ms SLO
 def test_open_loop_beyond_capacity_counts_the_queue_from_the_scheduled_send(paced: StandIn, tmp_path: Path) -> None:
     """At 2× capacity the backlog grows all run long, and each request's TTFT carries its wait in it.
 
@@ -70,6 +71,7 @@ def test_open_loop_beyond_capacity_counts_the_queue_from_the_scheduled_send(pace
             and runs["load_arrivals"].eq("constant").all() and runs["load_run_s"].gt(1.5).all())
 
 
+@pytest.mark.exclusive   # the knee within 10 % of a paced server's capacity
 def test_knee_search_finds_the_capacity_within_ten_percent(paced: StandIn, tmp_path: Path) -> None:
     """load.rates=sweep on the real CLI: the capacity is within 10 % of slots / service time, and reported."""
     df = _load(paced, tmp_path, "load.rates=sweep", "slo.ttft_ms=200", "load.low=16", "load.high=32",

@@ -58,6 +58,7 @@ def _concurrency(sweep_dir: Path) -> pd.Series:
     return table.frame.iloc[0]
 
 
+@pytest.mark.exclusive   # speedups within a few % of the paced hosts' physics
 def test_speedup_two_hosts_one_serialising_host_and_four_agents(data_dir: Path, tmp_path: Path) -> None:
     two = _hosts(2, serialize=True)
     try:

@@ -1,0 +1,42 @@
+"""The lock that lets an ``exclusive`` test have the machine to itself under pytest-xdist."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tests.machine_share import machine_share
+
+
+def _hold(run_dir: Path, exclusive: bool, name: str, events: list[str], hold_s: float) -> threading.Thread:
+    def body() -> None:
+        with machine_share(run_dir, exclusive):
+            events.append(f"{name} in")
+            time.sleep(hold_s)
+            events.append(f"{name} out")
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
+def test_shared_holders_run_together(tmp_path: Path) -> None:
+    events: list[str] = []
+    a = _hold(tmp_path, False, "a", events, 0.3)
+    time.sleep(0.05)
+    b = _hold(tmp_path, False, "b", events, 0.05)
+    a.join(), b.join()
+    assert events.index("b in") < events.index("a out"), events
+
+
+def test_an_exclusive_test_waits_for_the_running_test_and_holds_off_the_next(tmp_path: Path) -> None:
+    events: list[str] = []
+    running = _hold(tmp_path, False, "running", events, 0.3)
+    time.sleep(0.05)
+    alone = _hold(tmp_path, True, "alone", events, 0.3)
+    time.sleep(0.05)
+    later = _hold(tmp_path, False, "later", events, 0.0)   # arrives while `alone` waits: must not overtake it
+    for thread in (running, alone, later):
+        thread.join()
+    assert events == ["running in", "running out", "alone in", "alone out", "later in", "later out"], events
