@@ -35,10 +35,12 @@ settings.load_profile("fast")
 
 pytest_plugins = ["tests.fixtures_server", "tests.fixtures_standin", "tests.machine_share"]
 
-SLOW_FIXTURES = frozenset({"embedded_server", "http"})
-SLOW_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(",
-              "Engine(", "Llama(", "load_llama(")   # the real engine in-process (tests/test_server_generation.py)
+#: the real engine or a llama.cpp tool: slow and exclusive (``Engine(``/``Llama(``: in-process, as in
+#: tests/test_server_generation.py)
+ENGINE_FIXTURES = frozenset({"embedded_server", "http"})
 ENGINE_CALLS = ("require_engine(", "require_tool(", "Engine(", "Llama(", "load_llama(")
+#: another process: slow
+SPAWN_CALLS = ("run_sweep(", "run_module(", "sweep_argv(", "subprocess.", "Popen(")
 
 
 _CALLED = re.compile(r"\b([A-Za-z_]\w*)\(")
@@ -120,10 +122,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from tests.gpu import gpu_missing_reason
 
     for item in items:
-        engine = bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+        engine = bool(ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())))
         source = "" if engine else _source_of(item)
         engine = engine or any(call in source for call in ENGINE_CALLS)
-        if "slow" not in item.keywords and (engine or any(call in source for call in SLOW_CALLS)):
+        if "slow" not in item.keywords and (engine or any(call in source for call in SPAWN_CALLS)):
             item.add_marker(pytest.mark.slow)
         if engine and "exclusive" not in item.keywords:
             item.add_marker(pytest.mark.exclusive)
