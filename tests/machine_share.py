@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,20 +35,16 @@ def _locked(path: Path, mode: int) -> Iterator[None]:
 
 @contextmanager
 def machine_share(run_dir: Path, exclusive: bool) -> Iterator[None]:
-    """Hold the machine shared, or alone if ``exclusive``, across the workers of one test run."""
+    """Hold the machine shared, or alone if ``exclusive``, across the workers of one test run.
+
+    Everyone passes the turnstile to take the machine lock: while an exclusive test waits at the machine
+    lock it holds the turnstile, so no test that arrives later gets in first.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    machine, turnstile = run_dir / "machine.lock", run_dir / "turnstile.lock"
-    if exclusive:
-        with _locked(turnstile, fcntl.LOCK_EX), _locked(machine, fcntl.LOCK_EX):
-            yield
-        return
-    with _locked(turnstile, fcntl.LOCK_EX):
-        shared = _locked(machine, fcntl.LOCK_SH)
-        shared.__enter__()
-    try:
+    with ExitStack() as held:
+        with _locked(run_dir / "turnstile.lock", fcntl.LOCK_EX):
+            held.enter_context(_locked(run_dir / "machine.lock", fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH))
         yield
-    finally:
-        shared.__exit__(None, None, None)
 
 
 @pytest.hookimpl(hookwrapper=True)
