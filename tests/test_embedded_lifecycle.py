@@ -41,8 +41,8 @@ def _tagged(tag: str) -> list[psutil.Process]:
     return found
 
 
-def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """The sweep, its stderr (and its server's, which inherits it) in ``tmp_path/stderr.log``.
+def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str, Path]:
+    """The sweep, its tag, and the file its stderr (and its server's, which inherits it) goes to.
 
     Not a pipe: nobody reads it while the sweep runs, and the engine's model-loading log once filled the
     pipe's 64 KB, so the sweep blocked on a write and never answered Ctrl-C within the test's wait.
@@ -50,22 +50,21 @@ def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     tag = uuid.uuid4().hex
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{TAG: tag})
     tmp_path.mkdir(parents=True, exist_ok=True)
-    with (tmp_path / "stderr.log").open("w") as log:
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
         proc = subprocess.Popen(sweep_argv("backend=embedded", f"output_root={tmp_path}", *args), cwd=REPO,
-                                env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    return proc, tag
+                                env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    return proc, tag, log
 
 
-def _stderr(proc: subprocess.Popen[str]) -> str:
-    """What the sweep started by :func:`_start` wrote to stderr (its last 3000 characters)."""
-    out_root = next(arg.split("=", 1)[1] for arg in proc.args if str(arg).startswith("output_root="))
-    return (Path(out_root) / "stderr.log").read_text()[-3000:]
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
 
 
-def _wait_for_server(proc: subprocess.Popen[str], tag: str, timeout_s: float = 180) -> None:
+def _wait_for_server(proc: subprocess.Popen[str], tag: str, log: Path, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while not _tagged(tag):
-        assert proc.poll() is None, _stderr(proc)
+        assert proc.poll() is None, _tail(log)
         assert time.monotonic() < deadline, "the embedded server never started"
         time.sleep(0.1)
 
@@ -78,21 +77,21 @@ def _none_left(tag: str, timeout_s: float = 20) -> None:
 
 
 def test_normal_end_and_config_error_leave_no_server(tmp_path: Path) -> None:
-    proc, tag = _start(tmp_path / "ok", "trials=1", "warmup=0", "chimera.num_predict=4")
-    assert proc.wait(timeout=240) == 0, _stderr(proc)
+    proc, tag, log = _start(tmp_path / "ok", "trials=1", "warmup=0", "chimera.num_predict=4")
+    assert proc.wait(timeout=240) == 0, _tail(log)
     _none_left(tag)
-    proc, tag = _start(tmp_path / "bad", "model.name=no-such-model:1b", "trials=1", "warmup=0")
+    proc, tag, _ = _start(tmp_path / "bad", "model.name=no-such-model:1b", "trials=1", "warmup=0")
     assert proc.wait(timeout=240) == 2                          # the model is missing: exit 2, after the engine may have started
     _none_left(tag)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)])
 def test_interrupted_or_killed_sweep_leaves_no_server(tmp_path: Path, sig: signal.Signals, code: int) -> None:
-    proc, tag = _start(tmp_path, "trials=50", "warmup=0", "chimera.num_predict=64")
+    proc, tag, log = _start(tmp_path, "trials=50", "warmup=0", "chimera.num_predict=64")
     try:
-        _wait_for_server(proc, tag)
+        _wait_for_server(proc, tag, log)
         proc.send_signal(sig)
-        assert proc.wait(timeout=120) == code, _stderr(proc)
+        assert proc.wait(timeout=120) == code, _tail(log)
     finally:
         if proc.poll() is None:
             proc.kill()
