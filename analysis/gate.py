@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from analysis import intervals, power, stats
+from analysis import distributions, intervals, power, stats
 from analysis.columns import HEADLINE, OPTION_KEYS, Metric
 from analysis.load import ROW_STATE, WARM, InputError, Loaded, format_level
 
@@ -133,8 +132,8 @@ def _sweep_wide_row(metric: Metric, a: np.ndarray, b: np.ndarray) -> pd.DataFram
     spread = k >= 2 and float(np.ptp(r)) > 1e-12 * max(1.0, abs(centre))
     se = float(r.std(ddof=1) / np.sqrt(k)) if spread else np.nan
     df = k - 1.0 if spread else np.nan
-    p = float(2 * sps.t.sf(abs(centre) / se, df)) if spread else np.nan
-    half = float(sps.t.ppf(0.975, df) * se) if spread else np.nan
+    p = float(2 * distributions.t_sf(abs(centre) / se, df)) if spread else np.nan
+    half = float(distributions.t_ppf(0.975, df) * se) if spread else np.nan
     return pd.DataFrame([{
         "cell": f"all {k} pairs (geometric mean)", "cell old": "", "metric": metric.label, "test": SWEEP_WIDE,
         "n old": np.nansum(a[0][ok]), "n new": np.nansum(b[0][ok]),

@@ -40,9 +40,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from analysis import stats
+from analysis import distributions, stats
 
 Method = Literal["t", "log-t", "bootstrap-bca", "bootstrap-percentile"]
 
@@ -89,7 +88,7 @@ def mean_ci(
     shape = np.broadcast_shapes(n.shape, mean.shape, var.shape)
     n, mean, var = (np.broadcast_to(a, shape) for a in (n, mean, var))
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        t = sps.t.ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
+        t = distributions.t_ppf(0.5 + confidence / 2, np.where(n >= 2, n - 1, np.nan))
         se = np.sqrt(np.clip(var, 0, None) / n)
         if positive:
             h = t * se / mean

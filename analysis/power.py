@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy import stats as sps
+
+from analysis import distributions
 
 ALPHA = 0.05
 POWER = 0.8
@@ -57,13 +58,13 @@ def t_noncentrality(df: np.ndarray, alpha: float | np.ndarray = ALPHA, power: fl
     if not ok.any():
         return out
     d, a = df[ok], alpha[ok]
-    c = sps.t.ppf(1 - a / 2, d)
+    c = distributions.t_ppf(1 - a / 2, d)
 
     def power_at(lam: np.ndarray) -> np.ndarray:
         # The lower tail P(T′ < −c; λ) as P(T′ > c; −λ): scipy's nct.cdf(−c, df, λ) is NaN for large λ.
-        return sps.nct.sf(c, d, lam) + np.nan_to_num(sps.nct.sf(c, d, -lam))
+        return distributions.nct_sf(c, d, lam) + np.nan_to_num(distributions.nct_sf(c, d, -lam))
 
-    hi = c * np.sqrt(sps.chi2.ppf(0.999, d) / d) + 10
+    hi = c * np.sqrt(distributions.chi2_ppf(0.999, d) / d) + 10
     out[ok] = _bisect(power_at, np.zeros_like(c), hi, power)
     return out
 
@@ -98,11 +99,11 @@ def f_noncentrality(df1: float, df2: float, alpha: float = ALPHA, power: float =
     """Noncentrality λ at which an F-test with (df1, df2) rejects with probability ``power`` (NaN if undefined)."""
     if not (df1 >= 1 and df2 >= 1 and 0 < alpha < 1):
         return float("nan")
-    crit = sps.f.ppf(1 - alpha, df1, df2)
+    crit = distributions.f_ppf(1 - alpha, df1, df2)
     hi = np.array([10.0])
-    while sps.ncf.sf(crit, df1, df2, hi[0]) < power:       # doubles a few times at most (λ grows with crit)
+    while distributions.ncf_sf(crit, df1, df2, hi[0]) < power:       # doubles a few times at most (λ grows with crit)
         hi *= 2
-    return float(_bisect(lambda lam: sps.ncf.sf(crit, df1, df2, lam), np.zeros(1), hi, power)[0])
+    return float(_bisect(lambda lam: distributions.ncf_sf(crit, df1, df2, lam), np.zeros(1), hi, power)[0])
 
 
 def mde_anova(n: np.ndarray, mse: float, alpha: float = ALPHA, power: float = POWER) -> float:

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from pandas.api.typing import SeriesGroupBy
 from scipy import special
-from scipy import stats as sps
+
+from analysis import distributions
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float] | float
 
@@ -44,7 +45,7 @@ def t_halfwidth(sd: ArrayLike, n: ArrayLike, confidence: float = 0.95) -> np.nda
     sd, n = _arr(sd), _arr(n)
     with np.errstate(invalid="ignore", divide="ignore"):
         df = np.where(n >= 2, n - 1, np.nan)
-        return sps.t.ppf(0.5 + confidence / 2, df) * sd / np.sqrt(n)
+        return distributions.t_ppf(0.5 + confidence / 2, df) * sd / np.sqrt(n)
 
 
 def describe(values: ArrayLike, ddof: int = 1, confidence: float = 0.95) -> dict[str, float]:
@@ -81,7 +82,7 @@ def log_ratio_ci(nb: ArrayLike, mb: ArrayLike, vb: ArrayLike, nc: ArrayLike, mc:
     a, b = vc / (nc * mc**2), vb / (nb * mb**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         df = (a + b) ** 2 / (a**2 / (nc - 1) + b**2 / (nb - 1))
-    t = sps.t.ppf((1 + confidence) / 2, df)
+    t = distributions.t_ppf((1 + confidence) / 2, df)
     centre, half = np.log(mc / mb), t * np.sqrt(a + b)
     return np.exp(centre - half), np.exp(centre + half)
 
@@ -182,8 +183,8 @@ def welch(
         df = (a + b) ** 2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1))
         diff = m2 - m1
         t = diff / se
-        p = 2 * sps.t.sf(np.abs(t), df)
-        half = sps.t.ppf(0.5 + confidence / 2, df) * se
+        p = 2 * distributions.t_sf(np.abs(t), df)
+        half = distributions.t_ppf(0.5 + confidence / 2, df) * se
     bad = (n1 < 2) | (n2 < 2) | ~(se > 0)
     for arr in (df, t, p, half):
         arr[bad] = np.nan
@@ -222,6 +223,8 @@ def mann_whitney_p(x: ArrayLike, y: ArrayLike) -> float:
         return np.nan
     if np.ptp(np.concatenate([x, y])) == 0:
         return 1.0
+    from scipy import stats as sps   # opt-in rank test: scipy.stats only when asked (analysis.distributions)
+
     return float(sps.mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
@@ -278,7 +281,7 @@ def anova_oneway(n: ArrayLike, mean: ArrayLike, m2: ArrayLike) -> dict[str, floa
     if ssw <= 0:
         return {"F": np.nan, "df1": df1, "df2": df2, "p": np.nan}
     f = (ssb / df1) / (ssw / df2)
-    return {"F": float(f), "df1": float(df1), "df2": float(df2), "p": float(sps.f.sf(f, df1, df2))}
+    return {"F": float(f), "df1": float(df1), "df2": float(df2), "p": float(distributions.f_sf(f, df1, df2))}
 
 
 def kruskal_p(groups: Sequence[ArrayLike]) -> float:
@@ -289,6 +292,8 @@ def kruskal_p(groups: Sequence[ArrayLike]) -> float:
         return np.nan
     if np.ptp(np.concatenate(gs)) == 0:
         return 1.0
+    from scipy import stats as sps   # opt-in rank test: scipy.stats only when asked (analysis.distributions)
+
     return float(sps.kruskal(*gs).pvalue)
 
 
@@ -333,7 +338,7 @@ def anova_interaction(
     if df1 < 1 or df2 < 1 or sse <= 0:
         return {**nan, "df1": float(df1) if df1 >= 1 else np.nan}
     f = (ss_lack / df1) / (sse / df2)
-    return {"F": f, "df1": float(df1), "df2": float(df2), "p": float(sps.f.sf(f, df1, df2))}
+    return {"F": f, "df1": float(df1), "df2": float(df2), "p": float(distributions.f_sf(f, df1, df2))}
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -356,6 +361,8 @@ def bootstrap_mean_ci(
     x = x[~np.isnan(x)]
     if x.size < 2 or np.ptp(x) == 0:
         return (np.nan, np.nan)
+    from scipy import stats as sps   # opt-in bootstrap: scipy.stats only when asked (analysis.distributions)
+
     with np.errstate(all="ignore"):
         res = sps.bootstrap(
             (x,), np.mean, n_resamples=resamples, method=method, confidence_level=confidence,
@@ -380,6 +387,8 @@ def bootstrap_diff_ci(
 
     def stat(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.mean(b, axis=axis) - np.mean(a, axis=axis)
+
+    from scipy import stats as sps   # opt-in bootstrap: scipy.stats only when asked (analysis.distributions)
 
     with np.errstate(all="ignore"):
         res = sps.bootstrap(

@@ -42,11 +42,11 @@ def half_width_pct(values: Sequence[float], confidence: float = 0.95) -> float:
     if mean == 0:
         return math.inf
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    # Imported here: scipy.stats costs ~1 s of start-up that every `python -m sweep` without trials=auto
-    # (most runs, and the test suite's hundreds of subprocesses) would pay for nothing.
-    from scipy import stats as sps
+    # scipy.special's t quantile (scipy.stats.t.ppf's own), imported here: scipy.stats would cost ~1.2 s of
+    # start-up per process (analysis/distributions.py), scipy.special a fraction of it, and only under trials=auto.
+    from scipy.special import stdtrit
 
-    return float(sps.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) / abs(mean) * 100)
+    return float(stdtrit(n - 1, 0.5 + confidence / 2) * sd / math.sqrt(n) / abs(mean) * 100)
 
 
 def stop_reason(auto: Auto, rounds: int, values: Sequence[float]) -> str | None:

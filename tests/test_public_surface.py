@@ -80,6 +80,7 @@ INTERNAL: dict[str, str] = {
     "sweep.testing.sync_reference": "the measuring path before the async core, for the old-vs-new test",
     "analysis.load": "the loader's derived columns and its live-read path, " + _UNIT,
     "analysis.tables": "statistics tables on hand-computed data (report-level tests)",
+    "analysis.distributions": "the t, F, χ² and noncentral tail functions against scipy.stats, " + _UNIT,
     "analysis.render": "Markdown/CSV/LaTeX rendering of a table, " + _UNIT,
     "analysis.report": "the report header and files, " + _UNIT,
     "analysis.stats": "descriptive statistics and tests, " + _UNIT,
