@@ -166,6 +166,8 @@ def _history(output_root: Path, exclude: Path) -> dict[str, tuple[float, float, 
                 t = read_whole(path, columns=cols).to_pandas()
             except Exception:  # noqa: BLE001 — an unreadable old file just teaches us nothing
                 continue
+            if not set(cols) <= set(t.columns):   # nor does one written before these columns existed
+                continue
             ok = t[(t["status"] == Status.OK) & ~t["warmup"]]
             for model, g in ok.groupby("model"):
                 if model not in seen and g["e2e_ms"].notna().any():

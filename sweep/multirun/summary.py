@@ -62,7 +62,7 @@ def interval_text(sweep_dir: Path, cell_id: str, metric: str) -> str:
     from analysis.intervals import sample_ci  # scipy: imported only when a summary is printed
 
     for path in cell_paths(sweep_dir):
-        table = read_cell(path)
+        table = read_cell(path, columns=list(dict.fromkeys(["cell_id", "warmup", "status", metric, "reloaded"])))
         if table.num_rows == 0 or table.column("cell_id")[0].as_py() != cell_id:
             continue
         rows = [r for r in table.select(["warmup", "status", metric, "reloaded"]).to_pylist()
@@ -99,8 +99,8 @@ def summarize(sweep_dir: Path, trials: int, isolated_runs: int | None = None) ->
         table.add_column(col)
     unfinished = []
     for path in cell_paths(sweep_dir):
-        rows = read_cell(path).select(["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS,
-                                       *_LOAD_COLUMNS]).to_pylist()
+        rows = read_cell(path, columns=["cell_id", "prompt_id", "warmup", "status", *_AGENT_COLUMNS,
+                                        *_LOAD_COLUMNS]).to_pylist()
         failed = sum(r["status"] != Status.OK for r in rows)
         ok, expected = _ok_and_expected(rows, trials, isolated_runs)
         state = "complete" if ok >= expected else "INCOMPLETE"
