@@ -57,6 +57,22 @@ def test_file_from_an_older_schema_gains_null_columns(tmp_path: Path) -> None:
     assert table.column("gpu_energy_j").null_count == 2
 
 
+def test_reading_some_columns_of_a_cell_gives_the_full_reads_rows_and_nulls_for_an_older_parts_gaps(
+        tmp_path: Path) -> None:
+    cell = tmp_path / "cell.parquet"
+    cell.mkdir()
+    # an older part: no eval_count column, trial stored as int32
+    pq.write_table(pa.table({"cell_hash": ["h"], "trial": pa.array([0], pa.int32()), "status": ["ok"]}),
+                   cell / part_name(0, 0))
+    pq.write_table(to_table([_record(1), _record(2)]).replace_schema_metadata({PROVENANCE_KEY: b"{}"}),
+                   cell / part_name(1, 1))
+    some = read_cell(cell, columns=["trial", "eval_count"])
+    assert some.schema == pa.schema([SCHEMA.field("trial"), SCHEMA.field("eval_count")])
+    assert some.to_pylist() == read_cell(cell).select(["trial", "eval_count"]).to_pylist() == [
+        {"trial": 0, "eval_count": None}, {"trial": 1, "eval_count": 11}, {"trial": 2, "eval_count": 12}]
+    assert read_cell(cell / part_name(1, 1)).schema.metadata is None   # a part's own metadata stays with it
+
+
 def test_failed_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
     path = tmp_path / "cell.parquet"
     write_atomic(to_table([_record(0)]), path)
