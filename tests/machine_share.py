@@ -10,6 +10,11 @@ So, under xdist, every test holds a shared lock on a file of this run for its wh
 tear-down), and an ``exclusive`` test holds it exclusively: it waits for the other worker's current test to
 end, and no other test starts until it is done.  A turnstile lock in front keeps a stream of shared holders
 from starving the exclusive one (``flock`` itself promises no order).  Without xdist nothing is locked.
+
+Handing the machine back and forth costs: each time an exclusive test waits for the other worker's current
+test to end, one core idles, and the turnstile lets that worker in again between two exclusive tests.  So
+the exclusive tests run first, as one block (each worker's own collection, sorted; xdist hands each worker
+a contiguous range of it), and a worker keeps its exclusive hold from one exclusive test to the next.
 """
 
 from __future__ import annotations
@@ -47,12 +52,58 @@ def machine_share(run_dir: Path, exclusive: bool) -> Iterator[None]:
         yield
 
 
+class Holder:
+    """One worker's hold on the machine: taken before each test, kept from an exclusive test to the next one."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._held: ExitStack | None = None
+        self._exclusive = False
+
+    def before(self, exclusive: bool) -> None:
+        if self._held is not None and not (self._exclusive and exclusive):
+            self.release()
+        if self._held is None:
+            self._held = ExitStack()
+            self._held.enter_context(machine_share(self.run_dir, exclusive))
+            self._exclusive = exclusive
+
+    def after(self, next_exclusive: bool) -> None:
+        """The test ended: keep an exclusive hold only when the next test is exclusive too."""
+        if not (self._exclusive and next_exclusive):
+            self.release()
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+
+def _exclusive(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("exclusive") is not None
+
+
+_holder: Holder | None = None
+
+
+@pytest.hookimpl(trylast=True)   # after tests/conftest.py has marked the exclusive tests
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the exclusive tests first (stable: each file's order kept), so they run as one block."""
+    if getattr(config, "workerinput", None) is not None:
+        items.sort(key=lambda item: not _exclusive(item))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    global _holder
     worker = getattr(item.config, "workerinput", None)
     if worker is None:
         yield
         return
-    run_dir = Path(tempfile.gettempdir()) / f"chimera-tests-{worker['testrunuid']}"
-    with machine_share(run_dir, exclusive=item.get_closest_marker("exclusive") is not None):
+    if _holder is None:
+        _holder = Holder(Path(tempfile.gettempdir()) / f"chimera-tests-{worker['testrunuid']}")
+    _holder.before(_exclusive(item))
+    try:
         yield
+    finally:
+        _holder.after(_exclusive(nextitem))

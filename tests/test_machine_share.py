@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.machine_share import machine_share
+from tests.machine_share import Holder, machine_share
 
 
 def _hold(run_dir: Path, exclusive: bool, name: str, events: list[str], hold_s: float) -> threading.Thread:
@@ -40,3 +40,21 @@ def test_an_exclusive_test_waits_for_the_running_test_and_holds_off_the_next(tmp
     for thread in (running, alone, later):
         thread.join()
     assert events == ["running in", "running out", "alone in", "alone out", "later in", "later out"], events
+
+
+def test_a_worker_keeps_the_machine_from_one_exclusive_test_to_the_next(tmp_path: Path) -> None:
+    events: list[str] = []
+    worker = Holder(tmp_path)
+    worker.before(exclusive=True)
+    events.append("first in")
+    other = _hold(tmp_path, False, "other", events, 0.0)   # the other worker's shared test arrives meanwhile
+    time.sleep(0.1)
+    events.append("first out")
+    worker.after(next_exclusive=True)
+    worker.before(exclusive=True)
+    events.append("second in")
+    time.sleep(0.1)
+    events.append("second out")
+    worker.after(next_exclusive=False)
+    other.join()
+    assert events == ["first in", "first out", "second in", "second out", "other in", "other out"], events
