@@ -60,8 +60,8 @@ def nct_sf(x: ArrayLike, df: ArrayLike, nc: ArrayLike) -> np.ndarray:
 def ncf_sf(x: ArrayLike, df1: ArrayLike, df2: ArrayLike, nc: ArrayLike) -> np.ndarray:
     """P(F′ > x) for the noncentral F with (``df1``, ``df2``) degrees of freedom and noncentrality ``nc``.
 
-    At ``nc = 0`` the central F: Boost's survival function returns 1 − α − 1 there
-    (−0.95 for α = 0.05; so does ``scipy.stats.ncf.sf`` in SciPy 1.17).
+    At ``nc = 0`` the central F: Boost's survival function returns minus the CDF there
+    (−0.95 at the 5 % critical value; so does ``scipy.stats.ncf.sf`` in SciPy 1.17).
     """
     x, df1, df2, nc = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (x, df1, df2, nc)))
     with np.errstate(over="ignore"):
