@@ -7,6 +7,7 @@ two token intervals); later requests queue for a slot.  Its capacity is SLOTS / 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from sweep.backends.http import StreamClient
 from sweep.backends.ollama import OLLAMA
 from sweep.contract import TrialRecord
 from sweep.runner import Target, measure_call
-from sweep.testing.standin import Script, StandIn
+from sweep.testing.standin import FifoSlots, Script, StandIn
 from tests.cells import make_cell
 from tests.sweep_cli import interrupt_sweep, only_sweep, run_module, run_sweep
 
@@ -34,6 +35,26 @@ def paced() -> Iterator[StandIn]:
     with StandIn(slots=SLOTS) as server:
         server.default = Script(tokens=["a", " b", " c"], first_token_delay_s=FIRST_S, token_interval_s=GAP_S)
         yield server
+
+
+def test_a_released_slot_goes_to_the_waiting_request_not_to_a_newcomer() -> None:
+    """The stand-in's queue is first come, first served: the releasing thread asking again at once (a
+    request that arrives just then) waits behind the request already waiting."""
+    slots, served = FifoSlots(1), []
+    slots.__enter__()
+
+    def waiting() -> None:
+        with slots:
+            served.append("waiting")
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    time.sleep(0.1)                      # it queues for the slot
+    slots.__exit__(None, None, None)
+    with slots:
+        served.append("newcomer")
+    thread.join()
+    assert served == ["waiting", "newcomer"]
 
 
 def _load(paced: StandIn, out: Path, *args: str) -> pd.DataFrame:

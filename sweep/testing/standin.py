@@ -108,6 +108,39 @@ class Sent:
         assert record.e2e_ms >= self.last_ms and record.e2e_ms >= record.ttft_ms
 
 
+class FifoSlots:
+    """``n`` generations at once; a request that waits for one gets it before any request that came later.
+
+    Why not :class:`threading.Semaphore`: a slot released to a woken waiter can be taken by a
+    request that arrives before the waiter runs, and the waiter queues again at the back.  On a
+    loaded machine some requests then waited seconds while later ones went through, which no
+    real server's queue does.  The load tests' capacity, queue and closed-loop figures rest on
+    this queue, so a released slot is handed straight to the longest waiter.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+
+    def __enter__(self) -> FifoSlots:
+        with self._lock:
+            if self._free > 0:      # free slots mean nobody waits
+                self._free -= 1
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()   # the slot passes to the longest waiter, never back to the pool
+            else:
+                self._free += 1
+
+
 class _QuietServer(ThreadingHTTPServer):
     """Client disconnects are part of the faults we script: no tracebacks for them."""
 
@@ -130,8 +163,8 @@ class StandIn:
         load tests check their knee against."""
         self.models = list(models)
         self.serialize = serialize
-        self.engine = threading.Lock()  # held while a generation streams, when serialize is set
-        self.slots = threading.BoundedSemaphore(slots) if slots > 0 else None   # a slot held per generation
+        self.engine = FifoSlots(1)  # held while a generation streams, when serialize is set
+        self.slots = FifoSlots(slots) if slots > 0 else None   # a slot held per generation
         self.version = version
         self.default = Script()
         self.scripts: deque[Script] = deque()
