@@ -42,11 +42,11 @@ def half_width_pct(values: Sequence[float], confidence: float = 0.95) -> float:
     if mean == 0:
         return math.inf
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    # scipy.special's t quantile (scipy.stats.t.ppf's own), imported here: scipy.stats would cost ~1.2 s of
-    # start-up per process (analysis/distributions.py), scipy.special a fraction of it, and only under trials=auto.
-    from scipy.special import stdtrit
+    # the analysis's own t half-width, so the stopping rule and the report's interval agree; imported here, as
+    # sweep.objective imports analysis.stats: only a process that scores or stops cells pays for pandas and scipy
+    from analysis.stats import t_halfwidth
 
-    return float(stdtrit(n - 1, 0.5 + confidence / 2) * sd / math.sqrt(n) / abs(mean) * 100)
+    return float(t_halfwidth(sd, n, confidence)) / abs(mean) * 100
 
 
 def stop_reason(auto: Auto, rounds: int, values: Sequence[float]) -> str | None:
