@@ -34,19 +34,15 @@ class Auto:
 
 def half_width_pct(values: Sequence[float], confidence: float = 0.95) -> float:
     """95 % t half-width of the mean, in % of the mean (inf with < 2 values or a zero mean)."""
-    xs = [v for v in values if v is not None and not math.isnan(v)]
-    n = len(xs)
-    if n < 2:
-        return math.inf
-    mean = sum(xs) / n
-    if mean == 0:
-        return math.inf
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    # the analysis's own t half-width, so the stopping rule and the report's interval agree; imported here, as
-    # sweep.objective imports analysis.stats: only a process that scores or stops cells pays for pandas and scipy
-    from analysis.stats import t_halfwidth
+    # the analysis's own description of a sample (NaNs dropped, sample sd, t interval), so the stopping rule and the
+    # report's interval agree; imported here, as sweep.objective imports analysis.stats: only a process that scores
+    # or stops cells pays for pandas and scipy
+    from analysis.stats import describe
 
-    return float(t_halfwidth(sd, n, confidence)) / abs(mean) * 100
+    d = describe([math.nan if v is None else v for v in values], confidence=confidence)
+    if d["n"] < 2 or d["mean"] == 0:
+        return math.inf
+    return (d["ci_hi"] - d["mean"]) / abs(d["mean"]) * 100
 
 
 def stop_reason(auto: Auto, rounds: int, values: Sequence[float]) -> str | None:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from sweep.adaptive import half_width_pct
 from tests.fixtures_server import require_engine
 from sweep.testing.standin import Script, StandIn
 from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
@@ -204,3 +207,20 @@ def test_cold_state_on_the_embedded_engine_loads_before_every_trial(tmp_path: Pa
     measured = warm[~warm["warmup"]]
     assert (measured["load_duration_ms"] < cold["load_duration_ms"].min()).all()
     assert not measured["reloaded"].any()
+
+
+def test_the_stopping_rules_half_width_is_the_t_interval_in_percent_of_the_mean_by_hand() -> None:
+    """10, 12, 14: mean 12, sd 2, t(0.975, 2) = 4.302653 → 4.302653 · 2 / √3 = 4.9683 = 41.402 % of the mean."""
+    assert half_width_pct([10.0, 12.0, 14.0]) == pytest.approx(41.40229519739588, rel=1e-9)
+    assert half_width_pct([10.0, None, 12.0, float("nan"), 14.0]) == pytest.approx(41.40229519739588, rel=1e-9)
+    assert half_width_pct([10.0, 12.0, 14.0], confidence=0.90) == pytest.approx(2.919986 * 2 / 3 ** 0.5 / 12 * 100,
+                                                                                rel=1e-6)
+    assert half_width_pct([5.0, 5.0]) == 0.0
+    assert half_width_pct([7.0]) == half_width_pct([]) == half_width_pct([-1.0, 1.0]) == float("inf")
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(min_value=0.001, max_value=1e6)), max_size=40))
+def test_the_stopping_rules_half_width_is_never_negative_and_inf_below_two_values(values: list[float | None]) -> None:
+    hw = half_width_pct(values)
+    assert hw >= 0
+    assert (hw == float("inf")) == (sum(v is not None for v in values) < 2)
