@@ -59,6 +59,7 @@ INTERNAL: dict[str, str] = {
     "sweep.workloads.lengths": "the exact-N prompt search on counters with known answers, " + _UNIT,
     "sweep.background": "other processes' CPU from hand-computed /proc snapshots, " + _UNIT,
     "sweep.objective": "the search objective, " + _UNIT,
+    "sweep.adaptive": "the trials=auto stopping rule's half-width on hand-computed values, " + _UNIT,
     "sweep.backends.llama_server": "llama-server's flags, " + _UNIT,
     "sweep.backends.llama_tools": "where llama-server/llama-bench live: fixtures and scripts/install_engine.py "
                          "must agree with the sweep on it",
