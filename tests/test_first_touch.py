@@ -277,13 +277,13 @@ def _check_demo(lines: list[str]) -> None:
     assert lines[-1].startswith("report written to outputs/sweeps/") and lines[-1].endswith("report.html"), shown
 
 
-def test_the_demo_recipe_against_a_stand_in_prints_at_most_40_lines(standin: StandIn, tmp_path: Path) -> None:
-    """The demo's commands, its sweep pointed at the stand-in: the line budget without the engine's time."""
-    _check_demo(_demo_lines(tmp_path, "backend=ollama", f"backend.base_url={standin.base_url}", "model=gemma3"))
-
-
 @pytest.mark.timeout(1800)
 def test_the_demo_prints_at_most_40_lines_and_its_verdict_once(tmp_path: Path) -> None:
-    """``make demo`` after the install, from a fresh directory, without a terminal (as a log or CI sees it)."""
+    """``make demo`` after the install, from a fresh directory, without a terminal (as a log or CI sees it).
+
+    The real engine and the demo's own cells, rounds and reloads, with 8 tokens a call instead of 64: what it
+    prints does not depend on the length of a generation, and the 64-token calls made this test 81 s of the
+    suite's exclusive time (28 s now).  ``make demo`` itself runs the 64 tokens.
+    """
     require_engine()
-    _check_demo(_demo_lines(tmp_path))
+    _check_demo(_demo_lines(tmp_path, "grid.fixed.num_predict=8"))

@@ -25,7 +25,7 @@ from tests.sweep_cli import only_sweep, run_sweep
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
 
-PACED = dict(tokens=["tok"] * 20, first_token_delay_s=0.1, token_interval_s=0.02)  # ≈ 0.5 s per call: ms of jitter stay small
+PACED = dict(tokens=["tok"] * 10, first_token_delay_s=0.07, token_interval_s=0.02)  # ≈ 0.25 s per call: ms of jitter stay small
 
 
 @pytest.fixture
@@ -58,7 +58,8 @@ def _concurrency(sweep_dir: Path) -> pd.Series:
     return table.frame.iloc[0]
 
 
-@pytest.mark.exclusive   # speedups within a few % of the paced hosts' physics
+# Not exclusive: the paced hosts sleep, and beside two busy cores the speedups stayed within 2 % of those on a
+# quiet machine (1.98 / 1.03 / 2.00 against 1.97 / 1.01 / 1.99), well inside the bounds below.
 def test_speedup_two_hosts_one_serialising_host_and_four_agents(data_dir: Path, tmp_path: Path) -> None:
     # a paced agent's time alone is the same every run: one isolated run each gives its mean
     runs = ("trials=3", "agents.isolated_runs=1")
