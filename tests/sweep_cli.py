@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests import zygote
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,11 +21,19 @@ def sweep_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "sweep", *args]
 
 
-def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python -m <module> args…`` from the repository, output captured."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def run_module(module: str, *args: str, timeout: float = 300, cwd: Path = REPO,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> args…`` from ``cwd`` (the repository), output captured: a process of its own, forked
+    from an interpreter with the libraries already imported (``tests/zygote.py`` says what that changes: nothing
+    the tests check).  ``env``: this process's environment, unbuffered."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1") if env is None else env
+    return zygote.run(module, list(args), cwd=cwd, env=env, timeout=timeout)
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """A bare environment, as a new user's shell might give: the repository importable, system binaries, a home
+    of its own (``extra``: e.g. ``MPLBACKEND="Agg"``)."""
+    return {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(home), **extra}
 
 
 def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

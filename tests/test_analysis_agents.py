@@ -26,8 +26,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +33,7 @@ import pytest
 
 from analysis.load import load
 from analysis.tables import analyse
+from tests.sweep_cli import clean_env, run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,10 +153,8 @@ def test_cli_writes_concurrency_csv_md_latex_and_figure(tmp_path: Path) -> None:
     rows = _homo_rows()
     path = _write(tmp_path, rows, "homo.csv")
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "analysis", str(path), "--out", str(out)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
-                                 "HOME": str(tmp_path)})
+    result = run_module("analysis", str(path), "--out", str(out), cwd=tmp_path, timeout=120,
+                        env=clean_env(tmp_path, MPLBACKEND="Agg"))
     assert result.returncode == 0, result.stderr
     with (out / "concurrency.csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))

@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from analysis.render import tex_escape
+from tests.sweep_cli import clean_env, run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,9 +50,7 @@ def _rows(sweep_id: str = "S", shift: float = 0.0) -> list[dict]:
 
 
 def _analyse(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                       "MPLBACKEND": "Agg", "HOME": str(cwd)})
+    return run_module("analysis", *map(str, args), cwd=cwd, timeout=120, env=clean_env(cwd, MPLBACKEND="Agg"))
 
 
 def _csv(path: Path) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sweep.adaptive import half_width_pct
 from tests.fixtures_server import require_engine
 from sweep.testing.standin import Script, StandIn
-from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
+from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 
 GRID = ["+experiment=quickstart", "grid.fixed.num_predict=8"]   # baseline + num_ctx {512,2048} × num_thread {1,2}
 
@@ -142,6 +142,7 @@ def test_context_length_the_server_chose_is_flagged(standin: StandIn, tmp_path: 
     standin.context_length = 2048
     assert run_sweep(*common(standin, tmp_path, "chimera=optimized", "trials=2")).returncode == 0
     report = run_module("analysis", str(only_sweep(tmp_path)), "--no-figures", "--out", str(tmp_path / "r"))
+    assert report.returncode == 0, report.stderr
     (row,) = pd.read_csv(tmp_path / "r" / "comprehensive.csv").to_dict("records")
     assert "context_length 2048 ≠ num_ctx 512" in row["offload"]
 
@@ -168,6 +169,7 @@ def test_trials_auto_stops_at_max_trials_on_a_noisy_server(standin: StandIn, tmp
     assert len(measured) == 6
     assert measured["stop_reason"].iloc[-1].startswith("max_trials: 6")
     report = run_module("analysis", str(only_sweep(tmp_path)), "--no-figures", "--out", str(tmp_path / "r"))
+    assert report.returncode == 0, report.stderr
     (row,) = pd.read_csv(tmp_path / "r" / "comprehensive.csv").to_dict("records")
     assert row["stopped"].startswith("max_trials: 6")
 

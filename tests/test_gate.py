@@ -10,7 +10,6 @@ file, so its labels are its raw cell ids).
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 from sweep.contract import TrialRecord, to_table
 from tests.test_analysis_report import _csv
 from tests.test_gate_power import SLOW_NEW, SLOW_OLD, _quiet
+from tests.sweep_cli import clean_env, run_module
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
 
@@ -49,9 +49,7 @@ def _sweep(path: Path, seed: int, label: str, slow: dict[tuple[int, int], float]
 
 
 def _gate(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                       "HOME": str(cwd)})
+    return run_module("analysis", *map(str, args), cwd=cwd, timeout=120, env=clean_env(cwd))
 
 
 def test_gate_fails_on_a_planted_10_percent_regression(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,13 @@ from scipy import stats as scipy_stats
 
 from analysis import flags, intervals, power, stats
 from tests.test_analysis_report import _csv, _rows
+from tests.sweep_cli import clean_env, run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _analyse(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args), "--no-figures"], cwd=cwd,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    return run_module("analysis", *map(str, args), "--no-figures", cwd=cwd, timeout=120, env=clean_env(cwd))
 
 
 def test_method_is_chosen_per_quantity_in_one_place() -> None:

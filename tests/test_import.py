@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from analysis import importers
 from analysis.importers import generate
+from tests.sweep_cli import run_module
 
 IMPORT_DIR, TRIALS_FILE, short_float = importers.IMPORT_DIR, importers.TRIALS_FILE, importers.short_float
 
@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def analyse(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args), "--no-figures"], cwd=REPO,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"), capture_output=True, text=True, timeout=180)
+    return run_module("analysis", *map(str, args), "--no-figures", timeout=180)
 
 
 def table(out: Path, name: str) -> list[dict[str, str]]:

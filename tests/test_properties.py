@@ -36,6 +36,7 @@ from analysis.report import Report, build
 from analysis.tables import Table
 from sweep.contract import SCHEMA, conform
 from tests.trial_tables import Spec, specs, table, tr110_like, tr114_like
+from tests.sweep_cli import clean_env, run_module
 
 SIGNED = ("Δ", "throughput delta", "TTFT delta ms")       # intervals of quantities that may be negative
 NO_VERDICT = {"insufficient data", "inconclusive"}
@@ -284,15 +285,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_python_m_analysis_draws_the_figures_of_multi_agent_data(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The TR114 shape (bimodal TTFT with 6–7 s reloads) took the report down in the sensitivity figure
     (``'yerr' must not contain negative values``): the interval beside a mean did not contain it."""
-    import subprocess
-    import sys
-
     data = tmp_path / "trials.parquet"
     make().to_parquet(data)
-    result = subprocess.run([sys.executable, "-m", "analysis", str(data), "--out", str(tmp_path / "out")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
-                                 "HOME": str(tmp_path)})
+    result = run_module("analysis", str(data), "--out", str(tmp_path / "out"), cwd=tmp_path, timeout=300,
+                        env=clean_env(tmp_path, MPLBACKEND="Agg"))
     assert result.returncode == 0, result.stderr
     figures = {p.name for p in (tmp_path / "out" / "figures").glob("*.png")}
     assert {"sensitivity_num_gpu.png", "concurrency_speedup.png", "baseline_vs_chimera_forest.png"} <= figures

@@ -7,11 +7,9 @@ figure that does not decode or a sort script with an error shows up here.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -19,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_analysis_report import ROOT, _analyse, _rows
+from tests.test_analysis_report import _analyse, _rows
+from tests.sweep_cli import clean_env, run_module
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
 
@@ -119,10 +118,7 @@ def test_open_flag_hands_the_html_file_to_the_browser(report: Path, tmp_path: Pa
     fake.write_text(f"#!/bin/sh\necho \"$1\" > {seen}\n")
     fake.chmod(0o755)
     csv = tmp_path / "trials.csv"
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg", "HOME": str(tmp_path),
-           "BROWSER": str(fake)}
-    result = subprocess.run([sys.executable, "-m", "analysis", str(csv), "--out", str(tmp_path / "out"),
-                             "--no-figures", "--open"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = run_module("analysis", str(csv), "--out", str(tmp_path / "out"), "--no-figures", "--open",
+                        cwd=tmp_path, timeout=120, env=clean_env(tmp_path, MPLBACKEND="Agg", BROWSER=str(fake)))
     assert result.returncode == 0, result.stderr
     assert seen.read_text().strip() == report.resolve().as_uri()

@@ -24,6 +24,7 @@ from analysis.load import InputError
 from tests.test_gate import _sweep
 from tests.test_latency_report import _build, _hand_cell
 from tests.trial_tables import Spec, specs, table
+from tests.sweep_cli import clean_env, run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR = jsonschema.Draft202012Validator(summary_json.schema())
@@ -110,9 +111,7 @@ def test_every_generated_sweep_writes_a_valid_summary(spec: Spec) -> None:
 
 
 def _analysis(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=180, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
-                                                       "HOME": str(cwd)})
+    return run_module("analysis", *map(str, args), cwd=cwd, timeout=180, env=clean_env(cwd))
 
 
 @pytest.mark.slow

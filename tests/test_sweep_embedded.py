@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from sweep.server.models import smollm2_path
 from tests.fixtures_server import ON_CI
-from tests.sweep_cli import REPO, only_sweep, run_sweep, trials_of
+from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 
 pytest_plugins = ["tests.fixtures_server"]
 pytestmark = pytest.mark.timeout(180)
@@ -35,8 +34,7 @@ def _engine_installed(embedded_server) -> None:
 
 
 def run_analysis(sweep_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", str(sweep_dir)], cwd=REPO,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"), capture_output=True, text=True, timeout=120)
+    return run_module("analysis", str(sweep_dir), timeout=120)
 
 
 def check_real_rows(df) -> None:
