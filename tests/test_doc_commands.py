@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from sweep.config import register
 from sweep.multirun.shorthands import model_names
 from sweep.testing.standin import Script, StandIn
+from tests.sweep_cli import run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -152,11 +152,12 @@ def test_every_shown_command_parses(page: str, command: str, tmp_path: Path) -> 
 
 
 def _run(argv: list[str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """A shown command, as written, plus ``extra`` overrides, from ``cwd`` (its relative paths resolve there)."""
+    """A shown ``python -m`` command, as written, plus ``extra`` overrides, from ``cwd`` (its relative paths
+    resolve there)."""
+    assert argv[:2] == ["python", "-m"], argv
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, *argv[1:], *extra], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return run_module(argv[2], *argv[3:], *extra, cwd=cwd, env=env, timeout=600)
 
 
 def test_the_readme_sweep_commands_plan_without_measuring(tmp_path: Path) -> None:

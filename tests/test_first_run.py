@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sweep_cli import run_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -52,9 +54,7 @@ def test_a_llama_server_sweep_without_the_tools_is_one_line_naming_make_tools(tm
     env = dict(os.environ, CHIMERA_LLAMA_TOOLS=str(empty), PYTHONUNBUFFERED="1")
     for multirun in ([], ["-m"]):
         out_root = tmp_path / f"out{len(multirun)}"
-        run = subprocess.run([sys.executable, "-m", "sweep", *multirun, "backend=llama_server", "trials=1",
-                              f"output_root={out_root}"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=300)
+        run = run_module("sweep", *multirun, "backend=llama_server", "trials=1", f"output_root={out_root}", env=env)
         assert run.returncode == 2, run.stderr
         lines = [line for line in run.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, run.stderr

@@ -23,7 +23,7 @@ from sweep.plan import plan_cells
 from sweep.multirun.preflight import ASSUMED_RELOAD_S, Planned, _duration, estimate_s
 from tests.fixtures_server import require_engine
 from sweep.testing.standin import StandIn
-from tests.sweep_cli import REPO, only_sweep, run_sweep, trials_of
+from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
 
 
 def _ollama(standin: StandIn, root: Path) -> list[str]:
@@ -155,8 +155,7 @@ def test_analysis_without_a_path_skips_a_directory_without_trials(standin: Stand
     sweep = only_sweep(root)
     (root / "zzz-left-by-an-older-version" / "_hydra").mkdir(parents=True)   # newer, and only Hydra's files
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "-m", "analysis", "--no-figures"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_module("analysis", "--no-figures", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"analysing the newest sweep: {Path('outputs/sweeps') / sweep.name}" in result.stderr
 

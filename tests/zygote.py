@@ -23,8 +23,7 @@ What the child is, and why the tests still see ``python -m`` as a user runs it:
 * the random generators are reseeded in the child (a fork copies their state, a fresh process draws its own).
 
 Tests that send signals, watch process trees or read a process's output while it runs start their own
-``subprocess.Popen``, and the commands the README and the Makefile show run as fresh processes
-(``tests/test_doc_commands.py``, the demo in ``tests/test_first_touch.py``).
+``subprocess.Popen``, and the demo runs the Makefile's recipe as fresh processes (``tests/test_first_touch.py``).
 """
 
 from __future__ import annotations
