@@ -73,6 +73,7 @@ class Zygote:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._env: dict[str, str] = {}
+        self.last_cpu_s: float | None = None     # the CPU time of the last forked run (for benchmarks of the suite)
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -126,16 +127,22 @@ class Zygote:
         with tempfile.TemporaryDirectory(prefix="zygote-") as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
             request = {"module": module, "args": args, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
-            self._sock.sendall((json.dumps(request) + "\n").encode())
-            pid = json.loads(self._reader.readline())["pid"]
-            self._sock.settimeout(timeout)
+            pid = None
             try:
+                self._sock.sendall((json.dumps(request) + "\n").encode())
+                pid = json.loads(self._reader.readline())["pid"]
+                self._sock.settimeout(timeout)
                 line = self._reader.readline()
-            except TimeoutError:                 # a timed-out socket file cannot be read again: a new zygote
-                os.kill(pid, signal.SIGKILL)
+                self._sock.settimeout(None)
+            except BaseException as exc:
+                # a timed-out socket file cannot be read again, and a test's own timeout (pytest-timeout's
+                # signal) or a Ctrl-C can land mid-request, a reply still owed: the child goes, a new zygote next
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
                 self.close()
-                raise subprocess.TimeoutExpired(argv, timeout, _text(out), _text(err)) from None
-            self._sock.settimeout(None)
+                if isinstance(exc, TimeoutError):
+                    raise subprocess.TimeoutExpired(argv, timeout, _text(out), _text(err)) from None
+                raise
             if not line:
                 raise RuntimeError("the tests' zygote process ended; run with CHIMERA_TESTS_FRESH=1 to compare")
             reply = json.loads(line)
@@ -187,10 +194,15 @@ def serve(fd: int) -> None:
             requests.close()
             sock.close()
             _child(request)          # does not return: the child leaves by SystemExit or an exception
-        sock.sendall((json.dumps({"pid": pid}) + "\n").encode())
-        _, status, usage = os.wait4(pid, 0)
-        sock.sendall((json.dumps({"returncode": os.waitstatus_to_exitcode(status),
-                                  "cpu_s": usage.ru_utime + usage.ru_stime}) + "\n").encode())
+        try:
+            sock.sendall((json.dumps({"pid": pid}) + "\n").encode())
+        finally:
+            _, status, usage = os.wait4(pid, 0)
+        try:
+            sock.sendall((json.dumps({"returncode": os.waitstatus_to_exitcode(status),
+                                      "cpu_s": usage.ru_utime + usage.ru_stime}) + "\n").encode())
+        except OSError:          # the parent gave up on this request (it killed the child) and closed the socket
+            return
 
 
 def _child(request: dict) -> None:
@@ -214,7 +226,7 @@ def _child(request: dict) -> None:
                                                    errors="backslashreplace", line_buffering=True,
                                                    write_through=unbuffered)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    random.seed()
+    random.seed()                       # (random reseeds itself after a fork; numpy's global generator does not)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
     # as a fresh ``-m`` builds it: the working directory, then PYTHONPATH, then the interpreter's own
