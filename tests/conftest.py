@@ -8,8 +8,9 @@ classified without anyone remembering to.  Anything
 else slow carries ``@pytest.mark.slow`` by hand.  ``make test`` runs everything.
 
 A test is ``exclusive`` (run alone under pytest-xdist: ``tests/machine_share.py`` says why) when it runs
-the real engine or a llama.cpp tool, found the same way; anything else that needs the machine to itself
-carries ``@pytest.mark.exclusive`` by hand.
+the real engine or a llama.cpp tool, found the same way, unless it carries ``shares_machine`` (it checks what
+the engine answers, not how fast); anything else that needs the machine to itself carries
+``@pytest.mark.exclusive`` by hand.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         engine = engine or any(call in source for call in ENGINE_CALLS)
         if "slow" not in item.keywords and (engine or any(call in source for call in SPAWN_CALLS)):
             item.add_marker(pytest.mark.slow)
-        if engine and "exclusive" not in item.keywords:
+        if engine and "exclusive" not in item.keywords and "shares_machine" not in item.keywords:
             item.add_marker(pytest.mark.exclusive)
     reason = gpu_missing_reason() if any("gpu" in item.keywords for item in items) else None
     if reason:

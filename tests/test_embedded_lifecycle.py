@@ -20,7 +20,7 @@ import pytest
 from tests.sweep_cli import REPO, sweep_argv
 
 pytest_plugins = ["tests.fixtures_server"]
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.shares_machine]   # which processes are left
 TAG = "CHIMERA_LIFECYCLE_TAG"
 
 

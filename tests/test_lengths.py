@@ -125,6 +125,7 @@ def test_closest_text_by_hand() -> None:
 # ---------------------------------------------------------------- the embedded server: /api/tokenize and ignore_eos
 
 
+@pytest.mark.shares_machine   # token counts, not speed
 def test_tokenize_route_matches_what_the_engine_evaluates(http: httpx.Client) -> None:
     tokens = http.post("/api/tokenize", json={"model": "gemma3:270m", "content": "hello world the cat"}).json()
     assert tokens["model"] == "gemma3:270m" and len(tokens["tokens"]) == 4
@@ -142,6 +143,7 @@ def _build(base_url: str, cell: Any) -> lengths.Built:
     return asyncio.run(go())
 
 
+@pytest.mark.shares_machine   # token counts, not speed
 @pytest.mark.parametrize("n", [7, 100, 512])
 def test_prompt_tokens_is_exact_on_the_embedded_engine(embedded_server: Any, http: httpx.Client,
                                                        compose_cfg: Callable[..., DictConfig], n: int) -> None:
@@ -156,6 +158,7 @@ def test_prompt_tokens_is_exact_on_the_embedded_engine(embedded_server: Any, htt
         assert final["prompt_eval_count"] == n
 
 
+@pytest.mark.shares_machine   # token counts, not speed
 def test_ignore_eos_generates_past_the_end_of_sequence(http: httpx.Client) -> None:
     # SmolLM2 Instruct answers this in a few tokens and ends; with ignore_eos it writes exactly num_predict
     ask = {"model": "smollm2:135m", "stream": False,

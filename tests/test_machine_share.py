@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.machine_share import Holder, machine_share
+from tests.machine_share import Holder, machine_share, one_engine_at_a_time
 
 
 def _hold(run_dir: Path, exclusive: bool, name: str, events: list[str], hold_s: float) -> threading.Thread:
@@ -58,3 +58,28 @@ def test_a_worker_keeps_the_machine_from_one_exclusive_test_to_the_next(tmp_path
     worker.after(next_exclusive=False)
     other.join()
     assert events == ["first in", "first out", "second in", "second out", "other in", "other out"], events
+
+
+def test_engine_tests_that_share_the_machine_run_one_at_a_time_beside_the_others(tmp_path: Path) -> None:
+    events: list[str] = []
+
+    def hold(name: str, engine: bool, hold_s: float) -> threading.Thread:
+        def body() -> None:
+            with machine_share(tmp_path, False), one_engine_at_a_time(tmp_path, engine):
+                events.append(f"{name} in")
+                time.sleep(hold_s)
+                events.append(f"{name} out")
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    first = hold("engine 1", True, 0.3)
+    time.sleep(0.05)
+    second = hold("engine 2", True, 0.0)
+    time.sleep(0.05)
+    beside = hold("stand-in", False, 0.0)
+    for thread in (first, second, beside):
+        thread.join()
+    assert events.index("engine 2 in") > events.index("engine 1 out"), events     # waits for the other engine
+    assert events.index("stand-in out") < events.index("engine 1 out"), events    # not for it

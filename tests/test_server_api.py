@@ -21,7 +21,7 @@ PROMPT = "Generate a technical report about GPU inference."
 FINAL_FIELDS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration",
                 "eval_count", "eval_duration")
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.shares_machine]   # the API's shape, not its speed
 
 
 def stream(http: httpx.Client, endpoint: str, body: dict[str, Any]) -> tuple[list[tuple[float, dict]], float]:

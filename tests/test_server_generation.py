@@ -24,7 +24,7 @@ from tests.fixtures_server import require
 PROMPT = "Generate a technical report about GPU inference."
 MODELS = ("gemma3:270m", "smollm2:135m")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.shares_machine]   # tokens, not speed
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sweep.server.models import smollm2_path
 from tests.fixtures_server import ON_CI, require_module
 
 pytest_plugins = ["tests.fixtures_server"]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.shares_machine]   # the client's view, not speed
 
 MODELS = [
     pytest.param("gemma3:270m", id="gemma3"),

@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures_server import require_module
 
 pytest_plugins = ["tests.fixtures_server"]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.shares_machine]   # the client's view, not speed
 
 
 @pytest.fixture
