@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 import analysis
 from tests.fixtures_server import require_engine

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sweep.server.engine import Done, Engine, Job, Piece, load_llama
+from sweep.server.engine import Done, Engine, Job, load_llama
 from sweep.server.models import default_registry
 from sweep.server.options import parse_options
 from sweep.server.templates import generate_prompt
