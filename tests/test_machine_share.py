@@ -9,9 +9,10 @@ from pathlib import Path
 from tests.machine_share import Holder, machine_share, one_engine_at_a_time
 
 
-def _hold(run_dir: Path, exclusive: bool, name: str, events: list[str], hold_s: float) -> threading.Thread:
+def _hold(run_dir: Path, exclusive: bool, name: str, events: list[str], hold_s: float,
+          engine: bool = False) -> threading.Thread:
     def body() -> None:
-        with machine_share(run_dir, exclusive):
+        with machine_share(run_dir, exclusive), one_engine_at_a_time(run_dir, engine):
             events.append(f"{name} in")
             time.sleep(hold_s)
             events.append(f"{name} out")
@@ -62,23 +63,11 @@ def test_a_worker_keeps_the_machine_from_one_exclusive_test_to_the_next(tmp_path
 
 def test_engine_tests_that_share_the_machine_run_one_at_a_time_beside_the_others(tmp_path: Path) -> None:
     events: list[str] = []
-
-    def hold(name: str, engine: bool, hold_s: float) -> threading.Thread:
-        def body() -> None:
-            with machine_share(tmp_path, False), one_engine_at_a_time(tmp_path, engine):
-                events.append(f"{name} in")
-                time.sleep(hold_s)
-                events.append(f"{name} out")
-
-        thread = threading.Thread(target=body)
-        thread.start()
-        return thread
-
-    first = hold("engine 1", True, 0.3)
+    first = _hold(tmp_path, False, "engine 1", events, 0.3, engine=True)
     time.sleep(0.05)
-    second = hold("engine 2", True, 0.0)
+    second = _hold(tmp_path, False, "engine 2", events, 0.0, engine=True)
     time.sleep(0.05)
-    beside = hold("stand-in", False, 0.0)
+    beside = _hold(tmp_path, False, "stand-in", events, 0.0)
     for thread in (first, second, beside):
         thread.join()
     assert events.index("engine 2 in") > events.index("engine 1 out"), events     # waits for the other engine
