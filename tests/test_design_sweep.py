@@ -187,6 +187,7 @@ def test_bad_design_keys_are_one_line(standin: StandIn, tmp_path: Path, args: li
     assert standin.requests == []
 
 
+@pytest.mark.shares_machine   # load durations cold against warm, not speed
 def test_cold_state_on_the_embedded_engine_loads_before_every_trial(tmp_path: Path) -> None:
     """The real engine: each cold trial reports a real load (load_duration > 0); warm trials report none.
 

