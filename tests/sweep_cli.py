@@ -21,13 +21,21 @@ def sweep_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "sweep", *args]
 
 
+def cli_env(*, repo_on_path: bool = False, **extra: str) -> dict[str, str]:
+    """This process's environment for a CLI run: unbuffered, so its output arrives as it is written; with
+    ``repo_on_path``, the repository first on ``PYTHONPATH``, for a run from another directory."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
+    if repo_on_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 def run_module(module: str, *args: str, timeout: float = 300, cwd: Path = REPO,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m <module> args…`` from ``cwd`` (the repository), output captured: a process of its own, forked
     from an interpreter with the libraries already imported (``tests/zygote.py`` says what that changes: nothing
-    the tests check).  ``env``: this process's environment, unbuffered."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1") if env is None else env
-    return zygote.run(module, list(args), cwd=cwd, env=env, timeout=timeout)
+    the tests check).  ``env``: :func:`cli_env` unless given."""
+    return zygote.run(module, list(args), cwd=cwd, env=cli_env() if env is None else env, timeout=timeout)
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
@@ -55,7 +63,7 @@ def interrupt_sweep(*args: str, until: Callable[[], bool], what: str, timeout_s:
     Fails the test, naming ``what`` it waited for, when the sweep ends first or ``until()`` never holds.
     """
     proc = subprocess.Popen(sweep_argv(*args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=cli_env())
     try:
         deadline = time.monotonic() + timeout_s
         while not until():

@@ -35,7 +35,6 @@ from analysis.load import load
 from analysis.tables import analyse
 from tests.sweep_cli import clean_env, run_module
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _homo_rows() -> list[dict]:

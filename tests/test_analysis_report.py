@@ -23,7 +23,6 @@ import pytest
 from analysis.render import tex_escape
 from tests.sweep_cli import clean_env, run_module
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _rows(sweep_id: str = "S", shift: float = 0.0) -> list[dict]:

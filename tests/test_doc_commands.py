@@ -10,7 +10,6 @@ resume, the report, two sweeps side by side, the gate) runs for real against the
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -23,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from sweep.config import register
 from sweep.multirun.shorthands import model_names
 from sweep.testing.standin import Script, StandIn
-from tests.sweep_cli import run_module
+from tests.sweep_cli import cli_env, run_module
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -155,9 +154,7 @@ def _run(argv: list[str], cwd: Path, *extra: str) -> subprocess.CompletedProcess
     """A shown ``python -m`` command, as written, plus ``extra`` overrides, from ``cwd`` (its relative paths
     resolve there)."""
     assert argv[:2] == ["python", "-m"], argv
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               PYTHONUNBUFFERED="1")
-    return run_module(argv[2], *argv[3:], *extra, cwd=cwd, env=env, timeout=600)
+    return run_module(argv[2], *argv[3:], *extra, cwd=cwd, env=cli_env(repo_on_path=True), timeout=600)
 
 
 def test_the_readme_sweep_commands_plan_without_measuring(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ sweep that needs them and finds none stops with one line naming ``make tools`` b
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep_cli import run_module
+from tests.sweep_cli import cli_env, run_module
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,7 +50,7 @@ def test_a_llama_server_sweep_without_the_tools_is_one_line_naming_make_tools(tm
     empty = tmp_path / "no-tools"
     empty.mkdir()
     # CHIMERA_LLAMA_TOOLS pointing at an empty directory: the lookup neither takes the cache nor PATH
-    env = dict(os.environ, CHIMERA_LLAMA_TOOLS=str(empty), PYTHONUNBUFFERED="1")
+    env = cli_env(CHIMERA_LLAMA_TOOLS=str(empty))
     for multirun in ([], ["-m"]):
         out_root = tmp_path / f"out{len(multirun)}"
         run = run_module("sweep", *multirun, "backend=llama_server", "trials=1", f"output_root={out_root}", env=env)

@@ -23,7 +23,7 @@ from sweep.plan import plan_cells
 from sweep.multirun.preflight import ASSUMED_RELOAD_S, Planned, _duration, estimate_s
 from tests.fixtures_server import require_engine
 from sweep.testing.standin import StandIn
-from tests.sweep_cli import REPO, only_sweep, run_module, run_sweep, trials_of
+from tests.sweep_cli import REPO, cli_env, only_sweep, run_module, run_sweep, trials_of
 
 
 def _ollama(standin: StandIn, root: Path) -> list[str]:
@@ -154,8 +154,7 @@ def test_analysis_without_a_path_skips_a_directory_without_trials(standin: Stand
     assert ran.returncode == 0, ran.stderr[-2000:]
     sweep = only_sweep(root)
     (root / "zzz-left-by-an-older-version" / "_hydra").mkdir(parents=True)   # newer, and only Hydra's files
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    result = run_module("analysis", "--no-figures", cwd=tmp_path, env=env)
+    result = run_module("analysis", "--no-figures", cwd=tmp_path, env=cli_env(repo_on_path=True))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"analysing the newest sweep: {Path('outputs/sweeps') / sweep.name}" in result.stderr
 
@@ -256,7 +255,7 @@ def _demo_commands() -> list[list[str]]:
 
 def _demo_lines(cwd: Path, *sweep_args: str) -> list[str]:
     """What the demo recipe prints (stdout and stderr), run from ``cwd``; ``sweep_args`` go to its sweep."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = cli_env(repo_on_path=True)
     lines: list[str] = []
     for command in _demo_commands():
         if command[1:3] == ["-m", "sweep"]:
@@ -282,7 +281,7 @@ def test_the_demo_prints_at_most_40_lines_and_its_verdict_once(tmp_path: Path) -
 
     The real engine and the demo's own cells, rounds and reloads, with 8 tokens a call instead of 64: what it
     prints does not depend on the length of a generation, and the 64-token calls made this test 81 s of the
-    suite's exclusive time (28 s now).  ``make demo`` itself runs the 64 tokens.
+    suite's exclusive time (29 s alone now).  ``make demo`` itself runs the 64 tokens.
     """
     require_engine()
     _check_demo(_demo_lines(tmp_path, "grid.fixed.num_predict=8"))

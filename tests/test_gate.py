@@ -24,7 +24,6 @@ from tests.sweep_cli import clean_env, run_module
 
 pytestmark = pytest.mark.slow   # whole reports, several engines or a browser: seconds per test
 
-ROOT = Path(__file__).resolve().parent.parent
 GRID = [(512, 1), (512, 2), (2048, 1), (2048, 2)]
 
 

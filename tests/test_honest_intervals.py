@@ -28,7 +28,6 @@ from analysis import flags, intervals, power, stats
 from tests.test_analysis_report import _csv, _rows
 from tests.sweep_cli import clean_env, run_module
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _analyse(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

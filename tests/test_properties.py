@@ -278,7 +278,6 @@ def test_reload_flags_turn_a_tr114_cell_into_words_and_its_verdict_inconclusive(
 # ---------------------------------------------------------------- figures: drawn, or skipped with a line
 
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("make", [tr114_like, tr110_like], ids=["tr114", "tr110"])

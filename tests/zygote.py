@@ -20,7 +20,8 @@ What the child is, and why the tests still see ``python -m`` as a user runs it:
   is the zygote's: a request whose environment differs in one of those (:data:`STARTUP_VARIABLES`, or a
   locale of another encoding) runs as a fresh subprocess instead, as does any request while another is
   running, or every request when ``CHIMERA_TESTS_FRESH=1``;
-* the random generators are reseeded in the child (a fork copies their state, a fresh process draws its own).
+* numpy's global random generator is reseeded in the child (a fork copies its state, a fresh process draws its
+  own; ``random`` reseeds itself after a fork).
 
 Tests that send signals, watch process trees or read a process's output while it runs start their own
 ``subprocess.Popen``, and the demo runs the Makefile's recipe as fresh processes (``tests/test_first_touch.py``).
@@ -73,7 +74,6 @@ class Zygote:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._env: dict[str, str] = {}
-        self.last_cpu_s: float | None = None     # the CPU time of the last forked run (for benchmarks of the suite)
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -145,9 +145,7 @@ class Zygote:
                 raise
             if not line:
                 raise RuntimeError("the tests' zygote process ended; run with CHIMERA_TESTS_FRESH=1 to compare")
-            reply = json.loads(line)
-            self.last_cpu_s = reply["cpu_s"]
-            return subprocess.CompletedProcess(argv, reply["returncode"], _text(out), _text(err))
+            return subprocess.CompletedProcess(argv, json.loads(line)["returncode"], _text(out), _text(err))
 
 
 def _text(path: Path) -> str:
@@ -181,7 +179,7 @@ def serve(fd: int) -> None:
     import importlib
 
     global _BASE_PATH
-    own = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    own = set(_pythonpath())
     _BASE_PATH = [p for p in sys.path[1:] if p not in own]
     for name in PRELOAD:
         importlib.import_module(name)
@@ -197,16 +195,18 @@ def serve(fd: int) -> None:
         try:
             sock.sendall((json.dumps({"pid": pid}) + "\n").encode())
         finally:
-            _, status, usage = os.wait4(pid, 0)
+            _, status = os.waitpid(pid, 0)
         try:
-            sock.sendall((json.dumps({"returncode": os.waitstatus_to_exitcode(status),
-                                      "cpu_s": usage.ru_utime + usage.ru_stime}) + "\n").encode())
+            sock.sendall((json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n").encode())
         except OSError:          # the parent gave up on this request (it killed the child) and closed the socket
             return
 
 
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 def _child(request: dict) -> None:
-    import random
     import runpy
 
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_WRONLY | os.O_CREAT),
@@ -226,11 +226,10 @@ def _child(request: dict) -> None:
                                                    errors="backslashreplace", line_buffering=True,
                                                    write_through=unbuffered)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    random.seed()                       # (random reseeds itself after a fork; numpy's global generator does not)
-    if "numpy" in sys.modules:
+    if "numpy" in sys.modules:          # ``random`` reseeds itself after a fork; numpy's global generator does not
         sys.modules["numpy"].random.seed()
     # as a fresh ``-m`` builds it: the working directory, then PYTHONPATH, then the interpreter's own
-    sys.path[:] = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), *_BASE_PATH]
+    sys.path[:] = [os.getcwd(), *_pythonpath(), *_BASE_PATH]
     sys.argv = [request["module"], *request["args"]]   # run_module replaces argv[0] with the module's file
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     raise SystemExit(0)
