@@ -72,6 +72,14 @@ def test_two_cell_sweep_real_text_server_timings_client_ttft(tmp_path: Path) -> 
         assert _gone(int(pid)), f"llama-server {pid} outlived the sweep"
 
 
+def _name(process: psutil.Process) -> str:
+    """A child's name, or "" when it ended between being listed and being asked (the sweep's short-lived
+    children: a fresh-clone `make test` once failed on one)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return process.name()
+    return ""
+
+
 def _start_and_wait_for_server(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     """A long llama_server sweep, once its llama-server is up and a first trial is stored."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -79,7 +87,7 @@ def _start_and_wait_for_server(tmp_path: Path) -> tuple[subprocess.Popen[str], i
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in c.name()]
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True) if "llama-server" in _name(c)]
         if children and _stored_trial_rows(tmp_path) > 0:
             return proc, children[0].pid
         assert proc.poll() is None, proc.communicate()[1][-2000:]
